@@ -1,0 +1,225 @@
+//! The typed settings tree. Field names are the config keys; see `default.toml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Every Verdict setting, after layering. Build it with [`Settings::load`].
+///
+/// `Debug` is safe to log: secret fields print as `[REDACTED]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for local state (the embedded store lives here by default).
+    pub data_dir: PathBuf,
+    /// Storage backend.
+    pub store: StoreKind,
+    /// Cache backend.
+    pub cache: CacheKind,
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Embedded SQLite store (used when `store = "sqlite"`).
+    pub sqlite: SqliteSettings,
+    /// MongoDB store (used when `store = "mongodb"`).
+    pub mongodb: MongodbSettings,
+    /// Redis cache (used when `cache = "redis"`).
+    pub redis: RedisSettings,
+    /// Bootstrap credentials.
+    pub auth: AuthSettings,
+    /// Event ingestion limits.
+    pub ingest: IngestSettings,
+}
+
+/// Which storage backend holds experiments, assignments and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded SQLite database under `data_dir`.
+    Sqlite,
+    /// External MongoDB (`mongodb.uri`).
+    Mongodb,
+}
+
+/// Which cache backend serves hot lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// In-process cache.
+    Memory,
+    /// Shared Redis (`redis.url`).
+    Redis,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server]`: the HTTP API listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// TCP port (1..=65535).
+    pub port: u16,
+    /// Largest accepted request body in bytes (>= 1024).
+    pub request_body_limit_bytes: u64,
+    /// Drain time for in-flight requests on shutdown (<= 3600).
+    pub shutdown_grace_seconds: u64,
+    /// Per-request time limit.
+    pub request_timeout_seconds: u64,
+}
+
+impl ServerSettings {
+    /// `host:port`, suitable for binding (IPv6 hosts are bracketed).
+    pub fn listen_address(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// `shutdown_grace_seconds` as a [`Duration`].
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// `request_timeout_seconds` as a [`Duration`].
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+}
+
+/// `[log]`: log filter and format.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive string, e.g. `"info"` or `"warn,verdict_api=debug"`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// `[sqlite]`: the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSettings {
+    /// Database file; empty means `<data_dir>/verdict.db` (use [`Settings::sqlite_path`]).
+    pub path: PathBuf,
+    /// Lock wait in milliseconds (<= 600000).
+    pub busy_timeout_ms: u64,
+}
+
+impl SqliteSettings {
+    /// `busy_timeout_ms` as a [`Duration`].
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.busy_timeout_ms)
+    }
+}
+
+/// `[mongodb]`: the external store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongodbSettings {
+    /// Connection string (secret: may contain credentials).
+    pub uri: SecretString,
+    /// Database name.
+    pub database: String,
+    /// Connection timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl MongodbSettings {
+    /// `connect_timeout_ms` as a [`Duration`].
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `[redis]`: the shared cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Connection URL (secret: may contain a password).
+    pub url: SecretString,
+    /// Prefix for every key Verdict writes.
+    pub key_prefix: String,
+}
+
+/// `[auth]`: bootstrap credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Admin API key created at start-up; empty means none (secret).
+    pub bootstrap_admin_key: SecretString,
+    /// Environment the bootstrap key belongs to.
+    pub bootstrap_environment: String,
+}
+
+/// `[ingest]`: event ingestion limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Most events per ingest request (1..=1000).
+    pub max_batch: usize,
+    /// Sustained events per second per API key; 0 disables rate limiting.
+    pub rate_limit_per_second: u32,
+    /// Token bucket capacity; >= `rate_limit_per_second` when limiting is on.
+    pub rate_limit_burst: u32,
+}
+
+impl IngestSettings {
+    /// `true` when `rate_limit_per_second > 0`.
+    pub fn rate_limit_enabled(&self) -> bool {
+        self.rate_limit_per_second > 0
+    }
+}
+
+impl Settings {
+    /// The SQLite database file: `sqlite.path`, or `<data_dir>/verdict.db` when that is empty.
+    pub fn sqlite_path(&self) -> PathBuf {
+        if self.sqlite.path.as_os_str().is_empty() {
+            self.data_dir.join("verdict.db")
+        } else {
+            self.sqlite.path.clone()
+        }
+    }
+
+    /// The HTTP listen address, `host:port`.
+    pub fn listen_address(&self) -> String {
+        self.server.listen_address()
+    }
+
+    /// One line for the start-up log: backends, where data lives, listen address.
+    /// Never contains secrets (no URIs, URLs or keys).
+    pub fn redacted_summary(&self) -> String {
+        let store = match self.store {
+            StoreKind::Sqlite => {
+                format!("store=sqlite sqlite_path={}", self.sqlite_path().display())
+            }
+            StoreKind::Mongodb => {
+                format!("store=mongodb mongodb_database={}", self.mongodb.database)
+            }
+        };
+        let cache = match self.cache {
+            CacheKind::Memory => "cache=memory".to_owned(),
+            CacheKind::Redis => format!("cache=redis redis_key_prefix={}", self.redis.key_prefix),
+        };
+        format!(
+            "{store} {cache} data_dir={} listen={}",
+            self.data_dir.display(),
+            self.listen_address()
+        )
+    }
+}

@@ -1,0 +1,519 @@
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use secrecy::ExposeSecret;
+use tempfile::NamedTempFile;
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn toml_file(contents: &str) -> NamedTempFile {
+    let mut file = NamedTempFile::new().expect("create temp file");
+    file.write_all(contents.as_bytes())
+        .expect("write temp file");
+    file
+}
+
+fn load_with(file: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let file = file.map(toml_file);
+    Settings::load_from(file.as_ref().map(NamedTempFile::path), vars(env))
+}
+
+fn load_ok(file: Option<&str>, env: &[(&str, &str)]) -> Settings {
+    match load_with(file, env) {
+        Ok(settings) => settings,
+        Err(err) => panic!("expected settings to load, got:\n{err}"),
+    }
+}
+
+fn load_err(file: Option<&str>, env: &[(&str, &str)]) -> ConfigError {
+    match load_with(file, env) {
+        Ok(settings) => panic!("expected an error, got {settings:?}"),
+        Err(err) => err,
+    }
+}
+
+/// Asserts the error has a `<key>: ...` line and returns that line.
+fn line_for(err: &ConfigError, key: &str) -> String {
+    let text = err.to_string();
+    text.lines()
+        .find(|line| line.starts_with(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no line for `{key}` in:\n{text}"))
+        .to_owned()
+}
+
+fn assert_invalid_only(err: &ConfigError, key: &str) {
+    assert!(
+        matches!(err, ConfigError::Invalid(_)),
+        "not a validation error: {err:?}"
+    );
+    assert_eq!(err.problems().len(), 1, "expected one problem, got:\n{err}");
+    line_for(err, key);
+}
+
+// --- layering -------------------------------------------------------------------------
+
+#[test]
+fn defaults_load_and_validate() {
+    let s = load_ok(None, &[]);
+    assert_eq!(s.data_dir, PathBuf::from("./data"));
+    assert_eq!(s.store, StoreKind::Sqlite);
+    assert_eq!(s.cache, CacheKind::Memory);
+    assert_eq!(s.server.host, "127.0.0.1");
+    assert_eq!(s.server.port, 8080);
+    assert_eq!(s.server.request_body_limit_bytes, 1_048_576);
+    assert_eq!(s.server.shutdown_grace_seconds, 30);
+    assert_eq!(s.server.request_timeout_seconds, 30);
+    assert_eq!(s.log.level, "info");
+    assert_eq!(s.log.format, LogFormat::Text);
+    assert_eq!(s.sqlite.path, PathBuf::new());
+    assert_eq!(s.sqlite.busy_timeout_ms, 5000);
+    assert_eq!(s.mongodb.uri.expose_secret(), "");
+    assert_eq!(s.mongodb.database, "verdict");
+    assert_eq!(s.mongodb.connect_timeout_ms, 5000);
+    assert_eq!(s.redis.url.expose_secret(), "");
+    assert_eq!(s.redis.key_prefix, "verdict:");
+    assert_eq!(s.auth.bootstrap_admin_key.expose_secret(), "");
+    assert_eq!(s.auth.bootstrap_environment, "production");
+    assert_eq!(s.ingest.max_batch, 1000);
+    assert_eq!(s.ingest.rate_limit_per_second, 5000);
+    assert_eq!(s.ingest.rate_limit_burst, 10_000);
+}
+
+#[test]
+fn every_default_key_documents_its_env_var() {
+    let mut section = String::new();
+    let mut previous = "";
+    for line in DEFAULT_CONFIG_TOML.lines() {
+        if let Some(name) = line.strip_prefix('[') {
+            section = name.trim_end_matches(']').to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ")
+            && !line.starts_with('#')
+        {
+            let var = if section.is_empty() {
+                format!("VERDICT_{}", key.to_uppercase())
+            } else {
+                format!("VERDICT_{}__{}", section.to_uppercase(), key.to_uppercase())
+            };
+            assert_eq!(
+                previous,
+                format!("# env: {var}"),
+                "comment above `{section}.{key}`"
+            );
+        }
+        previous = line;
+    }
+}
+
+#[test]
+fn sqlite_path_defaults_to_verdict_db_in_data_dir() {
+    let s = load_ok(None, &[("VERDICT_DATA_DIR", "/var/lib/verdict")]);
+    assert_eq!(
+        s.sqlite_path(),
+        PathBuf::from("/var/lib/verdict/verdict.db")
+    );
+    let s = load_ok(None, &[("VERDICT_SQLITE__PATH", "/tmp/x.db")]);
+    assert_eq!(s.sqlite_path(), PathBuf::from("/tmp/x.db"));
+}
+
+#[test]
+fn file_overrides_default() {
+    let s = load_ok(
+        Some(
+            "store = \"mongodb\"\n[mongodb]\nuri = \"mongodb://db:27017\"\n[server]\nport = 9090\n",
+        ),
+        &[],
+    );
+    assert_eq!(s.server.port, 9090);
+    assert_eq!(s.store, StoreKind::Mongodb);
+    assert_eq!(s.mongodb.uri.expose_secret(), "mongodb://db:27017");
+    // Keys the file does not mention keep their defaults.
+    assert_eq!(s.server.host, "127.0.0.1");
+    assert_eq!(s.mongodb.database, "verdict");
+}
+
+#[test]
+fn env_overrides_file() {
+    let s = load_ok(
+        Some("[server]\nport = 9090\n[log]\nformat = \"json\"\n"),
+        &[("VERDICT_SERVER__PORT", "9000")],
+    );
+    assert_eq!(s.server.port, 9000);
+    assert_eq!(s.log.format, LogFormat::Json);
+}
+
+#[test]
+fn double_underscore_nests_and_top_level_keys_need_none() {
+    let s = load_ok(
+        None,
+        &[
+            ("VERDICT_STORE", "mongodb"),
+            ("VERDICT_MONGODB__URI", "mongodb+srv://u:p@cluster/x"),
+            ("VERDICT_MONGODB__CONNECT_TIMEOUT_MS", "250"),
+            ("VERDICT_CACHE", "redis"),
+            ("VERDICT_REDIS__URL", "rediss://cache:6380"),
+            ("VERDICT_LOG__LEVEL", "warn,verdict_api=debug"),
+        ],
+    );
+    assert_eq!(s.store, StoreKind::Mongodb);
+    assert_eq!(s.cache, CacheKind::Redis);
+    assert_eq!(s.mongodb.uri.expose_secret(), "mongodb+srv://u:p@cluster/x");
+    assert_eq!(s.mongodb.connect_timeout_ms, 250);
+    assert_eq!(s.redis.url.expose_secret(), "rediss://cache:6380");
+    assert_eq!(s.log.level, "warn,verdict_api=debug");
+}
+
+#[test]
+fn all_digit_secret_from_env_stays_a_string() {
+    let s = load_ok(
+        None,
+        &[("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", "12345678901234567890")],
+    );
+    assert_eq!(
+        s.auth.bootstrap_admin_key.expose_secret(),
+        "12345678901234567890"
+    );
+}
+
+#[test]
+fn verdict_test_variables_are_ignored() {
+    let s = load_ok(
+        None,
+        &[
+            ("VERDICT_TEST_MONGODB_URI", "mongodb://test:27017"),
+            ("VERDICT_TEST_ANYTHING__AT_ALL", "x"),
+            ("PATH", "/usr/bin"),
+        ],
+    );
+    assert_eq!(s.store, StoreKind::Sqlite);
+    assert_eq!(s.mongodb.uri.expose_secret(), "");
+}
+
+// --- parse errors ---------------------------------------------------------------------
+
+#[test]
+fn unknown_key_in_file_is_an_error_naming_it() {
+    let err = load_err(Some("[server]\nprot = 9000\n"), &[]);
+    assert!(matches!(err, ConfigError::Load(_)), "{err:?}");
+    let line = line_for(&err, "server.prot");
+    assert!(line.contains("unknown key"), "{line}");
+    assert!(line.contains("(from file "), "{line}");
+}
+
+#[test]
+fn unknown_section_in_file_is_an_error_naming_it() {
+    let err = load_err(Some("[servr]\nport = 9000\n"), &[]);
+    line_for(&err, "servr");
+}
+
+#[test]
+fn unknown_env_key_is_an_error_naming_it() {
+    let err = load_err(None, &[("VERDICT_SERVER__PROT", "9000")]);
+    let line = line_for(&err, "server.prot");
+    assert!(line.contains("env VERDICT_SERVER__PROT"), "{line}");
+}
+
+#[test]
+fn env_name_with_empty_segment_is_an_error_naming_the_variable() {
+    let err = load_err(
+        None,
+        &[("VERDICT_SERVER___PORT", "9000"), ("VERDICT_LOG__", "x")],
+    );
+    line_for(&err, "server._port");
+    line_for(&err, "VERDICT_LOG__");
+}
+
+#[test]
+fn wrong_type_error_names_the_key_and_its_source() {
+    let err = load_err(Some("[server]\nport = \"abc\"\n"), &[]);
+    let line = line_for(&err, "server.port");
+    assert!(line.contains("(from file "), "{line}");
+
+    let err = load_err(None, &[("VERDICT_SERVER__PORT", "abc")]);
+    let line = line_for(&err, "server.port");
+    assert!(line.contains("env VERDICT_SERVER__PORT"), "{line}");
+}
+
+#[test]
+fn port_above_65535_is_an_error_naming_server_port() {
+    let err = load_err(None, &[("VERDICT_SERVER__PORT", "70000")]);
+    line_for(&err, "server.port");
+}
+
+#[test]
+fn unknown_enum_value_is_an_error_naming_the_key() {
+    let err = load_err(Some("store = \"postgres\"\n"), &[]);
+    let line = line_for(&err, "store");
+    assert!(
+        line.contains("sqlite") && line.contains("mongodb"),
+        "{line}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nope.toml");
+    let err = Settings::load_from(Some(&path), vars(&[])).expect_err("missing file");
+    let line = line_for(&err, "--config");
+    assert!(line.contains(&path.display().to_string()), "{line}");
+}
+
+#[test]
+fn bad_toml_is_one_line_naming_the_file_without_echoing_it() {
+    let file = toml_file("[mongodb]\nuri = \"mongodb://user:hunter2@db\n");
+    let err = Settings::load_from(Some(file.path()), vars(&[])).expect_err("bad TOML");
+    assert_eq!(err.problems().len(), 1);
+    let text = err.to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("--config: "), "{text}");
+    assert!(text.contains(&file.path().display().to_string()), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn secret_of_wrong_type_is_not_echoed() {
+    let err = load_err(
+        Some("[auth]\nbootstrap_admin_key = 1234567890123456789\n"),
+        &[],
+    );
+    let line = line_for(&err, "auth.bootstrap_admin_key");
+    assert!(!line.contains("1234567890123456789"), "{line}");
+}
+
+// --- validation: one test per rule ----------------------------------------------------
+
+#[test]
+fn port_zero_is_rejected() {
+    let err = load_err(None, &[("VERDICT_SERVER__PORT", "0")]);
+    assert_invalid_only(&err, "server.port");
+}
+
+#[test]
+fn request_body_limit_below_1024_is_rejected() {
+    let err = load_err(
+        None,
+        &[("VERDICT_SERVER__REQUEST_BODY_LIMIT_BYTES", "1023")],
+    );
+    assert_invalid_only(&err, "server.request_body_limit_bytes");
+    load_ok(
+        None,
+        &[("VERDICT_SERVER__REQUEST_BODY_LIMIT_BYTES", "1024")],
+    );
+}
+
+#[test]
+fn shutdown_grace_above_an_hour_is_rejected() {
+    let err = load_err(None, &[("VERDICT_SERVER__SHUTDOWN_GRACE_SECONDS", "3601")]);
+    assert_invalid_only(&err, "server.shutdown_grace_seconds");
+    load_ok(None, &[("VERDICT_SERVER__SHUTDOWN_GRACE_SECONDS", "3600")]);
+}
+
+#[test]
+fn mongodb_store_requires_a_uri() {
+    let err = load_err(None, &[("VERDICT_STORE", "mongodb")]);
+    assert_invalid_only(&err, "mongodb.uri");
+    assert_eq!(
+        err.to_string(),
+        "mongodb.uri: required when store = \"mongodb\""
+    );
+}
+
+#[test]
+fn mongodb_uri_must_have_a_mongodb_scheme() {
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_STORE", "mongodb"),
+            ("VERDICT_MONGODB__URI", "http://user:hunter2@db"),
+        ],
+    );
+    assert_invalid_only(&err, "mongodb.uri");
+    assert!(!err.to_string().contains("hunter2"));
+}
+
+#[test]
+fn mongodb_store_requires_a_database_name() {
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_STORE", "mongodb"),
+            ("VERDICT_MONGODB__URI", "mongodb://db"),
+            ("VERDICT_MONGODB__DATABASE", ""),
+        ],
+    );
+    assert_invalid_only(&err, "mongodb.database");
+}
+
+#[test]
+fn mongodb_settings_are_not_checked_for_sqlite_store() {
+    load_ok(
+        None,
+        &[
+            ("VERDICT_MONGODB__URI", "nonsense"),
+            ("VERDICT_REDIS__URL", "nonsense"),
+        ],
+    );
+}
+
+#[test]
+fn redis_cache_requires_a_redis_url() {
+    let err = load_err(None, &[("VERDICT_CACHE", "redis")]);
+    assert_invalid_only(&err, "redis.url");
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_CACHE", "redis"),
+            ("VERDICT_REDIS__URL", "http://r"),
+        ],
+    );
+    assert_invalid_only(&err, "redis.url");
+}
+
+#[test]
+fn ingest_max_batch_must_be_between_1_and_1000() {
+    let err = load_err(None, &[("VERDICT_INGEST__MAX_BATCH", "0")]);
+    assert_invalid_only(&err, "ingest.max_batch");
+    let err = load_err(None, &[("VERDICT_INGEST__MAX_BATCH", "1001")]);
+    assert_invalid_only(&err, "ingest.max_batch");
+}
+
+#[test]
+fn rate_limit_burst_below_rate_is_rejected_only_when_limiting_is_on() {
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "100"),
+            ("VERDICT_INGEST__RATE_LIMIT_BURST", "99"),
+        ],
+    );
+    assert_invalid_only(&err, "ingest.rate_limit_burst");
+    let s = load_ok(
+        None,
+        &[
+            ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "0"),
+            ("VERDICT_INGEST__RATE_LIMIT_BURST", "0"),
+        ],
+    );
+    assert!(!s.ingest.rate_limit_enabled());
+}
+
+#[test]
+fn sqlite_busy_timeout_above_ten_minutes_is_rejected() {
+    let err = load_err(None, &[("VERDICT_SQLITE__BUSY_TIMEOUT_MS", "600001")]);
+    assert_invalid_only(&err, "sqlite.busy_timeout_ms");
+}
+
+#[test]
+fn short_bootstrap_admin_key_is_rejected() {
+    let err = load_err(
+        None,
+        &[("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", "short-secret")],
+    );
+    assert_invalid_only(&err, "auth.bootstrap_admin_key");
+    assert!(!err.to_string().contains("short-secret"));
+    load_ok(
+        None,
+        &[("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", "sixteen-chars-ok")],
+    );
+}
+
+#[test]
+fn empty_data_dir_is_rejected() {
+    let err = load_err(None, &[("VERDICT_DATA_DIR", "")]);
+    assert_invalid_only(&err, "data_dir");
+}
+
+#[test]
+fn empty_log_level_is_rejected() {
+    let err = load_err(None, &[("VERDICT_LOG__LEVEL", " ")]);
+    assert_invalid_only(&err, "log.level");
+}
+
+#[test]
+fn multiple_problems_are_reported_together() {
+    let err = load_err(
+        Some("store = \"mongodb\"\n[server]\nport = 0\n"),
+        &[("VERDICT_INGEST__MAX_BATCH", "0"), ("VERDICT_DATA_DIR", "")],
+    );
+    assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+    for key in ["data_dir", "server.port", "mongodb.uri", "ingest.max_batch"] {
+        line_for(&err, key);
+    }
+    assert_eq!(err.to_string().lines().count(), 4, "{err}");
+}
+
+#[test]
+fn multiple_parse_problems_are_reported_together() {
+    let err = load_err(
+        Some("[server]\nprot = 1\nport = \"abc\"\n[ingest]\nmax_batch = \"lots\"\n"),
+        &[("VERDICT_BOGUS", "1"), ("VERDICT_LOG__", "x")],
+    );
+    assert!(matches!(err, ConfigError::Load(_)), "{err:?}");
+    for key in [
+        "server.prot",
+        "server.port",
+        "ingest.max_batch",
+        "bogus",
+        "VERDICT_LOG__",
+    ] {
+        line_for(&err, key);
+    }
+    assert_eq!(err.to_string().lines().count(), 5, "{err}");
+}
+
+#[test]
+fn section_given_as_a_value_is_an_error_naming_it() {
+    let err = load_err(None, &[("VERDICT_SERVER", "x")]);
+    assert_eq!(err.problems().len(), 1, "{err}");
+    line_for(&err, "server");
+}
+
+// --- secrets --------------------------------------------------------------------------
+
+#[test]
+fn secrets_are_absent_from_debug_output_and_summary() {
+    let s = load_ok(
+        None,
+        &[
+            ("VERDICT_STORE", "mongodb"),
+            ("VERDICT_MONGODB__URI", "mongodb://user:mongo-pass-123@db"),
+            ("VERDICT_CACHE", "redis"),
+            ("VERDICT_REDIS__URL", "redis://:redis-pass-456@cache"),
+            ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", "admin-key-789-abcdef"),
+        ],
+    );
+    let debug = format!("{s:?} {s:#?}");
+    let summary = s.redacted_summary();
+    for secret in [
+        "mongo-pass-123",
+        "redis-pass-456",
+        "admin-key-789-abcdef",
+        "mongodb://",
+        "redis://",
+    ] {
+        assert!(!debug.contains(secret), "Debug leaks {secret}: {debug}");
+        assert!(
+            !summary.contains(secret),
+            "summary leaks {secret}: {summary}"
+        );
+    }
+    assert!(debug.contains("REDACTED"));
+}
+
+#[test]
+fn redacted_summary_is_one_line_with_backends_and_listen_address() {
+    let s = load_ok(None, &[("VERDICT_SERVER__PORT", "9000")]);
+    let summary = s.redacted_summary();
+    assert_eq!(summary.lines().count(), 1);
+    assert!(summary.contains("store=sqlite"), "{summary}");
+    assert!(summary.contains("cache=memory"), "{summary}");
+    assert!(summary.contains("verdict.db"), "{summary}");
+    assert!(summary.contains("listen=127.0.0.1:9000"), "{summary}");
+}

@@ -1,0 +1,621 @@
+//! Experiments, variants, metrics and winner policies, and their validation.
+//!
+//! [`ExperimentInput`] is what an experimenter sends; [`ExperimentInput::into_experiment`]
+//! turns it into an [`Experiment`] or returns every problem at once. [`Experiment::check`]
+//! is the one definition of "a valid experiment", used on create and after every update.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::scope::Scope;
+use crate::status::Status;
+use crate::targeting::Targeting;
+use crate::validation::{Problems, check_key};
+
+/// Weights must sum to 1 within this tolerance.
+pub const WEIGHT_TOLERANCE: f64 = 1e-6;
+/// Most variants an experiment may have (A/B/n with n ≤ 8 keeps exact statistics cheap).
+pub const MAX_VARIANTS: usize = 8;
+/// Longest name and description accepted.
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_DESCRIPTION_LEN: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    pub key: String,
+    pub name: String,
+    pub weight: f64,
+    /// Any JSON the app needs to render this variant.
+    pub config: Value,
+    /// Marks the control; when no variant is marked, the first one is the control.
+    #[serde(default)]
+    pub control: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Did the subject convert (at least one event)?
+    #[default]
+    Binomial,
+    /// Number of events per subject.
+    Count,
+    /// Sum of event values per subject.
+    Sum,
+    /// Mean of event values per subject.
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    #[default]
+    Maximize,
+    Minimize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    /// The event key whose events feed this metric.
+    pub event: String,
+    #[serde(default)]
+    pub kind: MetricKind,
+    #[serde(default)]
+    pub objective: Objective,
+    /// Only events within this many hours after assignment count (none = no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_hours: Option<u32>,
+}
+
+impl Metric {
+    fn check(&self, p: &mut Problems, field: &str) {
+        check_key(p, &format!("{field}.event"), &self.event);
+        if self.window_hours == Some(0) {
+            p.push(
+                format!("{field}.window_hours"),
+                "must be at least 1 when set",
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// Decisions only by an explicit override.
+    Manual,
+    /// The evaluator decides when the policy's conditions hold.
+    #[default]
+    Automatic,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatMethod {
+    SimpleRate,
+    #[default]
+    BayesianBeta,
+}
+
+/// When and how a winner is decided. Defaults follow SPEC §2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WinnerPolicy {
+    pub mode: PolicyMode,
+    pub stat_method: StatMethod,
+    /// No decision before this many seconds after the experiment started.
+    pub pick_after_seconds: u64,
+    /// Every variant needs at least this many assigned subjects.
+    pub min_assignments: u64,
+    /// Every variant needs at least this many converted subjects.
+    pub min_conversions: u64,
+    /// The winner must beat the runner-up by at least this (absolute rate difference).
+    pub min_delta: f64,
+    /// The decision's direction; defaults to the primary metric's objective.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objective: Option<Objective>,
+    /// `bayesian_beta`: P(best) must reach this.
+    pub probability_threshold: f64,
+    /// `bayesian_beta`: the winner's expected loss must not exceed this.
+    pub max_expected_loss: f64,
+    /// Always-valid (mSPRT) test against the runner-up must also reject "no difference".
+    pub peeking_guard: bool,
+    /// Significance level of the peeking guard.
+    pub alpha: f64,
+    /// Mixing variance τ² of the mSPRT; none = the statistics crate's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tau_squared: Option<f64>,
+    /// A variant an experimenter declared the winner by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_variant: Option<String>,
+}
+
+impl Default for WinnerPolicy {
+    fn default() -> Self {
+        Self {
+            mode: PolicyMode::Automatic,
+            stat_method: StatMethod::BayesianBeta,
+            pick_after_seconds: 0,
+            min_assignments: 100,
+            min_conversions: 10,
+            min_delta: 0.0,
+            objective: None,
+            probability_threshold: 0.95,
+            max_expected_loss: 0.0025,
+            peeking_guard: true,
+            alpha: 0.05,
+            tau_squared: None,
+            override_variant: None,
+        }
+    }
+}
+
+impl WinnerPolicy {
+    fn check(&self, p: &mut Problems, variant_keys: &HashSet<&str>) {
+        if !(self.probability_threshold > 0.5 && self.probability_threshold < 1.0) {
+            p.push(
+                "policy.probability_threshold",
+                "must be greater than 0.5 and less than 1",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.max_expected_loss) {
+            p.push("policy.max_expected_loss", "must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.min_delta) {
+            p.push("policy.min_delta", "must be between 0 and 1");
+        }
+        if !(self.alpha > 0.0 && self.alpha <= 0.5) {
+            p.push("policy.alpha", "must be greater than 0 and at most 0.5");
+        }
+        if let Some(t) = self.tau_squared
+            && !(t > 0.0 && t.is_finite())
+        {
+            p.push("policy.tau_squared", "must be a positive number");
+        }
+        if let Some(v) = &self.override_variant
+            && !variant_keys.contains(v.as_str())
+        {
+            p.push(
+                "policy.override_variant",
+                format!("'{v}' is not a variant of this experiment"),
+            );
+        }
+    }
+}
+
+/// How subjects are assigned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentSettings {
+    /// The randomization unit's name (the attribute that identifies a subject).
+    pub unit: String,
+    /// Keep a subject's first assignment even when weights change.
+    pub sticky: bool,
+    /// Hash seed; random per experiment unless given.
+    pub salt: String,
+    /// GrowthBook hash version (1 or 2).
+    pub hash_version: u8,
+}
+
+/// A decided winner and the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Winner {
+    pub variant: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub decided_at: OffsetDateTime,
+    /// `automatic` (the evaluator) or `manual` (an override).
+    pub source: PolicyMode,
+    /// Policy, thresholds and statistics at decision time.
+    #[serde(default)]
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// Stable id, accepted wherever a key is.
+    pub id: String,
+    #[serde(flatten)]
+    pub scope: Scope,
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub status: Status,
+    pub variants: Vec<Variant>,
+    /// Share of eligible subjects that enter the experiment (0..=1).
+    pub coverage: f64,
+    pub targeting: Targeting,
+    pub audience: Option<String>,
+    pub assignment: AssignmentSettings,
+    pub primary_metric: Metric,
+    pub secondary_metrics: Vec<Metric>,
+    pub guardrail_metrics: Vec<Metric>,
+    /// When set, only subjects who sent this event count, from their first exposure.
+    pub exposure_event: Option<String>,
+    pub policy: WinnerPolicy,
+    pub winner: Option<Winner>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+    /// Optimistic concurrency version, incremented by every write.
+    pub version: u64,
+}
+
+impl Experiment {
+    /// Every problem of this experiment (empty when valid).
+    pub fn check(&self) -> Problems {
+        let mut p = Problems::new();
+        self.scope.check(&mut p);
+        check_key(&mut p, "key", &self.key);
+        if self.name.chars().count() > MAX_NAME_LEN {
+            p.push("name", format!("must be at most {MAX_NAME_LEN} characters"));
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION_LEN {
+            p.push(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
+            );
+        }
+        check_variants(&mut p, &self.variants);
+        if !(0.0..=1.0).contains(&self.coverage) {
+            p.push("coverage", "must be between 0 and 1");
+        }
+        self.targeting.check(&mut p, "targeting");
+        if let Some(a) = &self.audience {
+            check_key(&mut p, "audience", a);
+        }
+        if self.assignment.unit.trim().is_empty() {
+            p.push("assignment.unit", "must not be empty");
+        }
+        if self.assignment.salt.is_empty() {
+            p.push("assignment.salt", "must not be empty");
+        }
+        if !matches!(self.assignment.hash_version, 1 | 2) {
+            p.push("assignment.hash_version", "must be 1 or 2");
+        }
+        self.primary_metric.check(&mut p, "primary_metric");
+        for (i, m) in self.secondary_metrics.iter().enumerate() {
+            m.check(&mut p, &format!("secondary_metrics[{i}]"));
+        }
+        for (i, m) in self.guardrail_metrics.iter().enumerate() {
+            m.check(&mut p, &format!("guardrail_metrics[{i}]"));
+        }
+        if let Some(e) = &self.exposure_event {
+            check_key(&mut p, "exposure_event", e);
+        }
+        let keys: HashSet<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
+        self.policy.check(&mut p, &keys);
+        p
+    }
+
+    /// Index of the control variant: the flagged one, else the first.
+    pub fn control_index(&self) -> usize {
+        self.variants.iter().position(|v| v.control).unwrap_or(0)
+    }
+
+    pub fn variant(&self, key: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.key == key)
+    }
+
+    pub fn weights(&self) -> Vec<f64> {
+        self.variants.iter().map(|v| v.weight).collect()
+    }
+
+    /// The objective decisions follow: the policy's, else the primary metric's.
+    pub fn decision_objective(&self) -> Objective {
+        self.policy
+            .objective
+            .unwrap_or(self.primary_metric.objective)
+    }
+}
+
+fn check_variants(p: &mut Problems, variants: &[Variant]) {
+    if variants.len() < 2 {
+        p.push("variants", "an experiment needs at least 2 variants");
+    }
+    if variants.len() > MAX_VARIANTS {
+        p.push(
+            "variants",
+            format!("an experiment has at most {MAX_VARIANTS} variants"),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut sum = 0.0;
+    let mut weights_ok = true;
+    for (i, v) in variants.iter().enumerate() {
+        check_key(p, &format!("variants[{i}].key"), &v.key);
+        if !seen.insert(v.key.as_str()) {
+            p.push(
+                format!("variants[{i}].key"),
+                format!("duplicate variant key '{}'", v.key),
+            );
+        }
+        if !(v.weight.is_finite() && v.weight >= 0.0) {
+            p.push(format!("variants[{i}].weight"), "must be a number ≥ 0");
+            weights_ok = false;
+        } else {
+            sum += v.weight;
+        }
+        if v.name.chars().count() > MAX_NAME_LEN {
+            p.push(
+                format!("variants[{i}].name"),
+                format!("at most {MAX_NAME_LEN} characters"),
+            );
+        }
+    }
+    if variants.iter().filter(|v| v.control).count() > 1 {
+        p.push("variants", "at most one variant may be flagged as control");
+    }
+    if weights_ok && !variants.is_empty() && (sum - 1.0).abs() > WEIGHT_TOLERANCE {
+        p.push(
+            "variants",
+            format!("weights must sum to 1 (±1e-6); they sum to {sum}"),
+        );
+    }
+}
+
+/// A variant as sent by an experimenter; weights may be omitted on all variants for an
+/// equal split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantInput {
+    pub key: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub control: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentInput {
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub sticky: Option<bool>,
+    #[serde(default)]
+    pub salt: Option<String>,
+    #[serde(default)]
+    pub hash_version: Option<u8>,
+}
+
+/// What an experimenter sends to create an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentInput {
+    pub key: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub variants: Vec<VariantInput>,
+    #[serde(default)]
+    pub coverage: Option<f64>,
+    #[serde(default)]
+    pub targeting: Targeting,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub assignment: AssignmentInput,
+    #[serde(default)]
+    pub primary_metric: Option<Metric>,
+    #[serde(default)]
+    pub secondary_metrics: Vec<Metric>,
+    #[serde(default)]
+    pub guardrail_metrics: Vec<Metric>,
+    #[serde(default)]
+    pub exposure_event: Option<String>,
+    #[serde(default)]
+    pub policy: WinnerPolicy,
+}
+
+/// Values the caller supplies because the domain does no IO: a fresh id, a random salt (used
+/// when the input names none) and the current time.
+#[derive(Debug, Clone)]
+pub struct Provided {
+    pub id: String,
+    pub salt: String,
+    pub now: OffsetDateTime,
+}
+
+impl ExperimentInput {
+    /// Build a draft experiment in `scope`, or report every problem.
+    pub fn into_experiment(self, scope: Scope, provided: Provided) -> Result<Experiment, Problems> {
+        let mut p = Problems::new();
+        let given = self.variants.iter().filter(|v| v.weight.is_some()).count();
+        if given != 0 && given != self.variants.len() {
+            p.push(
+                "variants",
+                "give a weight for every variant, or for none (equal split)",
+            );
+        }
+        let equal = 1.0 / self.variants.len().max(1) as f64;
+        let variants = self
+            .variants
+            .into_iter()
+            .map(|v| Variant {
+                name: v.name.unwrap_or_else(|| v.key.clone()),
+                weight: v.weight.unwrap_or(equal),
+                key: v.key,
+                config: v.config,
+                control: v.control,
+            })
+            .collect();
+        let experiment = Experiment {
+            id: provided.id,
+            scope,
+            name: self.name.unwrap_or_else(|| self.key.clone()),
+            key: self.key,
+            description: self.description,
+            status: Status::Draft,
+            variants,
+            coverage: self.coverage.unwrap_or(1.0),
+            targeting: self.targeting,
+            audience: self.audience,
+            assignment: AssignmentSettings {
+                unit: self
+                    .assignment
+                    .unit
+                    .unwrap_or_else(|| "subject_id".to_owned()),
+                sticky: self.assignment.sticky.unwrap_or(true),
+                salt: self.assignment.salt.unwrap_or(provided.salt),
+                hash_version: self.assignment.hash_version.unwrap_or(2),
+            },
+            primary_metric: self.primary_metric.unwrap_or_else(|| Metric {
+                event: "conversion".to_owned(),
+                kind: MetricKind::Binomial,
+                objective: Objective::Maximize,
+                window_hours: None,
+            }),
+            secondary_metrics: self.secondary_metrics,
+            guardrail_metrics: self.guardrail_metrics,
+            exposure_event: self.exposure_event,
+            policy: self.policy,
+            winner: None,
+            created_at: provided.now,
+            updated_at: provided.now,
+            started_at: None,
+            completed_at: None,
+            version: 1,
+        };
+        for problem in experiment.check() {
+            p.push(problem.field, problem.message);
+        }
+        p.into_result(experiment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provided() -> Provided {
+        Provided {
+            id: "exp_1".into(),
+            salt: "salt".into(),
+            now: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn input(v: Value) -> ExperimentInput {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_input_becomes_a_draft_with_defaults() {
+        let e = input(json!({"key": "checkout", "variants": [{"key": "a"}, {"key": "b"}]}))
+            .into_experiment(Scope::default(), provided())
+            .unwrap();
+        assert_eq!(e.status, Status::Draft);
+        assert_eq!(e.weights(), vec![0.5, 0.5]);
+        assert_eq!(e.coverage, 1.0);
+        assert_eq!(e.assignment.salt, "salt");
+        assert_eq!(e.assignment.hash_version, 2);
+        assert_eq!(e.control_index(), 0);
+        assert_eq!(e.policy.probability_threshold, 0.95);
+        assert_eq!(e.version, 1);
+        assert!(e.check().is_empty());
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let err = input(json!({
+            "key": "bad key",
+            "variants": [
+                {"key": "a", "weight": 0.7},
+                {"key": "a", "weight": -0.1},
+            ],
+            "coverage": 1.5,
+            "policy": {"probability_threshold": 1.2, "max_expected_loss": -1.0,
+                       "override_variant": "zzz", "alpha": 0.0},
+            "primary_metric": {"event": "", "kind": "binomial"},
+        }))
+        .into_experiment(Scope::default(), provided())
+        .unwrap_err();
+        for field in [
+            "key",
+            "variants[1].key",
+            "variants[1].weight",
+            "coverage",
+            "policy.probability_threshold",
+            "policy.max_expected_loss",
+            "policy.override_variant",
+            "policy.alpha",
+            "primary_metric.event",
+        ] {
+            assert!(err.mentions(field), "{field} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn weights_must_sum_to_one_within_tolerance() {
+        let ok = input(json!({"key": "k", "variants": [
+            {"key": "a", "weight": 0.3333333}, {"key": "b", "weight": 0.3333333},
+            {"key": "c", "weight": 0.3333334}]}));
+        assert!(ok.into_experiment(Scope::default(), provided()).is_ok());
+        let bad = input(json!({"key": "k", "variants": [
+            {"key": "a", "weight": 0.5}, {"key": "b", "weight": 0.49}]}));
+        let err = bad
+            .into_experiment(Scope::default(), provided())
+            .unwrap_err();
+        assert!(err.to_string().contains("sum to 1"), "{err}");
+    }
+
+    #[test]
+    fn one_variant_or_mixed_weights_or_two_controls_are_refused() {
+        let err = input(json!({"key": "k", "variants": [{"key": "a"}]}))
+            .into_experiment(Scope::default(), provided())
+            .unwrap_err();
+        assert!(err.mentions("variants"));
+        let err = input(json!({"key": "k", "variants": [
+            {"key": "a", "weight": 1.0}, {"key": "b"}]}))
+        .into_experiment(Scope::default(), provided())
+        .unwrap_err();
+        assert!(err.mentions("variants"));
+        let err = input(json!({"key": "k", "variants": [
+            {"key": "a", "control": true}, {"key": "b", "control": true}]}))
+        .into_experiment(Scope::default(), provided())
+        .unwrap_err();
+        assert!(err.to_string().contains("control"));
+    }
+
+    #[test]
+    fn a_flagged_control_wins_over_the_first_variant() {
+        let e =
+            input(json!({"key": "k", "variants": [{"key": "a"}, {"key": "b", "control": true}]}))
+                .into_experiment(Scope::default(), provided())
+                .unwrap();
+        assert_eq!(e.control_index(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<ExperimentInput, _> = serde_json::from_value(
+            json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}], "colour": "red"}),
+        );
+        assert!(r.unwrap_err().to_string().contains("colour"));
+    }
+
+    #[test]
+    fn experiments_round_trip_through_json() {
+        let e = input(
+            json!({"key": "k", "variants": [{"key": "a", "config": {"x": 1}}, {"key": "b"}]}),
+        )
+        .into_experiment(Scope::new("staging", Some("acme".into())), provided())
+        .unwrap();
+        let back: Experiment = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,45 @@
+//! Pure domain model of Verdict.
+//!
+//! This crate owns the vocabulary every other crate speaks: experiments and their variants,
+//! metrics and winner policies, the status machine, targeting rules and audiences, subjects'
+//! assignments and raw events, and the GrowthBook-compatible assignment hashing. It validates
+//! input (reporting every bad field at once) and makes the decisions that need no IO.
+//!
+//! It must not do IO, spawn tasks, read the clock or draw random numbers: callers pass the
+//! current time and any generated ids or salts in. That keeps every rule here testable as a
+//! plain function and lets the store, API and jobs share one definition of each rule.
+//!
+//! # Layout
+//! - [`validation`]: [`Problems`](validation::Problems), the "every bad field" error type, and
+//!   key syntax.
+//! - [`scope`]: environment / organization scoping.
+//! - [`experiment`]: experiments, variants, metrics, winner policy; [`ExperimentInput`] and
+//!   its validation into an [`Experiment`].
+//! - [`status`]: the status machine (`draft → running ⇄ paused → completed`, any → archived).
+//! - [`targeting`]: rules (OR of AND conditions), operators and their evaluation.
+//! - [`audience`]: reusable rule sets per environment.
+//! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
+//! - [`event`]: raw events as the store keeps them.
+//! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
+
+pub mod assignment;
+pub mod audience;
+pub mod event;
+pub mod experiment;
+pub mod hashing;
+pub mod scope;
+pub mod status;
+pub mod targeting;
+pub mod validation;
+
+pub use assignment::Assignment;
+pub use audience::Audience;
+pub use event::{EventRecord, NewEvent};
+pub use experiment::{
+    Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, StatMethod, Variant,
+    Winner, WinnerPolicy,
+};
+pub use scope::Scope;
+pub use status::{Status, TransitionError};
+pub use targeting::{Condition, Operator, Rule, Targeting};
+pub use validation::{Problem, Problems};

@@ -1,0 +1,125 @@
+//! Beta posteriors of conversion rates.
+
+use serde::{Deserialize, Serialize};
+
+use crate::StatsError;
+use crate::special;
+
+/// Credible level used when the caller has no preference.
+pub const DEFAULT_CREDIBLE_LEVEL: f64 = 0.95;
+
+/// A Beta(α, β) posterior for a conversion rate.
+///
+/// With the uniform Beta(1, 1) prior used throughout Verdict, `c` conversions out of `n`
+/// exposures give Beta(1 + c, 1 + n − c) (see [`BetaPosterior::from_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BetaPosterior {
+    /// Shape α (prior successes + observed successes).
+    pub alpha: f64,
+    /// Shape β (prior failures + observed failures).
+    pub beta: f64,
+}
+
+impl BetaPosterior {
+    /// A Beta(α, β) distribution; both shapes must be finite and positive.
+    pub fn new(alpha: f64, beta: f64) -> Result<Self, StatsError> {
+        for (name, value) in [("alpha", alpha), ("beta", beta)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(StatsError::InvalidParameter {
+                    name,
+                    value,
+                    reason: "must be finite and > 0",
+                });
+            }
+        }
+        Ok(Self { alpha, beta })
+    }
+
+    /// Posterior Beta(1 + conversions, 1 + n − conversions) under a uniform prior.
+    pub fn from_counts(conversions: u64, n: u64) -> Result<Self, StatsError> {
+        if conversions > n {
+            return Err(StatsError::ConversionsExceedTrials { arm: 0, conversions, n });
+        }
+        Ok(Self { alpha: 1.0 + conversions as f64, beta: 1.0 + (n - conversions) as f64 })
+    }
+
+    /// Posterior mean `α / (α + β)`.
+    pub fn mean(&self) -> f64 {
+        self.alpha / (self.alpha + self.beta)
+    }
+
+    /// Posterior variance `αβ / ((α+β)² (α+β+1))`.
+    pub fn variance(&self) -> f64 {
+        let s = self.alpha + self.beta;
+        self.alpha * self.beta / (s * s * (s + 1.0))
+    }
+
+    /// Cumulative distribution `P(p ≤ x)`.
+    pub fn cdf(&self, x: f64) -> f64 {
+        if x.is_nan() {
+            return f64::NAN;
+        }
+        special::beta_reg_pair(self.alpha, self.beta, x.clamp(0.0, 1.0), (1.0 - x).clamp(0.0, 1.0))
+            .0
+    }
+
+    /// `x` with `P(p ≤ x) = q`. Upper quantiles are computed as `1 −` the lower quantile of
+    /// the mirrored Beta(β, α), so neither tail loses precision.
+    pub fn quantile(&self, q: f64) -> Result<f64, StatsError> {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(StatsError::InvalidParameter {
+                name: "q",
+                value: q,
+                reason: "must be in [0, 1]",
+            });
+        }
+        Ok(if q <= 0.5 {
+            special::beta_quantile_lower(self.alpha, self.beta, q)
+        } else {
+            1.0 - special::beta_quantile_lower(self.beta, self.alpha, 1.0 - q)
+        })
+    }
+
+    /// Equal-tailed credible interval: `(1 − level)/2` of the mass lies below the first bound
+    /// and the same above the second.
+    pub fn credible_interval(&self, level: f64) -> Result<(f64, f64), StatsError> {
+        if !(level > 0.0 && level < 1.0) {
+            return Err(StatsError::InvalidParameter {
+                name: "level",
+                value: level,
+                reason: "must be in (0, 1)",
+            });
+        }
+        let tail = 0.5 * (1.0 - level);
+        let lower = special::beta_quantile_lower(self.alpha, self.beta, tail);
+        let upper = 1.0 - special::beta_quantile_lower(self.beta, self.alpha, tail);
+        Ok((lower, upper))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_map_to_a_uniform_prior_posterior() {
+        let p = BetaPosterior::from_counts(100, 1000).unwrap();
+        assert_eq!(p, BetaPosterior { alpha: 101.0, beta: 901.0 });
+        assert!(BetaPosterior::from_counts(5, 4).is_err());
+    }
+
+    #[test]
+    fn credible_interval_is_symmetric_for_a_symmetric_posterior() {
+        let p = BetaPosterior::new(40.0, 40.0).unwrap();
+        let (lo, hi) = p.credible_interval(0.95).unwrap();
+        assert!((lo + hi - 1.0).abs() < 1e-14, "{lo} {hi}");
+        assert!((p.cdf(lo) - 0.025).abs() < 1e-13);
+    }
+
+    #[test]
+    fn credible_interval_rejects_levels_outside_zero_one() {
+        let p = BetaPosterior::new(2.0, 3.0).unwrap();
+        assert!(p.credible_interval(1.0).is_err());
+        assert!(p.credible_interval(f64::NAN).is_err());
+    }
+}

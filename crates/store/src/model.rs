@@ -1,0 +1,120 @@
+//! Request and response types of the [`crate::Store`] trait.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use verdict_domain::Status;
+
+/// Largest page size any list accepts.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// A 1-based page of at most [`MAX_PAGE_SIZE`] items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl PageRequest {
+    pub const DEFAULT: PageRequest = PageRequest {
+        page: 1,
+        page_size: 20,
+    };
+
+    /// Clamp to valid bounds (page ≥ 1, 1 ≤ page_size ≤ [`MAX_PAGE_SIZE`]).
+    pub fn clamped(self) -> Self {
+        Self {
+            page: self.page.max(1),
+            page_size: self.page_size.clamp(1, MAX_PAGE_SIZE),
+        }
+    }
+
+    pub fn offset(self) -> u64 {
+        let p = self.clamped();
+        u64::from(p.page - 1) * u64::from(p.page_size)
+    }
+
+    pub fn limit(self) -> u64 {
+        u64::from(self.clamped().page_size)
+    }
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One page of results and the total number of matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+impl<T> Page<T> {
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            total: self.total,
+        }
+    }
+}
+
+/// Filters of [`crate::Store::list_experiments`]; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExperimentFilter {
+    pub environment: Option<String>,
+    /// `Some(None)` selects global experiments only; `Some(Some(org))` one organization's.
+    pub organization: Option<Option<String>>,
+    pub status: Option<Status>,
+}
+
+/// A status compare-and-set and what it is recorded as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub experiment_id: String,
+    pub from: Status,
+    pub to: Status,
+    pub at: OffsetDateTime,
+    /// Who asked (an API key id, `scheduler`, …), for the audit log.
+    pub actor: String,
+}
+
+/// An entry of an experiment's audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub experiment_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub details: Value,
+}
+
+/// What happened to one event of an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppendOutcome {
+    Accepted,
+    Duplicate,
+}
+
+/// Stores keep times at millisecond precision (BSON dates are milliseconds); callers
+/// truncate before writing so that what they read back equals what they wrote.
+pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap_or(t)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn to_millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The inverse of [`to_millis`].
+pub fn from_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
