@@ -1,1 +1,19 @@
-//! Placeholder while the crate is being written.
+//! The HTTP surface of Verdict.
+//!
+//! This crate owns routing, request ids, the error body every client sees, and the
+//! server's lifecycle ([`Application::build`] binds, [`Application::run_until_stopped`]
+//! serves until a shutdown signal). Handlers only extract input, call the domain or the
+//! store, and map the result; they hold no business logic and never touch a database
+//! driver: storage is an `Arc<dyn Store>` in [`AppState`].
+//!
+//! # Layout
+//! - [`error`]: [`ApiError`] and the one table mapping each stable error `code` to a status.
+//! - [`health`]: `/healthz` (alive) and `/readyz` (store reachable).
+//! - [`startup`]: [`Application`], [`AppState`] and the router with its middleware.
+
+pub mod error;
+pub mod health;
+pub mod startup;
+
+pub use error::{ApiError, ErrorCode};
+pub use startup::{AppState, Application, router};

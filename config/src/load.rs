@@ -21,6 +21,8 @@ pub(crate) const DEFAULTS_TOML: &str = include_str!("../default.toml");
 const ENV_PREFIX: &str = "VERDICT_";
 /// ...except these, which belong to the test harness.
 const TEST_ENV_PREFIX: &str = "VERDICT_TEST_";
+/// Names the `--config` file itself (read by the CLI), not a setting.
+const CONFIG_FILE_ENV: &str = "VERDICT_CONFIG";
 /// Separates a section from a key in a variable name.
 const ENV_NESTING: &str = "__";
 
@@ -252,7 +254,8 @@ fn part<T: DeserializeOwned>(
         .ok()
 }
 
-/// Builds the environment layer from `VERDICT_*` variables (minus `VERDICT_TEST_*`).
+/// Builds the environment layer from `VERDICT_*` variables (minus `VERDICT_TEST_*` and
+/// `VERDICT_CONFIG`, the path of the `--config` file).
 fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> (Layer, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut dict = Dict::new();
@@ -260,7 +263,10 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> (Layer, Vec<Pro
 
     for (name, value) in env {
         let upper = name.to_ascii_uppercase();
-        if !upper.starts_with(ENV_PREFIX) || upper.starts_with(TEST_ENV_PREFIX) {
+        if !upper.starts_with(ENV_PREFIX)
+            || upper.starts_with(TEST_ENV_PREFIX)
+            || upper == CONFIG_FILE_ENV
+        {
             continue;
         }
         // The prefix is ASCII, so its byte length is the same in `name`.

@@ -195,6 +195,12 @@ fn verdict_test_variables_are_ignored() {
     assert_eq!(s.mongodb.uri.expose_secret(), "");
 }
 
+#[test]
+fn the_config_file_variable_is_not_a_setting() {
+    let s = load_ok(None, &[("VERDICT_CONFIG", "/etc/verdict.toml")]);
+    assert_eq!(s.store, StoreKind::Sqlite);
+}
+
 // --- parse errors ---------------------------------------------------------------------
 
 #[test]

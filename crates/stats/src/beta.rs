@@ -38,9 +38,16 @@ impl BetaPosterior {
     /// Posterior Beta(1 + conversions, 1 + n − conversions) under a uniform prior.
     pub fn from_counts(conversions: u64, n: u64) -> Result<Self, StatsError> {
         if conversions > n {
-            return Err(StatsError::ConversionsExceedTrials { arm: 0, conversions, n });
+            return Err(StatsError::ConversionsExceedTrials {
+                arm: 0,
+                conversions,
+                n,
+            });
         }
-        Ok(Self { alpha: 1.0 + conversions as f64, beta: 1.0 + (n - conversions) as f64 })
+        Ok(Self {
+            alpha: 1.0 + conversions as f64,
+            beta: 1.0 + (n - conversions) as f64,
+        })
     }
 
     /// Posterior mean `α / (α + β)`.
@@ -59,8 +66,13 @@ impl BetaPosterior {
         if x.is_nan() {
             return f64::NAN;
         }
-        special::beta_reg_pair(self.alpha, self.beta, x.clamp(0.0, 1.0), (1.0 - x).clamp(0.0, 1.0))
-            .0
+        special::beta_reg_pair(
+            self.alpha,
+            self.beta,
+            x.clamp(0.0, 1.0),
+            (1.0 - x).clamp(0.0, 1.0),
+        )
+        .0
     }
 
     /// `x` with `P(p ≤ x) = q`. Upper quantiles are computed as `1 −` the lower quantile of
@@ -104,7 +116,13 @@ mod tests {
     #[test]
     fn counts_map_to_a_uniform_prior_posterior() {
         let p = BetaPosterior::from_counts(100, 1000).unwrap();
-        assert_eq!(p, BetaPosterior { alpha: 101.0, beta: 901.0 });
+        assert_eq!(
+            p,
+            BetaPosterior {
+                alpha: 101.0,
+                beta: 901.0
+            }
+        );
         assert!(BetaPosterior::from_counts(5, 4).is_err());
     }
 

@@ -1,0 +1,112 @@
+//! The `verdict` binary as a newcomer runs it: real process, real port, clean data dir.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn verdict() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_verdict"));
+    // Start from a clean slate: no inherited VERDICT_* settings.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VERDICT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn get(url: &str) -> Option<(u16, serde_json::Value)> {
+    let resp = reqwest::get(url).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+#[tokio::test]
+async fn serve_answers_healthz_and_readyz_on_a_clean_data_dir_with_no_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = verdict()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("VERDICT_SERVER__PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+    });
+
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        if let Some(r) = get(&format!("{base}/healthz")).await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "verdict serve did not answer within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(health.0, 200);
+    assert_eq!(health.1["status"], "ok");
+    let ready = get(&format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready, (200, serde_json::json!({"status": "ready", "store": "sqlite"})));
+    let missing = get(&format!("{base}/nope")).await.unwrap();
+    assert_eq!(missing.0, 404);
+    assert_eq!(missing.1["error"]["code"], "route_not_found");
+
+    // The embedded store is created under ./data by default.
+    assert!(dir.path().join("data/verdict.db").exists());
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean shutdown exits 0, got {status:?}");
+    let logs = logs.join().unwrap().join("\n");
+    assert!(logs.contains(&format!("listening on http://127.0.0.1:{port}")), "{logs}");
+    assert!(logs.contains("store=sqlite"), "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
+}
+
+#[test]
+fn bad_config_prints_one_line_naming_the_key_and_exits_nonzero() {
+    let out = verdict().arg("serve").env("VERDICT_SERVER__PORT", "abc").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("verdict: configuration error: server.port:"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let out = verdict().args(["serve", "--config", "/nonexistent/verdict.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("/nonexistent/verdict.toml"), "{stderr}");
+}
+
+#[test]
+fn help_describes_every_command() {
+    let out = verdict().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["serve", "default-config", "--config", "VERDICT_"] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+    let serve = verdict().args(["serve", "--help"]).output().unwrap();
+    assert!(String::from_utf8(serve.stdout).unwrap().contains("healthz"));
+}
+
+#[test]
+fn default_config_prints_the_reference_that_parses() {
+    let out = verdict().arg("default-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("VERDICT_SERVER__PORT"));
+}

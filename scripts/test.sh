@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command of the README and of CI: formatting, lints, then every test of the
+# workspace. Runs on a fresh machine with only the Rust toolchain installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 2 cores here: keep builds from oversubscribing the machine.
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cargo test"
+cargo test --workspace --locked
