@@ -55,7 +55,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Vec::new(), cause: None }
+        Self {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            cause: None,
+        }
     }
 
     pub fn with_details(mut self, details: Vec<Value>) -> Self {
@@ -105,16 +110,24 @@ impl IntoResponse for ApiError {
         let status = self.code.status();
         if status.is_server_error() {
             match &self.cause {
-                Some(cause) => tracing::error!(code = self.code.as_str(), error = ?cause, "request failed"),
+                Some(cause) => {
+                    tracing::error!(code = self.code.as_str(), error = ?cause, "request failed")
+                }
                 None => tracing::error!(code = self.code.as_str(), "request failed"),
             }
         }
         let body = Body {
-            error: Inner { code: self.code.as_str(), message: &self.message, details: &self.details },
+            error: Inner {
+                code: self.code.as_str(),
+                message: &self.message,
+                details: &self.details,
+            },
         };
         let mut response = (status, Json(body)).into_response();
         if self.code == ErrorCode::StoreUnavailable {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

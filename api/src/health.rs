@@ -22,5 +22,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         err.cause = Some(e.into());
         err
     })?;
-    Ok(Json(json!({"status": "ready", "store": state.store.backend()})))
+    Ok(Json(
+        json!({"status": "ready", "store": state.store.backend()}),
+    ))
 }

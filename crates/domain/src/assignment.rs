@@ -56,3 +56,331 @@ pub fn subject_key(experiment: &Experiment, subject: &str) -> String {
         None => subject.to_owned(),
     }
 }
+
+/// Why a subject got the variant it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// In the experiment: a new or stored (sticky) assignment.
+    Assigned,
+    /// A QA override for this subject.
+    Forced,
+    /// The experiment is a draft, archived, or completed without a winner.
+    NotRunning,
+    /// Paused: stored assignments are served, no new subjects enter.
+    Paused,
+    /// Eligible but outside the traffic allocation.
+    OutsideCoverage,
+    /// The experiment's (or its audience's) targeting rules do not match.
+    TargetingMiss,
+    /// A winner was decided: everyone gets the winner's config.
+    Winner,
+}
+
+/// What to serve a subject. The variant is always usable: when the subject is not in the
+/// experiment it is the control (or the winner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into `experiment.variants`.
+    pub variant: usize,
+    pub in_experiment: bool,
+    pub reason: Reason,
+    /// True when the caller must store a new assignment for this subject.
+    pub create: bool,
+}
+
+/// What the store knows about this subject.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubjectState<'a> {
+    pub stored: Option<&'a Assignment>,
+    pub forced: Option<&'a str>,
+}
+
+/// Decide what `subject` sees (SPEC §3). `audience` holds the rules of the experiment's
+/// audience when it names one (both must match).
+pub fn decide(
+    experiment: &Experiment,
+    audience: Option<&crate::targeting::Targeting>,
+    subject: &str,
+    attributes: &crate::targeting::Attributes,
+    state: SubjectState<'_>,
+) -> Decision {
+    use crate::status::Status;
+    let control = experiment.control_index();
+    let index_of = |key: &str| experiment.variants.iter().position(|v| v.key == key);
+    let outside = |reason| Decision {
+        variant: control,
+        in_experiment: false,
+        reason,
+        create: false,
+    };
+
+    if let Some(i) = experiment
+        .winner
+        .as_ref()
+        .and_then(|w| index_of(&w.variant))
+    {
+        return Decision {
+            variant: i,
+            in_experiment: false,
+            reason: Reason::Winner,
+            create: false,
+        };
+    }
+    if let Some(i) = state.forced.and_then(index_of) {
+        return Decision {
+            variant: i,
+            in_experiment: false,
+            reason: Reason::Forced,
+            create: false,
+        };
+    }
+    match experiment.status {
+        Status::Running | Status::Paused => {}
+        Status::Draft | Status::Completed | Status::Archived => return outside(Reason::NotRunning),
+    }
+    if let Some(i) = state.stored.and_then(|a| index_of(&a.variant)) {
+        return Decision {
+            variant: i,
+            in_experiment: true,
+            reason: Reason::Assigned,
+            create: false,
+        };
+    }
+    if experiment.status == Status::Paused {
+        return outside(Reason::Paused);
+    }
+    let targeted =
+        audience.is_none_or(|a| a.matches(attributes)) && experiment.targeting.matches(attributes);
+    if !targeted {
+        return outside(Reason::TargetingMiss);
+    }
+    match bucket(experiment, subject) {
+        Bucket::Variant(i) => Decision {
+            variant: i,
+            in_experiment: true,
+            reason: Reason::Assigned,
+            create: experiment.assignment.sticky,
+        },
+        Bucket::OutsideCoverage => outside(Reason::OutsideCoverage),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::experiment::{ExperimentInput, PolicyMode, Provided, Winner};
+    use crate::status::Status;
+    use crate::targeting::{Attributes, Targeting};
+    use crate::{Scope, Variant};
+
+    fn experiment(status: Status, coverage: f64) -> Experiment {
+        let input: ExperimentInput = serde_json::from_value(json!({
+            "key": "k", "coverage": coverage,
+            "variants": [{"key": "a"}, {"key": "b"}],
+            "targeting": [{"conditions": [{"attribute": "country", "operator": "eq", "value": "US"}]}]
+        }))
+        .unwrap();
+        let mut e = input
+            .into_experiment(
+                Scope::default(),
+                Provided {
+                    id: "id".into(),
+                    salt: "s".into(),
+                    now: OffsetDateTime::UNIX_EPOCH,
+                },
+            )
+            .unwrap();
+        e.status = status;
+        e
+    }
+
+    fn us() -> Attributes {
+        json!({"country": "US"}).as_object().unwrap().clone()
+    }
+
+    fn stored(variant: &str) -> Assignment {
+        Assignment {
+            experiment_id: "id".into(),
+            subject: "u".into(),
+            variant: variant.into(),
+            assigned_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_running_experiment_assigns_eligible_subjects_and_asks_to_store_them() {
+        let e = experiment(Status::Running, 1.0);
+        let d = decide(&e, None, "u1", &us(), SubjectState::default());
+        assert!(d.in_experiment && d.create);
+        assert_eq!(d.reason, Reason::Assigned);
+        assert_eq!(Bucket::Variant(d.variant), bucket(&e, "u1"));
+    }
+
+    #[test]
+    fn a_stored_assignment_wins_over_the_hash() {
+        let e = experiment(Status::Running, 1.0);
+        let other = if bucket(&e, "u") == Bucket::Variant(0) {
+            "b"
+        } else {
+            "a"
+        };
+        let a = stored(other);
+        let d = decide(
+            &e,
+            None,
+            "u",
+            &Attributes::new(),
+            SubjectState {
+                stored: Some(&a),
+                forced: None,
+            },
+        );
+        assert_eq!(e.variants[d.variant].key, other);
+        assert!(d.in_experiment && !d.create);
+    }
+
+    #[test]
+    fn every_outcome_of_spec_section_3() {
+        let draft = experiment(Status::Draft, 1.0);
+        assert_eq!(
+            decide(&draft, None, "u", &us(), SubjectState::default()).reason,
+            Reason::NotRunning
+        );
+
+        let paused = experiment(Status::Paused, 1.0);
+        let d = decide(&paused, None, "u", &us(), SubjectState::default());
+        assert_eq!(
+            (d.reason, d.in_experiment, d.variant),
+            (Reason::Paused, false, 0)
+        );
+        let a = stored("b");
+        let d = decide(
+            &paused,
+            None,
+            "u",
+            &us(),
+            SubjectState {
+                stored: Some(&a),
+                forced: None,
+            },
+        );
+        assert_eq!(
+            (d.reason, d.variant),
+            (Reason::Assigned, 1),
+            "paused keeps stored assignments"
+        );
+
+        let running = experiment(Status::Running, 1.0);
+        let d = decide(
+            &running,
+            None,
+            "u",
+            &Attributes::new(),
+            SubjectState::default(),
+        );
+        assert_eq!(
+            (d.reason, d.in_experiment, d.create),
+            (Reason::TargetingMiss, false, false)
+        );
+
+        let audience: Targeting = serde_json::from_value(json!([
+            {"conditions": [{"attribute": "plan", "operator": "eq", "value": "pro"}]}
+        ]))
+        .unwrap();
+        let d = decide(
+            &running,
+            Some(&audience),
+            "u",
+            &us(),
+            SubjectState::default(),
+        );
+        assert_eq!(
+            d.reason,
+            Reason::TargetingMiss,
+            "audience and experiment rules must both match"
+        );
+
+        let none = experiment(Status::Running, 0.0);
+        assert_eq!(
+            decide(&none, None, "u", &us(), SubjectState::default()).reason,
+            Reason::OutsideCoverage
+        );
+
+        let d = decide(
+            &running,
+            None,
+            "u",
+            &us(),
+            SubjectState {
+                stored: None,
+                forced: Some("b"),
+            },
+        );
+        assert_eq!((d.reason, d.variant, d.create), (Reason::Forced, 1, false));
+
+        let mut done = experiment(Status::Completed, 1.0);
+        assert_eq!(
+            decide(&done, None, "u", &us(), SubjectState::default()).reason,
+            Reason::NotRunning
+        );
+        done.winner = Some(Winner {
+            variant: "b".into(),
+            decided_at: OffsetDateTime::UNIX_EPOCH,
+            source: PolicyMode::Manual,
+            details: json!({}),
+        });
+        let a = stored("a");
+        let d = decide(
+            &done,
+            None,
+            "x",
+            &Attributes::new(),
+            SubjectState {
+                stored: Some(&a),
+                forced: None,
+            },
+        );
+        assert_eq!(
+            (d.reason, d.variant),
+            (Reason::Winner, 1),
+            "everyone gets the winner"
+        );
+    }
+
+    #[test]
+    fn non_sticky_experiments_do_not_store_assignments() {
+        let mut e = experiment(Status::Running, 1.0);
+        e.assignment.sticky = false;
+        let d = decide(&e, None, "u", &us(), SubjectState::default());
+        assert!(d.in_experiment && !d.create);
+    }
+
+    #[test]
+    fn a_flagged_control_is_served_outside_the_experiment() {
+        let mut e = experiment(Status::Draft, 1.0);
+        e.variants = vec![
+            Variant {
+                key: "a".into(),
+                name: "a".into(),
+                weight: 0.5,
+                config: json!(1),
+                control: false,
+            },
+            Variant {
+                key: "b".into(),
+                name: "b".into(),
+                weight: 0.5,
+                config: json!(2),
+                control: true,
+            },
+        ];
+        assert_eq!(
+            decide(&e, None, "u", &us(), SubjectState::default()).variant,
+            1
+        );
+    }
+}

@@ -19,11 +19,15 @@
 //! - [`targeting`]: rules (OR of AND conditions), operators and their evaluation.
 //! - [`audience`]: reusable rule sets per environment.
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
-//! - [`event`]: raw events as the store keeps them.
+//! - [`event`]: raw events as sent and as stored.
+//! - [`environment`]: environments.
+//! - [`api_key`]: API keys and their scopes.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
 
+pub mod api_key;
 pub mod assignment;
 pub mod audience;
+pub mod environment;
 pub mod event;
 pub mod experiment;
 pub mod hashing;
@@ -32,8 +36,10 @@ pub mod status;
 pub mod targeting;
 pub mod validation;
 
+pub use api_key::{ApiKey, KeyScope};
 pub use assignment::Assignment;
 pub use audience::Audience;
+pub use environment::Environment;
 pub use event::{EventRecord, NewEvent};
 pub use experiment::{
     Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, StatMethod, Variant,

@@ -45,8 +45,15 @@ macro_rules! store_contract_suite {
             assignment_get_or_create_keeps_the_first_assignment,
             fifty_concurrent_get_or_create_calls_return_one_identical_assignment,
             a_batch_with_duplicate_event_ids_stores_each_once_and_reports_duplicates,
+            events_are_attributed_to_the_stored_assignment_or_rejected,
             events_are_scanned_in_ingestion_order_from_a_watermark,
             event_ids_are_scoped_to_their_experiment,
+            variant_counts_count_subjects_and_only_events_after_assignment,
+            forced_variants_are_set_replaced_and_cleared,
+            a_winner_is_recorded_with_completion_and_audit,
+            environments_are_unique_and_listed_in_creation_order,
+            an_audience_used_by_a_running_experiment_cannot_be_deleted,
+            api_keys_are_found_by_hash_listed_and_revoked,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -89,7 +96,7 @@ fn event(experiment_id: &str, event_id: &str, subject: &str, at_s: i64) -> NewEv
         experiment_id: experiment_id.into(),
         event_id: event_id.into(),
         subject: subject.into(),
-        variant: "control".into(),
+        variant: None,
         event: "conversion".into(),
         value: 1.5,
         ts: T0 + time::Duration::seconds(at_s),
@@ -100,7 +107,7 @@ fn event(experiment_id: &str, event_id: &str, subject: &str, at_s: i64) -> NewEv
 
 pub async fn experiment_round_trips_by_key_and_by_id(store: DynStore) {
     let e = experiment(Scope::default(), "checkout", "exp-1");
-    store.create_experiment(&e).await.unwrap();
+    store.create_experiment(&e, "test").await.unwrap();
     let by_key = store
         .get_experiment(&Scope::default(), "checkout")
         .await
@@ -133,24 +140,24 @@ pub async fn experiment_keys_are_unique_within_environment_and_organization(stor
     let acme = Scope::new("production", Some("acme".into()));
     let staging = Scope::global("staging");
     store
-        .create_experiment(&experiment(prod.clone(), "k", "e1"))
+        .create_experiment(&experiment(prod.clone(), "k", "e1"), "test")
         .await
         .unwrap();
     let dup = store
-        .create_experiment(&experiment(prod.clone(), "k", "e2"))
+        .create_experiment(&experiment(prod.clone(), "k", "e2"), "test")
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     // The same key in another organization or environment is another experiment.
     store
-        .create_experiment(&experiment(acme.clone(), "k", "e3"))
+        .create_experiment(&experiment(acme.clone(), "k", "e3"), "test")
         .await
         .unwrap();
     store
-        .create_experiment(&experiment(staging.clone(), "k", "e4"))
+        .create_experiment(&experiment(staging.clone(), "k", "e4"), "test")
         .await
         .unwrap();
     let dup_org = store
-        .create_experiment(&experiment(acme.clone(), "k", "e5"))
+        .create_experiment(&experiment(acme.clone(), "k", "e5"), "test")
         .await;
     assert!(
         matches!(dup_org, Err(StoreError::Conflict(_))),
@@ -183,7 +190,10 @@ pub async fn experiments_list_with_filters_and_pagination(store: DynStore) {
             Scope::global("staging")
         };
         store
-            .create_experiment(&experiment(scope, &format!("k{i}"), &format!("e{i}")))
+            .create_experiment(
+                &experiment(scope, &format!("k{i}"), &format!("e{i}")),
+                "test",
+            )
             .await
             .unwrap();
     }
@@ -286,10 +296,10 @@ pub async fn experiments_list_with_filters_and_pagination(store: DynStore) {
 
 pub async fn update_succeeds_on_the_current_version_and_conflicts_on_a_stale_one(store: DynStore) {
     let e = experiment(Scope::default(), "k", "e1");
-    store.create_experiment(&e).await.unwrap();
+    store.create_experiment(&e, "test").await.unwrap();
     let mut edit = e.clone();
     edit.name = "Renamed".into();
-    let stored = store.update_experiment(&edit).await.unwrap();
+    let stored = store.update_experiment(&edit, "test").await.unwrap();
     assert_eq!(stored.version, e.version + 1);
     assert_eq!(stored.name, "Renamed");
     let reread = store
@@ -301,7 +311,7 @@ pub async fn update_succeeds_on_the_current_version_and_conflicts_on_a_stale_one
 
     let mut stale = e.clone();
     stale.name = "Lost update".into();
-    match store.update_experiment(&stale).await {
+    match store.update_experiment(&stale, "test").await {
         Err(StoreError::VersionConflict { expected, actual }) => {
             assert_eq!((expected, actual), (e.version, e.version + 1));
         }
@@ -310,21 +320,25 @@ pub async fn update_succeeds_on_the_current_version_and_conflicts_on_a_stale_one
     let mut ghost = e.clone();
     ghost.id = "missing".into();
     assert!(matches!(
-        store.update_experiment(&ghost).await,
+        store.update_experiment(&ghost, "test").await,
         Err(StoreError::NotFound)
     ));
     // An update cannot change the status: that is the compare-and-set's job.
     let mut sneaky = stored.clone();
     sneaky.status = Status::Running;
     assert_eq!(
-        store.update_experiment(&sneaky).await.unwrap().status,
+        store
+            .update_experiment(&sneaky, "test")
+            .await
+            .unwrap()
+            .status,
         Status::Draft
     );
 }
 
 pub async fn status_compare_and_set_applies_only_from_the_expected_status(store: DynStore) {
     let e = experiment(Scope::default(), "k", "e1");
-    store.create_experiment(&e).await.unwrap();
+    store.create_experiment(&e, "test").await.unwrap();
     let at = T0 + time::Duration::hours(1);
     let change = StatusChange {
         experiment_id: "e1".into(),
@@ -360,7 +374,8 @@ pub async fn status_compare_and_set_applies_only_from_the_expected_status(store:
     assert_eq!(done.started_at, Some(at));
 
     let audit = store.list_audit("e1", PageRequest::DEFAULT).await.unwrap();
-    assert_eq!(audit.total, 2);
+    assert_eq!(audit.total, 3);
+    assert_eq!(audit.items[2].action, "created");
     assert_eq!(
         audit.items[0].details,
         json!({"from": "running", "to": "completed"})
@@ -387,7 +402,7 @@ pub async fn status_compare_and_set_applies_only_from_the_expected_status(store:
 
 pub async fn fifty_concurrent_activations_produce_exactly_one_transition(store: DynStore) {
     store
-        .create_experiment(&experiment(Scope::default(), "k", "e1"))
+        .create_experiment(&experiment(Scope::default(), "k", "e1"), "test")
         .await
         .unwrap();
     let tasks: Vec<_> = (0..50)
@@ -420,14 +435,13 @@ pub async fn fifty_concurrent_activations_produce_exactly_one_transition(store: 
         .unwrap();
     assert_eq!(e.status, Status::Running);
     assert_eq!(e.version, 2);
-    assert_eq!(
-        store
-            .list_audit("e1", PageRequest::DEFAULT)
-            .await
-            .unwrap()
-            .total,
-        1
-    );
+    let audit = store.list_audit("e1", PageRequest::DEFAULT).await.unwrap();
+    let transitions = audit
+        .items
+        .iter()
+        .filter(|a| a.action == "status_changed")
+        .count();
+    assert_eq!(transitions, 1);
 }
 
 pub async fn assignment_get_or_create_keeps_the_first_assignment(store: DynStore) {
@@ -490,9 +504,23 @@ pub async fn fifty_concurrent_get_or_create_calls_return_one_identical_assignmen
     );
 }
 
+async fn assign(store: &DynStore, experiment_id: &str, subject: &str, variant: &str, at_s: i64) {
+    store
+        .get_or_create_assignment(&Assignment {
+            experiment_id: experiment_id.into(),
+            subject: subject.into(),
+            variant: variant.into(),
+            assigned_at: T0 + time::Duration::seconds(at_s),
+        })
+        .await
+        .unwrap();
+}
+
 pub async fn a_batch_with_duplicate_event_ids_stores_each_once_and_reports_duplicates(
     store: DynStore,
 ) {
+    assign(&store, "e1", "s1", "control", 0).await;
+    assign(&store, "e1", "s2", "treatment", 0).await;
     let batch = vec![
         event("e1", "a", "s1", 0),
         event("e1", "b", "s1", 1),
@@ -508,16 +536,50 @@ pub async fn a_batch_with_duplicate_event_ids_stores_each_once_and_reports_dupli
         [Duplicate, Accepted]
     );
     let stored = store.scan_events(0, 100).await.unwrap();
-    let ids: Vec<_> = stored.iter().map(|r| r.event.event_id.as_str()).collect();
+    let ids: Vec<_> = stored.iter().map(|r| r.event_id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c", "d"]);
+    let first = &stored[0];
     assert_eq!(
-        stored[0].event, batch[0],
+        (
+            first.subject.as_str(),
+            first.variant.as_str(),
+            first.value,
+            first.ts,
+            first.received_at
+        ),
+        ("s1", "control", 1.5, batch[0].ts, batch[0].received_at),
         "the first copy is the one kept, field for field"
+    );
+    assert_eq!(first.meta, batch[0].meta);
+    assert_eq!(
+        stored[3].variant, "treatment",
+        "the variant is the stored assignment's"
     );
     assert!(store.append_events(&[]).await.unwrap().is_empty());
 }
 
+pub async fn events_are_attributed_to_the_stored_assignment_or_rejected(store: DynStore) {
+    assign(&store, "e1", "s1", "treatment", 0).await;
+    let mut claimed_right = event("e1", "ok", "s1", 0);
+    claimed_right.variant = Some("treatment".into());
+    let mut claimed_wrong = event("e1", "wrong", "s1", 0);
+    claimed_wrong.variant = Some("control".into());
+    let stranger = event("e1", "stranger", "nobody", 0);
+    use AppendOutcome::*;
+    let outcomes = store
+        .append_events(&[claimed_right, claimed_wrong, stranger])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Accepted, VariantMismatch, NotInExperiment]);
+    let stored = store.scan_events(0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "rejected events are not written");
+    assert_eq!(stored[0].event_id, "ok");
+}
+
 pub async fn events_are_scanned_in_ingestion_order_from_a_watermark(store: DynStore) {
+    for s in 0..7 {
+        assign(&store, "e1", &format!("s{s}"), "control", 0).await;
+    }
     for chunk in 0..5 {
         let batch: Vec<_> = (0..20)
             .map(|i| {
@@ -538,7 +600,7 @@ pub async fn events_are_scanned_in_ingestion_order_from_a_watermark(store: DynSt
     let ids: Vec<_> = first
         .iter()
         .chain(rest.iter())
-        .map(|r| r.event.event_id.clone())
+        .map(|r| r.event_id.clone())
         .collect();
     let expected: Vec<_> = (0..100).map(|n| format!("ev{n}")).collect();
     assert_eq!(ids, expected);
@@ -552,10 +614,335 @@ pub async fn events_are_scanned_in_ingestion_order_from_a_watermark(store: DynSt
 }
 
 pub async fn event_ids_are_scoped_to_their_experiment(store: DynStore) {
+    assign(&store, "e1", "s", "control", 0).await;
+    assign(&store, "e2", "s", "control", 0).await;
     let outcomes = store
         .append_events(&[event("e1", "same", "s", 0), event("e2", "same", "s", 0)])
         .await
         .unwrap();
     assert_eq!(outcomes, [AppendOutcome::Accepted, AppendOutcome::Accepted]);
     assert_eq!(store.scan_events(0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn variant_counts_count_subjects_and_only_events_after_assignment(store: DynStore) {
+    // s1, s2 in control (assigned at t=100 s); s3 in treatment; s4 in treatment, no events.
+    for (s, v) in [
+        ("s1", "control"),
+        ("s2", "control"),
+        ("s3", "treatment"),
+        ("s4", "treatment"),
+    ] {
+        assign(&store, "e1", s, v, 100).await;
+    }
+    let mut batch = vec![
+        event("e1", "1", "s1", 50), // before assignment: kept, not counted
+        event("e1", "2", "s1", 150),
+        event("e1", "3", "s1", 160),
+        event("e1", "4", "s3", 200),
+    ];
+    batch[3].value = 4.0;
+    let mut other = event("e1", "5", "s2", 300);
+    other.event = "exposure".into();
+    batch.push(other);
+    store.append_events(&batch).await.unwrap();
+    assert_eq!(store.scan_events(0, 10).await.unwrap().len(), 5);
+
+    let counts = store
+        .variant_counts("e1", "conversion", crate::model::TimeRange::default())
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 2);
+    let control = &counts[0];
+    assert_eq!(control.variant, "control");
+    assert_eq!(
+        (control.subjects, control.converted_subjects, control.events),
+        (2, 1, 2)
+    );
+    assert!((control.sum - 3.0).abs() < 1e-12 && (control.sum_of_squares - 9.0).abs() < 1e-12);
+    let treatment = &counts[1];
+    assert_eq!(
+        (
+            treatment.subjects,
+            treatment.converted_subjects,
+            treatment.events
+        ),
+        (2, 1, 1)
+    );
+    assert!((treatment.sum - 4.0).abs() < 1e-12 && (treatment.sum_of_squares - 16.0).abs() < 1e-12);
+
+    let window = crate::model::TimeRange {
+        from: Some(T0 + time::Duration::seconds(155)),
+        to: Some(T0 + time::Duration::seconds(200)),
+    };
+    let counts = store
+        .variant_counts("e1", "conversion", window)
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts[0].events, counts[1].events),
+        (1, 0),
+        "[from, to) is half-open"
+    );
+    let exposures = store
+        .variant_counts("e1", "exposure", crate::model::TimeRange::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            exposures[0].converted_subjects,
+            exposures[1].converted_subjects
+        ),
+        (1, 0)
+    );
+}
+
+pub async fn forced_variants_are_set_replaced_and_cleared(store: DynStore) {
+    assert_eq!(store.get_forced_variant("e1", "qa").await.unwrap(), None);
+    store
+        .set_forced_variant("e1", "qa", Some("treatment"), "alice")
+        .await
+        .unwrap();
+    store
+        .set_forced_variant("e1", "qa", Some("control"), "alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_forced_variant("e1", "qa")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("control")
+    );
+    store
+        .set_forced_variant("e1", "qa", None, "alice")
+        .await
+        .unwrap();
+    assert_eq!(store.get_forced_variant("e1", "qa").await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_audit("e1", PageRequest::DEFAULT)
+            .await
+            .unwrap()
+            .total,
+        3
+    );
+}
+
+pub async fn a_winner_is_recorded_with_completion_and_audit(store: DynStore) {
+    store
+        .create_experiment(&experiment(Scope::default(), "k", "e1"), "test")
+        .await
+        .unwrap();
+    store
+        .transition_status(&StatusChange {
+            experiment_id: "e1".into(),
+            from: Status::Draft,
+            to: Status::Running,
+            at: T0,
+            actor: "test".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let winner = verdict_domain::Winner {
+        variant: "treatment".into(),
+        decided_at: T0 + time::Duration::hours(2),
+        source: verdict_domain::PolicyMode::Manual,
+        details: json!({"reason": "override"}),
+    };
+    let change = crate::model::WinnerChange {
+        experiment_id: "e1".into(),
+        winner: winner.clone(),
+        complete: true,
+        actor: "bob".into(),
+    };
+    let e = store.set_winner(&change).await.unwrap();
+    assert_eq!(e.status, Status::Completed);
+    assert_eq!(e.winner.as_ref(), Some(&winner));
+    assert_eq!(e.completed_at, Some(winner.decided_at));
+    let reread = store
+        .get_experiment(&Scope::default(), "k")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reread, e);
+    let audit = store.list_audit("e1", PageRequest::DEFAULT).await.unwrap();
+    let actions: Vec<_> = audit.items.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["status_changed", "winner_set", "status_changed", "created"]
+    );
+    let missing = crate::model::WinnerChange {
+        experiment_id: "nope".into(),
+        ..change
+    };
+    assert!(matches!(
+        store.set_winner(&missing).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn environments_are_unique_and_listed_in_creation_order(store: DynStore) {
+    for key in ["production", "staging", "dev"] {
+        let env = verdict_domain::Environment {
+            key: key.into(),
+            name: key.to_uppercase(),
+            description: String::new(),
+            created_at: T0,
+        };
+        store.create_environment(&env).await.unwrap();
+    }
+    let dup = verdict_domain::Environment {
+        key: "staging".into(),
+        name: "again".into(),
+        description: String::new(),
+        created_at: T0,
+    };
+    assert!(matches!(
+        store.create_environment(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let page = store
+        .list_environments(PageRequest {
+            page: 1,
+            page_size: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|e| e.key.as_str())
+            .collect::<Vec<_>>(),
+        ["production", "staging"]
+    );
+    assert_eq!(
+        store.get_environment("dev").await.unwrap().unwrap().name,
+        "DEV"
+    );
+    assert_eq!(store.get_environment("nope").await.unwrap(), None);
+}
+
+pub async fn an_audience_used_by_a_running_experiment_cannot_be_deleted(store: DynStore) {
+    let audience = verdict_domain::Audience {
+        environment: "production".into(),
+        key: "pros".into(),
+        name: "Pro plan".into(),
+        rules: serde_json::from_value(json!([
+            {"conditions": [{"attribute": "plan", "operator": "eq", "value": "pro"}]}
+        ]))
+        .unwrap(),
+        created_at: T0,
+        updated_at: T0,
+    };
+    store.create_audience(&audience).await.unwrap();
+    assert!(matches!(
+        store.create_audience(&audience).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut renamed = audience.clone();
+    renamed.name = "Pros".into();
+    renamed.created_at = T0 + time::Duration::days(9);
+    let stored = store.update_audience(&renamed).await.unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.created_at),
+        ("Pros", T0),
+        "created_at is kept"
+    );
+    assert_eq!(
+        store
+            .list_audiences("production", PageRequest::DEFAULT)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert_eq!(
+        store
+            .list_audiences("staging", PageRequest::DEFAULT)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+
+    let mut e = experiment(Scope::default(), "uses-pros", "e1");
+    e.audience = Some("pros".into());
+    store.create_experiment(&e, "test").await.unwrap();
+    // A draft does not hold the audience...
+    let activate = StatusChange {
+        experiment_id: "e1".into(),
+        from: Status::Draft,
+        to: Status::Running,
+        at: T0,
+        actor: "test".into(),
+    };
+    store.transition_status(&activate).await.unwrap().unwrap();
+    // ...a running experiment does.
+    assert_eq!(
+        store.delete_audience("production", "pros").await.unwrap(),
+        crate::model::AudienceDeletion::InUse(vec!["uses-pros".into()])
+    );
+    store
+        .transition_status(&StatusChange {
+            from: Status::Running,
+            to: Status::Paused,
+            ..activate
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.delete_audience("production", "pros").await.unwrap(),
+        crate::model::AudienceDeletion::Deleted
+    );
+    assert_eq!(
+        store.delete_audience("production", "pros").await.unwrap(),
+        crate::model::AudienceDeletion::NotFound
+    );
+    let mut ghost = audience;
+    ghost.key = "ghost".into();
+    assert!(matches!(
+        store.update_audience(&ghost).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn api_keys_are_found_by_hash_listed_and_revoked(store: DynStore) {
+    let key = verdict_domain::ApiKey {
+        id: "key_1".into(),
+        name: "app".into(),
+        hash: "ab".repeat(32),
+        prefix: "vk_abcd".into(),
+        scopes: vec![verdict_domain::KeyScope::Client],
+        environment: "production".into(),
+        organization: Some("acme".into()),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.create_api_key(&key).await.unwrap();
+    assert!(matches!(
+        store.create_api_key(&key).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.find_api_key(&"ab".repeat(32)).await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(store.find_api_key(&"cd".repeat(32)).await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_api_keys(PageRequest::DEFAULT)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert!(store.revoke_api_key("key_1", T0).await.unwrap());
+    assert!(!store.revoke_api_key("key_2", T0).await.unwrap());
+    let revoked = store.find_api_key(&"ab".repeat(32)).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0));
+    assert!(!revoked.allows(verdict_domain::KeyScope::Client));
 }

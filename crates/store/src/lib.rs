@@ -25,15 +25,23 @@ pub mod contract;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use verdict_domain::{Assignment, EventRecord, Experiment, NewEvent, Scope};
+use time::OffsetDateTime;
+use verdict_domain::{
+    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope,
+};
 
 pub use error::StoreError;
-pub use model::{AppendOutcome, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange};
+pub use model::{
+    AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
+    TimeRange, VariantCounts, WinnerChange,
+};
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The one persistence interface of Verdict. Cheap to share as `Arc<dyn Store>`.
+///
+/// `actor` parameters name who asked (an API key id, `scheduler`, …) for the audit log.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for logs (`sqlite`, `mongodb`).
@@ -42,9 +50,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<()>;
 
-    /// Insert a new experiment. [`StoreError::Conflict`] when its key already exists in its
-    /// (environment, organization) or its id is taken.
-    async fn create_experiment(&self, experiment: &Experiment) -> Result<()>;
+    // ---- experiments -------------------------------------------------------------------
+
+    /// Insert a new experiment and its `created` audit entry. [`StoreError::Conflict`] when
+    /// its key already exists in its (environment, organization) or its id is taken.
+    async fn create_experiment(&self, experiment: &Experiment, actor: &str) -> Result<()>;
 
     /// The experiment of `scope` whose key or id is `key_or_id`.
     async fn get_experiment(&self, scope: &Scope, key_or_id: &str) -> Result<Option<Experiment>>;
@@ -57,17 +67,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<Experiment>>;
 
     /// Replace an experiment's definition if its stored version is still
-    /// `experiment.version`; returns the stored experiment with the version incremented.
-    /// [`StoreError::VersionConflict`] otherwise. Status and winner are not changed here.
-    async fn update_experiment(&self, experiment: &Experiment) -> Result<Experiment>;
+    /// `experiment.version`; returns the stored experiment with the version incremented and
+    /// writes an `updated` audit entry. [`StoreError::VersionConflict`] otherwise. Status,
+    /// winner and lifecycle stamps are not changed here.
+    async fn update_experiment(&self, experiment: &Experiment, actor: &str) -> Result<Experiment>;
 
     /// Atomically move an experiment from `change.from` to `change.to`, stamping
     /// `started_at` / `completed_at`, bumping the version and writing one audit entry.
     /// `Ok(None)` when the stored status is no longer `change.from` (someone else won).
     async fn transition_status(&self, change: &StatusChange) -> Result<Option<Experiment>>;
 
+    /// Record a winner (and complete a running or paused experiment when
+    /// `change.complete`), with an audit entry, atomically.
+    async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment>;
+
     /// The audit log of an experiment, newest first.
     async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>>;
+
+    // ---- assignments -------------------------------------------------------------------
 
     async fn get_assignment(
         &self,
@@ -81,13 +98,64 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_or_create_assignment(&self, assignment: &Assignment)
     -> Result<(Assignment, bool)>;
 
-    /// Append events; each is stored once per (experiment, event_id). The outcome of each
-    /// input, in order, says whether it was stored or was a duplicate (of a stored event or
-    /// of an earlier item in the same batch). All or nothing: on error nothing was written.
+    /// Set (`Some`) or clear (`None`) a QA override for one subject, audited.
+    async fn set_forced_variant(
+        &self,
+        experiment_id: &str,
+        subject: &str,
+        variant: Option<&str>,
+        actor: &str,
+    ) -> Result<()>;
+
+    async fn get_forced_variant(
+        &self,
+        experiment_id: &str,
+        subject: &str,
+    ) -> Result<Option<String>>;
+
+    // ---- events ------------------------------------------------------------------------
+
+    /// Append events, attributing each to its subject's stored assignment in the same
+    /// transaction. Per input, in order: `Accepted`, `Duplicate` (same (experiment,
+    /// event_id) stored before or earlier in the batch), `NotInExperiment` (no assignment),
+    /// or `VariantMismatch` (the claimed variant is not the assigned one). Only accepted
+    /// events are written. All or nothing: on error nothing was written.
     async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<AppendOutcome>>;
 
     /// Up to `limit` events with `seq > after_seq`, in ingestion order.
     async fn scan_events(&self, after_seq: u64, limit: usize) -> Result<Vec<EventRecord>>;
+
+    /// Per-variant subject-level counts of `event` for one experiment, counting only events
+    /// at or after each subject's assignment and inside `range`.
+    async fn variant_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        range: TimeRange,
+    ) -> Result<Vec<VariantCounts>>;
+
+    // ---- environments, audiences, API keys ----------------------------------------------
+
+    /// [`StoreError::Conflict`] when the key exists.
+    async fn create_environment(&self, environment: &Environment) -> Result<()>;
+    async fn get_environment(&self, key: &str) -> Result<Option<Environment>>;
+    async fn list_environments(&self, page: PageRequest) -> Result<Page<Environment>>;
+
+    /// [`StoreError::Conflict`] when (environment, key) exists.
+    async fn create_audience(&self, audience: &Audience) -> Result<()>;
+    async fn get_audience(&self, environment: &str, key: &str) -> Result<Option<Audience>>;
+    async fn list_audiences(&self, environment: &str, page: PageRequest) -> Result<Page<Audience>>;
+    /// Replace an audience's name and rules. [`StoreError::NotFound`] when absent.
+    async fn update_audience(&self, audience: &Audience) -> Result<Audience>;
+    /// Delete unless a running experiment uses it; the check and the delete are atomic.
+    async fn delete_audience(&self, environment: &str, key: &str) -> Result<AudienceDeletion>;
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// The key whose SHA-256 (hex) is `hash`, revoked or not.
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;
+    async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>>;
+    /// Mark a key revoked; `false` when there is no such key.
+    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool>;
 }
 
 /// A shared store handle.

@@ -99,6 +99,52 @@ pub struct AuditEntry {
 pub enum AppendOutcome {
     Accepted,
     Duplicate,
+    /// The subject has no assignment in this experiment.
+    NotInExperiment,
+    /// The event names a variant other than the subject's assignment.
+    VariantMismatch,
+}
+
+/// A winner to record (automatic decision or manual override).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WinnerChange {
+    pub experiment_id: String,
+    pub winner: verdict_domain::Winner,
+    /// Also move a running or paused experiment to `completed`.
+    pub complete: bool,
+    pub actor: String,
+}
+
+/// The result of [`crate::Store::delete_audience`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudienceDeletion {
+    Deleted,
+    NotFound,
+    /// Running experiments (keys) that use the audience.
+    InUse(Vec<String>),
+}
+
+/// A half-open time range `[from, to)`; `None` bounds are open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+/// Subject-level counts of one event for one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantCounts {
+    pub variant: String,
+    /// Subjects assigned to the variant.
+    pub subjects: u64,
+    /// Subjects with at least one counted event.
+    pub converted_subjects: u64,
+    /// Counted events.
+    pub events: u64,
+    /// Σ of event values.
+    pub sum: f64,
+    /// Σ over subjects of (that subject's Σ value)², for per-subject variance.
+    pub sum_of_squares: f64,
 }
 
 /// Stores keep times at millisecond precision (BSON dates are milliseconds); callers

@@ -12,14 +12,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde_json::json;
-use verdict_domain::{Assignment, EventRecord, Experiment, NewEvent, Scope, Status};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use verdict_domain::{
+    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope, Status,
+};
 
 use crate::error::StoreError;
 use crate::model::{
-    AppendOutcome, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, from_millis,
-    to_millis,
+    AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
+    TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
 };
 use crate::{Result, Store};
 
@@ -31,12 +38,13 @@ CREATE TABLE experiments (
     organization  TEXT NOT NULL,          -- '' for global experiments
     key           TEXT NOT NULL,
     status        TEXT NOT NULL,
+    audience      TEXT NOT NULL,          -- '' when none
     version       INTEGER NOT NULL,
-    created_seq   INTEGER NOT NULL,
-    doc           TEXT NOT NULL,           -- the whole Experiment as JSON
+    doc           TEXT NOT NULL,          -- the whole Experiment as JSON
     UNIQUE (environment, organization, key)
 );
-CREATE INDEX experiments_list ON experiments (environment, status, created_seq);
+CREATE INDEX experiments_list ON experiments (environment, status);
+CREATE INDEX experiments_by_audience ON experiments (environment, audience, status);
 
 CREATE TABLE assignments (
     experiment_id TEXT NOT NULL,
@@ -69,6 +77,23 @@ CREATE TABLE audit (
     details       TEXT NOT NULL
 );
 CREATE INDEX audit_by_experiment ON audit (experiment_id, id);
+
+CREATE TABLE forced_variants (
+    experiment_id TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    variant       TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, subject)
+) WITHOUT ROWID;
+
+-- Small administrative collections: a key and the record as JSON.
+CREATE TABLE environments (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE audiences (
+    environment TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    doc         TEXT NOT NULL,
+    UNIQUE (environment, key)
+);
+CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
 "#];
 
 const READERS: usize = 4;
@@ -231,12 +256,11 @@ fn org_column(org: &Option<String>) -> &str {
     org.as_deref().unwrap_or("")
 }
 
-fn decode_experiment(doc: &str) -> Result<Experiment> {
-    serde_json::from_str(doc)
-        .map_err(|e| StoreError::internal("stored experiment is not valid JSON", e))
+fn decode<T: DeserializeOwned>(doc: &str, what: &'static str) -> Result<T> {
+    serde_json::from_str(doc).map_err(|e| StoreError::internal(what, e))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<String> {
+fn encode<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::internal("encoding JSON", e))
 }
 
@@ -247,7 +271,121 @@ fn load_experiment_by_id(conn: &Connection, id: &str) -> Result<Option<Experimen
         })
         .optional()
         .map_err(internal("reading experiment"))?;
-    doc.as_deref().map(decode_experiment).transpose()
+    doc.map(|d| decode(&d, "stored experiment")).transpose()
+}
+
+fn begin(c: &mut Connection) -> Result<Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(internal("starting a transaction"))
+}
+
+fn commit(tx: Transaction<'_>) -> Result<()> {
+    tx.commit().map_err(internal("committing"))
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    id: &str,
+    at: OffsetDateTime,
+    actor: &str,
+    action: &str,
+    details: &Value,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (experiment_id, at, actor, action, details) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            id,
+            to_millis(at),
+            actor,
+            action,
+            details.to_string()
+        ])
+    })
+    .map_err(internal("writing audit entry"))?;
+    Ok(())
+}
+
+/// Rewrite the stored document and projections of `e` (inside a transaction).
+fn save_experiment(tx: &Transaction<'_>, e: &Experiment) -> Result<()> {
+    let res = tx.execute(
+        "UPDATE experiments SET key = ?2, status = ?3, audience = ?4, version = ?5, doc = ?6
+         WHERE id = ?1",
+        params![
+            e.id,
+            e.key,
+            e.status.as_str(),
+            e.audience.as_deref().unwrap_or(""),
+            e.version as i64,
+            encode(e)?
+        ],
+    );
+    match res {
+        Ok(_) => Ok(()),
+        Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict(format!(
+            "an experiment with key '{}' already exists in this environment and organization",
+            e.key
+        ))),
+        Err(err) => Err(internal("updating experiment")(err)),
+    }
+}
+
+/// Insert a JSON record into one of the small keyed tables.
+fn insert_doc(c: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql], what: &str) -> Result<()> {
+    match c.execute(sql, args) {
+        Ok(_) => Ok(()),
+        Err(err) if is_unique_violation(&err) => {
+            Err(StoreError::Conflict(format!("{what} already exists")))
+        }
+        Err(err) => Err(internal("inserting record")(err)),
+    }
+}
+
+/// Read a page of JSON records: `count_sql` counts, `list_sql` must end in `LIMIT ? OFFSET ?`
+/// placeholders numbered after `args`.
+fn page_of<T: DeserializeOwned>(
+    c: &Connection,
+    count_sql: &str,
+    list_sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    page: PageRequest,
+    what: &'static str,
+) -> Result<Page<T>> {
+    let total: i64 = c
+        .query_row(count_sql, args, |r| r.get(0))
+        .map_err(internal(what))?;
+    let mut all: Vec<&dyn rusqlite::ToSql> = args.to_vec();
+    let (limit, offset) = (page.limit() as i64, page.offset() as i64);
+    all.push(&limit);
+    all.push(&offset);
+    let mut stmt = c.prepare_cached(list_sql).map_err(internal(what))?;
+    let docs = stmt
+        .query_map(all.as_slice(), |r| r.get::<_, String>(0))
+        .map_err(internal(what))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal(what))?;
+    let items = docs
+        .iter()
+        .map(|d| decode(d, what))
+        .collect::<Result<_>>()?;
+    Ok(Page {
+        items,
+        total: total as u64,
+    })
+}
+
+fn get_doc<T: DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    what: &'static str,
+) -> Result<Option<T>> {
+    let doc: Option<String> = c
+        .query_row(sql, args, |r| r.get(0))
+        .optional()
+        .map_err(internal(what))?;
+    doc.map(|d| decode(&d, what)).transpose()
 }
 
 #[async_trait]
@@ -265,34 +403,41 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_experiment(&self, experiment: &Experiment) -> Result<()> {
+    async fn create_experiment(&self, experiment: &Experiment, actor: &str) -> Result<()> {
         let e = experiment.clone();
+        let actor = actor.to_owned();
         let doc = encode(&e)?;
         self.write(move |c| {
-            let res = c.execute(
+            let tx = begin(c)?;
+            insert_doc(
+                &tx,
                 "INSERT INTO experiments
-                     (id, environment, organization, key, status, version, created_seq, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6,
-                         (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM experiments), ?7)",
-                params![
-                    e.id,
-                    e.scope.environment,
-                    org_column(&e.scope.organization),
-                    e.key,
-                    e.status.as_str(),
-                    e.version as i64,
-                    doc
+                     (id, environment, organization, key, status, audience, version, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    &e.id,
+                    &e.scope.environment,
+                    &org_column(&e.scope.organization),
+                    &e.key,
+                    &e.status.as_str(),
+                    &e.audience.as_deref().unwrap_or(""),
+                    &(e.version as i64),
+                    &doc,
                 ],
-            );
-            match res {
-                Ok(_) => Ok(()),
-                Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict(format!(
-                    "an experiment with key '{}' already exists in this environment and \
-                     organization",
+                &format!(
+                    "an experiment with key '{}' in this environment and organization",
                     e.key
-                ))),
-                Err(err) => Err(internal("inserting experiment")(err)),
-            }
+                ),
+            )?;
+            audit(
+                &tx,
+                &e.id,
+                e.created_at,
+                &actor,
+                "created",
+                &json!({"key": e.key}),
+            )?;
+            commit(tx)
         })
         .await
     }
@@ -302,17 +447,14 @@ impl Store for SqliteStore {
         let org = org_column(&scope.organization).to_owned();
         let k = key_or_id.to_owned();
         self.read(move |c| {
-            let doc: Option<String> = c
-                .query_row(
-                    "SELECT doc FROM experiments
-                     WHERE environment = ?1 AND organization = ?2 AND (key = ?3 OR id = ?3)
-                     ORDER BY key = ?3 DESC LIMIT 1",
-                    params![env, org, k],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(internal("reading experiment"))?;
-            doc.as_deref().map(decode_experiment).transpose()
+            get_doc(
+                c,
+                "SELECT doc FROM experiments
+                 WHERE environment = ?1 AND organization = ?2 AND (key = ?3 OR id = ?3)
+                 ORDER BY key = ?3 DESC LIMIT 1",
+                &[&env, &org, &k],
+                "reading experiment",
+            )
         })
         .await
     }
@@ -326,57 +468,44 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut where_sql = String::from("1 = 1");
             let mut args: Vec<String> = Vec::new();
+            let mut add = |column: &str, value: String| {
+                args.push(value);
+                where_sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+            };
             if let Some(env) = f.environment {
-                args.push(env);
-                where_sql.push_str(&format!(" AND environment = ?{}", args.len()));
+                add("environment", env);
             }
             if let Some(org) = f.organization {
-                args.push(org.unwrap_or_default());
-                where_sql.push_str(&format!(" AND organization = ?{}", args.len()));
+                add("organization", org.unwrap_or_default());
             }
             if let Some(st) = f.status {
-                args.push(st.as_str().to_owned());
-                where_sql.push_str(&format!(" AND status = ?{}", args.len()));
+                add("status", st.as_str().to_owned());
             }
-            let total: i64 = c
-                .query_row(
-                    &format!("SELECT COUNT(*) FROM experiments WHERE {where_sql}"),
-                    rusqlite::params_from_iter(args.iter()),
-                    |r| r.get(0),
-                )
-                .map_err(internal("counting experiments"))?;
-            let sql = format!(
-                "SELECT doc FROM experiments WHERE {where_sql}
-                 ORDER BY created_seq LIMIT {} OFFSET {}",
-                page.limit(),
-                page.offset()
-            );
-            let mut stmt = c.prepare(&sql).map_err(internal("listing experiments"))?;
-            let docs = stmt
-                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                    r.get::<_, String>(0)
-                })
-                .map_err(internal("listing experiments"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(internal("listing experiments"))?;
-            let items = docs
-                .iter()
-                .map(|d| decode_experiment(d))
-                .collect::<Result<_>>()?;
-            Ok(Page {
-                items,
-                total: total as u64,
-            })
+            let n = args.len();
+            let refs: Vec<&dyn rusqlite::ToSql> =
+                args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+            page_of(
+                c,
+                &format!("SELECT COUNT(*) FROM experiments WHERE {where_sql}"),
+                &format!(
+                    "SELECT doc FROM experiments WHERE {where_sql}
+                     ORDER BY rowid LIMIT ?{} OFFSET ?{}",
+                    n + 1,
+                    n + 2
+                ),
+                &refs,
+                page,
+                "listing experiments",
+            )
         })
         .await
     }
 
-    async fn update_experiment(&self, experiment: &Experiment) -> Result<Experiment> {
+    async fn update_experiment(&self, experiment: &Experiment, actor: &str) -> Result<Experiment> {
         let e = experiment.clone();
+        let actor = actor.to_owned();
         self.write(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal("starting update"))?;
+            let tx = begin(c)?;
             let current = load_experiment_by_id(&tx, &e.id)?.ok_or(StoreError::NotFound)?;
             if current.version != e.version {
                 return Err(StoreError::VersionConflict {
@@ -392,21 +521,16 @@ impl Store for SqliteStore {
             next.completed_at = current.completed_at;
             next.created_at = current.created_at;
             next.version = current.version + 1;
-            let res = tx.execute(
-                "UPDATE experiments SET key = ?2, version = ?3, doc = ?4 WHERE id = ?1",
-                params![next.id, next.key, next.version as i64, encode(&next)?],
-            );
-            match res {
-                Ok(_) => {}
-                Err(err) if is_unique_violation(&err) => {
-                    return Err(StoreError::Conflict(format!(
-                        "an experiment with key '{}' already exists",
-                        next.key
-                    )));
-                }
-                Err(err) => return Err(internal("updating experiment")(err)),
-            }
-            tx.commit().map_err(internal("committing update"))?;
+            save_experiment(&tx, &next)?;
+            audit(
+                &tx,
+                &next.id,
+                next.updated_at,
+                &actor,
+                "updated",
+                &json!({"version": next.version}),
+            )?;
+            commit(tx)?;
             Ok(next)
         })
         .await
@@ -415,12 +539,12 @@ impl Store for SqliteStore {
     async fn transition_status(&self, change: &StatusChange) -> Result<Option<Experiment>> {
         let ch = change.clone();
         self.write(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal("starting transition"))?;
+            let tx = begin(c)?;
             let Some(mut e) = load_experiment_by_id(&tx, &ch.experiment_id)? else {
                 return Err(StoreError::NotFound);
             };
+            // The compare of the compare-and-set: the writer connection serializes writers,
+            // and the read and write share one IMMEDIATE transaction.
             if e.status != ch.from {
                 return Ok(None);
             }
@@ -433,35 +557,58 @@ impl Store for SqliteStore {
             if ch.to == Status::Completed {
                 e.completed_at = Some(ch.at);
             }
-            let updated = tx
-                .execute(
-                    "UPDATE experiments SET status = ?2, version = ?3, doc = ?4
-                     WHERE id = ?1 AND status = ?5",
-                    params![
-                        e.id,
-                        e.status.as_str(),
-                        e.version as i64,
-                        encode(&e)?,
-                        ch.from.as_str()
-                    ],
-                )
-                .map_err(internal("updating status"))?;
-            if updated != 1 {
-                return Ok(None);
-            }
-            tx.execute(
-                "INSERT INTO audit (experiment_id, at, actor, action, details)
-                 VALUES (?1, ?2, ?3, 'status_changed', ?4)",
-                params![
-                    e.id,
-                    to_millis(ch.at),
-                    ch.actor,
-                    json!({"from": ch.from, "to": ch.to}).to_string()
-                ],
-            )
-            .map_err(internal("writing audit entry"))?;
-            tx.commit().map_err(internal("committing transition"))?;
+            save_experiment(&tx, &e)?;
+            audit(
+                &tx,
+                &e.id,
+                ch.at,
+                &ch.actor,
+                "status_changed",
+                &json!({"from": ch.from, "to": ch.to}),
+            )?;
+            commit(tx)?;
             Ok(Some(e))
+        })
+        .await
+    }
+
+    async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment> {
+        let ch = change.clone();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let mut e =
+                load_experiment_by_id(&tx, &ch.experiment_id)?.ok_or(StoreError::NotFound)?;
+            let at = ch.winner.decided_at;
+            let previous = e.winner.as_ref().map(|w| w.variant.clone());
+            let from = e.status;
+            e.winner = Some(ch.winner.clone());
+            e.updated_at = at;
+            e.version += 1;
+            if ch.complete && matches!(e.status, Status::Running | Status::Paused) {
+                e.status = Status::Completed;
+                e.completed_at = Some(at);
+            }
+            save_experiment(&tx, &e)?;
+            audit(
+                &tx,
+                &e.id,
+                at,
+                &ch.actor,
+                "winner_set",
+                &json!({"from": previous, "to": ch.winner.variant, "source": ch.winner.source}),
+            )?;
+            if e.status != from {
+                audit(
+                    &tx,
+                    &e.id,
+                    at,
+                    &ch.actor,
+                    "status_changed",
+                    &json!({"from": from, "to": e.status}),
+                )?;
+            }
+            commit(tx)?;
+            Ok(e)
         })
         .await
     }
@@ -477,7 +624,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(internal("counting audit entries"))?;
             let mut stmt = c
-                .prepare(
+                .prepare_cached(
                     "SELECT id, at, actor, action, details FROM audit WHERE experiment_id = ?1
                      ORDER BY id DESC LIMIT ?2 OFFSET ?3",
                 )
@@ -507,8 +654,7 @@ impl Store for SqliteStore {
                         at: from_millis(at),
                         actor,
                         action,
-                        details: serde_json::from_str(&details)
-                            .map_err(|e| StoreError::internal("audit details", e))?,
+                        details: decode(&details, "audit details")?,
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -544,20 +690,72 @@ impl Store for SqliteStore {
         let a = assignment.clone();
         self.write(move |c| {
             let inserted = c
-                .execute(
+                .prepare_cached(
                     "INSERT INTO assignments (experiment_id, subject, variant, assigned_at)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                    params![
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
                         a.experiment_id,
                         a.subject,
                         a.variant,
                         to_millis(a.assigned_at)
-                    ],
-                )
+                    ])
+                })
                 .map_err(internal("inserting assignment"))?;
             let stored = select_assignment(c, &a.experiment_id, &a.subject)?
                 .ok_or_else(|| StoreError::corrupt("assignment vanished after insert"))?;
             Ok((stored, inserted == 1))
+        })
+        .await
+    }
+
+    async fn set_forced_variant(
+        &self,
+        experiment_id: &str,
+        subject: &str,
+        variant: Option<&str>,
+        actor: &str,
+    ) -> Result<()> {
+        let (eid, s, v, actor) = (
+            experiment_id.to_owned(),
+            subject.to_owned(),
+            variant.map(str::to_owned),
+            actor.to_owned(),
+        );
+        self.write(move |c| {
+            let tx = begin(c)?;
+            match &v {
+                Some(v) => tx.execute(
+                    "INSERT INTO forced_variants (experiment_id, subject, variant) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (experiment_id, subject) DO UPDATE SET variant = excluded.variant",
+                    params![eid, s, v],
+                ),
+                None => tx.execute(
+                    "DELETE FROM forced_variants WHERE experiment_id = ?1 AND subject = ?2",
+                    params![eid, s],
+                ),
+            }
+            .map_err(internal("writing forced variant"))?;
+            let now = OffsetDateTime::now_utc();
+            audit(&tx, &eid, now, &actor, "forced_variant_set", &json!({"subject": s, "variant": v}))?;
+            commit(tx)
+        })
+        .await
+    }
+
+    async fn get_forced_variant(
+        &self,
+        experiment_id: &str,
+        subject: &str,
+    ) -> Result<Option<String>> {
+        let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT variant FROM forced_variants WHERE experiment_id = ?1 AND subject = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![eid, s], |r| r.get(0)).optional())
+            .map_err(internal("reading forced variant"))
         })
         .await
     }
@@ -568,12 +766,15 @@ impl Store for SqliteStore {
         }
         let batch = events.to_vec();
         self.write(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal("starting event append"))?;
+            let tx = begin(c)?;
             let mut outcomes = Vec::with_capacity(batch.len());
             {
-                let mut stmt = tx
+                let mut assigned = tx
+                    .prepare_cached(
+                        "SELECT variant FROM assignments WHERE experiment_id = ?1 AND subject = ?2",
+                    )
+                    .map_err(internal("preparing assignment lookup"))?;
+                let mut insert = tx
                     .prepare_cached(
                         "INSERT INTO events (experiment_id, event_id, subject, variant, event,
                                              value, ts, received_at, meta)
@@ -582,13 +783,28 @@ impl Store for SqliteStore {
                     )
                     .map_err(internal("preparing event insert"))?;
                 for e in &batch {
+                    let variant: Option<String> = assigned
+                        .query_row(params![e.experiment_id, e.subject], |r| r.get(0))
+                        .optional()
+                        .map_err(internal("looking up assignment"))?;
+                    let Some(variant) = variant else {
+                        outcomes.push(AppendOutcome::NotInExperiment);
+                        continue;
+                    };
+                    if e.variant
+                        .as_ref()
+                        .is_some_and(|claimed| *claimed != variant)
+                    {
+                        outcomes.push(AppendOutcome::VariantMismatch);
+                        continue;
+                    }
                     let meta = e.meta.as_ref().map(encode).transpose()?;
-                    let n = stmt
+                    let n = insert
                         .execute(params![
                             e.experiment_id,
                             e.event_id,
                             e.subject,
-                            e.variant,
+                            variant,
                             e.event,
                             e.value,
                             to_millis(e.ts),
@@ -603,7 +819,7 @@ impl Store for SqliteStore {
                     });
                 }
             }
-            tx.commit().map_err(internal("committing events"))?;
+            commit(tx)?;
             Ok(outcomes)
         })
         .await
@@ -623,17 +839,15 @@ impl Store for SqliteStore {
                     Ok((
                         EventRecord {
                             seq: r.get::<_, i64>(0)? as u64,
-                            event: NewEvent {
-                                experiment_id: r.get(1)?,
-                                event_id: r.get(2)?,
-                                subject: r.get(3)?,
-                                variant: r.get(4)?,
-                                event: r.get(5)?,
-                                value: r.get(6)?,
-                                ts: from_millis(r.get(7)?),
-                                received_at: from_millis(r.get(8)?),
-                                meta: None,
-                            },
+                            experiment_id: r.get(1)?,
+                            event_id: r.get(2)?,
+                            subject: r.get(3)?,
+                            variant: r.get(4)?,
+                            event: r.get(5)?,
+                            value: r.get(6)?,
+                            ts: from_millis(r.get(7)?),
+                            received_at: from_millis(r.get(8)?),
+                            meta: None,
                         },
                         r.get::<_, Option<String>>(9)?,
                     ))
@@ -643,13 +857,271 @@ impl Store for SqliteStore {
                 .map_err(internal("scanning events"))?;
             rows.into_iter()
                 .map(|(mut rec, meta)| {
-                    rec.event.meta = meta
-                        .map(|m| serde_json::from_str(&m))
-                        .transpose()
-                        .map_err(|e| StoreError::internal("event meta", e))?;
+                    rec.meta = meta.map(|m| decode(&m, "event meta")).transpose()?;
                     Ok(rec)
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn variant_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        range: TimeRange,
+    ) -> Result<Vec<VariantCounts>> {
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        let from = range.from.map(to_millis);
+        let to = range.to.map(to_millis);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT a.variant, COUNT(*), COUNT(s.n), COALESCE(SUM(s.n), 0),
+                            COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
+                     FROM assignments a
+                     LEFT JOIN (
+                         SELECT e.subject AS subject, COUNT(*) AS n, SUM(e.value) AS total
+                         FROM events e
+                         JOIN assignments x
+                           ON x.experiment_id = e.experiment_id AND x.subject = e.subject
+                         WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= x.assigned_at
+                           AND (?3 IS NULL OR e.ts >= ?3) AND (?4 IS NULL OR e.ts < ?4)
+                         GROUP BY e.subject
+                     ) s ON s.subject = a.subject
+                     WHERE a.experiment_id = ?1
+                     GROUP BY a.variant ORDER BY a.variant",
+                )
+                .map_err(internal("counting variants"))?;
+            stmt.query_map(params![eid, ev, from, to], |r| {
+                Ok(VariantCounts {
+                    variant: r.get(0)?,
+                    subjects: r.get::<_, i64>(1)? as u64,
+                    converted_subjects: r.get::<_, i64>(2)? as u64,
+                    events: r.get::<_, i64>(3)? as u64,
+                    sum: r.get(4)?,
+                    sum_of_squares: r.get(5)?,
+                })
+            })
+            .map_err(internal("counting variants"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal("counting variants"))
+        })
+        .await
+    }
+
+    async fn create_environment(&self, environment: &Environment) -> Result<()> {
+        let env = environment.clone();
+        let doc = encode(&env)?;
+        self.write(move |c| {
+            insert_doc(
+                c,
+                "INSERT INTO environments (key, doc) VALUES (?1, ?2)",
+                &[&env.key, &doc],
+                &format!("environment '{}'", env.key),
+            )
+        })
+        .await
+    }
+
+    async fn get_environment(&self, key: &str) -> Result<Option<Environment>> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            get_doc(
+                c,
+                "SELECT doc FROM environments WHERE key = ?1",
+                &[&key],
+                "reading environment",
+            )
+        })
+        .await
+    }
+
+    async fn list_environments(&self, page: PageRequest) -> Result<Page<Environment>> {
+        self.read(move |c| {
+            page_of(
+                c,
+                "SELECT COUNT(*) FROM environments",
+                "SELECT doc FROM environments ORDER BY rowid LIMIT ?1 OFFSET ?2",
+                &[],
+                page,
+                "listing environments",
+            )
+        })
+        .await
+    }
+
+    async fn create_audience(&self, audience: &Audience) -> Result<()> {
+        let a = audience.clone();
+        let doc = encode(&a)?;
+        self.write(move |c| {
+            insert_doc(
+                c,
+                "INSERT INTO audiences (environment, key, doc) VALUES (?1, ?2, ?3)",
+                &[&a.environment, &a.key, &doc],
+                &format!("audience '{}' in environment '{}'", a.key, a.environment),
+            )
+        })
+        .await
+    }
+
+    async fn get_audience(&self, environment: &str, key: &str) -> Result<Option<Audience>> {
+        let (env, key) = (environment.to_owned(), key.to_owned());
+        self.read(move |c| {
+            get_doc(
+                c,
+                "SELECT doc FROM audiences WHERE environment = ?1 AND key = ?2",
+                &[&env, &key],
+                "reading audience",
+            )
+        })
+        .await
+    }
+
+    async fn list_audiences(&self, environment: &str, page: PageRequest) -> Result<Page<Audience>> {
+        let env = environment.to_owned();
+        self.read(move |c| {
+            page_of(
+                c,
+                "SELECT COUNT(*) FROM audiences WHERE environment = ?1",
+                "SELECT doc FROM audiences WHERE environment = ?1 ORDER BY rowid LIMIT ?2 OFFSET ?3",
+                &[&env],
+                page,
+                "listing audiences",
+            )
+        })
+        .await
+    }
+
+    async fn update_audience(&self, audience: &Audience) -> Result<Audience> {
+        let a = audience.clone();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let current: Audience = get_doc(
+                &tx,
+                "SELECT doc FROM audiences WHERE environment = ?1 AND key = ?2",
+                &[&a.environment, &a.key],
+                "reading audience",
+            )?
+            .ok_or(StoreError::NotFound)?;
+            let next = Audience {
+                created_at: current.created_at,
+                ..a
+            };
+            tx.execute(
+                "UPDATE audiences SET doc = ?3 WHERE environment = ?1 AND key = ?2",
+                params![next.environment, next.key, encode(&next)?],
+            )
+            .map_err(internal("updating audience"))?;
+            commit(tx)?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn delete_audience(&self, environment: &str, key: &str) -> Result<AudienceDeletion> {
+        let (env, key) = (environment.to_owned(), key.to_owned());
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let users = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT key FROM experiments
+                         WHERE environment = ?1 AND audience = ?2 AND status = 'running'
+                         ORDER BY key",
+                    )
+                    .map_err(internal("checking audience use"))?;
+                stmt.query_map(params![env, key], |r| r.get::<_, String>(0))
+                    .map_err(internal("checking audience use"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal("checking audience use"))?
+            };
+            if !users.is_empty() {
+                return Ok(AudienceDeletion::InUse(users));
+            }
+            let n = tx
+                .execute(
+                    "DELETE FROM audiences WHERE environment = ?1 AND key = ?2",
+                    params![env, key],
+                )
+                .map_err(internal("deleting audience"))?;
+            commit(tx)?;
+            Ok(if n == 1 {
+                AudienceDeletion::Deleted
+            } else {
+                AudienceDeletion::NotFound
+            })
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+        let k = key.clone();
+        // The hash is not part of the serialized record (it never leaves the store in API
+        // answers), so the document gets it back from its column on read.
+        let doc = encode(&k)?;
+        self.write(move |c| {
+            insert_doc(
+                c,
+                "INSERT INTO api_keys (id, hash, doc) VALUES (?1, ?2, ?3)",
+                &[&k.id, &k.hash, &doc],
+                "an API key with this id or secret",
+            )
+        })
+        .await
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            let found: Option<ApiKey> = get_doc(
+                c,
+                "SELECT doc FROM api_keys WHERE hash = ?1",
+                &[&hash],
+                "reading API key",
+            )?;
+            Ok(found.map(|k| ApiKey { hash, ..k }))
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, page: PageRequest) -> Result<Page<ApiKey>> {
+        self.read(move |c| {
+            page_of(
+                c,
+                "SELECT COUNT(*) FROM api_keys",
+                "SELECT doc FROM api_keys ORDER BY rowid LIMIT ?1 OFFSET ?2",
+                &[],
+                page,
+                "listing API keys",
+            )
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let Some(mut key): Option<ApiKey> = get_doc(
+                &tx,
+                "SELECT doc FROM api_keys WHERE id = ?1",
+                &[&id],
+                "reading API key",
+            )?
+            else {
+                return Ok(false);
+            };
+            if key.revoked_at.is_none() {
+                key.revoked_at = Some(at);
+            }
+            tx.execute(
+                "UPDATE api_keys SET doc = ?2 WHERE id = ?1",
+                params![id, encode(&key)?],
+            )
+            .map_err(internal("revoking API key"))?;
+            commit(tx)?;
+            Ok(true)
         })
         .await
     }

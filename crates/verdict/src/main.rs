@@ -27,7 +27,13 @@ use verdict_store::{DynStore, SqliteStore};
 #[command(name = "verdict", version, about, long_about)]
 struct Cli {
     /// TOML file overriding the built-in defaults (environment variables override it).
-    #[arg(long, short, global = true, value_name = "FILE", env = "VERDICT_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_name = "FILE",
+        env = "VERDICT_CONFIG"
+    )]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -61,7 +67,10 @@ fn main() -> ExitCode {
         eprintln!("verdict: configuration error: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("verdict: cannot start the async runtime: {e}");
@@ -87,7 +96,9 @@ fn main() -> ExitCode {
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&settings.log.level)
         .with_context(|| format!("log.level: '{}' is not a valid filter", settings.log.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     match settings.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -123,10 +134,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     shutdown_signal().await;
-    tracing::info!(grace_seconds = settings.server.shutdown_grace_seconds, "shutting down");
+    tracing::info!(
+        grace_seconds = settings.server.shutdown_grace_seconds,
+        "shutting down"
+    );
     let _ = stop_tx.send(());
     match tokio::time::timeout(settings.server.shutdown_grace(), server).await {
-        Ok(joined) => joined.context("server task panicked")?.context("serving HTTP")?,
+        Ok(joined) => joined
+            .context("server task panicked")?
+            .context("serving HTTP")?,
         Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
     }
     tracing::info!("stopped");

@@ -17,7 +17,11 @@ fn verdict() -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn get(url: &str) -> Option<(u16, serde_json::Value)> {
@@ -40,7 +44,10 @@ async fn serve_answers_healthz_and_readyz_on_a_clean_data_dir_with_no_services()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let logs = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
     });
 
     let base = format!("http://127.0.0.1:{port}");
@@ -49,13 +56,22 @@ async fn serve_answers_healthz_and_readyz_on_a_clean_data_dir_with_no_services()
         if let Some(r) = get(&format!("{base}/healthz")).await {
             break r;
         }
-        assert!(Instant::now() < deadline, "verdict serve did not answer within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "verdict serve did not answer within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(health.0, 200);
     assert_eq!(health.1["status"], "ok");
     let ready = get(&format!("{base}/readyz")).await.unwrap();
-    assert_eq!(ready, (200, serde_json::json!({"status": "ready", "store": "sqlite"})));
+    assert_eq!(
+        ready,
+        (
+            200,
+            serde_json::json!({"status": "ready", "store": "sqlite"})
+        )
+    );
     let missing = get(&format!("{base}/nope")).await.unwrap();
     assert_eq!(missing.0, 404);
     assert_eq!(missing.1["error"]["code"], "route_not_found");
@@ -63,29 +79,45 @@ async fn serve_answers_healthz_and_readyz_on_a_clean_data_dir_with_no_services()
     // The embedded store is created under ./data by default.
     assert!(dir.path().join("data/verdict.db").exists());
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "clean shutdown exits 0, got {status:?}");
     let logs = logs.join().unwrap().join("\n");
-    assert!(logs.contains(&format!("listening on http://127.0.0.1:{port}")), "{logs}");
+    assert!(
+        logs.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{logs}"
+    );
     assert!(logs.contains("store=sqlite"), "{logs}");
     assert!(logs.contains("stopped"), "{logs}");
 }
 
 #[test]
 fn bad_config_prints_one_line_naming_the_key_and_exits_nonzero() {
-    let out = verdict().arg("serve").env("VERDICT_SERVER__PORT", "abc").output().unwrap();
+    let out = verdict()
+        .arg("serve")
+        .env("VERDICT_SERVER__PORT", "abc")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<_> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("verdict: configuration error: server.port:"), "{stderr}");
+    assert!(
+        lines[0].starts_with("verdict: configuration error: server.port:"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_named() {
-    let out = verdict().args(["serve", "--config", "/nonexistent/verdict.toml"]).output().unwrap();
+    let out = verdict()
+        .args(["serve", "--config", "/nonexistent/verdict.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("/nonexistent/verdict.toml"), "{stderr}");
