@@ -20,8 +20,8 @@
 //! - [`audience`]: reusable rule sets per environment.
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
 //! - [`event`]: raw events as sent and as stored.
-//! - [`environment`]: environments.
-//! - [`api_key`]: API keys and their scopes.
+//! - [`environment`]: environments (`production`, `staging`, …).
+//! - [`api_key`]: API keys, their scopes and what each scope allows.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
 
 pub mod api_key;
