@@ -8,11 +8,20 @@
 //!
 //! # Layout
 //! - [`error`]: [`ApiError`] and the one table mapping each stable error `code` to a status.
+//! - [`extract`]: JSON / query extractors answering bad input with our error body;
+//!   pagination.
+//! - [`auth`]: API keys (`Authorization: Bearer`), scopes, the bootstrap admin key.
+//! - [`rate_limit`]: per-key token buckets for ingestion.
+//! - [`routes`]: `/v1` resources (admin, experiments, assignments, events, results).
 //! - [`health`]: `/healthz` (alive) and `/readyz` (store reachable).
 //! - [`startup`]: [`Application`], [`AppState`] and the router with its middleware.
 
+pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod health;
+pub mod rate_limit;
+pub mod routes;
 pub mod startup;
 
 pub use error::{ApiError, ErrorCode};

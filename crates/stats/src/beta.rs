@@ -135,6 +135,20 @@ mod tests {
     }
 
     #[test]
+    fn credible_interval_of_an_all_converted_arm_matches_the_closed_form() {
+        // Beta(a, 1) has CDF x^a, so its quantiles are q^(1/a) — even at n = 1e7.
+        for n in [10_u64, 1_000, 10_000_000] {
+            let p = BetaPosterior::from_counts(n, n).unwrap();
+            let (lo, hi) = p.credible_interval(0.95).unwrap();
+            let a = p.alpha;
+            let want_lo = (0.025_f64.ln() / a).exp();
+            let want_hi = (0.975_f64.ln() / a).exp();
+            assert!((lo - want_lo).abs() < 1e-13, "n={n}: {lo} vs {want_lo}");
+            assert!((hi - want_hi).abs() < 1e-13, "n={n}: {hi} vs {want_hi}");
+        }
+    }
+
+    #[test]
     fn credible_interval_rejects_levels_outside_zero_one() {
         let p = BetaPosterior::new(2.0, 3.0).unwrap();
         assert!(p.credible_interval(1.0).is_err());

@@ -1,0 +1,238 @@
+//! API keys: `Authorization: Bearer <key>`.
+//!
+//! Keys are `vk_` + 48 random hex characters. Only their SHA-256 is stored; a presented key
+//! is hashed and looked up by hash, and the bootstrap admin key (from configuration) is
+//! compared hash-to-hash in constant time. Lookups are cached in-process for a few seconds
+//! so the hot paths (assignment, events) do not pay a store read per request; a revocation
+//! made through this process takes effect at once, one made elsewhere within the TTL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use verdict_domain::{ApiKey, KeyScope, Scope};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::startup::AppState;
+
+/// How long a looked-up key is trusted without asking the store again.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Bound on cached keys; the cache is cleared when full (keys are few; this only stops
+/// unbounded growth).
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Hex SHA-256 of a plaintext key.
+pub fn hash_key(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
+/// A new random key: the plaintext (shown once) and its hash (stored).
+pub fn generate_key() -> (String, String) {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let plaintext = format!("vk_{}", hex::encode(bytes));
+    let hash = hash_key(&plaintext);
+    (plaintext, hash)
+}
+
+/// The bootstrap admin key's identity and hash.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    hash: [u8; 32],
+    environment: String,
+}
+
+impl Bootstrap {
+    pub fn new(plaintext: &str, environment: &str) -> Option<Self> {
+        if plaintext.is_empty() {
+            return None;
+        }
+        Some(Self {
+            hash: Sha256::digest(plaintext.as_bytes()).into(),
+            environment: environment.into(),
+        })
+    }
+
+    fn matches(&self, presented: &[u8; 32]) -> bool {
+        self.hash.ct_eq(presented).into()
+    }
+}
+
+/// In-process cache of key lookups.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (ApiKey, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<ApiKey> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn put(&self, key: ApiKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key.hash.clone(), (key, Instant::now()));
+    }
+
+    /// Forget a key (after revocation through this process).
+    pub fn forget_id(&self, id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (k, _)| k.id != id);
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKey,
+}
+
+impl Caller {
+    /// 403 unless the key allows `scope` (admin allows everything).
+    pub fn require(&self, scope: KeyScope) -> Result<(), ApiError> {
+        if self.key.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this API key lacks the '{}' scope", scope.as_str()),
+            ))
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.key.allows(KeyScope::Admin)
+    }
+
+    /// Who to write in audit logs.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key.id)
+    }
+
+    /// The scope a request acts in: the key's environment and organization; admin keys may
+    /// name others with `environment` / `organization` query parameters.
+    pub fn scope(&self, params: &ScopeParams) -> Result<Scope, ApiError> {
+        let environment = params
+            .environment
+            .clone()
+            .unwrap_or_else(|| self.key.environment.clone());
+        let organization = params
+            .organization
+            .clone()
+            .or_else(|| self.key.organization.clone());
+        let wants_other = environment != self.key.environment
+            || (self.key.organization.is_some() && organization != self.key.organization);
+        if wants_other && !self.is_admin() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this API key is bound to another environment or organization",
+            ));
+        }
+        Ok(Scope {
+            environment,
+            organization,
+        })
+    }
+}
+
+/// Optional `environment` / `organization` query parameters (admin keys only).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ScopeParams {
+    pub environment: Option<String>,
+    pub organization: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |msg: &str| ApiError::new(ErrorCode::Unauthorized, msg.to_owned());
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| unauthorized("send 'Authorization: Bearer <api key>'"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
+        authenticate(state, token).await
+    }
+}
+
+/// Resolve a presented key (also used by transports without headers, e.g. `?token=`).
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::new(ErrorCode::Unauthorized, "invalid or revoked API key");
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(bootstrap) = &state.bootstrap
+        && bootstrap.matches(&digest)
+    {
+        return Ok(Caller {
+            key: ApiKey {
+                id: "bootstrap".into(),
+                name: "bootstrap admin key (configuration)".into(),
+                hash: String::new(),
+                prefix: String::new(),
+                scopes: vec![KeyScope::Admin],
+                environment: bootstrap.environment.clone(),
+                organization: None,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                revoked_at: None,
+            },
+        });
+    }
+    let hash = hex::encode(digest);
+    let key = match state.keys.get(&hash) {
+        Some(k) => k,
+        None => {
+            let k = state.store.find_api_key(&hash).await?.ok_or_else(invalid)?;
+            state.keys.put(k.clone());
+            k
+        }
+    };
+    if key.revoked_at.is_some() {
+        return Err(invalid());
+    }
+    Ok(Caller { key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_distinct_and_hash_to_what_is_stored() {
+        let (a, ha) = generate_key();
+        let (b, _) = generate_key();
+        assert_ne!(a, b);
+        assert!(a.starts_with("vk_") && a.len() == 51);
+        assert_eq!(hash_key(&a), ha);
+        assert_eq!(ha.len(), 64);
+    }
+
+    #[test]
+    fn the_bootstrap_key_matches_only_itself() {
+        let b = Bootstrap::new("a-long-bootstrap-key", "production").unwrap();
+        assert!(b.matches(&Sha256::digest(b"a-long-bootstrap-key").into()));
+        assert!(!b.matches(&Sha256::digest(b"a-long-bootstrap-kez").into()));
+        assert!(Bootstrap::new("", "production").is_none());
+    }
+}

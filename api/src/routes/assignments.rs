@@ -1,0 +1,286 @@
+//! Assignment: which variant a subject sees, with its config.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
+use verdict_domain::targeting::Attributes;
+use verdict_domain::{Assignment, Experiment, KeyScope, Scope, Status};
+use verdict_store::{ExperimentFilter, PageRequest};
+
+use super::now;
+use crate::auth::{Caller, ScopeParams};
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::ApiJson;
+use crate::routes::experiments::find;
+use crate::startup::AppState;
+
+/// What a subject sees in one experiment. Always carries a usable config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AssignmentView {
+    pub experiment: String,
+    pub variant: String,
+    pub config: Value,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub assigned_at: Option<OffsetDateTime>,
+    pub in_experiment: bool,
+    pub reason: Reason,
+    /// The decided winner's variant key, if any.
+    pub winner: Option<String>,
+}
+
+fn check_subject(subject: &str) -> Result<(), ApiError> {
+    let problem = if subject.is_empty() {
+        Some("is required")
+    } else if subject.len() > MAX_SUBJECT_LEN {
+        Some("must be at most 256 bytes")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(msg) => {
+            let mut p = verdict_domain::Problems::new();
+            p.push("subject_id", msg);
+            Err(ApiError::validation(p))
+        }
+    }
+}
+
+/// Decide and, for new eligible subjects, store the assignment (SPEC §3).
+pub async fn assign(
+    state: &AppState,
+    experiment: &Experiment,
+    subject: &str,
+    attributes: &Attributes,
+) -> Result<AssignmentView, ApiError> {
+    let subject_key = assignment::subject_key(experiment, subject);
+    let undecided = experiment.winner.is_none();
+    let live = matches!(experiment.status, Status::Running | Status::Paused);
+    let forced = if undecided {
+        state
+            .store
+            .get_forced_variant(&experiment.id, &subject_key)
+            .await?
+    } else {
+        None
+    };
+    let stored = if undecided && live && forced.is_none() {
+        state
+            .store
+            .get_assignment(&experiment.id, &subject_key)
+            .await?
+    } else {
+        None
+    };
+    let audience = match (&experiment.audience, stored.is_some()) {
+        (Some(key), false) => state
+            .store
+            .get_audience(&experiment.scope.environment, key)
+            .await?
+            // A deleted audience matches nobody rather than everybody.
+            .map(|a| a.rules)
+            .or_else(|| {
+                Some(verdict_domain::Targeting {
+                    rules: vec![Default::default()],
+                })
+            }),
+        _ => None,
+    };
+    let decision = assignment::decide(
+        experiment,
+        audience.as_ref(),
+        subject,
+        attributes,
+        SubjectState {
+            stored: stored.as_ref(),
+            forced: forced.as_deref(),
+        },
+    );
+    let mut variant = &experiment.variants[decision.variant];
+    let mut assigned_at = stored.as_ref().map(|a| a.assigned_at);
+    if decision.create {
+        let (kept, _) = state
+            .store
+            .get_or_create_assignment(&Assignment {
+                experiment_id: experiment.id.clone(),
+                subject: subject_key,
+                variant: variant.key.clone(),
+                assigned_at: now(),
+            })
+            .await?;
+        // Another request may have stored this subject first: what is stored wins.
+        if let Some(v) = experiment.variant(&kept.variant) {
+            variant = v;
+        }
+        assigned_at = Some(kept.assigned_at);
+    }
+    Ok(AssignmentView {
+        experiment: experiment.key.clone(),
+        variant: variant.key.clone(),
+        config: variant.config.clone(),
+        assigned_at: if decision.in_experiment {
+            assigned_at
+        } else {
+            None
+        },
+        in_experiment: decision.in_experiment,
+        reason: decision.reason,
+        winner: experiment.winner.as_ref().map(|w| w.variant.clone()),
+    })
+}
+
+/// `GET /v1/experiments/{key}/assignment?subject_id=…&attr.country=US`
+pub async fn get_assignment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AssignmentView>, ApiError> {
+    caller.require(KeyScope::Client)?;
+    let mut subject = None;
+    let mut attributes = Map::new();
+    let mut scope_params = ScopeParams::default();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "subject_id" => subject = Some(v.into_owned()),
+            "environment" => scope_params.environment = Some(v.into_owned()),
+            "organization" => scope_params.organization = Some(v.into_owned()),
+            other => match other.strip_prefix("attr.") {
+                Some(name) if !name.is_empty() => {
+                    attributes.insert(name.to_owned(), Value::String(v.into_owned()));
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!("unknown query parameter '{other}'"),
+                    )
+                    .with_details(vec![serde_json::json!({
+                        "field": other,
+                        "message": "expected subject_id, attr.<name>, environment or organization"
+                    })]));
+                }
+            },
+        }
+    }
+    let subject = subject.unwrap_or_default();
+    check_subject(&subject)?;
+    let scope = caller.scope(&scope_params)?;
+    let experiment = state.experiments.get(&state, &scope, &key).await?;
+    assign(&state, &experiment, &subject, &attributes)
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentRequest {
+    pub subject_id: String,
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+/// `POST /v1/experiments/{key}/assignment` with `{subject_id, attributes}`.
+pub async fn post_assignment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+    crate::extract::ApiQuery(params): crate::extract::ApiQuery<ScopeParams>,
+    ApiJson(body): ApiJson<AssignmentRequest>,
+) -> Result<Json<AssignmentView>, ApiError> {
+    caller.require(KeyScope::Client)?;
+    check_subject(&body.subject_id)?;
+    let scope = caller.scope(&params)?;
+    let experiment = state.experiments.get(&state, &scope, &key).await?;
+    assign(&state, &experiment, &body.subject_id, &body.attributes)
+        .await
+        .map(Json)
+}
+
+/// `POST /v1/assignments`: every running experiment of the caller's scope for one subject.
+pub async fn assign_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::extract::ApiQuery(params): crate::extract::ApiQuery<ScopeParams>,
+    ApiJson(body): ApiJson<AssignmentRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(KeyScope::Client)?;
+    check_subject(&body.subject_id)?;
+    let scope = caller.scope(&params)?;
+    let mut views = Vec::new();
+    for experiment in running_experiments(&state, &scope).await? {
+        views.push(assign(&state, &experiment, &body.subject_id, &body.attributes).await?);
+    }
+    Ok(Json(
+        serde_json::json!({ "subject_id": body.subject_id, "assignments": views }),
+    ))
+}
+
+async fn running_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experiment>, ApiError> {
+    let filter = ExperimentFilter {
+        environment: Some(scope.environment.clone()),
+        organization: Some(scope.organization.clone()),
+        status: Some(Status::Running),
+    };
+    let mut all = Vec::new();
+    let mut page = PageRequest {
+        page: 1,
+        page_size: 100,
+    };
+    loop {
+        let found = state.store.list_experiments(&filter, page).await?;
+        let n = found.items.len();
+        all.extend(found.items);
+        if n < 100 || all.len() as u64 >= found.total {
+            return Ok(all);
+        }
+        page.page += 1;
+    }
+}
+
+/// A short-lived in-process cache of experiment definitions for the hot read paths
+/// (assignment, events). Writes through this process invalidate at once; the TTL bounds
+/// how stale another replica's change can be.
+#[derive(Debug, Default)]
+pub struct ExperimentCache {
+    entries: std::sync::Mutex<HashMap<(Scope, String), (Experiment, std::time::Instant)>>,
+}
+
+const EXPERIMENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ExperimentCache {
+    pub async fn get(
+        &self,
+        state: &AppState,
+        scope: &Scope,
+        key: &str,
+    ) -> Result<Experiment, ApiError> {
+        let cache_key = (scope.clone(), key.to_owned());
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((e, at)) = entries.get(&cache_key)
+                && at.elapsed() < EXPERIMENT_CACHE_TTL
+            {
+                return Ok(e.clone());
+            }
+        }
+        let e = find(state, scope, key).await?;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(cache_key, (e.clone(), std::time::Instant::now()));
+        Ok(e)
+    }
+
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
