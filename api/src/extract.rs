@@ -49,7 +49,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Parse JSON with the failing field's path in the error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -65,7 +65,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             )
             .with_details(vec![json!({"field": field, "message": inner.to_string()})])
         }
-    })
+    })?;
+    // Only whitespace may follow the value: `{...} garbage` is not JSON.
+    de.end().map_err(|inner| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {inner}"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// Query parameters; malformed ones → 400 `invalid_query`.

@@ -248,9 +248,10 @@ pub async fn ingest(
             },
         ));
     }
-    let events: Vec<NewEvent> = pending.iter().map(|(_, _, e)| e.clone()).collect();
-    let outcomes = state.store.append_events(&events).await?;
-    for ((index, client_id, _), outcome) in pending.into_iter().zip(outcomes) {
+    let (slots, events): (Vec<_>, Vec<NewEvent>) =
+        pending.into_iter().map(|(i, id, e)| ((i, id), e)).unzip();
+    let outcomes = state.store.append_events(events).await?;
+    for ((index, client_id), outcome) in slots.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
             AppendOutcome::Accepted => ItemResult {
                 index,

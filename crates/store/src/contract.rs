@@ -527,12 +527,12 @@ pub async fn a_batch_with_duplicate_event_ids_stores_each_once_and_reports_dupli
         event("e1", "a", "s1", 2), // duplicate within the batch
         event("e1", "c", "s2", 3),
     ];
-    let outcomes = store.append_events(&batch).await.unwrap();
+    let outcomes = store.append_events(batch.clone()).await.unwrap();
     use AppendOutcome::*;
     assert_eq!(outcomes, [Accepted, Accepted, Duplicate, Accepted]);
     let again = vec![event("e1", "c", "s2", 3), event("e1", "d", "s2", 4)];
     assert_eq!(
-        store.append_events(&again).await.unwrap(),
+        store.append_events(again.clone()).await.unwrap(),
         [Duplicate, Accepted]
     );
     let stored = store.scan_events(0, 100).await.unwrap();
@@ -555,7 +555,7 @@ pub async fn a_batch_with_duplicate_event_ids_stores_each_once_and_reports_dupli
         stored[3].variant, "treatment",
         "the variant is the stored assignment's"
     );
-    assert!(store.append_events(&[]).await.unwrap().is_empty());
+    assert!(store.append_events(Vec::new()).await.unwrap().is_empty());
 }
 
 pub async fn events_are_attributed_to_the_stored_assignment_or_rejected(store: DynStore) {
@@ -567,7 +567,7 @@ pub async fn events_are_attributed_to_the_stored_assignment_or_rejected(store: D
     let stranger = event("e1", "stranger", "nobody", 0);
     use AppendOutcome::*;
     let outcomes = store
-        .append_events(&[claimed_right, claimed_wrong, stranger])
+        .append_events(vec![claimed_right, claimed_wrong, stranger])
         .await
         .unwrap();
     assert_eq!(outcomes, [Accepted, VariantMismatch, NotInExperiment]);
@@ -588,7 +588,7 @@ pub async fn events_are_scanned_in_ingestion_order_from_a_watermark(store: DynSt
                 event("e1", &format!("ev{n}"), &format!("s{}", n % 7), 1000 - n)
             })
             .collect();
-        store.append_events(&batch).await.unwrap();
+        store.append_events(batch.clone()).await.unwrap();
     }
     let first = store.scan_events(0, 30).await.unwrap();
     assert_eq!(first.len(), 30);
@@ -617,7 +617,10 @@ pub async fn event_ids_are_scoped_to_their_experiment(store: DynStore) {
     assign(&store, "e1", "s", "control", 0).await;
     assign(&store, "e2", "s", "control", 0).await;
     let outcomes = store
-        .append_events(&[event("e1", "same", "s", 0), event("e2", "same", "s", 0)])
+        .append_events(vec![
+            event("e1", "same", "s", 0),
+            event("e2", "same", "s", 0),
+        ])
         .await
         .unwrap();
     assert_eq!(outcomes, [AppendOutcome::Accepted, AppendOutcome::Accepted]);
@@ -644,7 +647,7 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
     let mut other = event("e1", "5", "s2", 300);
     other.event = "exposure".into();
     batch.push(other);
-    store.append_events(&batch).await.unwrap();
+    store.append_events(batch.clone()).await.unwrap();
     assert_eq!(store.scan_events(0, 10).await.unwrap().len(), 5);
 
     let counts = store

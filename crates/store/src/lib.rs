@@ -120,7 +120,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// event_id) stored before or earlier in the batch), `NotInExperiment` (no assignment),
     /// or `VariantMismatch` (the claimed variant is not the assigned one). Only accepted
     /// events are written. All or nothing: on error nothing was written.
-    async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<AppendOutcome>>;
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<AppendOutcome>>;
 
     /// Up to `limit` events with `seq > after_seq`, in ingestion order.
     async fn scan_events(&self, after_seq: u64, limit: usize) -> Result<Vec<EventRecord>>;

@@ -58,6 +58,7 @@ CREATE TABLE events (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,  -- ingestion order, never reused
     experiment_id TEXT NOT NULL,
     event_id      TEXT NOT NULL,
+    dedupe        INTEGER NOT NULL,       -- dedupe_key(experiment_id, event_id)
     subject       TEXT NOT NULL,
     variant       TEXT NOT NULL,
     event         TEXT NOT NULL,
@@ -66,7 +67,11 @@ CREATE TABLE events (
     received_at   INTEGER NOT NULL,
     meta          TEXT
 );
-CREATE UNIQUE INDEX events_idempotency ON events (experiment_id, event_id);
+-- Idempotency: a compact 64-bit key instead of a unique index on two long strings. The
+-- index is ~5x smaller, so inserts of random client ids touch far fewer pages; a match on
+-- the key is confirmed on the full (experiment_id, event_id), so a hash collision can
+-- never drop an event.
+CREATE INDEX events_dedupe ON events (dedupe);
 
 CREATE TABLE audit (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -760,11 +765,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<AppendOutcome>> {
-        if events.is_empty() {
+    async fn append_events(&self, batch: Vec<NewEvent>) -> Result<Vec<AppendOutcome>> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = events.to_vec();
         self.write(move |c| {
             let tx = begin(c)?;
             let mut outcomes = Vec::with_capacity(batch.len());
@@ -774,19 +778,35 @@ impl Store for SqliteStore {
                         "SELECT variant FROM assignments WHERE experiment_id = ?1 AND subject = ?2",
                     )
                     .map_err(internal("preparing assignment lookup"))?;
+                let mut seen = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM events
+                         WHERE dedupe = ?1 AND experiment_id = ?2 AND event_id = ?3 LIMIT 1",
+                    )
+                    .map_err(internal("preparing duplicate check"))?;
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT INTO events (experiment_id, event_id, subject, variant, event,
-                                             value, ts, received_at, meta)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT (experiment_id, event_id) DO NOTHING",
+                        "INSERT INTO events (experiment_id, event_id, dedupe, subject, variant,
+                                             event, value, ts, received_at, meta)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )
                     .map_err(internal("preparing event insert"))?;
+                // Subjects repeat within a batch; look each up once.
+                let mut variants: std::collections::HashMap<(&str, &str), Option<String>> =
+                    std::collections::HashMap::new();
                 for e in &batch {
-                    let variant: Option<String> = assigned
-                        .query_row(params![e.experiment_id, e.subject], |r| r.get(0))
-                        .optional()
-                        .map_err(internal("looking up assignment"))?;
+                    let variant =
+                        match variants.get(&(e.experiment_id.as_str(), e.subject.as_str())) {
+                            Some(v) => v.clone(),
+                            None => {
+                                let v: Option<String> = assigned
+                                    .query_row(params![e.experiment_id, e.subject], |r| r.get(0))
+                                    .optional()
+                                    .map_err(internal("looking up assignment"))?;
+                                variants.insert((&e.experiment_id, &e.subject), v.clone());
+                                v
+                            }
+                        };
                     let Some(variant) = variant else {
                         outcomes.push(AppendOutcome::NotInExperiment);
                         continue;
@@ -798,11 +818,20 @@ impl Store for SqliteStore {
                         outcomes.push(AppendOutcome::VariantMismatch);
                         continue;
                     }
+                    let key = dedupe_key(&e.experiment_id, &e.event_id);
+                    let duplicate = seen
+                        .exists(params![key, e.experiment_id, e.event_id])
+                        .map_err(internal("checking for a duplicate"))?;
+                    if duplicate {
+                        outcomes.push(AppendOutcome::Duplicate);
+                        continue;
+                    }
                     let meta = e.meta.as_ref().map(encode).transpose()?;
-                    let n = insert
+                    insert
                         .execute(params![
                             e.experiment_id,
                             e.event_id,
+                            key,
                             e.subject,
                             variant,
                             e.event,
@@ -812,11 +841,7 @@ impl Store for SqliteStore {
                             meta
                         ])
                         .map_err(internal("inserting event"))?;
-                    outcomes.push(if n == 1 {
-                        AppendOutcome::Accepted
-                    } else {
-                        AppendOutcome::Duplicate
-                    });
+                    outcomes.push(AppendOutcome::Accepted);
                 }
             }
             commit(tx)?;
@@ -1125,6 +1150,23 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// The 64-bit idempotency key of an event: FNV-1a over `experiment_id`, a 0 byte, and
+/// `event_id`. Persisted, so it must never change (no `std` hasher, whose output may).
+fn dedupe_key(experiment_id: &str, event_id: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in experiment_id
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(event_id.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h as i64
 }
 
 fn select_assignment(

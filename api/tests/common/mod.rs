@@ -1,0 +1,253 @@
+//! Test harness: a real server on a free port over a fresh SQLite file, driven with reqwest.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use verdict_api::Application;
+use verdict_config::Settings;
+use verdict_store::SqliteStore;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// A running server and a client to talk to it.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub _dir: TempDir,
+}
+
+/// Start a server with the default settings (plus the bootstrap admin key).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Start a server with extra `VERDICT_*` settings, e.g. a small body limit or rate limit.
+pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env: Vec<(String, String)> = vec![
+        ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY".into(), ADMIN_KEY.into()),
+        (
+            "VERDICT_DATA_DIR".into(),
+            dir.path().to_string_lossy().into_owned(),
+        ),
+    ];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let mut settings = Settings::load_from(None, env).expect("test settings are valid");
+    // Validation forbids port 0; tests bypass it to get a free port.
+    settings.server.port = 0;
+    let store = SqliteStore::open(dir.path().join("verdict.db"), 5000).expect("sqlite store");
+    let app = Application::build(Arc::new(settings), Arc::new(store))
+        .await
+        .expect("application builds");
+    let addr = app.local_addr().expect("bound address");
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        admin_key: ADMIN_KEY.to_owned(),
+        _dir: dir,
+    }
+}
+
+/// Status and JSON body (`Value::Null` when the body is empty or not JSON).
+pub async fn parts(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.expect("response body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url(path)).bearer_auth(key).json(body))
+            .await
+    }
+
+    pub async fn put_json(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.put(self.url(path)).bearer_auth(key).json(body))
+            .await
+    }
+
+    pub async fn patch_json(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(
+            self.client
+                .patch(self.url(path))
+                .bearer_auth(key)
+                .json(body),
+        )
+        .await
+    }
+
+    /// POST a raw body with the given content type (`None`: no content-type header).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).bearer_auth(key);
+        if let Some(ct) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        self.send(req.body(body)).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(self.url(path)).bearer_auth(key))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.send(self.client.delete(self.url(path)).bearer_auth(key))
+            .await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        parts(req.send().await.expect("request reaches the server")).await
+    }
+
+    /// Create an API key in `production` with `scopes`; returns `(plaintext, id)`.
+    pub async fn create_key_with_id(&self, scopes: &[&str]) -> (String, String) {
+        let (status, body) = self
+            .post_json(
+                "/v1/api-keys",
+                &self.admin_key,
+                &json!({"name": format!("test {}", scopes.join("+")), "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create key: {body}");
+        (
+            body["key"].as_str().expect("plaintext key").to_owned(),
+            body["id"].as_str().expect("key id").to_owned(),
+        )
+    }
+
+    /// Create an API key in `production` with `scopes`; returns the plaintext.
+    pub async fn create_key(&self, scopes: &[&str]) -> String {
+        self.create_key_with_id(scopes).await.0
+    }
+
+    /// Create an experiment as the admin; asserts 201 and returns the body.
+    pub async fn create_experiment(&self, body: &Value) -> Value {
+        let (status, created) = self
+            .post_json("/v1/experiments", &self.admin_key, body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create experiment: {created}");
+        created
+    }
+
+    /// Activate an experiment as the admin: `(status, body)`.
+    pub async fn activate(&self, key: &str) -> (StatusCode, Value) {
+        self.post_json(
+            &format!("/v1/experiments/{key}/activate"),
+            &self.admin_key,
+            &json!({}),
+        )
+        .await
+    }
+
+    /// Move an experiment to `status` as the admin.
+    pub async fn set_status(&self, key: &str, status: &str) -> (StatusCode, Value) {
+        self.post_json(
+            &format!("/v1/experiments/{key}/status"),
+            &self.admin_key,
+            &json!({ "status": status }),
+        )
+        .await
+    }
+
+    /// `GET …/assignment?subject_id=…` plus extra query pairs.
+    pub async fn assignment(
+        &self,
+        experiment: &str,
+        key: &str,
+        subject: &str,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut query: Vec<(&str, &str)> = vec![("subject_id", subject)];
+        query.extend_from_slice(extra);
+        self.send(
+            self.client
+                .get(self.url(&format!("/v1/experiments/{experiment}/assignment")))
+                .query(&query)
+                .bearer_auth(key),
+        )
+        .await
+    }
+
+    pub async fn post_events(&self, key: &str, events: Vec<Value>) -> (StatusCode, Value) {
+        self.post_json("/v1/events", key, &json!({ "events": events }))
+            .await
+    }
+
+    /// `GET …/results` as the admin; asserts 200.
+    pub async fn results(&self, experiment: &str) -> Value {
+        let (status, body) = self
+            .get(
+                &format!("/v1/experiments/{experiment}/results"),
+                &self.admin_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "results: {body}");
+        body
+    }
+
+    /// How many experiments the admin's environment holds.
+    pub async fn experiment_count(&self) -> u64 {
+        let (status, body) = self.get("/v1/experiments", &self.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "list: {body}");
+        body["pagination"]["total"].as_u64().expect("total")
+    }
+}
+
+/// A two-variant 50/50 experiment body with configs and a fixed salt.
+pub fn ab_experiment(key: &str) -> Value {
+    json!({
+        "key": key,
+        "name": format!("Experiment {key}"),
+        "variants": [
+            {"key": "control", "weight": 0.5, "config": {"color": "blue", "size": 1}},
+            {"key": "treatment", "weight": 0.5, "config": {"color": "green", "size": 2}}
+        ],
+        "assignment": {"salt": "fixed-test-salt"},
+        "primary_metric": {"event": "purchase", "kind": "binomial"}
+    })
+}
+
+/// The code of an error body, asserting its shape.
+pub fn error_code(body: &Value) -> &str {
+    let error = &body["error"];
+    assert!(
+        error["message"].is_string(),
+        "error without message: {body}"
+    );
+    assert!(error["details"].is_array(), "error without details: {body}");
+    error["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// The per-variant row of a results body.
+pub fn variant_row<'a>(results: &'a Value, variant: &str) -> &'a Value {
+    results["variants"]
+        .as_array()
+        .expect("variants array")
+        .iter()
+        .find(|r| r["variant"] == variant)
+        .unwrap_or_else(|| panic!("no row for {variant} in {results}"))
+}
