@@ -61,21 +61,17 @@ pub async fn assign(
     let subject_key = assignment::subject_key(experiment, subject);
     let undecided = experiment.winner.is_none();
     let live = matches!(experiment.status, Status::Running | Status::Paused);
-    let forced = if undecided {
-        state
+    let (forced, stored) = if undecided {
+        let record = state
             .store
-            .get_forced_variant(&experiment.id, &subject_key)
-            .await?
+            .subject_state(&experiment.id, &subject_key)
+            .await?;
+        let stored = record
+            .assignment
+            .filter(|_| live && record.forced.is_none());
+        (record.forced, stored)
     } else {
-        None
-    };
-    let stored = if undecided && live && forced.is_none() {
-        state
-            .store
-            .get_assignment(&experiment.id, &subject_key)
-            .await?
-    } else {
-        None
+        (None, None)
     };
     let audience = match (&experiment.audience, stored.is_some()) {
         (Some(key), false) => state

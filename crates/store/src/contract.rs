@@ -48,6 +48,7 @@ macro_rules! store_contract_suite {
             events_are_attributed_to_the_stored_assignment_or_rejected,
             events_are_scanned_in_ingestion_order_from_a_watermark,
             event_ids_are_scoped_to_their_experiment,
+            concurrent_batches_with_overlapping_ids_store_each_event_once,
             variant_counts_count_subjects_and_only_events_after_assignment,
             forced_variants_are_set_replaced_and_cleared,
             a_winner_is_recorded_with_completion_and_audit,
@@ -625,6 +626,47 @@ pub async fn event_ids_are_scoped_to_their_experiment(store: DynStore) {
         .unwrap();
     assert_eq!(outcomes, [AppendOutcome::Accepted, AppendOutcome::Accepted]);
     assert_eq!(store.scan_events(0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn concurrent_batches_with_overlapping_ids_store_each_event_once(store: DynStore) {
+    for s in 0..5 {
+        assign(&store, "e1", &format!("s{s}"), "control", 0).await;
+    }
+    let tasks: Vec<_> = (0..10)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Every task sends ids 0..50 (in a task-specific order) plus 5 of its own.
+                let mut batch: Vec<_> = (0..50)
+                    .map(|i| {
+                        event(
+                            "e1",
+                            &format!("shared-{}", (i * 7 + t) % 50),
+                            &format!("s{}", i % 5),
+                            i,
+                        )
+                    })
+                    .collect();
+                batch.extend((0..5).map(|i| event("e1", &format!("own-{t}-{i}"), "s0", i)));
+                store.append_events(batch).await.unwrap()
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t
+            .await
+            .unwrap()
+            .iter()
+            .filter(|o| **o == AppendOutcome::Accepted)
+            .count();
+    }
+    assert_eq!(
+        accepted,
+        50 + 10 * 5,
+        "each shared id accepted exactly once"
+    );
+    assert_eq!(store.scan_events(0, 1000).await.unwrap().len(), 100);
 }
 
 pub async fn variant_counts_count_subjects_and_only_events_after_assignment(store: DynStore) {

@@ -33,7 +33,7 @@ use verdict_domain::{
 pub use error::StoreError;
 pub use model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
-    TimeRange, VariantCounts, WinnerChange,
+    SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
 pub use sqlite::SqliteStore;
 
@@ -112,6 +112,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         experiment_id: &str,
         subject: &str,
     ) -> Result<Option<String>>;
+
+    /// The QA override and the stored assignment of one subject, read together: the
+    /// assignment hot path needs both. Adapters that can read both at once override this.
+    async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {
+        Ok(SubjectRecord {
+            forced: self.get_forced_variant(experiment_id, subject).await?,
+            assignment: self.get_assignment(experiment_id, subject).await?,
+        })
+    }
 
     // ---- events ------------------------------------------------------------------------
 

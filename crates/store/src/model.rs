@@ -164,3 +164,10 @@ pub fn from_millis(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
+
+/// What the store knows about one subject of one experiment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectRecord {
+    pub forced: Option<String>,
+    pub assignment: Option<verdict_domain::Assignment>,
+}

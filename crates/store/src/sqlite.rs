@@ -26,7 +26,7 @@ use verdict_domain::{
 use crate::error::StoreError;
 use crate::model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
-    TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
+    SubjectRecord, TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
 };
 use crate::{Result, Store};
 
@@ -111,9 +111,68 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Event batches waiting for the group-commit thread (see [`group_commit`]).
+    ingest: Mutex<std::sync::mpsc::Sender<IngestJob>>,
+}
+
+/// One `append_events` call waiting to be committed.
+struct IngestJob {
+    batch: Vec<NewEvent>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>>>,
+}
+
+/// Most batches committed together in one transaction.
+const GROUP_COMMIT_MAX: usize = 32;
+
+/// The group-commit loop: takes every batch that is waiting (up to [`GROUP_COMMIT_MAX`]),
+/// appends them all in ONE transaction, and answers each. Under concurrent ingestion this
+/// pays one commit (fsync, WAL frames of the shared index pages) per group instead of per
+/// request, while every caller still gets its answer only after its events are durable.
+/// Ends when the store is dropped (the sender closes).
+fn group_commit(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<IngestJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let result: Result<Vec<Vec<AppendOutcome>>> = (|| {
+            let tx = begin(&mut conn)?;
+            let outcomes = group
+                .iter()
+                .map(|job| append_in(&tx, &job.batch))
+                .collect::<Result<Vec<_>>>()?;
+            commit(tx)?;
+            Ok(outcomes)
+        })();
+        drop(conn);
+        match result {
+            Ok(all) => {
+                for (job, outcomes) in group.into_iter().zip(all) {
+                    let _ = job.reply.send(Ok(outcomes));
+                }
+            }
+            Err(e) => {
+                // Rolled back: nothing of the group was written; each caller learns why.
+                let retryable = e.is_retryable();
+                let message = e.to_string();
+                for job in group {
+                    let err = if retryable {
+                        StoreError::Unavailable(message.clone().into())
+                    } else {
+                        StoreError::corrupt(format!("appending events: {message}"))
+                    };
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -159,12 +218,20 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(&path, busy_timeout_ms, true).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        let writer = Arc::new(Mutex::new(writer));
+        let (ingest, jobs) = std::sync::mpsc::channel();
+        let group_writer = writer.clone();
+        std::thread::Builder::new()
+            .name("sqlite-group-commit".into())
+            .spawn(move || group_commit(group_writer, jobs))
+            .map_err(|e| StoreError::internal("starting the group-commit thread", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer,
                 readers,
                 next_reader: AtomicUsize::new(0),
+                ingest: Mutex::new(ingest),
             }),
         })
     }
@@ -765,89 +832,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {
+        let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
+        self.read(move |c| {
+            let forced = c
+                .prepare_cached(
+                    "SELECT variant FROM forced_variants WHERE experiment_id = ?1 AND subject = ?2",
+                )
+                .and_then(|mut st| st.query_row(params![eid, s], |r| r.get(0)).optional())
+                .map_err(internal("reading forced variant"))?;
+            Ok(SubjectRecord {
+                forced,
+                assignment: select_assignment(c, &eid, &s)?,
+            })
+        })
+        .await
+    }
+
     async fn append_events(&self, batch: Vec<NewEvent>) -> Result<Vec<AppendOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |c| {
-            let tx = begin(c)?;
-            let mut outcomes = Vec::with_capacity(batch.len());
-            {
-                let mut assigned = tx
-                    .prepare_cached(
-                        "SELECT variant FROM assignments WHERE experiment_id = ?1 AND subject = ?2",
-                    )
-                    .map_err(internal("preparing assignment lookup"))?;
-                let mut seen = tx
-                    .prepare_cached(
-                        "SELECT 1 FROM events
-                         WHERE dedupe = ?1 AND experiment_id = ?2 AND event_id = ?3 LIMIT 1",
-                    )
-                    .map_err(internal("preparing duplicate check"))?;
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO events (experiment_id, event_id, dedupe, subject, variant,
-                                             event, value, ts, received_at, meta)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )
-                    .map_err(internal("preparing event insert"))?;
-                // Subjects repeat within a batch; look each up once.
-                let mut variants: std::collections::HashMap<(&str, &str), Option<String>> =
-                    std::collections::HashMap::new();
-                for e in &batch {
-                    let variant =
-                        match variants.get(&(e.experiment_id.as_str(), e.subject.as_str())) {
-                            Some(v) => v.clone(),
-                            None => {
-                                let v: Option<String> = assigned
-                                    .query_row(params![e.experiment_id, e.subject], |r| r.get(0))
-                                    .optional()
-                                    .map_err(internal("looking up assignment"))?;
-                                variants.insert((&e.experiment_id, &e.subject), v.clone());
-                                v
-                            }
-                        };
-                    let Some(variant) = variant else {
-                        outcomes.push(AppendOutcome::NotInExperiment);
-                        continue;
-                    };
-                    if e.variant
-                        .as_ref()
-                        .is_some_and(|claimed| *claimed != variant)
-                    {
-                        outcomes.push(AppendOutcome::VariantMismatch);
-                        continue;
-                    }
-                    let key = dedupe_key(&e.experiment_id, &e.event_id);
-                    let duplicate = seen
-                        .exists(params![key, e.experiment_id, e.event_id])
-                        .map_err(internal("checking for a duplicate"))?;
-                    if duplicate {
-                        outcomes.push(AppendOutcome::Duplicate);
-                        continue;
-                    }
-                    let meta = e.meta.as_ref().map(encode).transpose()?;
-                    insert
-                        .execute(params![
-                            e.experiment_id,
-                            e.event_id,
-                            key,
-                            e.subject,
-                            variant,
-                            e.event,
-                            e.value,
-                            to_millis(e.ts),
-                            to_millis(e.received_at),
-                            meta
-                        ])
-                        .map_err(internal("inserting event"))?;
-                    outcomes.push(AppendOutcome::Accepted);
-                }
-            }
-            commit(tx)?;
-            Ok(outcomes)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .ingest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(IngestJob { batch, reply })
+            .map_err(|_| StoreError::corrupt("the group-commit thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::corrupt("the group-commit thread dropped a batch"))?
     }
 
     async fn scan_events(&self, after_seq: u64, limit: usize) -> Result<Vec<EventRecord>> {
@@ -1150,6 +1165,84 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Append one batch inside `tx`: attribute each event to its subject's assignment, skip
+/// duplicates (confirmed on the full id), insert the rest.
+fn append_in(tx: &Transaction<'_>, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut assigned = tx
+            .prepare_cached(
+                "SELECT variant FROM assignments WHERE experiment_id = ?1 AND subject = ?2",
+            )
+            .map_err(internal("preparing assignment lookup"))?;
+        let mut seen = tx
+            .prepare_cached(
+                "SELECT 1 FROM events
+                 WHERE dedupe = ?1 AND experiment_id = ?2 AND event_id = ?3 LIMIT 1",
+            )
+            .map_err(internal("preparing duplicate check"))?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO events (experiment_id, event_id, dedupe, subject, variant,
+                                     event, value, ts, received_at, meta)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(internal("preparing event insert"))?;
+        // Subjects repeat within a batch; look each up once.
+        let mut variants: std::collections::HashMap<(&str, &str), Option<String>> =
+            std::collections::HashMap::new();
+        for e in batch {
+            let variant = match variants.get(&(e.experiment_id.as_str(), e.subject.as_str())) {
+                Some(v) => v.clone(),
+                None => {
+                    let v: Option<String> = assigned
+                        .query_row(params![e.experiment_id, e.subject], |r| r.get(0))
+                        .optional()
+                        .map_err(internal("looking up assignment"))?;
+                    variants.insert((&e.experiment_id, &e.subject), v.clone());
+                    v
+                }
+            };
+            let Some(variant) = variant else {
+                outcomes.push(AppendOutcome::NotInExperiment);
+                continue;
+            };
+            if e.variant
+                .as_ref()
+                .is_some_and(|claimed| *claimed != variant)
+            {
+                outcomes.push(AppendOutcome::VariantMismatch);
+                continue;
+            }
+            let key = dedupe_key(&e.experiment_id, &e.event_id);
+            let duplicate = seen
+                .exists(params![key, e.experiment_id, e.event_id])
+                .map_err(internal("checking for a duplicate"))?;
+            if duplicate {
+                outcomes.push(AppendOutcome::Duplicate);
+                continue;
+            }
+            let meta = e.meta.as_ref().map(encode).transpose()?;
+            insert
+                .execute(params![
+                    e.experiment_id,
+                    e.event_id,
+                    key,
+                    e.subject,
+                    variant,
+                    e.event,
+                    e.value,
+                    to_millis(e.ts),
+                    to_millis(e.received_at),
+                    meta
+                ])
+                .map_err(internal("inserting event"))?;
+            outcomes.push(AppendOutcome::Accepted);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// The 64-bit idempotency key of an event: FNV-1a over `experiment_id`, a 0 byte, and
