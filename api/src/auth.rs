@@ -150,6 +150,7 @@ impl Caller {
 
 /// Optional `environment` / `organization` query parameters (admin keys only).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScopeParams {
     pub environment: Option<String>,
     pub organization: Option<String>,

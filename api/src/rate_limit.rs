@@ -25,6 +25,11 @@ impl RateLimiter {
         }
     }
 
+    /// The largest cost a single request can ever be granted (the burst), when limiting.
+    pub fn max_cost(&self) -> Option<usize> {
+        (self.per_second > 0.0).then_some(self.burst as usize)
+    }
+
     /// Take `cost` tokens for `key`, or say how many whole seconds to wait.
     pub fn try_take(&self, key: &str, cost: usize) -> Result<(), u64> {
         self.try_take_at(key, cost, Instant::now())

@@ -197,7 +197,8 @@ pub async fn post_assignment(
         .map(Json)
 }
 
-/// `POST /v1/assignments`: every running experiment of the caller's scope for one subject.
+/// `POST /v1/assignments`: every live (running or paused) experiment of the caller's scope
+/// for one subject; paused ones serve stored assignments only.
 pub async fn assign_all(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,7 +209,7 @@ pub async fn assign_all(
     check_subject(&body.subject_id)?;
     let scope = caller.scope(&params)?;
     let mut views = Vec::new();
-    for experiment in running_experiments(&state, &scope).await? {
+    for experiment in live_experiments(&state, &scope).await? {
         views.push(assign(&state, &experiment, &body.subject_id, &body.attributes).await?);
     }
     Ok(Json(
@@ -216,26 +217,29 @@ pub async fn assign_all(
     ))
 }
 
-async fn running_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experiment>, ApiError> {
-    let filter = ExperimentFilter {
-        environment: Some(scope.environment.clone()),
-        organization: Some(scope.organization.clone()),
-        status: Some(Status::Running),
-    };
+async fn live_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experiment>, ApiError> {
     let mut all = Vec::new();
-    let mut page = PageRequest {
-        page: 1,
-        page_size: 100,
-    };
-    loop {
-        let found = state.store.list_experiments(&filter, page).await?;
-        let n = found.items.len();
-        all.extend(found.items);
-        if n < 100 || all.len() as u64 >= found.total {
-            return Ok(all);
+    for status in [Status::Running, Status::Paused] {
+        let filter = ExperimentFilter {
+            environment: Some(scope.environment.clone()),
+            organization: Some(scope.organization.clone()),
+            status: Some(status),
+        };
+        let mut page = PageRequest {
+            page: 1,
+            page_size: 100,
+        };
+        loop {
+            let found = state.store.list_experiments(&filter, page).await?;
+            let done = found.items.len() < 100;
+            all.extend(found.items);
+            if done {
+                break;
+            }
+            page.page += 1;
         }
-        page.page += 1;
     }
+    Ok(all)
 }
 
 /// A short-lived in-process cache of experiment definitions for the hot read paths

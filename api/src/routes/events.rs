@@ -301,6 +301,19 @@ async fn handle(
     caller.require(KeyScope::Client)?;
     let scope = caller.scope(&params)?;
     let items = items(body, state.settings.ingest.max_batch)?;
+    if let Some(max) = state.rate.max_cost()
+        && items.len() > max
+    {
+        // Waiting would never help: say so instead of a 429 the client retries forever.
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "a batch of {} events exceeds this server's per-key burst of {max} \
+                 (ingest.rate_limit_burst); send smaller batches",
+                items.len()
+            ),
+        ));
+    }
     state
         .rate
         .try_take(&caller.key.id, items.len())
