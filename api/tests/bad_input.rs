@@ -620,7 +620,56 @@ async fn an_unknown_query_parameter_is_a_400_invalid_query() {
         let (status, answer) = app.get(path, &app.admin_key).await;
         assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_query");
     }
+    // Routes taking only the scope parameters refuse others too, before doing anything.
+    let (status, answer) = app
+        .post_json(
+            "/v1/experiments/checkout/status?enviroment=staging",
+            &app.admin_key,
+            &json!({"status": "paused"}),
+        )
+        .await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_query");
+    let (status, experiment) = app.get("/v1/experiments/checkout", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        experiment["status"], "running",
+        "the misspelt request changed nothing"
+    );
     assert_eq!(snapshot(&app).await, before, "user-1 was never assigned");
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_rate_limit_burst_is_a_413_not_an_endless_429() {
+    let app = spawn_app_with(&[
+        ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "5"),
+        ("VERDICT_INGEST__RATE_LIMIT_BURST", "10"),
+    ])
+    .await;
+    let client = running_with_subjects(&app, 2).await;
+    let batch: Vec<Value> = (0..11)
+        .map(|i| purchase(&format!("user-{}", i % 2), &format!("big-{i}")))
+        .collect();
+    let (status, answer) = app.post_events(&client, batch).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch_too_large",
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limit_burst")
+    );
+    assert_eq!(total_conversions(&app.results("checkout").await), 0);
+    // The bucket was not charged: a batch that fits still passes at once.
+    let batch: Vec<Value> = (0..10)
+        .map(|i| purchase(&format!("user-{}", i % 2), &format!("ok-{i}")))
+        .collect();
+    let (status, report) = app.post_events(&client, batch).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["accepted"], 10);
 }
 
 #[tokio::test]
