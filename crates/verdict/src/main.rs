@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use verdict_api::Application;
-use verdict_config::{LogFormat, Settings, StoreKind};
+use verdict_config::{CacheKind, LogFormat, Settings, StoreKind};
 use verdict_store::{DynStore, SqliteStore};
 
 /// Verdict: an experimentation (A/B/n) backend.
@@ -108,6 +108,11 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
 
 /// Open the configured store.
 fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
+    if settings.cache == CacheKind::Redis {
+        anyhow::bail!(
+            "cache = \"redis\" is not available in this build yet; use cache = \"memory\""
+        );
+    }
     match settings.store {
         StoreKind::Sqlite => {
             let path = settings.sqlite_path();

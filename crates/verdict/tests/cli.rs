@@ -142,3 +142,35 @@ fn default_config_prints_the_reference_that_parses() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("VERDICT_SERVER__PORT"));
 }
+
+#[test]
+fn backends_not_in_this_build_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, extra) in [
+        (
+            "VERDICT_STORE",
+            "mongodb",
+            ("VERDICT_MONGODB__URI", "mongodb://127.0.0.1:1"),
+        ),
+        (
+            "VERDICT_CACHE",
+            "redis",
+            ("VERDICT_REDIS__URL", "redis://127.0.0.1:1"),
+        ),
+    ] {
+        let out = verdict()
+            .arg("serve")
+            .current_dir(dir.path())
+            .env(var, value)
+            .env(extra.0, extra.1)
+            .env("VERDICT_SERVER__PORT", free_port().to_string())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("{value}\" is not available in this build")),
+            "{stderr}"
+        );
+    }
+}
