@@ -177,6 +177,41 @@ async fn ensure_environment(store: &DynStore, key: &str) -> anyhow::Result<()> {
     }
 }
 
+/// On a fresh install with no bootstrap key configured and no API key stored, create an
+/// admin key so that a first run can be used at once. Returns its plaintext (to be shown
+/// once); `None` when keys already exist or one is configured.
+pub async fn first_run_admin_key(
+    store: &DynStore,
+    settings: &Settings,
+) -> anyhow::Result<Option<String>> {
+    if !settings.auth.bootstrap_admin_key.expose_secret().is_empty() {
+        return Ok(None);
+    }
+    let existing = store
+        .list_api_keys(verdict_store::PageRequest {
+            page: 1,
+            page_size: 1,
+        })
+        .await?;
+    if existing.total > 0 {
+        return Ok(None);
+    }
+    let (plaintext, hash) = crate::auth::generate_key();
+    let key = verdict_domain::ApiKey {
+        id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+        name: "first-run admin key".into(),
+        prefix: plaintext[..10].to_owned(),
+        hash,
+        scopes: vec![verdict_domain::KeyScope::Admin],
+        environment: settings.auth.bootstrap_environment.clone(),
+        organization: None,
+        created_at: crate::routes::now(),
+        revoked_at: None,
+    };
+    store.create_api_key(&key).await?;
+    Ok(Some(plaintext))
+}
+
 /// A bound, not yet serving, HTTP server.
 #[derive(Debug)]
 pub struct Application {

@@ -131,6 +131,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(settings = %settings.redacted_summary(), "starting verdict");
     let store = open_store(&settings)?;
     let app = Application::build(settings.clone(), store.clone()).await?;
+    if let Some(key) = verdict_api::startup::first_run_admin_key(&store, &settings).await? {
+        // Shown once: only its hash is stored.
+        tracing::warn!("first run: created an admin API key; it is shown only now: {key}");
+        eprintln!("\n  Admin API key (shown once, store it now): {key}\n");
+    }
     let addr = app.local_addr()?;
     tracing::info!(%addr, store = store.backend(), cache = ?settings.cache, "listening on http://{addr}");
 

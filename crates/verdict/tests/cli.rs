@@ -39,10 +39,11 @@ async fn serve_answers_healthz_and_readyz_on_a_clean_data_dir_with_no_services()
         .current_dir(dir.path())
         .env("VERDICT_SERVER__PORT", port.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let logs = std::thread::spawn(move || {
         BufReader::new(stdout)
             .lines()
@@ -78,6 +79,30 @@ async fn serve_answers_healthz_and_readyz_on_a_clean_data_dir_with_no_services()
 
     // The embedded store is created under ./data by default.
     assert!(dir.path().join("data/verdict.db").exists());
+
+    // A first run with no configured key prints an admin key once; it works.
+    let mut line = String::new();
+    let key = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no admin key printed"
+        );
+        if let Some(k) = line
+            .trim()
+            .strip_prefix("Admin API key (shown once, store it now): ")
+        {
+            break k.to_owned();
+        }
+    };
+    let created = reqwest::Client::new()
+        .post(format!("{base}/v1/experiments"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"key": "first", "variants": [{"key": "a"}, {"key": "b"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
