@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod model;
+pub mod rollup;
 pub mod sqlite;
 
 #[cfg(feature = "contract")]
@@ -35,6 +36,7 @@ pub use model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
     SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
+pub use rollup::{Bucket, Granularity, RollupReport};
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -142,6 +144,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         event: &str,
         range: TimeRange,
     ) -> Result<Vec<VariantCounts>>;
+
+    // ---- rollups and evaluation state -------------------------------------------------
+
+    /// Fold up to `max_events` events past the rollup watermark into hour and day buckets
+    /// and per-subject figures (only events at or after the subject's assignment count),
+    /// advancing the watermark in the SAME transaction: a crash leaves all or nothing, and
+    /// running again never counts an event twice. Cost grows with the new events only.
+    async fn rollup(&self, max_events: usize) -> Result<RollupReport>;
+
+    /// The `seq` of the last event folded into the rollups.
+    async fn rollup_watermark(&self) -> Result<u64>;
+
+    /// Per-variant subject-level figures of `event` read from the rollups (what
+    /// [`Store::variant_counts`] computes from raw events, once rolled up).
+    async fn rolled_up_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+    ) -> Result<Vec<VariantCounts>>;
+
+    /// Time buckets of one experiment's `event` (all variants), oldest first.
+    async fn buckets(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<Bucket>>;
+
+    /// State the evaluator carries between runs for one experiment (e.g. the peeking
+    /// guard's running maximum), as JSON.
+    async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<serde_json::Value>>;
+    async fn put_evaluation_state(
+        &self,
+        experiment_id: &str,
+        state: &serde_json::Value,
+    ) -> Result<()>;
 
     // ---- environments, audiences, API keys ----------------------------------------------
 

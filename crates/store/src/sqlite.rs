@@ -28,10 +28,12 @@ use crate::model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
     SubjectRecord, TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
 };
+use crate::rollup::{Bucket, Granularity, RollupReport};
 use crate::{Result, Store};
 
 /// Schema migrations, applied in order at open; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE experiments (
     id            TEXT PRIMARY KEY,
     environment   TEXT NOT NULL,
@@ -99,7 +101,39 @@ CREATE TABLE audiences (
     UNIQUE (environment, key)
 );
 CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
-"#];
+"#,
+    r#"
+-- Rollups (aggregator). Both tables only ever grow by adding the figures of events past
+-- the watermark, in the transaction that advances the watermark.
+CREATE TABLE buckets (
+    experiment_id TEXT NOT NULL,
+    event         TEXT NOT NULL,
+    granularity   TEXT NOT NULL,          -- 'hour' | 'day'
+    start         INTEGER NOT NULL,       -- unix ms, aligned to the granularity (UTC)
+    variant       TEXT NOT NULL,
+    count         INTEGER NOT NULL,
+    sum           REAL NOT NULL,
+    sum_sq        REAL NOT NULL,
+    PRIMARY KEY (experiment_id, event, granularity, start, variant)
+) WITHOUT ROWID;
+
+-- Per (experiment, event, subject): the randomization unit's figures, so statistics count
+-- subjects, not events.
+CREATE TABLE subject_metrics (
+    experiment_id TEXT NOT NULL,
+    event         TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    variant       TEXT NOT NULL,
+    n             INTEGER NOT NULL,
+    total         REAL NOT NULL,
+    first_ts      INTEGER NOT NULL,
+    PRIMARY KEY (experiment_id, event, subject)
+) WITHOUT ROWID;
+
+CREATE TABLE rollup_state (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE evaluation_state (experiment_id TEXT PRIMARY KEY, state TEXT NOT NULL);
+"#,
+];
 
 const READERS: usize = 4;
 
@@ -946,6 +980,203 @@ impl Store for SqliteStore {
             .map_err(internal("counting variants"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal("counting variants"))
+        })
+        .await
+    }
+
+    async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
+        let max = max_events.max(1) as i64;
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let from: i64 = tx
+                .query_row(
+                    "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(internal("reading the rollup watermark"))?;
+            let (to, events): (i64, i64) = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), ?1), COUNT(*)
+                     FROM (SELECT seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+                    params![from, max],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(internal("choosing the rollup range"))?;
+            if events == 0 {
+                return Ok(RollupReport {
+                    watermark: from as u64,
+                    ..Default::default()
+                });
+            }
+            // Only events at or after the subject's assignment count (attribution).
+            let mut buckets_written = 0;
+            for g in [Granularity::Hour, Granularity::Day] {
+                buckets_written +=
+                    tx.execute(
+                        "INSERT INTO buckets
+                             (experiment_id, event, granularity, start, variant, count, sum, sum_sq)
+                         SELECT e.experiment_id, e.event, ?3, (e.ts / ?4) * ?4, e.variant,
+                                COUNT(*), SUM(e.value), SUM(e.value * e.value)
+                         FROM events e
+                         JOIN assignments a
+                           ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                         WHERE e.seq > ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
+                         GROUP BY e.experiment_id, e.event, (e.ts / ?4) * ?4, e.variant
+                         ON CONFLICT (experiment_id, event, granularity, start, variant) DO UPDATE
+                         SET count = count + excluded.count,
+                             sum = sum + excluded.sum,
+                             sum_sq = sum_sq + excluded.sum_sq",
+                        params![from, to, g.as_str(), g.millis()],
+                    )
+                    .map_err(internal("rolling up buckets"))? as u64;
+            }
+            let subjects_written =
+                tx.execute(
+                    "INSERT INTO subject_metrics
+                         (experiment_id, event, subject, variant, n, total, first_ts)
+                     SELECT e.experiment_id, e.event, e.subject, a.variant,
+                            COUNT(*), SUM(e.value), MIN(e.ts)
+                     FROM events e
+                     JOIN assignments a
+                       ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                     WHERE e.seq > ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
+                     GROUP BY e.experiment_id, e.event, e.subject
+                     ON CONFLICT (experiment_id, event, subject) DO UPDATE
+                     SET n = n + excluded.n,
+                         total = total + excluded.total,
+                         first_ts = MIN(first_ts, excluded.first_ts)",
+                    params![from, to],
+                )
+                .map_err(internal("rolling up subjects"))? as u64;
+            tx.execute(
+                "INSERT INTO rollup_state (name, seq) VALUES ('events', ?1)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                [to],
+            )
+            .map_err(internal("advancing the rollup watermark"))?;
+            commit(tx)?;
+            Ok(RollupReport {
+                events: events as u64,
+                buckets_written,
+                subjects_written,
+                watermark: to as u64,
+            })
+        })
+        .await
+    }
+
+    async fn rollup_watermark(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|s| s as u64)
+            .map_err(internal("reading the rollup watermark"))
+        })
+        .await
+    }
+
+    async fn rolled_up_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+    ) -> Result<Vec<VariantCounts>> {
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT a.variant, COUNT(*), COUNT(s.subject), COALESCE(SUM(s.n), 0),
+                            COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
+                     FROM assignments a
+                     LEFT JOIN subject_metrics s
+                       ON s.experiment_id = a.experiment_id AND s.subject = a.subject
+                      AND s.event = ?2
+                     WHERE a.experiment_id = ?1
+                     GROUP BY a.variant ORDER BY a.variant",
+                )
+                .map_err(internal("reading rolled-up counts"))?;
+            stmt.query_map(params![eid, ev], |r| {
+                Ok(VariantCounts {
+                    variant: r.get(0)?,
+                    subjects: r.get::<_, i64>(1)? as u64,
+                    converted_subjects: r.get::<_, i64>(2)? as u64,
+                    events: r.get::<_, i64>(3)? as u64,
+                    sum: r.get(4)?,
+                    sum_of_squares: r.get(5)?,
+                })
+            })
+            .map_err(internal("reading rolled-up counts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal("reading rolled-up counts"))
+        })
+        .await
+    }
+
+    async fn buckets(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<Bucket>> {
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        let from = range.from.map(to_millis);
+        let to = range.to.map(to_millis);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT variant, start, count, sum, sum_sq FROM buckets
+                     WHERE experiment_id = ?1 AND event = ?2 AND granularity = ?3
+                       AND (?4 IS NULL OR start >= ?4) AND (?5 IS NULL OR start < ?5)
+                     ORDER BY start, variant",
+                )
+                .map_err(internal("reading buckets"))?;
+            stmt.query_map(params![eid, ev, granularity.as_str(), from, to], |r| {
+                Ok(Bucket {
+                    variant: r.get(0)?,
+                    event: ev.clone(),
+                    start: from_millis(r.get(1)?),
+                    count: r.get::<_, i64>(2)? as u64,
+                    sum: r.get(3)?,
+                    sum_of_squares: r.get(4)?,
+                })
+            })
+            .map_err(internal("reading buckets"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal("reading buckets"))
+        })
+        .await
+    }
+
+    async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<Value>> {
+        let eid = experiment_id.to_owned();
+        self.read(move |c| {
+            let raw: Option<String> = c
+                .query_row(
+                    "SELECT state FROM evaluation_state WHERE experiment_id = ?1",
+                    [&eid],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(internal("reading evaluation state"))?;
+            raw.map(|s| decode(&s, "evaluation state")).transpose()
+        })
+        .await
+    }
+
+    async fn put_evaluation_state(&self, experiment_id: &str, state: &Value) -> Result<()> {
+        let (eid, state) = (experiment_id.to_owned(), state.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO evaluation_state (experiment_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (experiment_id) DO UPDATE SET state = excluded.state",
+                params![eid, state],
+            )
+            .map_err(internal("writing evaluation state"))?;
+            Ok(())
         })
         .await
     }
