@@ -149,10 +149,13 @@ impl Caller {
 }
 
 /// Optional `environment` / `organization` query parameters (admin keys only).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeParams {
+    /// Act in this environment instead of the key's (admin keys only).
     pub environment: Option<String>,
+    /// Act in this organization instead of the key's (admin keys only).
     pub organization: Option<String>,
 }
 

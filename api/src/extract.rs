@@ -98,9 +98,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// `page` and `page_size`: both or neither; page ≥ 1; 1 ≤ page_size ≤ 100.
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Page number, from 1 (default 1; give with `page_size`).
+    #[param(minimum = 1)]
     pub page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20; give with `page`).
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
 }
 

@@ -14,12 +14,15 @@
 //! - [`rate_limit`]: per-key token buckets for ingestion.
 //! - [`routes`]: `/v1` resources (admin, experiments, assignments, events, results).
 //! - [`health`]: `/healthz` (alive) and `/readyz` (store reachable).
+//! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the handlers'
+//!   annotations, and its rendering (`/docs`).
 //! - [`startup`]: [`Application`], [`AppState`] and the router with its middleware.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;

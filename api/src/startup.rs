@@ -7,20 +7,22 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
-use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use verdict_config::{ExposeSecret, Settings};
 use verdict_domain::Environment;
 use verdict_store::{DynStore, StoreError};
 
 use crate::auth::{Bootstrap, KeyCache};
 use crate::error::{ApiError, ErrorCode};
-use crate::health;
 use crate::rate_limit::RateLimiter;
 use crate::routes::assignments::ExperimentCache;
 use crate::routes::{admin, assignments, events, experiments, results};
+use crate::{health, openapi};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -76,70 +78,57 @@ async fn invalidate_on_write(
     response
 }
 
-/// The `/v1` routes.
-fn v1() -> Router<AppState> {
-    Router::new()
-        .route("/api-keys", post(admin::create_key).get(admin::list_keys))
-        .route("/api-keys/{id}", axum::routing::delete(admin::revoke_key))
-        .route(
-            "/environments",
-            post(admin::create_environment).get(admin::list_environments),
-        )
-        .route("/environments/{env}", get(admin::get_environment))
-        .route(
-            "/environments/{env}/audiences",
-            post(admin::create_audience).get(admin::list_audiences),
-        )
-        .route(
-            "/environments/{env}/audiences/{key}",
-            get(admin::get_audience)
-                .put(admin::update_audience)
-                .delete(admin::delete_audience),
-        )
-        .route(
-            "/experiments",
-            post(experiments::create).get(experiments::list),
-        )
-        .route(
-            "/experiments/{key}",
-            get(experiments::get).patch(experiments::update),
-        )
-        .route(
-            "/experiments/{key}/variants",
-            put(experiments::put_variants),
-        )
-        .route("/experiments/{key}/status", post(experiments::set_status))
-        .route("/experiments/{key}/activate", post(experiments::activate))
-        .route(
-            "/experiments/{key}/winner",
-            get(results::winner).post(experiments::override_winner),
-        )
-        .route(
-            "/experiments/{key}/forced/{subject}",
-            put(experiments::put_forced).delete(experiments::delete_forced),
-        )
-        .route("/experiments/{key}/audit", get(experiments::audit))
-        .route(
-            "/experiments/{key}/assignment",
-            get(assignments::get_assignment).post(assignments::post_assignment),
-        )
-        .route("/assignments", post(assignments::assign_all))
-        .route("/events", post(events::post_events))
-        .route(
-            "/experiments/{key}/events",
-            post(events::post_experiment_events),
-        )
-        .route("/experiments/{key}/results", get(results::results))
+/// The `/v1` routes. Each `routes!` call is one path: its handlers (one per method) are
+/// routed and their `#[utoipa::path]` operations enter the OpenAPI document together.
+fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin::create_key, admin::list_keys))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(admin::create_environment, admin::list_environments))
+        .routes(routes!(admin::get_environment))
+        .routes(routes!(admin::create_audience, admin::list_audiences))
+        .routes(routes!(
+            admin::get_audience,
+            admin::update_audience,
+            admin::delete_audience
+        ))
+        .routes(routes!(experiments::create, experiments::list))
+        .routes(routes!(experiments::get, experiments::update))
+        .routes(routes!(experiments::put_variants))
+        .routes(routes!(experiments::set_status))
+        .routes(routes!(experiments::activate))
+        .routes(routes!(results::winner, experiments::override_winner))
+        .routes(routes!(experiments::put_forced, experiments::delete_forced))
+        .routes(routes!(experiments::audit))
+        .routes(routes!(
+            assignments::get_assignment,
+            assignments::post_assignment
+        ))
+        .routes(routes!(assignments::assign_all))
+        .routes(routes!(events::post_events))
+        .routes(routes!(events::post_experiment_events))
+        .routes(routes!(results::results))
+}
+
+/// Every route the server has, each with its OpenAPI operation. [`router`] serves the router
+/// half, [`crate::openapi::document`] is the document half: one list, so the document names
+/// exactly the routes served. Register routes only with `.routes(routes!(…))` (never
+/// `.route`, which would route without documenting).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .nest("/v1", v1())
 }
 
 /// The router with every route and middleware, ready to serve `state`.
 pub fn router(state: AppState) -> Router {
     let body_limit =
         usize::try_from(state.settings.server.request_body_limit_bytes).unwrap_or(usize::MAX);
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .nest("/v1", v1())
+    let (routes, _document) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::new(ErrorCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")

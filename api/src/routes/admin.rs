@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use verdict_domain::validation::check_key;
 use verdict_domain::{ApiKey, Audience, Environment, KeyScope, Problems, Targeting};
 use verdict_store::{AudienceDeletion, StoreError};
@@ -13,9 +14,10 @@ use super::now;
 use crate::auth::{Caller, generate_key};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery, PageParams, paginated};
+use crate::openapi::{CreatedApiKey, ErrorBody, Paginated};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     pub name: String,
@@ -27,6 +29,28 @@ pub struct NewApiKey {
 }
 
 /// `POST /v1/api-keys`: the plaintext is in this answer and nowhere else, ever.
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = "api-keys",
+    summary = "Create an API key",
+    description = "Requires the `admin` scope. The plaintext key is in this answer and nowhere else, ever: only its \
+        hash is stored. `environment` defaults to the caller's.",
+    security(("bearer" = [])),
+    request_body = NewApiKey,
+    responses(
+        (status = 201, description = "Created; `key` is the plaintext.", body = CreatedApiKey),
+        (status = 400, description = "`invalid_json`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed` (every bad field in \
+            `details`).", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,6 +92,23 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    tag = "api-keys",
+    summary = "List API keys",
+    description = "Requires the `admin` scope. Revoked keys are listed too (with `revoked_at`); plaintexts never are.",
+    security(("bearer" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of keys.", body = Paginated<ApiKey>),
+        (status = 400, description = "`invalid_query` or `invalid_pagination`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,6 +123,23 @@ pub async fn list_keys(
 }
 
 /// `DELETE /v1/api-keys/{id}`: revoke (kept for the record, refused from now on).
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{id}",
+    tag = "api-keys",
+    summary = "Revoke an API key",
+    description = "Requires the `admin` scope. The key is kept for the record and refused from now on.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id (`key_…`).")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`api_key_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,7 +156,7 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEnvironment {
     pub key: String,
@@ -108,6 +166,27 @@ pub struct NewEnvironment {
     pub description: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/environments",
+    tag = "environments",
+    summary = "Create an environment",
+    description = "Requires the `admin` scope. `name` defaults to `key`.",
+    security(("bearer" = [])),
+    request_body = NewEnvironment,
+    responses(
+        (status = 201, description = "Created.", body = Environment),
+        (status = 400, description = "`invalid_json`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 409, description = "`environment_exists`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn create_environment(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +207,23 @@ pub async fn create_environment(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments",
+    tag = "environments",
+    summary = "List environments",
+    description = "Requires the `admin` scope.",
+    security(("bearer" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of environments.", body = Paginated<Environment>),
+        (status = 400, description = "`invalid_query` or `invalid_pagination`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn list_environments(
     State(state): State<AppState>,
     caller: Caller,
@@ -150,6 +246,23 @@ async fn environment(state: &AppState, key: &str) -> Result<Environment, ApiErro
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments/{env}",
+    tag = "environments",
+    summary = "Get an environment",
+    description = "Requires the `admin` scope.",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "The environment key.")),
+    responses(
+        (status = 200, description = "The environment.", body = Environment),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`environment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn get_environment(
     State(state): State<AppState>,
     caller: Caller,
@@ -159,7 +272,7 @@ pub async fn get_environment(
     environment(&state, &key).await.map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AudienceInput {
     pub key: String,
@@ -168,7 +281,7 @@ pub struct AudienceInput {
     pub rules: Targeting,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AudienceUpdate {
     #[serde(default)]
@@ -176,6 +289,30 @@ pub struct AudienceUpdate {
     pub rules: Targeting,
 }
 
+#[utoipa::path(
+    post,
+    path = "/environments/{env}/audiences",
+    tag = "audiences",
+    summary = "Create an audience",
+    description = "Requires the `admin` scope. An audience is a named set of targeting rules experiments of the \
+        environment can refer to. `name` defaults to `key`.",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "The environment key.")),
+    request_body = AudienceInput,
+    responses(
+        (status = 201, description = "Created.", body = Audience),
+        (status = 400, description = "`invalid_json`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`environment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`audience_exists`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn create_audience(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,6 +338,24 @@ pub async fn create_audience(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments/{env}/audiences",
+    tag = "audiences",
+    summary = "List an environment's audiences",
+    description = "Requires the `admin` scope.",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "The environment key."), PageParams),
+    responses(
+        (status = 200, description = "A page of audiences.", body = Paginated<Audience>),
+        (status = 400, description = "`invalid_query` or `invalid_pagination`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`environment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn list_audiences(
     State(state): State<AppState>,
     caller: Caller,
@@ -223,6 +378,26 @@ fn audience_not_found(env: &str, key: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments/{env}/audiences/{key}",
+    tag = "audiences",
+    summary = "Get an audience",
+    description = "Requires the `admin` scope.",
+    security(("bearer" = [])),
+    params(
+        ("env" = String, Path, description = "The environment key."),
+        ("key" = String, Path, description = "The audience key."),
+    ),
+    responses(
+        (status = 200, description = "The audience.", body = Audience),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`audience_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn get_audience(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,6 +412,32 @@ pub async fn get_audience(
         .ok_or_else(|| audience_not_found(&env, &key))
 }
 
+#[utoipa::path(
+    put,
+    path = "/environments/{env}/audiences/{key}",
+    tag = "audiences",
+    summary = "Replace an audience's rules",
+    description = "Requires the `admin` scope. Experiments using the audience see the new rules for subjects not yet \
+        assigned; stored assignments are kept.",
+    security(("bearer" = [])),
+    params(
+        ("env" = String, Path, description = "The environment key."),
+        ("key" = String, Path, description = "The audience key."),
+    ),
+    request_body = AudienceUpdate,
+    responses(
+        (status = 200, description = "The updated audience.", body = Audience),
+        (status = 400, description = "`invalid_json`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`audience_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn update_audience(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,6 +464,28 @@ pub async fn update_audience(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/environments/{env}/audiences/{key}",
+    tag = "audiences",
+    summary = "Delete an audience",
+    description = "Requires the `admin` scope. Refused while running experiments use it.",
+    security(("bearer" = [])),
+    params(
+        ("env" = String, Path, description = "The environment key."),
+        ("key" = String, Path, description = "The audience key."),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`audience_not_found`.", body = ErrorBody),
+        (status = 409, description = "`audience_in_use`: `details` lists the experiments.",
+            body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn delete_audience(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
 use verdict_domain::targeting::Attributes;
 use verdict_domain::{Assignment, Experiment, KeyScope, Scope, Status};
@@ -16,11 +17,12 @@ use super::now;
 use crate::auth::{Caller, ScopeParams};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
+use crate::openapi::{ErrorBody, SubjectAssignments};
 use crate::routes::experiments::find;
 use crate::startup::AppState;
 
 /// What a subject sees in one experiment. Always carries a usable config.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct AssignmentView {
     pub experiment: String,
     pub variant: String,
@@ -131,6 +133,36 @@ pub async fn assign(
 }
 
 /// `GET /v1/experiments/{key}/assignment?subject_id=…&attr.country=US`
+#[utoipa::path(
+    get,
+    path = "/experiments/{key}/assignment",
+    tag = "assignments",
+    summary = "Assign a subject (query)",
+    description = "Requires the `client` scope (an admin key also passes). Which variant `subject_id` sees, with its config; new eligible subjects are \
+        stored (sticky). Targeting attributes are query parameters `attr.<name>=<value>` \
+        (string values), e.g. `attr.country=US`; any other parameter is refused.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."),
+        ("subject_id" = String, Query, description = "The subject (1 to 256 bytes)."),
+        ("attr.{name}" = Option<String>, Query,
+            description = "A targeting attribute, e.g. `attr.country=US`; repeat for more."),
+        ("environment" = Option<String>, Query,
+            description = "Act in this environment instead of the key's (admin keys only)."),
+        ("organization" = Option<String>, Query,
+            description = "Act in this organization instead of the key's (admin keys only).")),
+    responses(
+        (status = 200, description = "The subject's variant and config.", body = AssignmentView),
+        (status = 400, description = "`invalid_query`: an unknown parameter.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: missing or too long `subject_id`.",
+            body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn get_assignment(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,15 +204,42 @@ pub async fn get_assignment(
         .map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentRequest {
+    /// The subject (1 to 256 bytes).
     pub subject_id: String,
+    /// Targeting attributes: any JSON values by name.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub attributes: Attributes,
 }
 
 /// `POST /v1/experiments/{key}/assignment` with `{subject_id, attributes}`.
+#[utoipa::path(
+    post,
+    path = "/experiments/{key}/assignment",
+    tag = "assignments",
+    summary = "Assign a subject",
+    description = "Requires the `client` scope (an admin key also passes). Which variant `subject_id` sees, with its config; attributes may be any JSON \
+        values. New eligible subjects are stored (sticky).",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    request_body = AssignmentRequest,
+    responses(
+        (status = 200, description = "The subject's variant and config.", body = AssignmentView),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn post_assignment(
     State(state): State<AppState>,
     caller: Caller,
@@ -199,6 +258,30 @@ pub async fn post_assignment(
 
 /// `POST /v1/assignments`: every live (running or paused) experiment of the caller's scope
 /// for one subject; paused ones serve stored assignments only.
+#[utoipa::path(
+    post,
+    path = "/assignments",
+    tag = "assignments",
+    summary = "Assign a subject in every live experiment",
+    description = "Requires the `client` scope (an admin key also passes). Every running or paused experiment of the scope; paused ones serve stored \
+        assignments only.",
+    security(("bearer" = [])),
+    params(ScopeParams),
+    request_body = AssignmentRequest,
+    responses(
+        (status = 200, description = "One assignment per live experiment.",
+            body = SubjectAssignments),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn assign_all(
     State(state): State<AppState>,
     caller: Caller,

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use verdict_domain::assignment::{MAX_SUBJECT_LEN, subject_key};
 use verdict_domain::validation::is_valid_key;
 use verdict_domain::{Experiment, KeyScope, NewEvent, Scope};
@@ -17,6 +18,7 @@ use super::now;
 use crate::auth::{Caller, ScopeParams};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::{ErrorBody, EventsRequest};
 use crate::startup::AppState;
 
 /// Longest client event id.
@@ -25,7 +27,7 @@ pub const MAX_EVENT_ID_LEN: usize = 128;
 pub const MAX_META_BYTES: usize = 4096;
 
 /// One event as a client sends it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventInput {
     /// Idempotency key; without it the event cannot be deduplicated.
@@ -46,7 +48,7 @@ pub struct EventInput {
     pub meta: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Accepted,
@@ -54,7 +56,7 @@ pub enum ItemStatus {
     Rejected,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ItemResult {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +68,7 @@ pub struct ItemResult {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
@@ -330,6 +332,36 @@ async fn handle(
 }
 
 /// `POST /v1/events`
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    summary = "Ingest events",
+    description = "Requires the `client` scope (an admin key also passes). One event or a batch; each event names its `experiment` (key or id). Items \
+        succeed or fail one by one; only a store error fails the whole batch (then nothing \
+        was stored). Idempotent per `event_id`.",
+    security(("bearer" = [])),
+    params(ScopeParams),
+    request_body = EventsRequest,
+    responses(
+        (status = 200, description = "Per-item results: each event is `accepted`, `duplicate` \
+            (same `event_id` seen before) or `rejected` (with a `code`).", body = IngestReport),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`, or `batch_too_large` (more than \
+            `ingest.max_batch` events, or more than the per-key burst).", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: neither an event object nor \
+            `{\"events\": [...]}`, or an empty batch.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the key's event rate is exceeded.",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn post_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -340,6 +372,35 @@ pub async fn post_events(
 }
 
 /// `POST /v1/experiments/{key}/events`
+#[utoipa::path(
+    post,
+    path = "/experiments/{key}/events",
+    tag = "events",
+    summary = "Ingest events of one experiment",
+    description = "Requires the `client` scope (an admin key also passes). As `POST /v1/events`, with the experiment taken from the path (an event's \
+        `experiment`, if given, must match it).",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    request_body = EventsRequest,
+    responses(
+        (status = 200, description = "Per-item results: each event is `accepted`, `duplicate` \
+            (same `event_id` seen before) or `rejected` (with a `code`).", body = IngestReport),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`, or `batch_too_large` (more than \
+            `ingest.max_batch` events, or more than the per-key burst).", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: neither an event object nor \
+            `{\"events\": [...]}`, or an empty batch.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the key's event rate is exceeded.",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn post_experiment_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,18 +6,20 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use verdict_domain::experiment::{Provided, VariantInput};
 use verdict_domain::status::Transition;
 use verdict_domain::{
     Experiment, ExperimentInput, KeyScope, Metric, PolicyMode, Problems, Scope, Status, Targeting,
     Winner, WinnerPolicy,
 };
-use verdict_store::{ExperimentFilter, StatusChange, StoreError, WinnerChange};
+use verdict_store::{AuditEntry, ExperimentFilter, StatusChange, StoreError, WinnerChange};
 
 use super::now;
 use crate::auth::{Caller, ScopeParams};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery, PageParams, paginated};
+use crate::openapi::{ErrorBody, ForcedAssignment, Paginated, StatusChangeResult};
 use crate::startup::AppState;
 
 /// Find an experiment by key or id within `scope`, or 404 `experiment_not_found`.
@@ -35,6 +37,33 @@ fn random_salt() -> String {
     hex::encode(b)
 }
 
+#[utoipa::path(
+    post,
+    path = "/experiments",
+    tag = "experiments",
+    operation_id = "create_experiment",
+    summary = "Create an experiment",
+    description = "Requires the `admin` scope. The experiment starts as a `draft` in the caller's environment (admin keys may name \
+        another with `environment` / `organization`). Weights default to an equal split; \
+        every invalid field is reported at once.",
+    security(("bearer" = [])),
+    params(ScopeParams),
+    request_body = ExperimentInput,
+    responses(
+        (status = 201, description = "Created (a draft).", body = Experiment),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`environment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`experiment_exists`: the key is taken in this scope.",
+            body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,6 +127,25 @@ async fn check_audience_exists(state: &AppState, e: &Experiment) -> Result<(), A
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/experiments/{key}",
+    tag = "experiments",
+    operation_id = "get_experiment",
+    summary = "Get an experiment",
+    description = "Requires the `admin` scope.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    responses(
+        (status = 200, description = "The experiment.", body = Experiment),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,16 +156,44 @@ pub async fn get(
     Ok(Json(find(&state, &caller.scope(&params)?, &key).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// List this environment instead of the key's (admin keys only).
     environment: Option<String>,
+    /// List this organization instead of the key's (admin keys only).
     organization: Option<String>,
+    /// Only experiments in this status.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// Page number, from 1 (default 1; give with `page_size`).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20; give with `page`).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/experiments",
+    tag = "experiments",
+    operation_id = "list_experiments",
+    summary = "List experiments",
+    description = "Requires the `admin` scope. Lists the scope's experiments, optionally of one `status`.",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of experiments.", body = Paginated<Experiment>),
+        (status = 400, description = "`invalid_query` (e.g. an unknown status) or \
+            `invalid_pagination`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,7 +227,7 @@ pub async fn list(
 }
 
 /// Fields an update may change; `version` is the one the client read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentPatch {
     pub version: u64,
@@ -178,6 +254,34 @@ fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/experiments/{key}",
+    tag = "experiments",
+    operation_id = "update_experiment",
+    summary = "Update an experiment",
+    description = "Requires the `admin` scope. Optimistic: send the `version` you read; a stale one answers 409 \
+        `version_conflict`. Status and winner change through their own routes; variants \
+        change here only while a draft (then through `PUT …/variants`).",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    request_body = ExperimentPatch,
+    responses(
+        (status = 200, description = "The updated experiment (its `version` incremented).",
+            body = Experiment),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`version_conflict`, `experiment_running` (variants of a \
+            started experiment) or `experiment_exists`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,7 +376,7 @@ async fn save(state: &AppState, next: Experiment, actor: &str) -> Result<Experim
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantsUpdate {
     pub version: u64,
@@ -282,6 +386,30 @@ pub struct VariantsUpdate {
 /// `PUT /v1/experiments/{key}/variants`: change variants and weights in any status. Stored
 /// assignments are untouched (sticky); only new subjects see the new split. Variants that
 /// subjects may already hold cannot be removed once the experiment has started.
+#[utoipa::path(
+    put,
+    path = "/experiments/{key}/variants",
+    tag = "experiments",
+    summary = "Replace variants and weights",
+    description = "Requires the `admin` scope. Works in any status. Stored assignments are untouched (sticky): only new \
+        subjects see the new split. Once started, no variant may be removed.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    request_body = VariantsUpdate,
+    responses(
+        (status = 200, description = "The updated experiment.", body = Experiment),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`version_conflict`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn put_variants(
     State(state): State<AppState>,
     caller: Caller,
@@ -316,12 +444,40 @@ pub async fn put_variants(
     save(&state, next, &caller.actor()).await.map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
+    /// The status to move to.
+    #[schema(value_type = Status)]
     pub status: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/experiments/{key}/status",
+    tag = "experiments",
+    summary = "Change an experiment's status",
+    description = "Requires the `admin` scope. `draft → running ⇄ paused → completed`, any → `archived`. Idempotent: \
+        already there answers `changed: false`.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "Changed, or already in that status.",
+            body = StatusChangeResult),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`invalid_transition` (`details` lists the allowed \
+            statuses) or `version_conflict`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` (e.g. an unknown status).", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn set_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -346,6 +502,27 @@ pub async fn set_status(
         .map(Json)
 }
 
+#[utoipa::path(
+    post,
+    path = "/experiments/{key}/activate",
+    tag = "experiments",
+    summary = "Activate an experiment",
+    description = "Requires the `admin` scope. Shorthand for setting the status to `running`; idempotent. Any body is ignored.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    responses(
+        (status = 200, description = "Running now, or already running.",
+            body = StatusChangeResult),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`invalid_transition` or `version_conflict`.",
+            body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn activate(
     State(state): State<AppState>,
     caller: Caller,
@@ -400,7 +577,7 @@ pub async fn transition(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WinnerOverride {
     pub variant: String,
@@ -416,6 +593,28 @@ fn yes() -> bool {
 }
 
 /// `POST /v1/experiments/{key}/winner`: declare a winner by hand (audited).
+#[utoipa::path(
+    post,
+    path = "/experiments/{key}/winner",
+    tag = "experiments",
+    summary = "Declare a winner by hand",
+    description = "Requires the `admin` scope. Audited; by default also completes a running or paused experiment.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    request_body = WinnerOverride,
+    responses(
+        (status = 200, description = "The experiment with its winner.", body = Experiment),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `variant_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn override_winner(
     State(state): State<AppState>,
     caller: Caller,
@@ -441,17 +640,42 @@ pub async fn override_winner(
         },
         complete: body.complete,
         actor: caller.actor(),
+        expected_version: None,
     };
     Ok(Json(state.store.set_winner(&change).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForcedVariant {
     pub variant: String,
 }
 
 /// `PUT /v1/experiments/{key}/forced/{subject}`: always serve `variant` to this subject.
+#[utoipa::path(
+    put,
+    path = "/experiments/{key}/forced/{subject}",
+    tag = "experiments",
+    summary = "Force a subject's variant",
+    description = "Requires the `admin` scope. A QA override: the subject always sees `variant`, whatever the split.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."),
+        ("subject" = String, Path, description = "The subject id."),
+        ScopeParams),
+    request_body = ForcedVariant,
+    responses(
+        (status = 200, description = "The override.", body = ForcedAssignment),
+        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
+        (status = 422, description = "`invalid_body` or `variant_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn put_forced(
     State(state): State<AppState>,
     caller: Caller,
@@ -477,6 +701,26 @@ pub async fn put_forced(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/experiments/{key}/forced/{subject}",
+    tag = "experiments",
+    summary = "Remove a forced variant",
+    description = "Requires the `admin` scope. The subject goes back to normal assignment.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."),
+        ("subject" = String, Path, description = "The subject id."),
+        ScopeParams),
+    responses(
+        (status = 204, description = "Removed (or there was none)."),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn delete_forced(
     State(state): State<AppState>,
     caller: Caller,
@@ -493,15 +737,40 @@ pub async fn delete_forced(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    /// Act in this environment instead of the key's (admin keys only).
     environment: Option<String>,
+    /// Act in this organization instead of the key's (admin keys only).
     organization: Option<String>,
+    /// Page number, from 1 (default 1; give with `page_size`).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20; give with `page`).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/experiments/{key}/audit",
+    tag = "experiments",
+    summary = "An experiment's audit log",
+    description = "Requires the `admin` scope. Every change to the experiment, with who made it and when.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), AuditParams),
+    responses(
+        (status = 200, description = "A page of audit entries.", body = Paginated<AuditEntry>),
+        (status = 400, description = "`invalid_query` or `invalid_pagination`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,

@@ -8,19 +8,21 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use verdict_domain::{Experiment, KeyScope, Status};
 use verdict_store::{TimeRange, VariantCounts};
 
 use crate::auth::{Caller, ScopeParams};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::openapi::{ErrorBody, ResultsView};
 use crate::routes::experiments::find;
 use crate::startup::AppState;
 
 /// The event counted as an exposure when an experiment names no `exposure_event`.
 pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct WinnerSnapshot {
     pub experiment: String,
     pub experiment_id: String,
@@ -58,6 +60,25 @@ impl WinnerSnapshot {
 }
 
 /// `GET /v1/experiments/{key}/winner`
+#[utoipa::path(
+    get,
+    path = "/experiments/{key}/winner",
+    tag = "results",
+    summary = "Winner snapshot",
+    description = "Requires the `client` scope (an admin key also passes). The decided winner (if any), how it was decided and the policy behind it.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    responses(
+        (status = 200, description = "The snapshot.", body = WinnerSnapshot),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn winner(
     State(state): State<AppState>,
     caller: Caller,
@@ -69,19 +90,25 @@ pub async fn winner(
     Ok(Json(WinnerSnapshot::of(&e)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsParams {
+    /// The metric event to count (default: the primary metric's).
     metric: Option<String>,
+    /// Count events at or after this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     from: Option<OffsetDateTime>,
+    /// Count events before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     to: Option<OffsetDateTime>,
+    /// Act in this environment instead of the key's (admin keys only).
     environment: Option<String>,
+    /// Act in this organization instead of the key's (admin keys only).
     organization: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct VariantResult {
     pub variant: String,
     pub control: bool,
@@ -157,6 +184,26 @@ pub async fn compute(
 }
 
 /// `GET /v1/experiments/{key}/results?metric=…&from=…&to=…`
+#[utoipa::path(
+    get,
+    path = "/experiments/{key}/results",
+    tag = "results",
+    summary = "Per-variant results",
+    description = "Requires the `client` scope (an admin key also passes). Subject-level figures of one metric event (the primary metric by default) \
+        over an optional time range.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
+    responses(
+        (status = 200, description = "Per-variant figures.", body = ResultsView),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
+            environment or organization without being an admin key.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
 pub async fn results(
     State(state): State<AppState>,
     caller: Caller,

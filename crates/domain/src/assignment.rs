@@ -59,6 +59,7 @@ pub fn subject_key(experiment: &Experiment, subject: &str) -> String {
 
 /// Why a subject got the variant it got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// In the experiment: a new or stored (sticky) assignment.

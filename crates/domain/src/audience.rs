@@ -9,6 +9,7 @@ use crate::targeting::Targeting;
 use crate::validation::{Problems, check_key};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Audience {
     pub environment: String,
     pub key: String,

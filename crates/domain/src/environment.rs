@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use crate::validation::{MAX_KEY_LEN, Problems, check_key};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Environment {
     pub key: String,
     pub name: String,

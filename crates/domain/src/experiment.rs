@@ -24,6 +24,7 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_DESCRIPTION_LEN: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Variant {
     pub key: String,
     pub name: String,
@@ -36,6 +37,7 @@ pub struct Variant {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     /// Did the subject convert (at least one event)?
@@ -50,6 +52,7 @@ pub enum MetricKind {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
     #[default]
@@ -58,6 +61,7 @@ pub enum Objective {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Metric {
     /// The event key whose events feed this metric.
@@ -84,6 +88,7 @@ impl Metric {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyMode {
     /// Decisions only by an explicit override.
@@ -94,6 +99,7 @@ pub enum PolicyMode {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StatMethod {
     SimpleRate,
@@ -103,6 +109,7 @@ pub enum StatMethod {
 
 /// When and how a winner is decided. Defaults follow SPEC §2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct WinnerPolicy {
     pub mode: PolicyMode,
@@ -189,6 +196,7 @@ impl WinnerPolicy {
 
 /// How subjects are assigned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignmentSettings {
     /// The randomization unit's name (the attribute that identifies a subject).
     pub unit: String,
@@ -202,6 +210,7 @@ pub struct AssignmentSettings {
 
 /// A decided winner and the numbers behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Winner {
     pub variant: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -214,6 +223,7 @@ pub struct Winner {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Experiment {
     /// Stable id, accepted wherever a key is.
     pub id: String,
@@ -364,6 +374,7 @@ fn check_variants(p: &mut Problems, variants: &[Variant]) {
 /// A variant as sent by an experimenter; weights may be omitted on all variants for an
 /// equal split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VariantInput {
     pub key: String,
@@ -378,6 +389,7 @@ pub struct VariantInput {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentInput {
     #[serde(default)]
@@ -392,6 +404,7 @@ pub struct AssignmentInput {
 
 /// What an experimenter sends to create an experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentInput {
     pub key: String,

@@ -11,6 +11,7 @@ use crate::validation::{Problems, check_key};
 pub const DEFAULT_ENVIRONMENT: &str = "production";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Scope {
     pub environment: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ use crate::validation::Problems;
 pub type Attributes = Map<String, Value>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Operator {
     #[serde(rename = "eq")]
     Eq,
@@ -38,6 +39,7 @@ pub enum Operator {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub attribute: String,
@@ -49,6 +51,7 @@ pub struct Condition {
 
 /// All conditions must hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub conditions: Vec<Condition>,
@@ -199,6 +202,41 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         _ => None,
+    }
+}
+
+/// `Targeting` is `#[serde(transparent)]`: its schema is the array of rules, not an object.
+#[cfg(feature = "openapi")]
+mod schema {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::schema::{ArrayBuilder, Schema};
+    use utoipa::openapi::{Ref, RefOr};
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::{Rule, Targeting};
+
+    impl PartialSchema for Targeting {
+        fn schema() -> RefOr<Schema> {
+            ArrayBuilder::new()
+                .items(Ref::from_schema_name(Rule::name()))
+                .description(Some(
+                    "Rules, OR-ed: a subject matches when any rule matches (an empty list \
+                     matches everyone). A rule matches when all its conditions hold.",
+                ))
+                .into()
+        }
+    }
+
+    impl ToSchema for Targeting {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("Targeting")
+        }
+
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            schemas.push((Rule::name().into_owned(), Rule::schema()));
+            <Rule as ToSchema>::schemas(schemas);
+        }
     }
 }
 

@@ -83,6 +83,7 @@ pub struct StatusChange {
 
 /// An entry of an experiment's audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: u64,
     pub experiment_id: String,
@@ -113,6 +114,10 @@ pub struct WinnerChange {
     /// Also move a running or paused experiment to `completed`.
     pub complete: bool,
     pub actor: String,
+    /// Apply only if the stored version still is this one ([`crate::StoreError::VersionConflict`]
+    /// otherwise): an automatic decision must not overwrite a change made since it read the
+    /// experiment (a manual override, a pause).
+    pub expected_version: Option<u64>,
 }
 
 /// The result of [`crate::Store::delete_audience`].
