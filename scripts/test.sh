@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README and of CI: formatting, lints, then every test of the
-# workspace. Runs on a fresh machine with only the Rust toolchain installed.
+# workspace against real services. Runs on a fresh machine with only the Rust toolchain
+# installed: it installs what the tests need (see scripts/test-services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Real services the tests talk to: the MongoDB wire-protocol test server (installed once,
+# started on a free port, stopped on exit) unless VERDICT_TEST_MONGODB_URI names one.
+source scripts/test-services.sh
 
 echo "==> cargo test"
 cargo test --workspace --locked

@@ -804,7 +804,22 @@ pub async fn a_winner_is_recorded_with_completion_and_audit(store: DynStore) {
         winner: winner.clone(),
         complete: true,
         actor: "bob".into(),
+        expected_version: None,
     };
+    let stale = crate::model::WinnerChange {
+        expected_version: Some(1),
+        ..change.clone()
+    };
+    assert!(
+        matches!(
+            store.set_winner(&stale).await,
+            Err(StoreError::VersionConflict {
+                expected: 1,
+                actual: 2
+            })
+        ),
+        "an automatic decision on a stale read must not apply"
+    );
     let e = store.set_winner(&change).await.unwrap();
     assert_eq!(e.status, Status::Completed);
     assert_eq!(e.winner.as_ref(), Some(&winner));

@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod model;
+pub mod mongo;
 pub mod rollup;
 pub mod sqlite;
 
@@ -36,6 +37,7 @@ pub use model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
     SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
+pub use mongo::MongoStore;
 pub use rollup::{Bucket, Granularity, RollupReport};
 pub use sqlite::SqliteStore;
 

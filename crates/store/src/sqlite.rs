@@ -684,6 +684,14 @@ impl Store for SqliteStore {
             let tx = begin(c)?;
             let mut e =
                 load_experiment_by_id(&tx, &ch.experiment_id)?.ok_or(StoreError::NotFound)?;
+            if let Some(expected) = ch.expected_version
+                && expected != e.version
+            {
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    actual: e.version,
+                });
+            }
             let at = ch.winner.decided_at;
             let previous = e.winner.as_ref().map(|w| w.variant.clone());
             let from = e.status;
