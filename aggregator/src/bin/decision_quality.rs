@@ -1,0 +1,88 @@
+//! Decision-quality simulation of the winner policy: false-winner rate under A/A, and how often
+//! a real difference is found, with and without the peeking guard.
+//!
+//! ```text
+//! cargo run --release -p verdict-aggregator --bin decision_quality -- --runs 1000 --seed 1
+//! cargo run --release -p verdict-aggregator --bin decision_quality -- --write README.md
+//! ```
+//!
+//! Prints a markdown table (see `verdict_aggregator::policy::simulate` for the set-up) and the
+//! issue's targets for the guarded policies. `--write FILE` replaces the section between
+//! `<!-- decision-quality:begin -->` and `<!-- decision-quality:end -->` in FILE (appending one
+//! when absent); `--check` exits with status 1 when a target is missed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use verdict_aggregator::policy::simulate::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure false-winner rate and power of the winner policy by simulation")]
+struct Args {
+    /// Simulated experiments per scenario.
+    #[arg(long, default_value_t = 1000)]
+    runs: u32,
+    /// Seed of the ChaCha8 generator (same seed, same table).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Subjects per arm between two looks.
+    #[arg(long, default_value_t = 500)]
+    subjects_per_look: u64,
+    /// Number of looks.
+    #[arg(long, default_value_t = 40)]
+    looks: u32,
+    /// Replace the marked decision-quality section of this file with the table.
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// Exit with status 1 when a target is missed.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let config = Config {
+        runs: args.runs,
+        seed: args.seed,
+        subjects_per_look: args.subjects_per_look,
+        looks: args.looks,
+    };
+    let started = Instant::now();
+    let tallies = simulate::run(
+        &config,
+        &simulate::standard_scenarios(),
+        &simulate::standard_policies(),
+    )?;
+    let elapsed = started.elapsed();
+    let table = simulate::markdown_table(&config, &tallies);
+    println!("{table}");
+
+    let checks = simulate::check_targets(&tallies);
+    let mut all_met = true;
+    println!("Targets (guarded policies):");
+    for c in &checks {
+        all_met &= c.met;
+        let mark = if c.met { "met" } else { "MISSED" };
+        println!("- {}: {:.1}% — {mark}", c.description, 100.0 * c.value);
+    }
+    println!("\n(simulated in {:.1} s)", elapsed.as_secs_f64());
+
+    if let Some(path) = args.write {
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let updated = simulate::replace_section(&existing, &table);
+        std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote the decision-quality section of {}", path.display());
+    }
+    Ok(if args.check && !all_met {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

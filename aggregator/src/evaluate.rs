@@ -1,0 +1,178 @@
+//! The evaluation job: apply each running experiment's winner policy to its rolled-up
+//! figures, and record a decision when the policy reaches one.
+//!
+//! The decision itself is [`crate::policy::evaluate`] (pure). This job reads the figures
+//! (`Store::rolled_up_counts`: subjects and converted subjects per variant for the primary
+//! metric), carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
+//! writes a winner with `Store::set_winner` conditioned on the version it read, so a decision
+//! can never overwrite a change made meanwhile (a manual override, a pause).
+
+use std::time::Instant;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use verdict_domain::{Experiment, PolicyMode, Status, Winner};
+use verdict_store::{DynStore, ExperimentFilter, PageRequest, StoreError, WinnerChange};
+
+use crate::policy::{self, ArmFigures, EvaluationInput, GuardState};
+
+/// Who decisions are attributed to in the audit log.
+pub const ACTOR: &str = "evaluator";
+
+/// One experiment's outcome in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentOutcome {
+    pub experiment: String,
+    pub experiment_id: String,
+    pub environment: String,
+    /// `winner`, `no_decision`, `skipped` (changed meanwhile) or `error`.
+    pub outcome: &'static str,
+    pub winner: Option<String>,
+    /// Every reason a decision was not reached (blocker codes).
+    pub blockers: Vec<&'static str>,
+    pub srm_flagged: bool,
+    pub srm_p_value: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// What one evaluation run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EvaluateReport {
+    pub evaluated: u64,
+    pub decisions: u64,
+    pub srm_flags: u64,
+    pub outcomes: Vec<ExperimentOutcome>,
+    pub duration_ms: f64,
+}
+
+/// Evaluate every running experiment (all environments and organizations).
+pub async fn evaluate(store: &DynStore, now: OffsetDateTime) -> Result<EvaluateReport, StoreError> {
+    let started = Instant::now();
+    let mut report = EvaluateReport::default();
+    for experiment in running(store).await? {
+        let outcome = evaluate_one(store, &experiment, now).await?;
+        report.evaluated += 1;
+        report.decisions += u64::from(outcome.outcome == "winner");
+        report.srm_flags += u64::from(outcome.srm_flagged);
+        report.outcomes.push(outcome);
+    }
+    report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(report)
+}
+
+async fn running(store: &DynStore) -> Result<Vec<Experiment>, StoreError> {
+    let filter = ExperimentFilter {
+        status: Some(Status::Running),
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    let mut page = PageRequest {
+        page: 1,
+        page_size: 100,
+    };
+    loop {
+        let found = store.list_experiments(&filter, page).await?;
+        let done = found.items.len() < 100;
+        all.extend(found.items);
+        if done {
+            return Ok(all);
+        }
+        page.page += 1;
+    }
+}
+
+/// Evaluate one experiment and, on a decision, record it.
+pub async fn evaluate_one(
+    store: &DynStore,
+    e: &Experiment,
+    now: OffsetDateTime,
+) -> Result<ExperimentOutcome, StoreError> {
+    let mut outcome = ExperimentOutcome {
+        experiment: e.key.clone(),
+        experiment_id: e.id.clone(),
+        environment: e.scope.environment.clone(),
+        outcome: "no_decision",
+        winner: None,
+        blockers: Vec::new(),
+        srm_flagged: false,
+        srm_p_value: None,
+        error: None,
+    };
+    let counts = store
+        .rolled_up_counts(&e.id, &e.primary_metric.event)
+        .await?;
+    let arms: Vec<ArmFigures> = e
+        .variants
+        .iter()
+        .map(|v| {
+            let c = counts.iter().find(|c| c.variant == v.key);
+            ArmFigures {
+                variant: v.key.clone(),
+                weight: v.weight,
+                subjects: c.map_or(0, |c| c.subjects),
+                conversions: c.map_or(0, |c| c.converted_subjects),
+            }
+        })
+        .collect();
+    let guard: GuardState = match store.get_evaluation_state(&e.id).await? {
+        Some(v) => serde_json::from_value(v).unwrap_or_else(|err| {
+            tracing::warn!(experiment = %e.key, error = %err, "unreadable evaluation state; starting afresh");
+            GuardState::default()
+        }),
+        None => GuardState::default(),
+    };
+    let input = EvaluationInput {
+        policy: &e.policy,
+        objective: e.decision_objective(),
+        arms: &arms,
+        control: e.control_index(),
+        elapsed: now - e.started_at.unwrap_or(now),
+        guard: &guard,
+    };
+    let evaluation = match policy::evaluate(&input) {
+        Ok(ev) => ev,
+        Err(err) => {
+            outcome.outcome = "error";
+            outcome.error = Some(err.to_string());
+            return Ok(outcome);
+        }
+    };
+    outcome.srm_flagged = evaluation.srm.flagged;
+    outcome.srm_p_value = Some(evaluation.srm.p_value);
+    outcome.blockers = evaluation
+        .verdict
+        .blockers()
+        .iter()
+        .map(|b| b.code())
+        .collect();
+    let state = serde_json::to_value(&evaluation.guard_state)
+        .map_err(|err| StoreError::internal("encoding evaluation state", err))?;
+    store.put_evaluation_state(&e.id, &state).await?;
+    let Some(variant) = evaluation.verdict.winner().map(str::to_owned) else {
+        return Ok(outcome);
+    };
+    let details = serde_json::to_value(&evaluation)
+        .map_err(|err| StoreError::internal("encoding the evaluation", err))?;
+    let change = WinnerChange {
+        experiment_id: e.id.clone(),
+        winner: Winner {
+            variant: variant.clone(),
+            decided_at: now,
+            source: PolicyMode::Automatic,
+            details,
+        },
+        complete: true,
+        actor: ACTOR.to_owned(),
+        expected_version: Some(e.version),
+    };
+    match store.set_winner(&change).await {
+        Ok(_) => {
+            tracing::info!(experiment = %e.key, winner = %variant, "winner decided");
+            outcome.outcome = "winner";
+            outcome.winner = Some(variant);
+        }
+        Err(StoreError::VersionConflict { .. }) => outcome.outcome = "skipped",
+        Err(err) => return Err(err),
+    }
+    Ok(outcome)
+}
