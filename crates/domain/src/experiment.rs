@@ -318,6 +318,36 @@ impl Experiment {
         self.variants.iter().map(|v| v.weight).collect()
     }
 
+    /// Apply a status change decided by [`Status::transition_to`]: stamps `started_at` on
+    /// the first start, `completed_at` on completion, and bumps the version. Stores call this
+    /// inside their compare-and-set so every adapter records a transition the same way.
+    pub fn apply_status(&mut self, to: Status, at: OffsetDateTime) {
+        self.status = to;
+        self.updated_at = at;
+        self.version += 1;
+        if to == Status::Running && self.started_at.is_none() {
+            self.started_at = Some(at);
+        }
+        if to == Status::Completed {
+            self.completed_at = Some(at);
+        }
+    }
+
+    /// Record `winner`; with `complete`, a running or paused experiment also completes.
+    /// Returns the status before, so callers can audit a status change. Bumps the version.
+    pub fn apply_winner(&mut self, winner: Winner, complete: bool) -> Status {
+        let before = self.status;
+        let at = winner.decided_at;
+        self.winner = Some(winner);
+        self.updated_at = at;
+        self.version += 1;
+        if complete && matches!(self.status, Status::Running | Status::Paused) {
+            self.status = Status::Completed;
+            self.completed_at = Some(at);
+        }
+        before
+    }
+
     /// The objective decisions follow: the policy's, else the primary metric's.
     pub fn decision_objective(&self) -> Objective {
         self.policy

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use verdict_domain::{
-    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope, Status,
+    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope,
 };
 
 use crate::error::StoreError;
@@ -654,15 +654,7 @@ impl Store for SqliteStore {
             if e.status != ch.from {
                 return Ok(None);
             }
-            e.status = ch.to;
-            e.updated_at = ch.at;
-            e.version += 1;
-            if ch.to == Status::Running && e.started_at.is_none() {
-                e.started_at = Some(ch.at);
-            }
-            if ch.to == Status::Completed {
-                e.completed_at = Some(ch.at);
-            }
+            e.apply_status(ch.to, ch.at);
             save_experiment(&tx, &e)?;
             audit(
                 &tx,
@@ -694,14 +686,7 @@ impl Store for SqliteStore {
             }
             let at = ch.winner.decided_at;
             let previous = e.winner.as_ref().map(|w| w.variant.clone());
-            let from = e.status;
-            e.winner = Some(ch.winner.clone());
-            e.updated_at = at;
-            e.version += 1;
-            if ch.complete && matches!(e.status, Status::Running | Status::Paused) {
-                e.status = Status::Completed;
-                e.completed_at = Some(at);
-            }
+            let from = e.apply_winner(ch.winner.clone(), ch.complete);
             save_experiment(&tx, &e)?;
             audit(
                 &tx,
