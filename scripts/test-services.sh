@@ -7,6 +7,11 @@
 # GPL-2.0, run as a separate process only, never linked into Verdict) is installed if
 # missing, started on a free port with a temporary storage directory, and stopped (and its
 # directory removed) when the sourcing shell exits.
+#
+# Redis: `redis-server` is installed (apt) if missing in every case, because the cache's
+# kill test starts and kills its own server. If VERDICT_TEST_REDIS_URL is set it is used as
+# is; else a Redis already answering PING on 127.0.0.1:6379 is used; else a redis-server
+# without persistence is started on a free port and stopped when the sourcing shell exits.
 
 verdict_test_services_main() {
     if [[ -n "${VERDICT_TEST_MONGODB_URI:-}" ]]; then
@@ -60,7 +65,80 @@ verdict_test_services_main() {
     return 1
 }
 
+# True when host:port answers PING with PONG (redis-cli if present, else bash's /dev/tcp).
+verdict_redis_answers() {
+    local host="$1" port="$2"
+    if command -v redis-cli >/dev/null 2>&1; then
+        [[ "$(timeout 2 redis-cli -h "$host" -p "$port" ping 2>/dev/null)" == "PONG" ]]
+        return
+    fi
+    (
+        exec 3<>"/dev/tcp/$host/$port" || exit 1
+        printf 'PING\r\n' >&3
+        IFS= read -r -t 2 reply <&3 || exit 1
+        [[ "$reply" == $'+PONG\r' ]]
+    ) 2>/dev/null
+}
+
+verdict_test_redis_main() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "==> installing redis-server (the cache tests start and kill their own)"
+        local sudo=""
+        [[ "$(id -u)" != 0 ]] && sudo="sudo"
+        $sudo apt-get update && $sudo apt-get install -y redis-server || return 1
+    fi
+
+    if [[ -n "${VERDICT_TEST_REDIS_URL:-}" ]]; then
+        echo "==> Redis for tests: using VERDICT_TEST_REDIS_URL"
+        return 0
+    fi
+    if verdict_redis_answers 127.0.0.1 6379; then
+        export VERDICT_TEST_REDIS_URL="redis://127.0.0.1:6379"
+        echo "==> Redis for tests: the one answering on 127.0.0.1:6379"
+        return 0
+    fi
+
+    local port
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null)" || port=""
+    if [[ -z "$port" ]]; then
+        port=$(( 20000 + RANDOM % 20000 ))
+    fi
+    VERDICT_TEST_REDIS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/verdict-redis.XXXXXX")"
+    trap verdict_test_services_stop EXIT
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize yes --pidfile "$VERDICT_TEST_REDIS_DIR/redis.pid" \
+        --dir "$VERDICT_TEST_REDIS_DIR" --logfile "$VERDICT_TEST_REDIS_DIR/redis.log" || return 1
+
+    local i
+    for i in $(seq 1 100); do
+        if verdict_redis_answers 127.0.0.1 "$port"; then
+            export VERDICT_TEST_REDIS_URL="redis://127.0.0.1:$port"
+            echo "==> Redis test server on port $port (pid $(cat "$VERDICT_TEST_REDIS_DIR/redis.pid" 2>/dev/null))"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "redis-server did not answer PING on port $port within 10 s; its log:" >&2
+    cat "$VERDICT_TEST_REDIS_DIR/redis.log" >&2 2>/dev/null || true
+    return 1
+}
+
 verdict_test_services_stop() {
+    if [[ -n "${VERDICT_TEST_REDIS_DIR:-}" ]]; then
+        if [[ -s "$VERDICT_TEST_REDIS_DIR/redis.pid" ]]; then
+            # Daemonized, so not our child: no `wait`; give it 5 s, then SIGKILL.
+            local redis_pid i
+            redis_pid="$(cat "$VERDICT_TEST_REDIS_DIR/redis.pid")"
+            kill "$redis_pid" 2>/dev/null || true
+            for i in $(seq 1 50); do
+                kill -0 "$redis_pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -9 "$redis_pid" 2>/dev/null || true
+        fi
+        rm -rf "$VERDICT_TEST_REDIS_DIR"
+        VERDICT_TEST_REDIS_DIR=""
+    fi
     if [[ -n "${VERDICT_TEST_MONGODB_PID:-}" ]]; then
         kill "$VERDICT_TEST_MONGODB_PID" 2>/dev/null || true
         wait "$VERDICT_TEST_MONGODB_PID" 2>/dev/null || true
@@ -73,3 +151,4 @@ verdict_test_services_stop() {
 }
 
 verdict_test_services_main || { echo "test services failed to start" >&2; return 1 2>/dev/null || exit 1; }
+verdict_test_redis_main || { echo "Redis for tests failed to start" >&2; return 1 2>/dev/null || exit 1; }
