@@ -20,6 +20,8 @@
 //! - [`audience`]: reusable rule sets per environment.
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
 //! - [`event`]: raw events as sent and as stored.
+//! - [`outbox`]: the webhook messages a state change causes (written with the change).
+//! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
 //! - [`api_key`]: API keys, their scopes and what each scope allows.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
@@ -31,7 +33,9 @@ pub mod environment;
 pub mod event;
 pub mod experiment;
 pub mod hashing;
+pub mod outbox;
 pub mod scope;
+pub mod snapshot;
 pub mod status;
 pub mod targeting;
 pub mod validation;
@@ -45,7 +49,9 @@ pub use experiment::{
     Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, StatMethod, Variant,
     Winner, WinnerPolicy,
 };
+pub use outbox::{EventType, OutboxMessage};
 pub use scope::Scope;
+pub use snapshot::WinnerSnapshot;
 pub use status::{Status, TransitionError};
 pub use targeting::{Condition, Operator, Rule, Targeting};
 pub use validation::{Problem, Problems};

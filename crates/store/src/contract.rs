@@ -7,13 +7,13 @@
 use std::any::Any;
 use std::collections::HashSet;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use verdict_domain::experiment::Provided;
 use verdict_domain::{Assignment, Experiment, ExperimentInput, NewEvent, Scope, Status};
 
-use crate::model::{AppendOutcome, ExperimentFilter, PageRequest, StatusChange};
+use crate::model::{AppendOutcome, ExperimentFilter, Page, PageRequest, StatusChange};
 use crate::{DynStore, StoreError};
 
 /// A store for one test and whatever keeps its backing database alive (a temp dir, a
@@ -58,6 +58,7 @@ macro_rules! store_contract_suite {
             rollup_matches_raw_counts_and_running_it_again_changes_nothing,
             rollup_in_small_steps_equals_one_step_and_folds_late_events,
             evaluation_state_round_trips,
+            changes_write_their_outbox_messages_exactly_once,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -432,6 +433,8 @@ pub async fn fifty_concurrent_activations_produce_exactly_one_transition(store: 
         }
     }
     assert_eq!(applied, 1);
+    let outbox = store.list_outbox(PageRequest::DEFAULT).await.unwrap();
+    assert_eq!(outbox.total, 1, "one transition, one message");
     let e = store
         .get_experiment(&Scope::default(), "e1")
         .await
@@ -600,6 +603,8 @@ pub async fn events_are_scanned_in_ingestion_order_from_a_watermark(store: DynSt
     let watermark = first.last().unwrap().seq;
     let rest = store.scan_events(watermark, 1000).await.unwrap();
     assert_eq!(rest.len(), 70);
+    // "No limit" is a limit too: usize::MAX must not wrap to a negative driver limit.
+    assert_eq!(store.scan_events(0, usize::MAX).await.unwrap().len(), 100);
     assert!(rest.iter().all(|r| r.seq > watermark));
     let ids: Vec<_> = first
         .iter()
@@ -1183,4 +1188,93 @@ pub async fn evaluation_state_round_trips(store: DynStore) {
         Some(json!({"max_log_lambda": 2.5}))
     );
     assert_eq!(store.get_evaluation_state("e2").await.unwrap(), None);
+}
+
+pub async fn changes_write_their_outbox_messages_exactly_once(store: DynStore) {
+    use verdict_domain::EventType;
+    let types = |page: &Page<verdict_domain::OutboxMessage>| -> Vec<(String, EventType)> {
+        page.items
+            .iter()
+            .map(|m| (m.id.clone(), m.event_type))
+            .collect()
+    };
+    store
+        .create_experiment(&experiment(Scope::default(), "k", "e1"), "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_outbox(PageRequest::DEFAULT).await.unwrap().total,
+        0
+    );
+    let start = StatusChange {
+        experiment_id: "e1".into(),
+        from: Status::Draft,
+        to: Status::Running,
+        at: T0,
+        actor: "test".into(),
+    };
+    store.transition_status(&start).await.unwrap().unwrap();
+    // A compare-and-set that does not apply writes nothing.
+    assert_eq!(store.transition_status(&start).await.unwrap(), None);
+    let winner = |variant: &str, hours: i64| verdict_domain::Winner {
+        variant: variant.into(),
+        decided_at: T0 + time::Duration::hours(hours),
+        source: verdict_domain::PolicyMode::Automatic,
+        details: json!({"p_best": 0.99}),
+    };
+    let decide = crate::model::WinnerChange {
+        experiment_id: "e1".into(),
+        winner: winner("treatment", 1),
+        complete: true,
+        actor: "evaluator".into(),
+        expected_version: Some(2),
+    };
+    store.set_winner(&decide).await.unwrap();
+    // A stale decision is refused and announces nothing.
+    assert!(store.set_winner(&decide).await.is_err());
+    // The same winner again (a manual confirmation) changes no winner: nothing to announce.
+    store
+        .set_winner(&crate::model::WinnerChange {
+            winner: winner("treatment", 2),
+            expected_version: None,
+            ..decide.clone()
+        })
+        .await
+        .unwrap();
+    // A different winner is announced; the experiment stays completed.
+    store
+        .set_winner(&crate::model::WinnerChange {
+            winner: winner("control", 3),
+            expected_version: None,
+            ..decide.clone()
+        })
+        .await
+        .unwrap();
+    let outbox = store.list_outbox(PageRequest::DEFAULT).await.unwrap();
+    assert_eq!(
+        types(&outbox),
+        [
+            ("msg_e1_v2_status".to_owned(), EventType::StatusChanged),
+            ("msg_e1_v3_winner".to_owned(), EventType::WinnerChanged),
+            ("msg_e1_v3_status".to_owned(), EventType::StatusChanged),
+            ("msg_e1_v5_winner".to_owned(), EventType::WinnerChanged),
+        ]
+    );
+    assert_eq!(outbox.total, 4);
+    let decision = &outbox.items[1];
+    assert_eq!(decision.data["winner"], "treatment");
+    assert_eq!(decision.data["previous_winner"], Value::Null);
+    assert_eq!(decision.data["details"]["p_best"], 0.99);
+    assert_eq!(decision.environment, "production");
+    assert_eq!(outbox.items[2].data["status"], "completed");
+    assert_eq!(outbox.items[3].data["previous_winner"], "treatment");
+    let second = store
+        .list_outbox(PageRequest {
+            page: 2,
+            page_size: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.items[0].id, "msg_e1_v5_winner");
 }

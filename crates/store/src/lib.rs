@@ -29,7 +29,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use verdict_domain::{
-    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope,
+    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, OutboxMessage,
+    Scope,
 };
 
 pub use error::StoreError;
@@ -87,6 +88,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The audit log of an experiment, newest first.
     async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>>;
+
+    /// Webhook outbox messages, oldest first. [`Store::transition_status`] and
+    /// [`Store::set_winner`] write the messages a change causes
+    /// ([`verdict_domain::outbox::messages_for_change`]) atomically with the change: a crash
+    /// can neither lose a message of a change that was made nor leave one of a change that
+    /// was not.
+    async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>>;
 
     // ---- assignments -------------------------------------------------------------------
 

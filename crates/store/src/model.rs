@@ -137,7 +137,7 @@ pub struct TimeRange {
 }
 
 /// Subject-level counts of one event for one variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VariantCounts {
     pub variant: String,
     /// Subjects assigned to the variant.

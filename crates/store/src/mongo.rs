@@ -58,8 +58,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use verdict_domain::outbox::messages_for_change;
 use verdict_domain::{
-    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope,
+    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, OutboxMessage,
+    Scope,
 };
 
 use crate::error::StoreError;
@@ -215,9 +217,25 @@ fn counted() -> Document {
 impl MongoStore {
     /// Connect to `uri`, use `database`, and create the indexes (idempotent).
     pub async fn connect(uri: &str, database: &str) -> Result<Self> {
-        let client = Client::with_uri_str(uri)
+        Self::connect_with_timeout(uri, database, None).await
+    }
+
+    /// [`MongoStore::connect`], failing when no server answers within `timeout` (for the
+    /// connection and for server selection; the driver's defaults are 10 s and 30 s).
+    pub async fn connect_with_timeout(
+        uri: &str,
+        database: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Self> {
+        let mut options = mongodb::options::ClientOptions::parse(uri)
             .await
-            .map_err(db_err("connecting to MongoDB"))?;
+            .map_err(db_err("parsing the MongoDB URI"))?;
+        if let Some(t) = timeout {
+            options.connect_timeout = Some(t);
+            options.server_selection_timeout = Some(t);
+        }
+        options.app_name.get_or_insert_with(|| "verdict".to_owned());
+        let client = Client::with_options(options).map_err(db_err("connecting to MongoDB"))?;
         let store = Self {
             db: client.database(database),
         };
@@ -289,6 +307,10 @@ impl MongoStore {
                 "subject_metrics",
                 vec![unique(doc! {"experiment_id": 1, "event": 1, "subject": 1})],
             ),
+            (
+                "outbox",
+                vec![plain(doc! {"created_at": 1, "version": 1, "pos": 1})],
+            ),
         ];
         for (coll, indexes) in specs {
             self.coll(coll)
@@ -302,14 +324,36 @@ impl MongoStore {
     /// Advance the counter `name` by `n` and return its new value (the last one allocated).
     async fn next_seq(&self, name: &str, n: i64) -> Result<i64> {
         let d = self
-            .coll("counters")
-            .find_one_and_update(doc! {"_id": name}, doc! {"$inc": {"seq": n}})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_err("advancing a counter"))?
-            .ok_or_else(|| StoreError::corrupt("counter upsert returned nothing"))?;
+            .upsert_counter(name, doc! {"$inc": {"seq": n}}, "advancing a counter")
+            .await?;
         Ok(get_i64(&d, "seq"))
+    }
+
+    /// `find_one_and_update` with upsert on counter `name`, returning the document after.
+    /// Concurrent upserts of a counter that does not exist yet may lose the race to create
+    /// it (E11000, or no document on some servers): the loser retries, then updates the
+    /// document the winner created.
+    async fn upsert_counter(
+        &self,
+        name: &str,
+        update: impl Into<mongodb::options::UpdateModifications> + Clone,
+        what: &'static str,
+    ) -> Result<Document> {
+        for _ in 0..5 {
+            match self
+                .coll("counters")
+                .find_one_and_update(doc! {"_id": name}, update.clone())
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await
+            {
+                Ok(Some(d)) => return Ok(d),
+                Ok(None) => {}
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(db_err(what)(e)),
+            }
+        }
+        Err(StoreError::corrupt("counter upsert returned nothing"))
     }
 
     /// Allocate `n` event seqs and register them as pending (one atomic update). Returns
@@ -324,13 +368,8 @@ impl MongoStore {
             doc! {"$set": {"seq": {"$add": [seq, n]}}},
         ];
         let d = self
-            .coll("counters")
-            .find_one_and_update(doc! {"_id": "events"}, pipeline)
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_err("allocating event seqs"))?
-            .ok_or_else(|| StoreError::corrupt("seq allocation returned nothing"))?;
+            .upsert_counter("events", pipeline, "allocating event seqs")
+            .await?;
         Ok(get_i64(&d, "seq") - n + 1)
     }
 
@@ -420,13 +459,34 @@ impl MongoStore {
 
     /// Replace the experiment if its stored version is still `expected`; `false` when
     /// another writer changed it first.
-    async fn save_experiment_if(&self, e: &Experiment, expected: u64) -> Result<bool> {
+    ///
+    /// `outbox` messages ride in the same single-document update (field `outbox_pending`),
+    /// so they exist if and only if the change does, without a transaction;
+    /// [`MongoStore::relay_outbox`] then moves them to the `outbox` collection. Their ids are
+    /// stable, so a relay interrupted and repeated never duplicates one.
+    async fn save_experiment_if(
+        &self,
+        e: &Experiment,
+        expected: u64,
+        outbox: &[OutboxMessage],
+    ) -> Result<bool> {
+        let mut update = doc! {"$set": Self::experiment_fields(e)?};
+        if !outbox.is_empty() {
+            let pending = outbox
+                .iter()
+                .enumerate()
+                .map(|(pos, m)| {
+                    let mut d = Self::outbox_doc(m)?;
+                    d.insert("version", e.version as i64);
+                    d.insert("pos", pos as i64);
+                    Ok(d)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            update.insert("$push", doc! {"outbox_pending": {"$each": pending}});
+        }
         let res = self
             .coll("experiments")
-            .update_one(
-                doc! {"_id": &e.id, "version": expected as i64},
-                doc! {"$set": Self::experiment_fields(e)?},
-            )
+            .update_one(doc! {"_id": &e.id, "version": expected as i64}, update)
             .await
             .map_err(|err| {
                 if is_duplicate(&err) {
@@ -440,6 +500,77 @@ impl MongoStore {
                 }
             })?;
         Ok(res.matched_count == 1)
+    }
+
+    fn outbox_doc(m: &OutboxMessage) -> Result<Document> {
+        Ok(doc! {
+            "_id": &m.id,
+            "experiment_id": &m.experiment_id,
+            "created_at": bdate(m.created_at),
+            "doc": encode(m)?,
+        })
+    }
+
+    /// Move the outbox messages waiting in experiment `id`'s document into the `outbox`
+    /// collection: insert (duplicates ignored: an earlier relay got that far), then pull.
+    async fn relay_outbox(&self, id: &str) -> Result<()> {
+        let Some(d) = self
+            .coll("experiments")
+            .find_one(doc! {"_id": id})
+            .projection(doc! {"outbox_pending": 1})
+            .await
+            .map_err(db_err("reading pending outbox messages"))?
+        else {
+            return Ok(());
+        };
+        let pending: Vec<Document> = d
+            .get_array("outbox_pending")
+            .map(|a| a.iter().filter_map(|b| b.as_document().cloned()).collect())
+            .unwrap_or_default();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Bson> = pending
+            .iter()
+            .filter_map(|p| p.get("_id").cloned())
+            .collect();
+        match self
+            .coll("outbox")
+            .insert_many(pending)
+            .ordered(false)
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if is_duplicate(&err) => {}
+            Err(err) => return Err(db_err("writing outbox messages")(err)),
+        }
+        self.coll("experiments")
+            .update_one(
+                doc! {"_id": id},
+                doc! {"$pull": {"outbox_pending": {"_id": {"$in": ids}}}},
+            )
+            .await
+            .map_err(db_err("clearing relayed outbox messages"))?;
+        Ok(())
+    }
+
+    /// Relay every experiment's pending outbox messages (those a crash left behind).
+    async fn relay_all_outbox(&self) -> Result<()> {
+        let docs = collect(
+            self.coll("experiments")
+                .find(doc! {"outbox_pending.0": {"$exists": true}})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(db_err("finding pending outbox messages"))?,
+            "finding pending outbox messages",
+        )
+        .await?;
+        for d in docs {
+            if let Ok(id) = d.get_str("_id") {
+                self.relay_outbox(id).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Insert a keyed JSON record with a creation `order`; Conflict on a unique key.
@@ -678,7 +809,7 @@ impl Store for MongoStore {
             next.completed_at = current.completed_at;
             next.created_at = current.created_at;
             next.version = current.version + 1;
-            if self.save_experiment_if(&next, current.version).await? {
+            if self.save_experiment_if(&next, current.version, &[]).await? {
                 self.audit(
                     &next.id,
                     next.updated_at,
@@ -704,9 +835,12 @@ impl Store for MongoStore {
                 return Ok(None);
             }
             let read_version = e.version;
+            let before = e.clone();
             e.apply_status(ch.to, ch.at);
+            let outbox = messages_for_change(&before, &e, ch.at);
             // Compare-and-set on the version read, hence on the status read.
-            if self.save_experiment_if(&e, read_version).await? {
+            if self.save_experiment_if(&e, read_version, &outbox).await? {
+                self.relay_outbox(&e.id).await?;
                 self.audit(
                     &e.id,
                     ch.at,
@@ -738,10 +872,13 @@ impl Store for MongoStore {
             let read_version = e.version;
             let at = ch.winner.decided_at;
             let previous = e.winner.as_ref().map(|w| w.variant.clone());
+            let before = e.clone();
             let from = e.apply_winner(ch.winner.clone(), ch.complete);
-            if !self.save_experiment_if(&e, read_version).await? {
+            let outbox = messages_for_change(&before, &e, at);
+            if !self.save_experiment_if(&e, read_version, &outbox).await? {
                 continue;
             }
+            self.relay_outbox(&e.id).await?;
             self.audit(
                 &e.id,
                 at,
@@ -762,6 +899,30 @@ impl Store for MongoStore {
             }
             return Ok(e);
         }
+    }
+
+    async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>> {
+        self.relay_all_outbox().await?;
+        let c = self.coll("outbox");
+        let total = c
+            .count_documents(doc! {})
+            .await
+            .map_err(db_err("counting outbox messages"))?;
+        let docs = collect(
+            c.find(doc! {})
+                .sort(doc! {"created_at": 1, "version": 1, "pos": 1})
+                .skip(page.offset())
+                .limit(page.limit() as i64)
+                .await
+                .map_err(db_err("listing outbox messages"))?,
+            "listing outbox messages",
+        )
+        .await?;
+        let items = docs
+            .iter()
+            .map(|d| doc_field(d, "stored outbox message"))
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
     }
 
     async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>> {
@@ -1032,7 +1193,8 @@ impl Store for MongoStore {
             self.coll("events")
                 .find(doc! {"_id": {"$gt": after_seq as i64, "$lte": safe}})
                 .sort(doc! {"_id": 1})
-                .limit(limit as i64)
+                // A negative limit means "one batch" to MongoDB: clamp, never wrap.
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
                 .await
                 .map_err(db_err("scanning events"))?,
             "scanning events",
@@ -1118,7 +1280,7 @@ impl Store for MongoStore {
     /// allocations).
     async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
         let state = self.coll("rollup_state");
-        let max = max_events.max(1) as i64;
+        let max = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
         let (from, to, events) = loop {
             let st = state
                 .find_one(doc! {"_id": "events"})

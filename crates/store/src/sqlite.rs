@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use verdict_domain::{
-    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, Scope,
+    ApiKey, Assignment, Audience, Environment, EventRecord, Experiment, NewEvent, OutboxMessage,
+    Scope,
 };
 
 use crate::error::StoreError;
@@ -132,6 +133,16 @@ CREATE TABLE subject_metrics (
 
 CREATE TABLE rollup_state (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE evaluation_state (experiment_id TEXT PRIMARY KEY, state TEXT NOT NULL);
+"#,
+    r#"
+-- Webhook outbox: written in the transaction of the change that caused each message.
+CREATE TABLE outbox (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    experiment_id TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    doc           TEXT NOT NULL
+);
 "#,
 ];
 
@@ -413,6 +424,24 @@ fn audit(
     Ok(())
 }
 
+/// Write the outbox messages announcing `before` → `after` (inside the change's transaction).
+fn enqueue(
+    tx: &Transaction<'_>,
+    before: &Experiment,
+    after: &Experiment,
+    at: OffsetDateTime,
+) -> Result<()> {
+    for m in verdict_domain::outbox::messages_for_change(before, after, at) {
+        let doc = encode(&m)?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO outbox (id, experiment_id, created_at, doc) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| st.execute(params![m.id, m.experiment_id, to_millis(m.created_at), doc]))
+        .map_err(internal("writing outbox message"))?;
+    }
+    Ok(())
+}
+
 /// Rewrite the stored document and projections of `e` (inside a transaction).
 fn save_experiment(tx: &Transaction<'_>, e: &Experiment) -> Result<()> {
     let res = tx.execute(
@@ -654,8 +683,10 @@ impl Store for SqliteStore {
             if e.status != ch.from {
                 return Ok(None);
             }
+            let before = e.clone();
             e.apply_status(ch.to, ch.at);
             save_experiment(&tx, &e)?;
+            enqueue(&tx, &before, &e, ch.at)?;
             audit(
                 &tx,
                 &e.id,
@@ -686,8 +717,10 @@ impl Store for SqliteStore {
             }
             let at = ch.winner.decided_at;
             let previous = e.winner.as_ref().map(|w| w.variant.clone());
+            let before = e.clone();
             let from = e.apply_winner(ch.winner.clone(), ch.complete);
             save_experiment(&tx, &e)?;
+            enqueue(&tx, &before, &e, at)?;
             audit(
                 &tx,
                 &e.id,
@@ -756,6 +789,33 @@ impl Store for SqliteStore {
                         details: decode(&details, "audit details")?,
                     })
                 })
+                .collect::<Result<_>>()?;
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
+        })
+        .await
+    }
+
+    async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>> {
+        self.read(move |c| {
+            let total: i64 = c
+                .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+                .map_err(internal("counting outbox messages"))?;
+            let mut stmt = c
+                .prepare_cached("SELECT doc FROM outbox ORDER BY seq LIMIT ?1 OFFSET ?2")
+                .map_err(internal("listing outbox messages"))?;
+            let docs = stmt
+                .query_map(params![page.limit() as i64, page.offset() as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(internal("listing outbox messages"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("listing outbox messages"))?;
+            let items = docs
+                .iter()
+                .map(|d| decode(d, "stored outbox message"))
                 .collect::<Result<_>>()?;
             Ok(Page {
                 items,
