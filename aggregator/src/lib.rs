@@ -5,12 +5,14 @@
 //! statistics of their own (that is `verdict-stats`).
 //!
 //! # Layout
+//! - [`analysis`]: pure results statistics of one metric (what `GET …/results` shows).
 //! - [`jobs`]: the aggregation job (drives `Store::rollup` until caught up).
 //! - [`evaluate`]: the evaluation job (figures → policy → recorded decision).
 //! - [`policy`]: pure winner evaluation (SRM gate, guardrails, simple-rate or Bayesian
 //!   Beta rule, mSPRT peeking guard).
 //! - `bin/decision_quality.rs`: the simulation that measures false-winner rate and power.
 
+pub mod analysis;
 pub mod evaluate;
 pub mod jobs;
 pub mod policy;

@@ -462,7 +462,7 @@ pub struct Evaluation {
     pub verdict: Verdict,
 }
 
-fn to_stats_objective(objective: Objective) -> stats::Objective {
+pub(crate) fn to_stats_objective(objective: Objective) -> stats::Objective {
     match objective {
         Objective::Maximize => stats::Objective::Maximize,
         Objective::Minimize => stats::Objective::Minimize,

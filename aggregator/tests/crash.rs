@@ -1,29 +1,44 @@
 //! Aggregation killed mid-run (SIGKILL, a real child process) and run again counts every
-//! event exactly once: the rollups equal the computation from raw events.
+//! event exactly once: the rollups equal the computation from raw events. On SQLite and on
+//! MongoDB (`VERDICT_TEST_MONGODB_URI`, which `scripts/test.sh` provides).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use verdict_domain::{Assignment, NewEvent};
-use verdict_store::{DynStore, SqliteStore, TimeRange};
+use verdict_store::{DynStore, Granularity, MongoStore, SqliteStore, TimeRange};
 
-/// Set in the child process only: the database it aggregates.
-const CHILD_DB: &str = "VERDICT_TEST_AGGREGATE_CHILD_DB";
+/// Set in the child process only: the store it aggregates, `sqlite:<path>` or
+/// `mongodb:<database>` (on `VERDICT_TEST_MONGODB_URI`).
+const CHILD_STORE: &str = "VERDICT_TEST_AGGREGATE_CHILD_STORE";
 const EVENTS: u64 = 20_000;
 
-fn open(path: &std::path::Path) -> DynStore {
-    Arc::new(SqliteStore::open(path, 30_000).expect("open sqlite"))
+async fn open(spec: &str) -> DynStore {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        Arc::new(SqliteStore::open(path, 30_000).expect("open sqlite"))
+    } else if let Some(database) = spec.strip_prefix("mongodb:") {
+        let uri = std::env::var("VERDICT_TEST_MONGODB_URI").expect(
+            "VERDICT_TEST_MONGODB_URI must name a MongoDB server (scripts/test.sh starts one)",
+        );
+        Arc::new(
+            MongoStore::connect(&uri, database)
+                .await
+                .expect("connect to MongoDB"),
+        )
+    } else {
+        panic!("bad store spec {spec}")
+    }
 }
 
 /// The child: aggregates in tiny steps until killed. Not a test on its own.
 #[tokio::test]
-#[ignore = "child process of aggregation_killed_mid_run_and_run_again_counts_every_event_once"]
+#[ignore = "child process of the aggregation crash tests"]
 async fn aggregation_child_process() {
-    let Ok(path) = std::env::var(CHILD_DB) else {
+    let Ok(spec) = std::env::var(CHILD_STORE) else {
         return;
     };
-    let store = open(std::path::Path::new(&path));
+    let store = open(&spec).await;
     verdict_aggregator::jobs::aggregate(&store, 25)
         .await
         .expect("aggregate");
@@ -68,10 +83,24 @@ async fn fill(store: &DynStore) {
 }
 
 #[tokio::test]
-async fn aggregation_killed_mid_run_and_run_again_counts_every_event_once() {
+async fn aggregation_killed_mid_run_and_run_again_counts_every_event_once_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdict.db");
-    let store = open(&path);
+    killed_and_rerun(&format!("sqlite:{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn aggregation_killed_mid_run_and_run_again_counts_every_event_once_on_mongodb() {
+    let database = format!("verdict_crash_{}", uuid::Uuid::new_v4().simple());
+    killed_and_rerun(&format!("mongodb:{database}")).await;
+    if let Ok(uri) = std::env::var("VERDICT_TEST_MONGODB_URI") {
+        let store = MongoStore::connect(&uri, &database).await.unwrap();
+        store.database().drop().await.unwrap();
+    }
+}
+
+async fn killed_and_rerun(spec: &str) {
+    let store = open(spec).await;
     fill(&store).await;
     let last = store
         .scan_events(0, usize::MAX)
@@ -88,7 +117,7 @@ async fn aggregation_killed_mid_run_and_run_again_counts_every_event_once() {
             "--ignored",
             "--nocapture",
         ])
-        .env(CHILD_DB, &path)
+        .env(CHILD_STORE, spec)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -132,6 +161,22 @@ async fn aggregation_killed_mid_run_and_run_again_counts_every_event_once() {
             .unwrap();
         let rolled = store.rolled_up_counts("exp", event).await.unwrap();
         assert_eq!(rolled, raw, "{event}");
+        // Every raw event is in exactly one bucket of each granularity.
+        let events: u64 = raw.iter().map(|c| c.events).sum();
+        for g in [Granularity::Hour, Granularity::Day] {
+            let buckets = store
+                .buckets("exp", event, g, TimeRange::default())
+                .await
+                .unwrap();
+            let counted: u64 = buckets.iter().map(|b| b.count).sum();
+            assert_eq!(counted, events, "{event} {g:?}");
+            let sum: f64 = buckets.iter().map(|b| b.sum).sum();
+            let raw_sum: f64 = raw.iter().map(|c| c.sum).sum();
+            assert!(
+                (sum - raw_sum).abs() < 1e-6,
+                "{event} {g:?}: {sum} vs {raw_sum}"
+            );
+        }
     }
     // And once more: nothing left, nothing changes.
     let again = verdict_aggregator::jobs::aggregate(&store, 1_000)

@@ -20,12 +20,11 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_scalar::Scalar;
-use verdict_domain::{ApiKey, Experiment, Status};
+use verdict_domain::{ApiKey, Experiment};
 
 use crate::error::ErrorCode;
 use crate::routes::assignments::AssignmentView;
 use crate::routes::events::EventInput;
-use crate::routes::results::VariantResult;
 
 /// The document's frame; paths and their schemas are added by the router.
 #[derive(Debug, OpenApi)]
@@ -246,19 +245,6 @@ pub struct ForcedAssignment {
 pub struct SubjectAssignments {
     pub subject_id: String,
     pub assignments: Vec<AssignmentView>,
-}
-
-/// Per-variant results of one metric.
-#[derive(Debug, ToSchema)]
-pub struct ResultsView {
-    /// The experiment key.
-    pub experiment: String,
-    /// The metric event counted (the primary metric's unless `metric` was given).
-    pub metric: String,
-    pub status: Status,
-    /// The decided winner's variant key, if any.
-    pub winner: Option<String>,
-    pub variants: Vec<VariantResult>,
 }
 
 /// One event, or a batch `{"events": [...]}` of up to `ingest.max_batch` events.

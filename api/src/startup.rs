@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
@@ -13,9 +14,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use verdict_config::{ExposeSecret, Settings};
+use verdict_config::{ExposeSecret, Settings, StoreKind};
 use verdict_domain::Environment;
-use verdict_store::{DynStore, StoreError};
+use verdict_store::{DynStore, MongoStore, SqliteStore, StoreError};
 
 use crate::auth::{Bootstrap, KeyCache};
 use crate::error::{ApiError, ErrorCode};
@@ -108,6 +109,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(events::post_events))
         .routes(routes!(events::post_experiment_events))
         .routes(routes!(results::results))
+        .routes(routes!(results::timeseries))
 }
 
 /// Every route the server has, each with its OpenAPI operation. [`router`] serves the router
@@ -147,6 +149,34 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Open the store `settings` select: the SQLite file under the data dir (created on first
+/// use), or the MongoDB database (`mongodb.uri`, `mongodb.database`; indexes created).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
+    match settings.store {
+        StoreKind::Sqlite => {
+            let path = settings.sqlite_path();
+            let store = SqliteStore::open(&path, settings.sqlite.busy_timeout_ms)
+                .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Mongodb => {
+            let store = MongoStore::connect_with_timeout(
+                settings.mongodb.uri.expose_secret(),
+                &settings.mongodb.database,
+                Some(settings.mongodb.connect_timeout()),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to MongoDB (database {})",
+                    settings.mongodb.database
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Make sure the bootstrap environment exists, so a fresh install can create experiments.

@@ -219,8 +219,22 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
             let rate = row["rate"].as_f64().expect("rate");
             assert!((rate - exp.converted.len() as f64 / subjects as f64).abs() < 1e-9);
             assert_eq!(row["control"], variant == "control");
+            let [lo, hi] = [0, 1].map(|i| row["credible_interval"][i].as_f64().expect("interval"));
+            assert!(lo <= rate && rate <= hi, "{variant}: {row}");
         }
+        // The statistics come with the figures: P(best) over the arms sums to 1.
+        let p_best: f64 = results["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["p_best"].as_f64().expect("p_best"))
+            .sum();
+        assert!((p_best - 1.0).abs() < 1e-9, "{results}");
+        assert_eq!(results["source"], "rollups");
+        assert!(results["srm"]["p_value"].is_f64(), "{results}");
     };
+    // Results read the rollups: as of the last aggregation run.
+    app.aggregate().await;
     let (status, results) = app.get("/v1/experiments/checkout/results", &client).await;
     assert_eq!(status, StatusCode::OK, "{results}");
     check_results(results);
@@ -262,6 +276,31 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
         ]
     );
     check_results(app.results("checkout").await);
+
+    // The same events as a daily time series: the day buckets add up to the event counts.
+    let (status, series) = app
+        .get(
+            "/v1/experiments/checkout/timeseries?metric=purchase&granularity=day",
+            &client,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    assert_eq!(series["granularity"], "day");
+    for variant in ["control", "treatment"] {
+        let s = series["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["variant"] == variant)
+            .unwrap_or_else(|| panic!("no series for {variant}: {series}"));
+        let total: u64 = s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, expected[variant].conversions, "{variant}: {series}");
+    }
 }
 
 #[tokio::test]

@@ -51,6 +51,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("POST", "/v1/events"),
     ("POST", "/v1/experiments/{key}/events"),
     ("GET", "/v1/experiments/{key}/results"),
+    ("GET", "/v1/experiments/{key}/timeseries"),
 ];
 
 const METHODS: &[&str] = &[

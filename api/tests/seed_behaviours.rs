@@ -405,6 +405,7 @@ async fn an_experiment_is_reachable_by_its_id_wherever_a_key_is() {
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["accepted"], 1, "{report}");
+    app.aggregate().await;
     let (status, results) = app
         .get(&format!("/v1/experiments/{id}/results"), &client)
         .await;

@@ -1,63 +1,30 @@
-//! Winner snapshot and results.
+//! Winner snapshot, results and time series.
 //!
-//! Until the aggregator exists, results are computed by the store from raw events and
-//! assignments (`Store::variant_counts`), subject-level and attribution-aware.
+//! Results read the rollups the aggregation job maintains (`Store::rolled_up_counts`: per
+//! variant, assigned subjects and subject-level figures of the metric), so their cost does not
+//! grow with raw events, and add the statistics of `verdict_aggregator::analysis`. They are as
+//! fresh as the last aggregation run (`aggregated_through` says how far it got). A `from` /
+//! `to` window is counted from raw events instead (`Store::variant_counts`), since rollups
+//! keep no per-subject time. Time series serve the hour and day buckets.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
-use verdict_domain::{Experiment, KeyScope, Status};
-use verdict_store::{TimeRange, VariantCounts};
+use verdict_aggregator::analysis::{Analysis, MetricSpec, analyze};
+use verdict_domain::{KeyScope, Status, WinnerSnapshot};
+use verdict_store::{Granularity, TimeRange};
 
 use crate::auth::{Caller, ScopeParams};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::openapi::{ErrorBody, ResultsView};
+use crate::openapi::ErrorBody;
 use crate::routes::experiments::find;
 use crate::startup::AppState;
 
 /// The event counted as an exposure when an experiment names no `exposure_event`.
 pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct WinnerSnapshot {
-    pub experiment: String,
-    pub experiment_id: String,
-    pub environment: String,
-    pub status: Status,
-    pub winner: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub decided_at: Option<OffsetDateTime>,
-    pub source: Option<verdict_domain::PolicyMode>,
-    pub policy: verdict_domain::WinnerPolicy,
-    /// The numbers behind the decision.
-    pub details: Value,
-    pub version: u64,
-}
-
-impl WinnerSnapshot {
-    pub fn of(e: &Experiment) -> Self {
-        Self {
-            experiment: e.key.clone(),
-            experiment_id: e.id.clone(),
-            environment: e.scope.environment.clone(),
-            status: e.status,
-            winner: e.winner.as_ref().map(|w| w.variant.clone()),
-            decided_at: e.winner.as_ref().map(|w| w.decided_at),
-            source: e.winner.as_ref().map(|w| w.source),
-            policy: e.policy.clone(),
-            details: e
-                .winner
-                .as_ref()
-                .map(|w| w.details.clone())
-                .unwrap_or(Value::Null),
-            version: e.version,
-        }
-    }
-}
 
 /// `GET /v1/experiments/{key}/winner`
 #[utoipa::path(
@@ -94,12 +61,12 @@ pub async fn winner(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsParams {
-    /// The metric event to count (default: the primary metric's).
+    /// The metric event to analyse (default: the primary metric's).
     metric: Option<String>,
-    /// Count events at or after this time (RFC 3339).
+    /// Count events at or after this time (RFC 3339); counts raw events.
     #[serde(default, with = "time::serde::rfc3339::option")]
     from: Option<OffsetDateTime>,
-    /// Count events before this time (RFC 3339).
+    /// Count events before this time (RFC 3339); counts raw events.
     #[serde(default, with = "time::serde::rfc3339::option")]
     to: Option<OffsetDateTime>,
     /// Act in this environment instead of the key's (admin keys only).
@@ -108,79 +75,32 @@ pub struct ResultsParams {
     organization: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct VariantResult {
-    pub variant: String,
-    pub control: bool,
-    /// Assigned subjects.
-    pub subjects: u64,
-    /// Exposure events (event-level count).
-    pub exposures: u64,
-    /// Subjects who sent the exposure event.
-    pub exposed_subjects: u64,
-    /// Metric events counted (event-level).
-    pub conversions: u64,
-    /// Subjects with at least one metric event.
-    pub converted_subjects: u64,
-    /// converted_subjects / subjects.
-    pub rate: Option<f64>,
-    pub sum: f64,
-    /// Per-subject mean of the metric's values (sum / subjects).
-    pub mean: Option<f64>,
-    /// Relative lift of the rate over the control's.
-    pub lift: Option<f64>,
+/// Where the figures of a results response come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultsSource {
+    /// The rollups, as of the last aggregation run.
+    Rollups,
+    /// Raw events in the requested `from`/`to` window.
+    RawEvents,
 }
 
-/// Per-variant figures for one metric event of `e`.
-pub async fn compute(
-    state: &AppState,
-    e: &Experiment,
-    metric: &str,
-    range: TimeRange,
-) -> Result<Vec<VariantResult>, ApiError> {
-    let counts = state.store.variant_counts(&e.id, metric, range).await?;
-    let exposure_event = e
-        .exposure_event
-        .as_deref()
-        .unwrap_or(DEFAULT_EXPOSURE_EVENT);
-    let exposures = state
-        .store
-        .variant_counts(&e.id, exposure_event, range)
-        .await?;
-    let find = |list: &[VariantCounts], key: &str| list.iter().find(|c| c.variant == key).cloned();
-    let control_key = &e.variants[e.control_index()].key;
-    let mut rows: Vec<VariantResult> = e
-        .variants
-        .iter()
-        .map(|v| {
-            let c = find(&counts, &v.key);
-            let x = find(&exposures, &v.key);
-            let subjects = c.as_ref().map_or(0, |c| c.subjects);
-            let converted = c.as_ref().map_or(0, |c| c.converted_subjects);
-            let sum = c.as_ref().map_or(0.0, |c| c.sum);
-            VariantResult {
-                variant: v.key.clone(),
-                control: &v.key == control_key,
-                subjects,
-                exposures: x.as_ref().map_or(0, |x| x.events),
-                exposed_subjects: x.as_ref().map_or(0, |x| x.converted_subjects),
-                conversions: c.as_ref().map_or(0, |c| c.events),
-                converted_subjects: converted,
-                rate: (subjects > 0).then(|| converted as f64 / subjects as f64),
-                sum,
-                mean: (subjects > 0).then(|| sum / subjects as f64),
-                lift: None,
-            }
-        })
-        .collect();
-    let control_rate = rows.iter().find(|r| r.control).and_then(|r| r.rate);
-    for r in &mut rows {
-        r.lift = match (r.rate, control_rate) {
-            (Some(rate), Some(base)) if base > 0.0 && !r.control => Some((rate - base) / base),
-            _ => None,
-        };
-    }
-    Ok(rows)
+/// Per-variant results of one metric with their statistics.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultsView {
+    /// The experiment key.
+    pub experiment: String,
+    pub experiment_id: String,
+    /// The metric event analysed (the primary metric's unless `metric` was given).
+    pub metric: String,
+    pub status: Status,
+    /// The decided winner's variant key, if any.
+    pub winner: Option<String>,
+    pub source: ResultsSource,
+    /// Ingestion sequence number of the last event folded into the rollups.
+    pub aggregated_through: u64,
+    #[serde(flatten)]
+    pub analysis: Analysis,
 }
 
 /// `GET /v1/experiments/{key}/results?metric=…&from=…&to=…`
@@ -188,9 +108,12 @@ pub async fn compute(
     get,
     path = "/experiments/{key}/results",
     tag = "results",
-    summary = "Per-variant results",
-    description = "Requires the `client` scope (an admin key also passes). Subject-level figures of one metric event (the primary metric by default) \
-        over an optional time range.",
+    summary = "Per-variant results with statistics",
+    description = "Requires the `client` scope (an admin key also passes). Subject-level figures \
+        of one metric event (the primary metric by default) from the rollups, as of the last \
+        aggregation run, with rates and 95% credible intervals, P(best), expected loss, lift, \
+        the SRM check of the split and, for `sum`/`mean` metrics, Welch's t-test against the \
+        control. With `from`/`to`, raw events in that window are counted instead.",
     security(("bearer" = [])),
     params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
     responses(
@@ -209,7 +132,7 @@ pub async fn results(
     caller: Caller,
     Path(key): Path<String>,
     ApiQuery(params): ApiQuery<ResultsParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResultsView>, ApiError> {
     caller.require(KeyScope::Client)?;
     let scope = caller.scope(&ScopeParams {
         environment: params.environment,
@@ -219,16 +142,160 @@ pub async fn results(
     let metric = params
         .metric
         .unwrap_or_else(|| e.primary_metric.event.clone());
+    let exposure_event = e
+        .exposure_event
+        .as_deref()
+        .unwrap_or(DEFAULT_EXPOSURE_EVENT);
+    let store = &state.store;
+    let aggregated_through = store.rollup_watermark().await?;
+    let (source, counts, exposures) = if params.from.is_none() && params.to.is_none() {
+        (
+            ResultsSource::Rollups,
+            store.rolled_up_counts(&e.id, &metric).await?,
+            store.rolled_up_counts(&e.id, exposure_event).await?,
+        )
+    } else {
+        let range = TimeRange {
+            from: params.from,
+            to: params.to,
+        };
+        (
+            ResultsSource::RawEvents,
+            store.variant_counts(&e.id, &metric, range).await?,
+            store.variant_counts(&e.id, exposure_event, range).await?,
+        )
+    };
+    let analysis = analyze(&e, MetricSpec::of(&e, &metric), &counts, &exposures);
+    Ok(Json(ResultsView {
+        experiment: e.key,
+        experiment_id: e.id,
+        metric,
+        status: e.status,
+        winner: e.winner.map(|w| w.variant),
+        source,
+        aggregated_through,
+        analysis,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TimeseriesParams {
+    /// The metric event (default: the primary metric's).
+    metric: Option<String>,
+    /// Bucket width: `hour` or `day` (default `day`).
+    #[param(value_type = Option<String>)]
+    granularity: Option<Granularity>,
+    /// Buckets starting at or after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    from: Option<OffsetDateTime>,
+    /// Buckets starting before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    to: Option<OffsetDateTime>,
+    /// Act in this environment instead of the key's (admin keys only).
+    environment: Option<String>,
+    /// Act in this organization instead of the key's (admin keys only).
+    organization: Option<String>,
+}
+
+/// One bucket of one variant: event-level count and sums.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Point {
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    pub count: u64,
+    pub sum: f64,
+    pub sum_of_squares: f64,
+}
+
+/// The buckets of one variant, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Series {
+    pub variant: String,
+    pub points: Vec<Point>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimeseriesView {
+    pub experiment: String,
+    pub metric: String,
+    /// `hour` or `day`.
+    pub granularity: String,
+    /// Ingestion sequence number of the last event folded into the buckets.
+    pub aggregated_through: u64,
+    /// One series per variant, in the experiment's variant order.
+    pub series: Vec<Series>,
+}
+
+/// `GET /v1/experiments/{key}/timeseries?metric=…&granularity=hour|day`
+#[utoipa::path(
+    get,
+    path = "/experiments/{key}/timeseries",
+    tag = "results",
+    summary = "Metric buckets for charts",
+    description = "Requires the `client` scope (an admin key also passes). Hour or day buckets \
+        (UTC) of one metric event per variant: event count, Σ value and Σ value², as of the \
+        last aggregation run.",
+    security(("bearer" = [])),
+    params(("key" = String, Path, description = "The experiment key or id."), TimeseriesParams),
+    responses(
+        (status = 200, description = "One series per variant.", body = TimeseriesView),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+pub async fn timeseries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+    ApiQuery(params): ApiQuery<TimeseriesParams>,
+) -> Result<Json<TimeseriesView>, ApiError> {
+    caller.require(KeyScope::Client)?;
+    let scope = caller.scope(&ScopeParams {
+        environment: params.environment,
+        organization: params.organization,
+    })?;
+    let e = find(&state, &scope, &key).await?;
+    let metric = params
+        .metric
+        .unwrap_or_else(|| e.primary_metric.event.clone());
+    let granularity = params.granularity.unwrap_or(Granularity::Day);
+    let aggregated_through = state.store.rollup_watermark().await?;
     let range = TimeRange {
         from: params.from,
         to: params.to,
     };
-    let variants = compute(&state, &e, &metric, range).await?;
-    Ok(Json(json!({
-        "experiment": e.key,
-        "metric": metric,
-        "status": e.status,
-        "winner": e.winner.as_ref().map(|w| &w.variant),
-        "variants": variants,
-    })))
+    let buckets = state
+        .store
+        .buckets(&e.id, &metric, granularity, range)
+        .await?;
+    let series = e
+        .variants
+        .iter()
+        .map(|v| Series {
+            variant: v.key.clone(),
+            points: buckets
+                .iter()
+                .filter(|b| b.variant == v.key)
+                .map(|b| Point {
+                    start: b.start,
+                    count: b.count,
+                    sum: b.sum,
+                    sum_of_squares: b.sum_of_squares,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(TimeseriesView {
+        experiment: e.key,
+        metric,
+        granularity: granularity.as_str().to_owned(),
+        aggregated_through,
+        series,
+    }))
 }

@@ -1,4 +1,9 @@
-//! Test harness: a real server on a free port over a fresh SQLite file, driven with reqwest.
+//! Test harness: a real server on a free port over a fresh store, driven with reqwest.
+//!
+//! The backend is a parameter, as in svix's `run-tests.sh`: `VERDICT_TEST_BACKEND=sqlite`
+//! (default; a fresh SQLite file per test) or `mongodb` (a fresh database per test on the
+//! server `VERDICT_TEST_MONGODB_URI` names, which `scripts/test.sh` starts). The same tests
+//! run against both.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -9,7 +14,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use verdict_api::Application;
 use verdict_config::Settings;
-use verdict_store::SqliteStore;
+use verdict_store::DynStore;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
@@ -19,7 +24,33 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub admin_key: String,
+    /// The store the server uses (tests drive the jobs with it, as the scheduler would).
+    pub store: DynStore,
     pub _dir: TempDir,
+}
+
+/// The backend the API tests run against: `VERDICT_TEST_BACKEND` (`sqlite` or `mongodb`).
+pub fn backend() -> String {
+    std::env::var("VERDICT_TEST_BACKEND").unwrap_or_else(|_| "sqlite".to_owned())
+}
+
+/// Settings selecting the test backend, each test with its own database.
+fn backend_env() -> Vec<(String, String)> {
+    match backend().as_str() {
+        "sqlite" => Vec::new(),
+        "mongodb" => {
+            let uri = std::env::var("VERDICT_TEST_MONGODB_URI").expect(
+                "VERDICT_TEST_BACKEND=mongodb needs VERDICT_TEST_MONGODB_URI (scripts/test.sh starts a server)",
+            );
+            let database = format!("verdict_api_{}", uuid::Uuid::new_v4().simple());
+            vec![
+                ("VERDICT_STORE".into(), "mongodb".into()),
+                ("VERDICT_MONGODB__URI".into(), uri),
+                ("VERDICT_MONGODB__DATABASE".into(), database),
+            ]
+        }
+        other => panic!("unknown VERDICT_TEST_BACKEND '{other}' (sqlite | mongodb)"),
+    }
 }
 
 /// Start a server with the default settings (plus the bootstrap admin key).
@@ -37,6 +68,7 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
             dir.path().to_string_lossy().into_owned(),
         ),
     ];
+    env.extend(backend_env());
     env.extend(
         extra_env
             .iter()
@@ -45,8 +77,11 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
     let mut settings = Settings::load_from(None, env).expect("test settings are valid");
     // Validation forbids port 0; tests bypass it to get a free port.
     settings.server.port = 0;
-    let store = SqliteStore::open(dir.path().join("verdict.db"), 5000).expect("sqlite store");
-    let app = Application::build(Arc::new(settings), Arc::new(store))
+    let store = verdict_api::startup::open_store(&settings)
+        .await
+        .expect("test store opens");
+    assert_eq!(store.backend(), backend(), "the store the tests asked for");
+    let app = Application::build(Arc::new(settings), store.clone())
         .await
         .expect("application builds");
     let addr = app.local_addr().expect("bound address");
@@ -55,6 +90,7 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
         addr,
         client: reqwest::Client::new(),
         admin_key: ADMIN_KEY.to_owned(),
+        store,
         _dir: dir,
     }
 }
@@ -195,8 +231,16 @@ impl TestApp {
             .await
     }
 
-    /// `GET …/results` as the admin; asserts 200.
+    /// Run the aggregation job to completion, as the scheduler does every minute.
+    pub async fn aggregate(&self) {
+        verdict_aggregator::jobs::aggregate(&self.store, verdict_aggregator::jobs::DEFAULT_STEP)
+            .await
+            .expect("aggregation runs");
+    }
+
+    /// Aggregate, then `GET …/results` as the admin; asserts 200.
     pub async fn results(&self, experiment: &str) -> Value {
+        self.aggregate().await;
         let (status, body) = self
             .get(
                 &format!("/v1/experiments/{experiment}/results"),

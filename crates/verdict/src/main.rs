@@ -15,8 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use verdict_api::Application;
-use verdict_config::{CacheKind, LogFormat, Settings, StoreKind};
-use verdict_store::{DynStore, SqliteStore};
+use verdict_config::{CacheKind, LogFormat, Settings};
 
 /// Verdict: an experimentation (A/B/n) backend.
 ///
@@ -106,30 +105,21 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
-/// Open the configured store.
-fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
+/// Refuse what this build cannot serve yet.
+fn check_supported(settings: &Settings) -> anyhow::Result<()> {
     if settings.cache == CacheKind::Redis {
         anyhow::bail!(
             "cache = \"redis\" is not available in this build yet; use cache = \"memory\""
         );
     }
-    match settings.store {
-        StoreKind::Sqlite => {
-            let path = settings.sqlite_path();
-            let store = SqliteStore::open(&path, settings.sqlite.busy_timeout_ms)
-                .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-        StoreKind::Mongodb => anyhow::bail!(
-            "store = \"mongodb\" is not available in this build yet; use store = \"sqlite\""
-        ),
-    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     tracing::info!(settings = %settings.redacted_summary(), "starting verdict");
-    let store = open_store(&settings)?;
+    check_supported(&settings)?;
+    let store = verdict_api::startup::open_store(&settings).await?;
     let app = Application::build(settings.clone(), store.clone()).await?;
     if let Some(key) = verdict_api::startup::first_run_admin_key(&store, &settings).await? {
         // Shown once: only its hash is stored.
