@@ -24,6 +24,12 @@ log="$(mktemp)"
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The API integration tests again on the production backends (svix's run-tests.sh style):
+# the same tests with store = "mongodb" and cache = "redis".
+echo "==> cargo test -p verdict-api --tests (VERDICT_TEST_BACKEND=mongodb: MongoDB + Redis)"
+VERDICT_TEST_BACKEND=mongodb cargo test -p verdict-api --tests --locked 2>&1 | tee -a "$log"
+status_mongodb=${PIPESTATUS[0]}
+[[ "$status" == 0 ]] && status=$status_mongodb
 set -e
 # cargo's last line is the last crate's doc-tests; close with the whole run's totals.
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }

@@ -5,12 +5,15 @@
 //! (`Store::rolled_up_counts`: subjects and converted subjects per variant for the primary
 //! metric), carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
 //! writes a winner with `Store::set_winner` conditioned on the version it read, so a decision
-//! can never overwrite a change made meanwhile (a manual override, a pause).
+//! can never overwrite a change made meanwhile (a manual override, a pause). The store writes
+//! the decision's webhook messages (outbox) with it; the job then announces it through the
+//! cache (snapshot written, change published to every replica).
 
 use std::time::Instant;
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use verdict_cache::DynCache;
 use verdict_domain::{Experiment, PolicyMode, Status, Winner};
 use verdict_store::{DynStore, ExperimentFilter, PageRequest, StoreError, WinnerChange};
 
@@ -45,12 +48,17 @@ pub struct EvaluateReport {
     pub duration_ms: f64,
 }
 
-/// Evaluate every running experiment (all environments and organizations).
-pub async fn evaluate(store: &DynStore, now: OffsetDateTime) -> Result<EvaluateReport, StoreError> {
+/// Evaluate every running experiment (all environments and organizations). Decisions are
+/// announced through `cache` (snapshot written, change published to every replica).
+pub async fn evaluate(
+    store: &DynStore,
+    cache: &DynCache,
+    now: OffsetDateTime,
+) -> Result<EvaluateReport, StoreError> {
     let started = Instant::now();
     let mut report = EvaluateReport::default();
     for experiment in running(store).await? {
-        let outcome = evaluate_one(store, &experiment, now).await?;
+        let outcome = evaluate_one(store, cache, &experiment, now).await?;
         report.evaluated += 1;
         report.decisions += u64::from(outcome.outcome == "winner");
         report.srm_flags += u64::from(outcome.srm_flagged);
@@ -84,6 +92,7 @@ async fn running(store: &DynStore) -> Result<Vec<Experiment>, StoreError> {
 /// Evaluate one experiment and, on a decision, record it.
 pub async fn evaluate_one(
     store: &DynStore,
+    cache: &DynCache,
     e: &Experiment,
     now: OffsetDateTime,
 ) -> Result<ExperimentOutcome, StoreError> {
@@ -166,8 +175,9 @@ pub async fn evaluate_one(
         expected_version: Some(e.version),
     };
     match store.set_winner(&change).await {
-        Ok(_) => {
+        Ok(after) => {
             tracing::info!(experiment = %e.key, winner = %variant, "winner decided");
+            verdict_cache::announce(cache.as_ref(), e, &after).await;
             outcome.outcome = "winner";
             outcome.winner = Some(variant);
         }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use verdict_store::{DynStore, SqliteStore};
+use verdict_cache::{DynCache, MemoryCache};
+use verdict_store::{DynStore, PageRequest, SqliteStore};
 
 const ADMIN: &str = "e2e-admin-key-0123456789";
 
@@ -14,6 +15,8 @@ struct App {
     base: String,
     client: reqwest::Client,
     store: DynStore,
+    /// The cache the API and the evaluator share, as in `verdict serve`.
+    cache: DynCache,
     _dir: tempfile::TempDir,
 }
 
@@ -27,7 +30,8 @@ async fn spawn() -> App {
     let mut settings = verdict_config::Settings::load_from(None, env).unwrap();
     settings.server.port = 0;
     let store: DynStore = Arc::new(SqliteStore::open(dir.path().join("v.db"), 5_000).unwrap());
-    let app = verdict_api::Application::build(Arc::new(settings), store.clone())
+    let cache: DynCache = Arc::new(MemoryCache::new());
+    let app = verdict_api::Application::build(Arc::new(settings), store.clone(), cache.clone())
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
@@ -36,6 +40,7 @@ async fn spawn() -> App {
         base,
         client: reqwest::Client::new(),
         store,
+        cache,
         _dir: dir,
     }
 }
@@ -105,9 +110,13 @@ async fn simulate(
             verdict_aggregator::jobs::aggregate(&app.store, 10_000)
                 .await
                 .unwrap();
-            verdict_aggregator::evaluate::evaluate(&app.store, OffsetDateTime::now_utc())
-                .await
-                .unwrap();
+            verdict_aggregator::evaluate::evaluate(
+                &app.store,
+                &app.cache,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
         }
     }
     app.call(
@@ -157,6 +166,33 @@ async fn a_better_variant_wins_and_then_serves_everyone() {
         )
         .await;
     assert_eq!(snapshot["winner"], "treatment");
+    // The decision went through the cache: its snapshot is there, at the decided version.
+    let id = e["id"].as_str().unwrap();
+    let cached = app
+        .cache
+        .get_snapshot("production", id)
+        .await
+        .unwrap()
+        .expect("the decision wrote the snapshot");
+    assert_eq!(cached.winner.as_deref(), Some("treatment"));
+    assert_eq!(cached.version, e["version"].as_u64().unwrap());
+    // And into the outbox, for the webhooks: the winner, then the completion.
+    let outbox = app.store.list_outbox(PageRequest::DEFAULT).await.unwrap();
+    let announced: Vec<_> = outbox
+        .items
+        .iter()
+        .filter(|m| m.experiment_id == id)
+        .map(|m| m.event_type.as_str())
+        .collect();
+    assert_eq!(
+        announced,
+        [
+            "experiment.status_changed",
+            "experiment.winner_changed",
+            "experiment.status_changed"
+        ],
+        "activation, decision, completion"
+    );
     // Everyone now gets the winner's config, including a subject never seen before.
     let a = app
         .call(
@@ -202,9 +238,10 @@ async fn a_sample_ratio_mismatch_blocks_the_decision() {
     let e = simulate(&app, "broken", [0.10, 0.14], served, 12_000, 3_000).await;
     assert_eq!(e["status"], "running", "no decision: {e}");
     assert!(e["winner"].is_null());
-    let report = verdict_aggregator::evaluate::evaluate(&app.store, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
+    let report =
+        verdict_aggregator::evaluate::evaluate(&app.store, &app.cache, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
     let outcome = &report.outcomes[0];
     assert!(outcome.srm_flagged, "{outcome:?}");
     assert!(outcome.blockers.contains(&"srm_mismatch"), "{outcome:?}");

@@ -4,6 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use verdict_cache::Cache;
+
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -20,13 +22,18 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store answers; 503 with `store_unavailable` otherwise.
+/// `GET /readyz`: the store answers; 503 with `store_unavailable` otherwise. The cache's state
+/// is reported but does not make a replica unready: every read falls back to the store when
+/// the cache is down, so taking replicas out of rotation would only turn a degraded service
+/// into an outage.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     summary = "Readiness",
-    description = "The store answers a ping. No authentication.",
+    description = "The store answers a ping. No authentication. The cache is pinged too and \
+        reported (`cache.status`: `ok` or `unavailable`); an unavailable cache degrades reads to \
+        the store but does not make the replica unready.",
     responses(
         (status = 200, description = "Ready to serve.", body = crate::openapi::Readiness),
         (status = 503, description = "`store_unavailable`: the store is not reachable.",
@@ -42,7 +49,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         err.cause = Some(e.into());
         err
     })?;
-    Ok(Json(
-        json!({"status": "ready", "store": state.store.backend()}),
-    ))
+    let cache = state.snapshots.cache();
+    let cache_status = match cache.ping().await {
+        Ok(()) => "ok",
+        Err(_) => "unavailable",
+    };
+    Ok(Json(json!({
+        "status": "ready",
+        "store": state.store.backend(),
+        "cache": {"backend": cache.inner().backend(), "status": cache_status},
+    })))
 }

@@ -25,6 +25,7 @@ pub mod health;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
+pub mod snapshots;
 pub mod startup;
 
 pub use error::{ApiError, ErrorCode};

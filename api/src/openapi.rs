@@ -213,6 +213,16 @@ pub struct Readiness {
     pub status: String,
     /// The store backend, e.g. `sqlite`.
     pub store: String,
+    pub cache: CacheReadiness,
+}
+
+/// The winner-snapshot cache as `/readyz` saw it.
+#[derive(Debug, ToSchema)]
+pub struct CacheReadiness {
+    /// `memory` or `redis`.
+    pub backend: String,
+    /// `ok` or `unavailable` (reads then fall back to the store).
+    pub status: String,
 }
 
 /// A new API key: the stored key plus its plaintext, shown in this answer only.

@@ -14,7 +14,8 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use verdict_config::{ExposeSecret, Settings, StoreKind};
+use verdict_cache::{DynCache, MemoryCache, RedisCache};
+use verdict_config::{CacheKind, ExposeSecret, Settings, StoreKind};
 use verdict_domain::Environment;
 use verdict_store::{DynStore, MongoStore, SqliteStore, StoreError};
 
@@ -23,6 +24,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::rate_limit::RateLimiter;
 use crate::routes::assignments::ExperimentCache;
 use crate::routes::{admin, assignments, events, experiments, results};
+use crate::snapshots::Snapshots;
 use crate::{health, openapi};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,6 +33,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: DynStore,
+    /// Winner snapshots (the configured cache, behind a resilient wrapper).
+    pub snapshots: Snapshots,
     pub settings: Arc<Settings>,
     pub bootstrap: Option<Arc<Bootstrap>>,
     pub keys: Arc<KeyCache>,
@@ -39,7 +43,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: DynStore, settings: Arc<Settings>) -> Self {
+    /// Must be called inside a Tokio runtime (it subscribes to the cache's change stream).
+    pub fn new(store: DynStore, cache: DynCache, settings: Arc<Settings>) -> Self {
         let bootstrap = Bootstrap::new(
             settings.auth.bootstrap_admin_key.expose_secret(),
             &settings.auth.bootstrap_environment,
@@ -49,13 +54,17 @@ impl AppState {
             settings.ingest.rate_limit_per_second,
             settings.ingest.rate_limit_burst,
         );
+        let snapshots = Snapshots::new(cache);
+        let experiments: Arc<ExperimentCache> = Arc::default();
+        snapshots.forget_on_change(experiments.clone());
         Self {
             store,
+            snapshots,
             settings,
             bootstrap,
             keys: Arc::default(),
             rate: Arc::new(rate),
-            experiments: Arc::default(),
+            experiments,
         }
     }
 }
@@ -179,6 +188,22 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
     }
 }
 
+/// Open the cache `settings` select: in-process (`memory`), or Redis (`redis.url`,
+/// `redis.key_prefix`). Connecting never waits for Redis: when it is down, reads fall back
+/// to the store and writes are retried.
+pub fn open_cache(settings: &Settings) -> anyhow::Result<DynCache> {
+    Ok(match settings.cache {
+        CacheKind::Memory => Arc::new(MemoryCache::new()),
+        CacheKind::Redis => Arc::new(
+            RedisCache::connect(
+                settings.redis.url.expose_secret(),
+                &settings.redis.key_prefix,
+            )
+            .context("configuring the Redis cache")?,
+        ),
+    })
+}
+
 /// Make sure the bootstrap environment exists, so a fresh install can create experiments.
 async fn ensure_environment(store: &DynStore, key: &str) -> anyhow::Result<()> {
     if store.get_environment(key).await?.is_some() {
@@ -240,13 +265,17 @@ pub struct Application {
 
 impl Application {
     /// Bind the configured address (port 0 picks a free port, as tests do).
-    pub async fn build(settings: Arc<Settings>, store: DynStore) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: Arc<Settings>,
+        store: DynStore,
+        cache: DynCache,
+    ) -> anyhow::Result<Self> {
         ensure_environment(&store, &settings.auth.bootstrap_environment).await?;
         let addr = settings.server.listen_address();
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let router = router(AppState::new(store, settings));
+        let router = router(AppState::new(store, cache, settings));
         Ok(Self { listener, router })
     }
 

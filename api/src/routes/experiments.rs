@@ -567,6 +567,7 @@ pub async fn transition(
             }
         };
         if let Some(updated) = state.store.transition_status(&change).await? {
+            verdict_cache::announce(state.snapshots.cache(), &current, &updated).await;
             return Ok(json!({"changed": true, "experiment": updated}));
         }
         // Lost the race: re-read and decide again.
@@ -631,7 +632,7 @@ pub async fn override_winner(
         ));
     }
     let change = WinnerChange {
-        experiment_id: e.id,
+        experiment_id: e.id.clone(),
         winner: Winner {
             variant: body.variant,
             decided_at: now(),
@@ -642,7 +643,9 @@ pub async fn override_winner(
         actor: caller.actor(),
         expected_version: None,
     };
-    Ok(Json(state.store.set_winner(&change).await?))
+    let updated = state.store.set_winner(&change).await?;
+    verdict_cache::announce(state.snapshots.cache(), &e, &updated).await;
+    Ok(Json(updated))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

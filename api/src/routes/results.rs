@@ -32,7 +32,8 @@ pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
     path = "/experiments/{key}/winner",
     tag = "results",
     summary = "Winner snapshot",
-    description = "Requires the `client` scope (an admin key also passes). The decided winner (if any), how it was decided and the policy behind it.",
+    description = "Requires the `client` scope (an admin key also passes). The decided winner (if any), how it was decided and the policy behind it. \
+        Served from the winner-snapshot cache; when the cache is unavailable, from the store.",
     security(("bearer" = [])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
@@ -54,7 +55,7 @@ pub async fn winner(
 ) -> Result<Json<WinnerSnapshot>, ApiError> {
     caller.require(KeyScope::Client)?;
     let e = find(&state, &caller.scope(&params)?, &key).await?;
-    Ok(Json(WinnerSnapshot::of(&e)))
+    Ok(Json(state.snapshots.read(&state.store, &e).await?))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

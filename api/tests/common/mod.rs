@@ -1,9 +1,10 @@
 //! Test harness: a real server on a free port over a fresh store, driven with reqwest.
 //!
 //! The backend is a parameter, as in svix's `run-tests.sh`: `VERDICT_TEST_BACKEND=sqlite`
-//! (default; a fresh SQLite file per test) or `mongodb` (a fresh database per test on the
-//! server `VERDICT_TEST_MONGODB_URI` names, which `scripts/test.sh` starts). The same tests
-//! run against both.
+//! (default; a fresh SQLite file per test, in-process cache) or `mongodb` (a fresh database
+//! per test on the server `VERDICT_TEST_MONGODB_URI` names, and `cache = "redis"` on the Redis
+//! of the test run with a fresh key prefix per test; `scripts/test.sh` starts both). The same
+//! tests run against both.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use verdict_api::Application;
+use verdict_cache::DynCache;
+use verdict_cache::test_support::TestRedis;
 use verdict_config::Settings;
 use verdict_store::DynStore;
 
@@ -26,6 +29,9 @@ pub struct TestApp {
     pub admin_key: String,
     /// The store the server uses (tests drive the jobs with it, as the scheduler would).
     pub store: DynStore,
+    /// The cache the server uses.
+    pub cache: DynCache,
+    pub _redis: Option<TestRedis>,
     pub _dir: TempDir,
 }
 
@@ -34,20 +40,29 @@ pub fn backend() -> String {
     std::env::var("VERDICT_TEST_BACKEND").unwrap_or_else(|_| "sqlite".to_owned())
 }
 
-/// Settings selecting the test backend, each test with its own database.
-fn backend_env() -> Vec<(String, String)> {
+/// Settings selecting the test backend, each test with its own database, and the Redis
+/// they use (kept alive as long as the test's app).
+fn backend_env() -> (Vec<(String, String)>, Option<TestRedis>) {
     match backend().as_str() {
-        "sqlite" => Vec::new(),
+        "sqlite" => (Vec::new(), None),
         "mongodb" => {
             let uri = std::env::var("VERDICT_TEST_MONGODB_URI").expect(
                 "VERDICT_TEST_BACKEND=mongodb needs VERDICT_TEST_MONGODB_URI (scripts/test.sh starts a server)",
             );
             let database = format!("verdict_api_{}", uuid::Uuid::new_v4().simple());
-            vec![
+            let redis = verdict_cache::test_support::test_redis();
+            let env = vec![
                 ("VERDICT_STORE".into(), "mongodb".into()),
                 ("VERDICT_MONGODB__URI".into(), uri),
                 ("VERDICT_MONGODB__DATABASE".into(), database),
-            ]
+                ("VERDICT_CACHE".into(), "redis".into()),
+                ("VERDICT_REDIS__URL".into(), redis.url().to_owned()),
+                (
+                    "VERDICT_REDIS__KEY_PREFIX".into(),
+                    verdict_cache::test_support::random_prefix(),
+                ),
+            ];
+            (env, Some(redis))
         }
         other => panic!("unknown VERDICT_TEST_BACKEND '{other}' (sqlite | mongodb)"),
     }
@@ -68,7 +83,8 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
             dir.path().to_string_lossy().into_owned(),
         ),
     ];
-    env.extend(backend_env());
+    let (backend_settings, redis) = backend_env();
+    env.extend(backend_settings);
     env.extend(
         extra_env
             .iter()
@@ -81,7 +97,8 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
         .await
         .expect("test store opens");
     assert_eq!(store.backend(), backend(), "the store the tests asked for");
-    let app = Application::build(Arc::new(settings), store.clone())
+    let cache = verdict_api::startup::open_cache(&settings).expect("test cache");
+    let app = Application::build(Arc::new(settings), store.clone(), cache.clone())
         .await
         .expect("application builds");
     let addr = app.local_addr().expect("bound address");
@@ -91,6 +108,8 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
         client: reqwest::Client::new(),
         admin_key: ADMIN_KEY.to_owned(),
         store,
+        cache,
+        _redis: redis,
         _dir: dir,
     }
 }

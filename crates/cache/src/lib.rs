@@ -110,3 +110,37 @@ impl Change {
         }
     }
 }
+
+/// Tell the cache and every replica about the change from `before` to `after` (the same
+/// experiment): write `after`'s snapshot, and publish [`Change::Winner`] when the winning
+/// variant changed and [`Change::Status`] when the status did.
+///
+/// Called by every writer of winners and statuses (the API's admin routes, the evaluator)
+/// after the store accepted the change. Never fails: the store is the source of truth, a
+/// cache that cannot be written is logged (and, behind a [`ResilientCache`], retried), and a
+/// reader that misses the snapshot rebuilds it from the store.
+pub async fn announce(
+    cache: &dyn Cache,
+    before: &verdict_domain::Experiment,
+    after: &verdict_domain::Experiment,
+) {
+    let snapshot = WinnerSnapshot::of(after);
+    if let Err(e) = cache.put_snapshot(&snapshot).await {
+        tracing::warn!(experiment = %after.key, error = %e, "cannot write the winner snapshot");
+    }
+    let winner = |e: &verdict_domain::Experiment| e.winner.as_ref().map(|w| w.variant.clone());
+    let mut changes = Vec::new();
+    if winner(before) != winner(after) {
+        changes.push(Change::Winner {
+            snapshot: snapshot.clone(),
+        });
+    }
+    if before.status != after.status {
+        changes.push(Change::Status { snapshot });
+    }
+    for change in changes {
+        if let Err(e) = cache.publish(&change).await {
+            tracing::warn!(experiment = %after.key, error = %e, "cannot publish a change");
+        }
+    }
+}

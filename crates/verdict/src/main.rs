@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use verdict_api::Application;
-use verdict_config::{CacheKind, LogFormat, Settings};
+use verdict_config::{LogFormat, Settings};
 
 /// Verdict: an experimentation (A/B/n) backend.
 ///
@@ -105,22 +105,12 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
-/// Refuse what this build cannot serve yet.
-fn check_supported(settings: &Settings) -> anyhow::Result<()> {
-    if settings.cache == CacheKind::Redis {
-        anyhow::bail!(
-            "cache = \"redis\" is not available in this build yet; use cache = \"memory\""
-        );
-    }
-    Ok(())
-}
-
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     tracing::info!(settings = %settings.redacted_summary(), "starting verdict");
-    check_supported(&settings)?;
     let store = verdict_api::startup::open_store(&settings).await?;
-    let app = Application::build(settings.clone(), store.clone()).await?;
+    let cache = verdict_api::startup::open_cache(&settings)?;
+    let app = Application::build(settings.clone(), store.clone(), cache.clone()).await?;
     if let Some(key) = verdict_api::startup::first_run_admin_key(&store, &settings).await? {
         // Shown once: only its hash is stored.
         tracing::warn!("first run: created an admin API key; it is shown only now: {key}");
