@@ -55,9 +55,10 @@ use std::path::Path;
 pub use error::{ConfigError, Problem};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use settings::{
-    AuthSettings, CacheKind, IngestSettings, LogFormat, LogSettings, MongodbSettings,
+    AuthSettings, CacheKind, IngestSettings, JobsSettings, LogFormat, LogSettings, MongodbSettings,
     RedisSettings, ServerSettings, Settings, SqliteSettings, StoreKind,
 };
+pub use validate::parse_schedule;
 
 /// The built-in defaults file (`config/default.toml`), which is also the config reference.
 pub const DEFAULT_CONFIG_TOML: &str = load::DEFAULTS_TOML;

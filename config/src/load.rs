@@ -223,7 +223,7 @@ fn extract(figment: &Figment) -> Result<Settings, Vec<figment::Error>> {
         }};
     }
     settings_from_parts!(
-        data_dir, store, cache, server, log, sqlite, mongodb, redis, auth, ingest
+        data_dir, store, cache, server, log, sqlite, mongodb, redis, auth, ingest, jobs
     )
 }
 

@@ -32,6 +32,20 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Event ingestion limits.
     pub ingest: IngestSettings,
+    /// Scheduled jobs.
+    pub jobs: JobsSettings,
+}
+
+/// `[jobs]`: what the scheduler runs and when (cron with seconds, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    /// Run the scheduler in `verdict serve` (`--no-scheduler` overrides it to false).
+    pub enabled: bool,
+    /// When the aggregation job runs.
+    pub aggregate_schedule: String,
+    /// When the evaluation job runs.
+    pub evaluate_schedule: String,
 }
 
 /// Which storage backend holds experiments, assignments and events.

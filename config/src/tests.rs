@@ -523,3 +523,24 @@ fn redacted_summary_is_one_line_with_backends_and_listen_address() {
     assert!(summary.contains("verdict.db"), "{summary}");
     assert!(summary.contains("listen=127.0.0.1:9000"), "{summary}");
 }
+
+#[test]
+fn job_schedules_are_cron_with_seconds() {
+    let s = load_ok(None, &[]);
+    assert!(s.jobs.enabled);
+    assert_eq!(s.jobs.aggregate_schedule, "0 * * * * *");
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_JOBS__AGGREGATE_SCHEDULE", "* * * * *"),
+            ("VERDICT_JOBS__EVALUATE_SCHEDULE", "every minute"),
+        ],
+    );
+    assert!(line_for(&err, "jobs.aggregate_schedule").contains("6-field cron"));
+    line_for(&err, "jobs.evaluate_schedule");
+    let s = load_ok(
+        None,
+        &[("VERDICT_JOBS__EVALUATE_SCHEDULE", "*/5 * * * * *")],
+    );
+    assert_eq!(s.jobs.evaluate_schedule, "*/5 * * * * *");
+}

@@ -12,6 +12,16 @@ const MAX_BATCH: usize = 1000;
 const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
 const MIN_ADMIN_KEY_CHARS: usize = 16;
 
+/// Parse a 6-field cron expression (seconds first) as the scheduler does.
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
 /// Every broken rule, in key order of `default.toml`. Messages never include secret values.
 pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -127,6 +137,19 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
             s.ingest.rate_limit_per_second, s.ingest.rate_limit_burst
         ),
     );
+
+    for (key, expr) in [
+        ("jobs.aggregate_schedule", &s.jobs.aggregate_schedule),
+        ("jobs.evaluate_schedule", &s.jobs.evaluate_schedule),
+    ] {
+        if let Err(e) = parse_schedule(expr) {
+            check(
+                false,
+                key,
+                format!("not a 6-field cron expression (sec min hour day month weekday): {e}"),
+            );
+        }
+    }
 
     problems
 }

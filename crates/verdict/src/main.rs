@@ -1,11 +1,15 @@
 //! The `verdict` binary: wires configuration, store and HTTP API together.
 //!
-//! This crate owns process concerns only: command-line parsing, logging set-up, choosing the
-//! store adapter from configuration, signal handling and the shutdown grace period. It holds
-//! no business logic; that lives in the domain, store and API crates.
+//! This crate owns process concerns only: command-line parsing, logging set-up, opening the
+//! store and cache from configuration, scheduling the jobs, signal handling and the shutdown
+//! grace period. It holds no business logic; that lives in the domain, store, aggregator and
+//! API crates.
 //!
 //! # Layout
-//! - `main.rs`: the CLI (`serve`) and start-up.
+//! - `main.rs`: the CLI (`serve`, `default-config`) and start-up.
+//! - `scheduler.rs`: the cron-scheduled aggregation and evaluation jobs.
+
+mod scheduler;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,8 +45,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API (GET /healthz, /readyz) until SIGINT or SIGTERM.
-    Serve,
+    /// Serve the HTTP API (GET /healthz, /readyz) and run the scheduled jobs (aggregation,
+    /// evaluation; see [jobs] in the configuration) until SIGINT or SIGTERM.
+    Serve {
+        /// Do not run the scheduled jobs in this process (e.g. API-only replicas).
+        #[arg(long)]
+        no_scheduler: bool,
+    },
     /// Print the built-in configuration reference (every key, its default and env var).
     DefaultConfig,
 }
@@ -78,7 +87,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(settings).await,
+            Command::Serve { no_scheduler } => serve(settings, !no_scheduler).await,
             Command::DefaultConfig => Ok(()),
         }
     });
@@ -105,7 +114,7 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     tracing::info!(settings = %settings.redacted_summary(), "starting verdict");
     let store = verdict_api::startup::open_store(&settings).await?;
@@ -118,6 +127,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let addr = app.local_addr()?;
     tracing::info!(%addr, store = store.backend(), cache = ?settings.cache, "listening on http://{addr}");
+    let scheduler = if scheduler_wanted && settings.jobs.enabled {
+        Some(scheduler::Scheduler::start(&settings.jobs, store.clone(), cache.clone()).await?)
+    } else {
+        tracing::info!("scheduled jobs are off in this process");
+        None
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -129,6 +144,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "shutting down"
     );
     let _ = stop_tx.send(());
+    if let Some(scheduler) = scheduler {
+        scheduler.shutdown(settings.server.shutdown_grace()).await;
+    }
     match tokio::time::timeout(settings.server.shutdown_grace(), server).await {
         Ok(joined) => joined
             .context("server task panicked")?

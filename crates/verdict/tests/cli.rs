@@ -253,3 +253,88 @@ async fn serve_runs_on_mongodb_and_redis() {
         .unwrap();
     store.database().drop().await.unwrap();
 }
+
+/// The scheduler of `verdict serve` folds events into the rollups on its own: results show
+/// an event without anyone running a job by hand.
+#[tokio::test]
+async fn serve_runs_the_scheduled_aggregation() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let key = "cli-admin-key-0123456789";
+    let mut child = verdict()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("VERDICT_SERVER__PORT", port.to_string())
+        .env("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", key)
+        .env("VERDICT_JOBS__AGGREGATE_SCHEDULE", "* * * * * *")
+        .env("VERDICT_JOBS__EVALUATE_SCHEDULE", "* * * * * *")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&format!("{base}/healthz")).await.is_none() {
+        assert!(Instant::now() < deadline, "verdict serve did not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let created = post(
+        "/v1/experiments",
+        serde_json::json!({"key": "first", "variants": [{"key": "a"}, {"key": "b"}],
+                           "primary_metric": {"event": "purchase"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    post("/v1/experiments/first/activate", serde_json::json!({}))
+        .await
+        .unwrap();
+    post(
+        "/v1/experiments/first/assignment",
+        serde_json::json!({"subject_id": "user-1"}),
+    )
+    .await
+    .unwrap();
+    let sent = post(
+        "/v1/events",
+        serde_json::json!({"events": [{"experiment": "first", "subject_id": "user-1",
+                                        "event": "purchase"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.status().as_u16(), 200);
+    let counted = loop {
+        let results: serde_json::Value = http
+            .get(format!("{base}/v1/experiments/first/results"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let counted: u64 = results["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["converted_subjects"].as_u64().unwrap())
+            .sum();
+        if counted > 0 || Instant::now() > deadline {
+            break counted;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        counted, 1,
+        "the scheduled aggregation never folded the event in"
+    );
+}
