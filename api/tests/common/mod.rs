@@ -96,7 +96,11 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
     let store = verdict_api::startup::open_store(&settings)
         .await
         .expect("test store opens");
-    assert_eq!(store.backend(), backend(), "the store the tests asked for");
+    let wanted = match settings.store {
+        verdict_config::StoreKind::Sqlite => "sqlite",
+        verdict_config::StoreKind::Mongodb => "mongodb",
+    };
+    assert_eq!(store.backend(), wanted, "the store the test asked for");
     let cache = verdict_api::startup::open_cache(&settings).expect("test cache");
     let app = Application::build(Arc::new(settings), store.clone(), cache.clone())
         .await
