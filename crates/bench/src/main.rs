@@ -145,7 +145,8 @@ async fn verdict_server(dir: &std::path::Path) -> anyhow::Result<String> {
     let mut settings = Settings::load_from(None, env)?;
     settings.server.port = 0;
     let store = SqliteStore::open(dir.join("verdict.db"), 5_000)?;
-    let app = Application::build(Arc::new(settings), Arc::new(store)).await?;
+    let cache = verdict_api::startup::open_cache(&settings)?;
+    let app = Application::build(Arc::new(settings), Arc::new(store), cache).await?;
     let addr = app.local_addr()?;
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     Ok(format!("http://{addr}"))
@@ -362,16 +363,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{report}");
     if let Some(path) = args.write {
-        let begin = "<!-- verdict-bench:begin -->";
-        let end = "<!-- verdict-bench:end -->";
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let new = match (old.find(begin), old.find(end)) {
-            (Some(b), Some(e)) if b < e => {
-                format!("{}{begin}\n{report}{}", &old[..b], &old[e..])
-            }
-            _ => format!("{old}\n{begin}\n{report}{end}\n"),
-        };
-        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+        verdict_bench::write_section(&path, "verdict-bench", &report)?;
     }
     Ok(())
 }
