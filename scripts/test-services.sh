@@ -13,6 +13,12 @@
 # is; else a Redis already answering PING on 127.0.0.1:6379 is used; else a redis-server
 # without persistence is started on a free port and stopped when the sourcing shell exits.
 
+# A free TCP port on 127.0.0.1 (a random high one when python3 is missing).
+verdict_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
+        || echo $(( 20000 + RANDOM % 20000 ))
+}
+
 verdict_test_services_main() {
     if [[ -n "${VERDICT_TEST_MONGODB_URI:-}" ]]; then
         echo "==> MongoDB for tests: using VERDICT_TEST_MONGODB_URI"
@@ -36,10 +42,7 @@ verdict_test_services_main() {
     fi
 
     local port
-    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null)" || port=""
-    if [[ -z "$port" ]]; then
-        port=$(( 20000 + RANDOM % 20000 ))
-    fi
+    port="$(verdict_free_port)"
     VERDICT_TEST_MONGODB_DIR="$(mktemp -d "${TMPDIR:-/tmp}/verdict-mongo.XXXXXX")"
     "$bin" --host 127.0.0.1 --port "$port" --storage-path "$VERDICT_TEST_MONGODB_DIR" \
         --cache-size 512M --log-level WARNING >"$VERDICT_TEST_MONGODB_DIR.log" 2>&1 &
@@ -99,10 +102,7 @@ verdict_test_redis_main() {
     fi
 
     local port
-    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null)" || port=""
-    if [[ -z "$port" ]]; then
-        port=$(( 20000 + RANDOM % 20000 ))
-    fi
+    port="$(verdict_free_port)"
     VERDICT_TEST_REDIS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/verdict-redis.XXXXXX")"
     trap verdict_test_services_stop EXIT
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use verdict_cache::{Cache, Change, DynCache, ResilientCache};
+use verdict_cache::{Cache, DynCache, ResilientCache};
 use verdict_domain::{Experiment, WinnerSnapshot};
 use verdict_store::DynStore;
 
@@ -82,10 +82,7 @@ impl Snapshots {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match changes.recv().await {
-                    Ok(Change::Winner { .. } | Change::Status { .. })
-                    | Err(RecvError::Lagged(_)) => {
-                        definitions.clear();
-                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => definitions.clear(),
                     Err(RecvError::Closed) => return,
                 }
             }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use verdict_aggregator::analysis::{Analysis, MetricSpec, analyze};
-use verdict_domain::{KeyScope, Status, WinnerSnapshot};
+use verdict_domain::{Experiment, KeyScope, Status, WinnerSnapshot};
 use verdict_store::{Granularity, TimeRange};
 
 use crate::auth::{Caller, ScopeParams};
@@ -56,6 +56,26 @@ pub async fn winner(
     caller.require(KeyScope::Client)?;
     let e = find(&state, &caller.scope(&params)?, &key).await?;
     Ok(Json(state.snapshots.read(&state.store, &e).await?))
+}
+
+/// The experiment a `client`-scoped read names, and the metric event it asks for (the
+/// primary metric's by default).
+async fn experiment_and_metric(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    environment: Option<String>,
+    organization: Option<String>,
+    metric: Option<String>,
+) -> Result<(Experiment, String), ApiError> {
+    caller.require(KeyScope::Client)?;
+    let scope = caller.scope(&ScopeParams {
+        environment,
+        organization,
+    })?;
+    let e = find(state, &scope, key).await?;
+    let metric = metric.unwrap_or_else(|| e.primary_metric.event.clone());
+    Ok((e, metric))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -134,15 +154,15 @@ pub async fn results(
     Path(key): Path<String>,
     ApiQuery(params): ApiQuery<ResultsParams>,
 ) -> Result<Json<ResultsView>, ApiError> {
-    caller.require(KeyScope::Client)?;
-    let scope = caller.scope(&ScopeParams {
-        environment: params.environment,
-        organization: params.organization,
-    })?;
-    let e = find(&state, &scope, &key).await?;
-    let metric = params
-        .metric
-        .unwrap_or_else(|| e.primary_metric.event.clone());
+    let (e, metric) = experiment_and_metric(
+        &state,
+        &caller,
+        &key,
+        params.environment,
+        params.organization,
+        params.metric,
+    )
+    .await?;
     let exposure_event = e
         .exposure_event
         .as_deref()
@@ -256,15 +276,15 @@ pub async fn timeseries(
     Path(key): Path<String>,
     ApiQuery(params): ApiQuery<TimeseriesParams>,
 ) -> Result<Json<TimeseriesView>, ApiError> {
-    caller.require(KeyScope::Client)?;
-    let scope = caller.scope(&ScopeParams {
-        environment: params.environment,
-        organization: params.organization,
-    })?;
-    let e = find(&state, &scope, &key).await?;
-    let metric = params
-        .metric
-        .unwrap_or_else(|| e.primary_metric.event.clone());
+    let (e, metric) = experiment_and_metric(
+        &state,
+        &caller,
+        &key,
+        params.environment,
+        params.organization,
+        params.metric,
+    )
+    .await?;
     let granularity = params.granularity.unwrap_or(Granularity::Day);
     let aggregated_through = state.store.rollup_watermark().await?;
     let range = TimeRange {

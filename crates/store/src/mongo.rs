@@ -194,6 +194,18 @@ fn org_field(org: &Option<String>) -> &str {
     org.as_deref().unwrap_or("")
 }
 
+/// `$group` stage from per-subject figures (`n`, `total`) to per-variant ones: converted
+/// subjects, events, Σ and Σ² of the per-subject totals.
+fn per_variant_totals() -> Document {
+    doc! {"$group": {
+        "_id": "$variant",
+        "converted": {"$sum": 1},
+        "events": {"$sum": "$n"},
+        "sum": {"$sum": "$total"},
+        "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
+    }}
+}
+
 async fn collect(cursor: mongodb::Cursor<Document>, what: &'static str) -> Result<Vec<Document>> {
     cursor.try_collect().await.map_err(db_err(what))
 }
@@ -1243,13 +1255,7 @@ impl Store for MongoStore {
                         "n": {"$sum": 1},
                         "total": {"$sum": "$value"},
                     }},
-                    doc! {"$group": {
-                        "_id": "$variant",
-                        "converted": {"$sum": 1},
-                        "events": {"$sum": "$n"},
-                        "sum": {"$sum": "$total"},
-                        "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
-                    }},
+                    per_variant_totals(),
                 ])
                 .await
                 .map_err(db_err("counting variants"))?,
@@ -1497,13 +1503,7 @@ impl Store for MongoStore {
             self.coll("subject_metrics")
                 .aggregate(vec![
                     doc! {"$match": {"experiment_id": experiment_id, "event": event}},
-                    doc! {"$group": {
-                        "_id": "$variant",
-                        "converted": {"$sum": 1},
-                        "events": {"$sum": "$n"},
-                        "sum": {"$sum": "$total"},
-                        "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
-                    }},
+                    per_variant_totals(),
                 ])
                 .await
                 .map_err(db_err("reading rolled-up counts"))?,
