@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use verdict_store::{DynStore, StoreError};
+use verdict_store::{DynStore, Fence, StoreError};
 
 /// Events folded per step (one transaction). Bounds lock hold time and memory.
 pub const DEFAULT_STEP: usize = 50_000;
@@ -36,10 +36,20 @@ mod duration_ms {
 
 /// Roll up every event ingested so far, `step` events per transaction.
 pub async fn aggregate(store: &DynStore, step: usize) -> Result<AggregateReport, StoreError> {
+    aggregate_fenced(store, step, None).await
+}
+
+/// [`aggregate`] as a job run holding a lease: each step carries `fence`, and the store
+/// refuses it ([`StoreError::Fenced`]) once another holder has taken the job over.
+pub async fn aggregate_fenced(
+    store: &DynStore,
+    step: usize,
+    fence: Option<&Fence>,
+) -> Result<AggregateReport, StoreError> {
     let started = Instant::now();
     let mut report = AggregateReport::default();
     loop {
-        let r = store.rollup(step).await?;
+        let r = store.rollup_fenced(step, fence).await?;
         report.watermark = r.watermark;
         if r.events == 0 {
             break;

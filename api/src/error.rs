@@ -51,6 +51,8 @@ error_codes! {
     EnvironmentNotFound => ("environment_not_found", NOT_FOUND),
     AudienceNotFound => ("audience_not_found", NOT_FOUND),
     ApiKeyNotFound => ("api_key_not_found", NOT_FOUND),
+    WebhookEndpointNotFound => ("webhook_endpoint_not_found", NOT_FOUND),
+    WebhookMessageNotFound => ("webhook_message_not_found", NOT_FOUND),
     VariantNotFound => ("variant_not_found", UNPROCESSABLE_ENTITY),
     ExperimentExists => ("experiment_exists", CONFLICT),
     EnvironmentExists => ("environment_exists", CONFLICT),
@@ -61,6 +63,10 @@ error_codes! {
     ExperimentRunning => ("experiment_running", CONFLICT),
     RateLimited => ("rate_limited", TOO_MANY_REQUESTS),
     StoreUnavailable => ("store_unavailable", SERVICE_UNAVAILABLE),
+    JobNotFound => ("job_not_found", NOT_FOUND),
+    RunNotFound => ("run_not_found", NOT_FOUND),
+    LeaseHeld => ("lease_held", CONFLICT),
+    ShuttingDown => ("shutting_down", SERVICE_UNAVAILABLE),
     Internal => ("internal", INTERNAL_SERVER_ERROR),
 }
 

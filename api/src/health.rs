@@ -60,3 +60,40 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "cache": {"backend": cache.inner().backend(), "status": cache_status},
     })))
 }
+
+/// `GET /metrics`: Prometheus metrics of this process.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    description = "No authentication. This process's metrics in the OpenMetrics text format \
+        (which Prometheus scrapes): HTTP requests by route and status, events ingested and \
+        rejected, job runs by job and outcome with durations, aggregation lag, webhook attempts \
+        by outcome, winner-snapshot cache hits, misses and store fallbacks.",
+    responses((status = 200, description = "The metrics.", content_type = "application/openmetrics-text", body = String))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let metrics = state.jobs.metrics();
+    // Figures owned elsewhere, brought up to date for this scrape.
+    let stats = state.snapshots.cache().stats();
+    metrics.observe_cache(verdict_metrics::CacheFigures {
+        hits: stats.hits,
+        misses: stats.misses,
+        fallbacks: state.snapshots.fallbacks(),
+    });
+    if let Err(e) = state
+        .jobs
+        .aggregation_lag(time::OffsetDateTime::now_utc())
+        .await
+    {
+        tracing::debug!(error = %e, "aggregation lag unknown for this scrape");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            verdict_metrics::CONTENT_TYPE,
+        )],
+        metrics.render(),
+    )
+}

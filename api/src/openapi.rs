@@ -57,6 +57,10 @@ use crate::routes::events::EventInput;
         (name = "assignments", description = "Which variant a subject sees (client scope)."),
         (name = "events", description = "Event ingestion (client scope)."),
         (name = "results", description = "Winner snapshot and per-variant results (client scope)."),
+        (name = "webhooks", description = "Webhook endpoints, their secrets and delivery log (admin scope). \
+            Deliveries follow Standard Webhooks: headers `webhook-id`, `webhook-timestamp`, \
+            `webhook-signature` (`v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">`)."),
+        (name = "internal", description = "Job runs for cron operators (internal scope)."),
     )
 )]
 pub struct ApiDoc;

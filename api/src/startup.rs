@@ -17,13 +17,15 @@ use utoipa_axum::routes;
 use verdict_cache::{DynCache, MemoryCache, RedisCache};
 use verdict_config::{CacheKind, ExposeSecret, Settings, StoreKind};
 use verdict_domain::Environment;
+use verdict_jobs::Jobs;
+use verdict_metrics::Metrics;
 use verdict_store::{DynStore, MongoStore, SqliteStore, StoreError};
 
 use crate::auth::{Bootstrap, KeyCache};
 use crate::error::{ApiError, ErrorCode};
 use crate::rate_limit::RateLimiter;
 use crate::routes::assignments::ExperimentCache;
-use crate::routes::{admin, assignments, events, experiments, results};
+use crate::routes::{admin, assignments, events, experiments, internal, results, webhooks};
 use crate::snapshots::Snapshots;
 use crate::{health, openapi};
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub rate: Arc<RateLimiter>,
     pub experiments: Arc<ExperimentCache>,
+    /// Job runs (internal API) and this process's metrics (`jobs.metrics()`).
+    pub jobs: Jobs,
 }
 
 impl AppState {
@@ -54,6 +58,12 @@ impl AppState {
             settings.ingest.rate_limit_per_second,
             settings.ingest.rate_limit_burst,
         );
+        let jobs = Jobs::new(
+            store.clone(),
+            cache.clone(),
+            settings.clone(),
+            Metrics::new(),
+        );
         let snapshots = Snapshots::new(cache);
         let experiments: Arc<ExperimentCache> = Arc::default();
         snapshots.forget_on_change(experiments.clone());
@@ -65,8 +75,31 @@ impl AppState {
             keys: Arc::default(),
             rate: Arc::new(rate),
             experiments,
+            jobs,
         }
     }
+}
+
+/// Count every answered request by matched route (never the raw path), method and status.
+async fn count_requests(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state.jobs.metrics().request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Drops cached experiment definitions after every successful write through this process,
@@ -119,6 +152,25 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(events::post_experiment_events))
         .routes(routes!(results::results))
         .routes(routes!(results::timeseries))
+        .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
+        .routes(routes!(
+            webhooks::get_endpoint,
+            webhooks::update_endpoint,
+            webhooks::delete_endpoint
+        ))
+        .routes(routes!(webhooks::enable_endpoint))
+        .routes(routes!(webhooks::disable_endpoint))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_messages))
+        .routes(routes!(webhooks::list_attempts))
+        .routes(routes!(webhooks::redeliver))
+        .routes(routes!(webhooks::recover))
+        .routes(routes!(internal::run_job))
+        .routes(routes!(internal::run_aggregate_alias))
+        .routes(routes!(internal::run_retention_alias))
+        .routes(routes!(internal::list_jobs))
+        .routes(routes!(internal::list_runs))
+        .routes(routes!(internal::get_run))
 }
 
 /// Every route the server has, each with its OpenAPI operation. [`router`] serves the router
@@ -129,6 +181,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
         .nest("/v1", v1())
@@ -145,6 +198,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), invalidate_on_write))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         // Outermost first: assign an id, log the request with it, echo it back.
@@ -261,6 +315,7 @@ pub async fn first_run_admin_key(
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    jobs: Jobs,
 }
 
 impl Application {
@@ -275,8 +330,20 @@ impl Application {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let router = router(AppState::new(store, cache, settings));
-        Ok(Self { listener, router })
+        let state = AppState::new(store, cache, settings);
+        let jobs = state.jobs.clone();
+        let router = router(state);
+        Ok(Self {
+            listener,
+            router,
+            jobs,
+        })
+    }
+
+    /// The job runner this server's internal API uses; the scheduler of the same process
+    /// shares it (one owner id, one shutdown).
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

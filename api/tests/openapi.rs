@@ -52,6 +52,31 @@ const SURFACE: &[(&str, &str)] = &[
     ("POST", "/v1/experiments/{key}/events"),
     ("GET", "/v1/experiments/{key}/results"),
     ("GET", "/v1/experiments/{key}/timeseries"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/internal/jobs/{job}/run"),
+    ("POST", "/v1/internal/experiments/aggregate/run"),
+    ("POST", "/v1/internal/experiments/retention/run"),
+    ("GET", "/v1/internal/jobs"),
+    ("GET", "/v1/internal/jobs/{job}/runs"),
+    ("GET", "/v1/internal/jobs/{job}/runs/{id}"),
+    ("POST", "/v1/webhooks/endpoints"),
+    ("GET", "/v1/webhooks/endpoints"),
+    ("GET", "/v1/webhooks/endpoints/{id}"),
+    ("PATCH", "/v1/webhooks/endpoints/{id}"),
+    ("DELETE", "/v1/webhooks/endpoints/{id}"),
+    ("POST", "/v1/webhooks/endpoints/{id}/enable"),
+    ("POST", "/v1/webhooks/endpoints/{id}/disable"),
+    ("POST", "/v1/webhooks/endpoints/{id}/rotate-secret"),
+    ("GET", "/v1/webhooks/endpoints/{id}/messages"),
+    (
+        "GET",
+        "/v1/webhooks/endpoints/{id}/messages/{msg_id}/attempts",
+    ),
+    (
+        "POST",
+        "/v1/webhooks/endpoints/{id}/messages/{msg_id}/redeliver",
+    ),
+    ("POST", "/v1/webhooks/endpoints/{id}/recover"),
 ];
 
 const METHODS: &[&str] = &[
@@ -59,7 +84,7 @@ const METHODS: &[&str] = &[
 ];
 
 /// Routes that need no API key.
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs"];
+const PUBLIC: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"];
 
 async fn fetch_document(app: &common::TestApp) -> (String, Value) {
     let response = app
@@ -232,7 +257,8 @@ async fn every_operation_is_fully_described() {
         let description = op["description"].as_str().unwrap_or_default();
         assert!(
             description.contains("Requires the `admin` scope")
-                || description.contains("Requires the `client` scope"),
+                || description.contains("Requires the `client` scope")
+                || description.contains("Requires the `internal` scope"),
             "{name}: the description names no scope: {description}"
         );
         for status in ["401", "403", "500", "503"] {

@@ -49,6 +49,7 @@ mod error;
 mod load;
 mod settings;
 mod validate;
+mod webhooks;
 
 use std::path::Path;
 
@@ -56,9 +57,10 @@ pub use error::{ConfigError, Problem};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use settings::{
     AuthSettings, CacheKind, IngestSettings, JobsSettings, LogFormat, LogSettings, MongodbSettings,
-    RedisSettings, ServerSettings, Settings, SqliteSettings, StoreKind,
+    RedisSettings, RetentionSettings, ServerSettings, Settings, SqliteSettings, StoreKind,
 };
-pub use validate::parse_schedule;
+pub use validate::{next_fire, parse_schedule, tick_of};
+pub use webhooks::WebhooksSettings;
 
 /// The built-in defaults file (`config/default.toml`), which is also the config reference.
 pub const DEFAULT_CONFIG_TOML: &str = load::DEFAULTS_TOML;

@@ -223,7 +223,8 @@ fn extract(figment: &Figment) -> Result<Settings, Vec<figment::Error>> {
         }};
     }
     settings_from_parts!(
-        data_dir, store, cache, server, log, sqlite, mongodb, redis, auth, ingest, jobs
+        data_dir, store, cache, server, log, sqlite, mongodb, redis, auth, ingest, jobs, retention,
+        webhooks
     )
 }
 

@@ -34,6 +34,10 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// Scheduled jobs.
     pub jobs: JobsSettings,
+    /// How long data is kept.
+    pub retention: RetentionSettings,
+    /// Webhook delivery.
+    pub webhooks: crate::webhooks::WebhooksSettings,
 }
 
 /// `[jobs]`: what the scheduler runs and when (cron with seconds, UTC).
@@ -46,6 +50,39 @@ pub struct JobsSettings {
     pub aggregate_schedule: String,
     /// When the evaluation job runs.
     pub evaluate_schedule: String,
+    /// When the retention job runs.
+    pub retention_schedule: String,
+    /// How long a job's lease lasts without renewal (renewed every third of it while the
+    /// run goes on); a crashed holder's jobs resume on another replica after this.
+    pub lease_seconds: u64,
+    /// How long `POST /v1/internal/jobs/{job}/run` waits for the run before answering 202.
+    pub http_wait_seconds: u64,
+}
+
+impl JobsSettings {
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds)
+    }
+
+    pub fn http_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.http_wait_seconds)
+    }
+}
+
+/// `[retention]`: how long data is kept (experiments may override the first two).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days raw events are kept; never deleted before they are aggregated.
+    pub raw_events_days: u32,
+    /// Days hour and day buckets are kept.
+    pub buckets_days: u32,
+    /// Days finished job run records are kept.
+    pub runs_days: u32,
+    /// Days the attempt log of finished webhook deliveries is kept.
+    pub webhook_attempts_days: u32,
+    /// Most rows one delete statement removes.
+    pub batch_size: usize,
 }
 
 /// Which storage backend holds experiments, assignments and events.

@@ -544,3 +544,30 @@ fn job_schedules_are_cron_with_seconds() {
     );
     assert_eq!(s.jobs.evaluate_schedule, "*/5 * * * * *");
 }
+
+#[test]
+fn ticks_are_the_latest_occurrence_and_next_fires_follow() {
+    use time::macros::datetime;
+    let now = datetime!(2026-03-01 10:07:42.731 UTC);
+    assert_eq!(
+        crate::tick_of("* * * * * *", now),
+        Some(datetime!(2026-03-01 10:07:42 UTC))
+    );
+    assert_eq!(
+        crate::tick_of("0 * * * * *", now),
+        Some(datetime!(2026-03-01 10:07:00 UTC))
+    );
+    assert_eq!(
+        crate::tick_of("30 */5 * * * *", now),
+        Some(datetime!(2026-03-01 10:05:30 UTC))
+    );
+    assert_eq!(
+        crate::next_fire("0 * * * * *", now),
+        Some(datetime!(2026-03-01 10:08:00 UTC))
+    );
+    assert_eq!(
+        crate::next_fire("0 30 3 * * *", now),
+        Some(datetime!(2026-03-02 03:30:00 UTC))
+    );
+    assert_eq!(crate::tick_of("not cron", now), None);
+}

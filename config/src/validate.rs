@@ -22,6 +22,33 @@ pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
         .map_err(|e| e.to_string())
 }
 
+/// When `schedule` (a valid 6-field cron expression, UTC) fires next, strictly after `after`.
+pub fn next_fire(schedule: &str, after: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+    let cron = parse_schedule(schedule).ok()?;
+    let start = chrono_of(after.replace_nanosecond(0).ok()?)?;
+    let next = cron.find_next_occurrence(&start, false).ok()?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(next.timestamp_millis()) * 1_000_000)
+        .ok()
+}
+
+/// The tick of `schedule` a run starting at `now` is for: its latest occurrence at or before
+/// `now` (the scheduler fires at or after a tick, never before).
+pub fn tick_of(schedule: &str, now: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+    let cron = parse_schedule(schedule).ok()?;
+    // Schedules have whole seconds; from `now` with its fraction, croner would answer `now`.
+    let whole = now.replace_nanosecond(0).ok()?;
+    let tick = cron
+        .find_previous_occurrence(&chrono_of(whole)?, true)
+        .ok()?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(tick.timestamp_millis()) * 1_000_000)
+        .ok()
+}
+
+fn chrono_of(t: time::OffsetDateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?;
+    chrono::DateTime::from_timestamp_millis(ms)
+}
+
 /// Every broken rule, in key order of `default.toml`. Messages never include secret values.
 pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -141,6 +168,7 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
     for (key, expr) in [
         ("jobs.aggregate_schedule", &s.jobs.aggregate_schedule),
         ("jobs.evaluate_schedule", &s.jobs.evaluate_schedule),
+        ("jobs.retention_schedule", &s.jobs.retention_schedule),
     ] {
         if let Err(e) = parse_schedule(expr) {
             check(
@@ -151,5 +179,54 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         }
     }
 
+    check(
+        (1..=MAX_LEASE_SECONDS).contains(&s.jobs.lease_seconds),
+        "jobs.lease_seconds",
+        format!(
+            "must be between 1 and {MAX_LEASE_SECONDS} (got {})",
+            s.jobs.lease_seconds
+        ),
+    );
+    check(
+        (1..=MAX_LEASE_SECONDS).contains(&s.jobs.http_wait_seconds),
+        "jobs.http_wait_seconds",
+        format!(
+            "must be between 1 and {MAX_LEASE_SECONDS} (got {})",
+            s.jobs.http_wait_seconds
+        ),
+    );
+    for (key, days) in [
+        ("retention.raw_events_days", s.retention.raw_events_days),
+        ("retention.buckets_days", s.retention.buckets_days),
+        ("retention.runs_days", s.retention.runs_days),
+        (
+            "retention.webhook_attempts_days",
+            s.retention.webhook_attempts_days,
+        ),
+    ] {
+        check(
+            (1..=MAX_RETENTION_DAYS).contains(&days),
+            key,
+            format!("must be between 1 and {MAX_RETENTION_DAYS} days (got {days})"),
+        );
+    }
+    check(
+        (1..=MAX_RETENTION_BATCH).contains(&s.retention.batch_size),
+        "retention.batch_size",
+        format!(
+            "must be between 1 and {MAX_RETENTION_BATCH} (got {})",
+            s.retention.batch_size
+        ),
+    );
+
+    crate::webhooks::validate(&s.webhooks, &mut problems);
+
     problems
 }
+
+/// Longest job lease and HTTP wait, in seconds.
+const MAX_LEASE_SECONDS: u64 = 3600;
+/// Longest retention, in days (100 years).
+const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Most rows one retention delete may remove.
+const MAX_RETENTION_BATCH: usize = 100_000;

@@ -1,8 +1,9 @@
-//! The pure parts of Verdict's webhook delivery (SPEC §7, Standard Webhooks): how a message
-//! is signed, what to do after each attempt, and which targets a delivery may reach.
+//! Verdict's webhook delivery (SPEC §7, Standard Webhooks): how a message is signed, what to
+//! do after each attempt, which targets a delivery may reach (the pure part), and the
+//! dispatcher that delivers the store's outbox (the IO part).
 //!
-//! A state change writes `verdict_domain::OutboxMessage`s with it; a dispatcher (not in this
-//! crate) takes each message, and for each subscribed endpoint:
+//! A state change writes `verdict_domain::OutboxMessage`s with it; the [`dispatcher`] takes
+//! each message, and for each subscribed endpoint:
 //! 1. checks the endpoint's URL against the addresses its host resolves to
 //!    ([`check_target`]), and connects only to those addresses;
 //! 2. POSTs the message's body with the [`headers`] of the attempt: the message id (stable
@@ -11,10 +12,11 @@
 //! 3. asks [`RetrySchedule::classify`] what the outcome means: delivered, retry after a
 //!    delay, give up, or give up and disable the endpoint.
 //!
-//! This crate does no IO, reads no clock and draws no randomness: the dispatcher passes the
-//! time, the random bytes of a new secret and the jitter draw. So every rule here is tested
-//! with plain unit tests, and the signatures are checked against the reference
-//! `standardwebhooks` crate. It must not talk to the store, the network or DNS.
+//! The pure modules ([`signing`], [`retry`], [`ssrf`]) do no IO, read no clock and draw no
+//! randomness: the dispatcher passes the time, the random bytes of a new secret and the
+//! jitter draw. So every rule is tested with plain unit tests, and the signatures are
+//! checked against the reference `standardwebhooks` crate. They must not talk to the store,
+//! the network or DNS; only [`target`] and [`dispatcher`] do.
 //!
 //! # Layout
 //! - [`signing`]: [`Secret`] (`whsec_<base64>`, 24 to 64 bytes, never printed by `Debug`),
@@ -24,10 +26,23 @@
 //!   [`AttemptOutcome`] → [`Decision`] rules, ±20 % jitter, `Retry-After`.
 //! - [`ssrf`]: [`is_forbidden`] (private, loopback, link-local, reserved … addresses,
 //!   IPv4-mapped IPv6 included) and [`check_target`].
+//! - [`target`] (IO): [`check_url`] resolves a URL's host and applies the guard (endpoint
+//!   create/update); [`target::GuardedResolver`] applies it inside the HTTP client at every
+//!   delivery, so the addresses checked are the addresses connected to.
+//! - [`dispatcher`] (IO): [`Dispatcher::run_once`]`(now)` fans the outbox out to endpoints,
+//!   claims due deliveries with a lease, sends, records every attempt, schedules retries and
+//!   disables endpoints; [`Dispatcher::run_until_stopped`] loops it for `verdict serve`.
 
+pub mod dispatcher;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;
+pub mod target;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+pub use dispatcher::{DispatchReport, Dispatcher, DispatcherConfig};
+pub use target::check_url;
 
 pub use retry::{
     AttemptOutcome, Decision, FailReason, MAX_RETRY_AFTER, RetrySchedule, apply_jitter,

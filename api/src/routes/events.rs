@@ -326,9 +326,16 @@ async fn handle(
                 "event rate limit exceeded for this API key",
             )
         })?;
-    ingest(&state, &scope, path_experiment.as_deref(), items)
-        .await
-        .map(Json)
+    let report = ingest(&state, &scope, path_experiment.as_deref(), items).await?;
+    let metrics = state.jobs.metrics();
+    metrics.events_ingested(report.accepted as u64);
+    metrics.events_rejected("duplicate", report.duplicates as u64);
+    for r in &report.results {
+        if let Some(code) = r.code {
+            metrics.events_rejected(code, 1);
+        }
+    }
+    Ok(Json(report))
 }
 
 /// `POST /v1/events`

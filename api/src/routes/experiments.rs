@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use verdict_domain::experiment::{Provided, VariantInput};
 use verdict_domain::status::Transition;
 use verdict_domain::{
-    Experiment, ExperimentInput, KeyScope, Metric, PolicyMode, Problems, Scope, Status, Targeting,
-    Winner, WinnerPolicy,
+    Experiment, ExperimentInput, KeyScope, Metric, PolicyMode, Problems, RetentionOverride, Scope,
+    Status, Targeting, Winner, WinnerPolicy,
 };
 use verdict_store::{AuditEntry, ExperimentFilter, StatusChange, StoreError, WinnerChange};
 
@@ -244,6 +244,7 @@ pub struct ExperimentPatch {
     #[serde(default, deserialize_with = "double_option")]
     pub exposure_event: Option<Option<String>>,
     pub policy: Option<WinnerPolicy>,
+    pub retention: Option<RetentionOverride>,
     /// Only while a draft; running experiments use `PUT …/variants`.
     pub variants: Option<Vec<VariantInput>>,
 }
@@ -329,6 +330,9 @@ pub async fn update(
     }
     if let Some(v) = patch.policy {
         next.policy = v;
+    }
+    if let Some(v) = patch.retention {
+        next.retention = v;
     }
     if let Some(v) = patch.variants {
         next.variants = variants_from_input(v, &mut Problems::new())?;

@@ -5,7 +5,9 @@ pub mod admin;
 pub mod assignments;
 pub mod events;
 pub mod experiments;
+pub mod internal;
 pub mod results;
+pub mod webhooks;
 
 use time::OffsetDateTime;
 

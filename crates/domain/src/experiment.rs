@@ -245,6 +245,9 @@ pub struct Experiment {
     /// When set, only subjects who sent this event count, from their first exposure.
     pub exposure_event: Option<String>,
     pub policy: WinnerPolicy,
+    /// Overrides of the retention settings for this experiment's data.
+    #[serde(default)]
+    pub retention: RetentionOverride,
     pub winner: Option<Winner>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -300,6 +303,7 @@ impl Experiment {
         if let Some(e) = &self.exposure_event {
             check_key(&mut p, "exposure_event", e);
         }
+        self.retention.check(&mut p);
         let keys: HashSet<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
         self.policy.check(&mut p, &keys);
         p
@@ -461,6 +465,43 @@ pub struct ExperimentInput {
     pub exposure_event: Option<String>,
     #[serde(default)]
     pub policy: WinnerPolicy,
+    #[serde(default)]
+    pub retention: RetentionOverride,
+}
+
+/// How long one experiment's data is kept, overriding the `[retention]` settings; `None`
+/// keeps the setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetentionOverride {
+    /// Days raw events are kept (once aggregated).
+    #[serde(default)]
+    pub raw_events_days: Option<u32>,
+    /// Days hour and day buckets are kept.
+    #[serde(default)]
+    pub buckets_days: Option<u32>,
+}
+
+/// Longest retention accepted, in days (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+impl RetentionOverride {
+    fn check(&self, p: &mut Problems) {
+        for (field, days) in [
+            ("retention.raw_events_days", self.raw_events_days),
+            ("retention.buckets_days", self.buckets_days),
+        ] {
+            if let Some(d) = days
+                && !(1..=MAX_RETENTION_DAYS).contains(&d)
+            {
+                p.push(
+                    field,
+                    format!("must be between 1 and {MAX_RETENTION_DAYS} days"),
+                );
+            }
+        }
+    }
 }
 
 /// Values the caller supplies because the domain does no IO: a fresh id, a random salt (used
@@ -525,6 +566,7 @@ impl ExperimentInput {
             guardrail_metrics: self.guardrail_metrics,
             exposure_event: self.exposure_event,
             policy: self.policy,
+            retention: self.retention,
             winner: None,
             created_at: provided.now,
             updated_at: provided.now,

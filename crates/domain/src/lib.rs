@@ -46,8 +46,8 @@ pub use audience::Audience;
 pub use environment::Environment;
 pub use event::{EventRecord, NewEvent};
 pub use experiment::{
-    Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, StatMethod, Variant,
-    Winner, WinnerPolicy,
+    Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, RetentionOverride,
+    StatMethod, Variant, Winner, WinnerPolicy,
 };
 pub use outbox::{EventType, OutboxMessage};
 pub use scope::Scope;

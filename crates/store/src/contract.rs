@@ -16,6 +16,9 @@ use verdict_domain::{Assignment, Experiment, ExperimentInput, NewEvent, Scope, S
 use crate::model::{AppendOutcome, ExperimentFilter, Page, PageRequest, StatusChange};
 use crate::{DynStore, StoreError};
 
+pub use crate::contract_jobs::*;
+pub use crate::contract_webhooks::*;
+
 /// A store for one test and whatever keeps its backing database alive (a temp dir, a
 /// database to drop); dropping it releases both.
 pub struct TestStore {
@@ -59,6 +62,19 @@ macro_rules! store_contract_suite {
             rollup_in_small_steps_equals_one_step_and_folds_late_events,
             evaluation_state_round_trips,
             changes_write_their_outbox_messages_exactly_once,
+            leases_grant_one_holder_at_a_time_with_increasing_tokens,
+            concurrent_lease_requests_grant_exactly_one,
+            a_scheduled_tick_is_granted_once,
+            a_stale_holders_fenced_write_is_rejected,
+            run_records_round_trip_and_list_newest_first,
+            retention_deletes_only_aggregated_old_events_in_bounded_batches,
+            old_attempts_of_finished_deliveries_are_deleted_in_batches,
+            webhook_endpoints_round_trip_update_disable_rotate_and_delete,
+            fan_out_creates_one_delivery_per_subscribed_endpoint_once,
+            concurrent_claims_never_return_the_same_delivery,
+            completions_apply_only_while_the_claim_holds_the_lease,
+            the_delivery_log_filters_redelivers_and_recovers,
+            endpoint_health_keeps_the_first_failure_until_a_success,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -73,7 +89,7 @@ macro_rules! store_contract_suite {
     };
 }
 
-const T0: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
+pub(crate) const T0: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
 
 fn experiment(scope: Scope, key: &str, id: &str) -> Experiment {
     let input: ExperimentInput = serde_json::from_value(json!({
@@ -96,7 +112,7 @@ fn experiment(scope: Scope, key: &str, id: &str) -> Experiment {
         .expect("fixture experiment is valid")
 }
 
-fn event(experiment_id: &str, event_id: &str, subject: &str, at_s: i64) -> NewEvent {
+pub(crate) fn event(experiment_id: &str, event_id: &str, subject: &str, at_s: i64) -> NewEvent {
     NewEvent {
         experiment_id: experiment_id.into(),
         event_id: event_id.into(),
@@ -511,7 +527,13 @@ pub async fn fifty_concurrent_get_or_create_calls_return_one_identical_assignmen
     );
 }
 
-async fn assign(store: &DynStore, experiment_id: &str, subject: &str, variant: &str, at_s: i64) {
+pub(crate) async fn assign(
+    store: &DynStore,
+    experiment_id: &str,
+    subject: &str,
+    variant: &str,
+    at_s: i64,
+) {
     store
         .get_or_create_assignment(&Assignment {
             experiment_id: experiment_id.into(),
@@ -1017,7 +1039,7 @@ pub async fn api_keys_are_found_by_hash_listed_and_revoked(store: DynStore) {
 
 /// Events for rollup tests: two experiments, several subjects, some events before
 /// assignment, two event keys, values that sum exactly in binary.
-async fn rollup_fixture(store: &DynStore, prefix: &str, hours: i64) {
+pub(crate) async fn rollup_fixture(store: &DynStore, prefix: &str, hours: i64) {
     for (e, s, v) in [
         ("e1", "s1", "control"),
         ("e1", "s2", "control"),

@@ -14,6 +14,10 @@ pub enum StoreError {
     /// The thing to update does not exist.
     #[error("not found")]
     NotFound,
+    /// A fenced write of a job run whose lease was granted to a newer holder since: the
+    /// run must stop; nothing was written.
+    #[error("lease of job {job} lost: fencing token {token} is no longer the newest")]
+    Fenced { job: String, token: u64 },
     /// The backend cannot be reached or is overloaded; retrying later may succeed.
     /// Nothing was written.
     #[error("store unavailable")]

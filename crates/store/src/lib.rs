@@ -13,16 +13,27 @@
 //! - [`error`]: [`StoreError`], the errors callers can act on (conflict, retryable, …).
 //! - [`model`]: the store's own request/response types (pages, filters, status changes).
 //! - [`sqlite`]: the embedded default, one SQLite file in WAL mode.
+//! - [`webhooks`]: [`WebhookStore`] (a supertrait of [`Store`]): webhook endpoints,
+//!   deliveries with leases, attempts; implemented next to each adapter
+//!   (`sqlite_webhooks.rs`, `mongo_webhooks.rs`).
 //! - [`contract`]: the adapter contract suite and the macro that instantiates it.
 
 pub mod error;
+pub mod jobs;
 pub mod model;
 pub mod mongo;
+mod mongo_jobs;
 pub mod rollup;
 pub mod sqlite;
+mod sqlite_jobs;
+pub mod webhooks;
 
 #[cfg(feature = "contract")]
 pub mod contract;
+#[cfg(feature = "contract")]
+mod contract_jobs;
+#[cfg(feature = "contract")]
+mod contract_webhooks;
 
 use std::sync::Arc;
 
@@ -34,6 +45,9 @@ use verdict_domain::{
 };
 
 pub use error::StoreError;
+pub use jobs::{
+    Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunOutcome, RunRecord, Trigger,
+};
 pub use model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
     SubjectRecord, TimeRange, VariantCounts, WinnerChange,
@@ -41,14 +55,20 @@ pub use model::{
 pub use mongo::MongoStore;
 pub use rollup::{Bucket, Granularity, RollupReport};
 pub use sqlite::SqliteStore;
+pub use webhooks::{
+    Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryStatus, DeliveryUpdate, Endpoint,
+    EndpointPatch, WebhookStore,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The one persistence interface of Verdict. Cheap to share as `Arc<dyn Store>`.
 ///
 /// `actor` parameters name who asked (an API key id, `scheduler`, …) for the audit log.
+/// Webhook delivery state is the supertrait [`WebhookStore`], so one `Arc<dyn Store>`
+/// serves both.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: JobStore + WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     /// A short name for logs (`sqlite`, `mongodb`).
     fn backend(&self) -> &'static str;
 
@@ -162,6 +182,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// advancing the watermark in the SAME transaction: a crash leaves all or nothing, and
     /// running again never counts an event twice. Cost grows with the new events only.
     async fn rollup(&self, max_events: usize) -> Result<RollupReport>;
+
+    /// [`Store::rollup`] as a step of a job run holding `fence`: refused with
+    /// [`StoreError::Fenced`] (nothing written) once a newer lease holder exists.
+    async fn rollup_fenced(
+        &self,
+        max_events: usize,
+        fence: Option<&Fence>,
+    ) -> Result<RollupReport> {
+        if let Some(fence) = fence {
+            let current = self.get_lease(&fence.job).await?.map(|l| l.token);
+            if current != Some(fence.token) {
+                return Err(StoreError::Fenced {
+                    job: fence.job.clone(),
+                    token: fence.token,
+                });
+            }
+        }
+        self.rollup(max_events).await
+    }
 
     /// The `seq` of the last event folded into the rollups.
     async fn rollup_watermark(&self) -> Result<u64>;

@@ -15,10 +15,12 @@
 //! - `assignments`, `forced_variants`: unique (experiment_id, subject). Get-or-create is an
 //!   upsert with `$setOnInsert`; a concurrent upsert losing with E11000 re-reads.
 //! - `events`: `_id` = `seq`, the ingestion order, allocated in blocks from the `counters`
-//!   document `events` (never reused). Unique (experiment_id, event_id) makes appends
-//!   idempotent. Each event also keeps its subject's `assigned_at`, so rollups and counts
-//!   apply "only events at or after the assignment" without a join (assignments never
-//!   change once stored).
+//!   document `events` (never reused), also stored as the indexed field `seq`: readers
+//!   select seq ranges on that index (a range on `_id` scans the whole collection on some
+//!   wire-compatible servers, a range on a secondary index does not). Unique
+//!   (experiment_id, event_id) makes appends idempotent. Each event also keeps its
+//!   subject's `assigned_at`, so rollups and counts apply "only events at or after the
+//!   assignment" without a join (assignments never change once stored).
 //! - `audit`: `_id` = an increasing id from the `counters` document `audit`.
 //! - `environments`, `audiences`, `api_keys`: JSON documents with an `order` from
 //!   `counters` (creation order for lists) and unique keys.
@@ -72,6 +74,13 @@ use crate::model::{
 use crate::rollup::{Bucket, Granularity, RollupReport};
 use crate::{Result, Store};
 
+// `impl WebhookStore for MongoStore`: a child module, so it shares this file's helpers.
+#[path = "mongo_webhooks.rs"]
+pub(crate) mod webhooks;
+
+/// Most seqs one `scan_events` query covers.
+const SCAN_WINDOW: usize = 10_000;
+
 /// How long a seq allocation may stay pending before readers consider it abandoned.
 pub const PENDING_LEASE: Duration = Duration::from_secs(60);
 
@@ -98,7 +107,7 @@ impl std::fmt::Debug for MongoStore {
 
 // ---- error mapping ----------------------------------------------------------------------
 
-fn is_duplicate(e: &mongodb::error::Error) -> bool {
+pub(crate) fn is_duplicate(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(we)) => we.code == DUPLICATE_KEY,
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
@@ -110,7 +119,7 @@ fn is_duplicate(e: &mongodb::error::Error) -> bool {
     }
 }
 
-fn is_transient(e: &mongodb::error::Error) -> bool {
+pub(crate) fn is_transient(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
         ErrorKind::Io(_)
         | ErrorKind::ConnectionPoolCleared { .. }
@@ -126,7 +135,7 @@ fn is_transient(e: &mongodb::error::Error) -> bool {
 
 /// Duplicate key → [`StoreError::Conflict`], network/timeouts/selection →
 /// [`StoreError::Unavailable`], anything else → [`StoreError::Internal`].
-fn db_err(context: &'static str) -> impl FnOnce(mongodb::error::Error) -> StoreError {
+pub(crate) fn db_err(context: &'static str) -> impl FnOnce(mongodb::error::Error) -> StoreError {
     move |e| {
         if is_duplicate(&e) {
             StoreError::Conflict(format!("{context}: already exists"))
@@ -140,35 +149,35 @@ fn db_err(context: &'static str) -> impl FnOnce(mongodb::error::Error) -> StoreE
 
 // ---- value helpers ----------------------------------------------------------------------
 
-fn bdate(t: OffsetDateTime) -> DateTime {
+pub(crate) fn bdate(t: OffsetDateTime) -> DateTime {
     DateTime::from_millis(to_millis(t))
 }
 
-fn from_bdate(d: DateTime) -> OffsetDateTime {
+pub(crate) fn from_bdate(d: DateTime) -> OffsetDateTime {
     from_millis(d.timestamp_millis())
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<String> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::internal("encoding JSON", e))
 }
 
-fn decode<T: DeserializeOwned>(doc: &str, what: &'static str) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(doc: &str, what: &'static str) -> Result<T> {
     serde_json::from_str(doc).map_err(|e| StoreError::internal(what, e))
 }
 
-fn get_str<'a>(d: &'a Document, key: &str, what: &'static str) -> Result<&'a str> {
+pub(crate) fn get_str<'a>(d: &'a Document, key: &str, what: &'static str) -> Result<&'a str> {
     d.get_str(key)
         .map_err(|e| StoreError::internal(format!("{what}: field {key}"), e))
 }
 
-fn get_date(d: &Document, key: &str, what: &'static str) -> Result<OffsetDateTime> {
+pub(crate) fn get_date(d: &Document, key: &str, what: &'static str) -> Result<OffsetDateTime> {
     d.get_datetime(key)
         .map(|d| from_bdate(*d))
         .map_err(|e| StoreError::internal(format!("{what}: field {key}"), e))
 }
 
 /// A number of any BSON numeric type (aggregations answer int32, int64 or double).
-fn get_i64(d: &Document, key: &str) -> i64 {
+pub(crate) fn get_i64(d: &Document, key: &str) -> i64 {
     match d.get(key) {
         Some(Bson::Int32(v)) => i64::from(*v),
         Some(Bson::Int64(v)) => *v,
@@ -177,7 +186,7 @@ fn get_i64(d: &Document, key: &str) -> i64 {
     }
 }
 
-fn get_f64(d: &Document, key: &str) -> f64 {
+pub(crate) fn get_f64(d: &Document, key: &str) -> f64 {
     match d.get(key) {
         Some(Bson::Int32(v)) => f64::from(*v),
         Some(Bson::Int64(v)) => *v as f64,
@@ -186,7 +195,7 @@ fn get_f64(d: &Document, key: &str) -> f64 {
     }
 }
 
-fn doc_field<T: DeserializeOwned>(d: &Document, what: &'static str) -> Result<T> {
+pub(crate) fn doc_field<T: DeserializeOwned>(d: &Document, what: &'static str) -> Result<T> {
     decode(get_str(d, "doc", what)?, what)
 }
 
@@ -206,7 +215,10 @@ fn per_variant_totals() -> Document {
     }}
 }
 
-async fn collect(cursor: mongodb::Cursor<Document>, what: &'static str) -> Result<Vec<Document>> {
+pub(crate) async fn collect(
+    cursor: mongodb::Cursor<Document>,
+    what: &'static str,
+) -> Result<Vec<Document>> {
     cursor.try_collect().await.map_err(db_err(what))
 }
 
@@ -219,6 +231,17 @@ fn time_filter(range: TimeRange) -> Option<Document> {
         f.insert("$lt", bdate(to));
     }
     (!f.is_empty()).then_some(f)
+}
+
+/// What the events of one seq range hold (see [`MongoStore::range_figures`]).
+#[derive(Debug, Clone, Copy)]
+struct RangeFigures {
+    events: u64,
+    /// The highest seq of the range's events.
+    last: i64,
+    hour_buckets: u64,
+    day_buckets: u64,
+    subjects: u64,
 }
 
 /// Only events at or after the subject's assignment count.
@@ -260,7 +283,7 @@ impl MongoStore {
         &self.db
     }
 
-    fn coll(&self, name: &str) -> Collection<Document> {
+    pub(crate) fn coll(&self, name: &str) -> Collection<Document> {
         self.db.collection(name)
     }
 
@@ -294,6 +317,7 @@ impl MongoStore {
                 vec![
                     unique(doc! {"experiment_id": 1, "event_id": 1}),
                     plain(doc! {"experiment_id": 1, "event": 1, "ts": 1}),
+                    plain(doc! {"seq": 1}),
                 ],
             ),
             ("audit", vec![plain(doc! {"experiment_id": 1, "_id": -1})]),
@@ -323,18 +347,35 @@ impl MongoStore {
                 "outbox",
                 vec![plain(doc! {"created_at": 1, "version": 1, "pos": 1})],
             ),
+            (
+                "job_runs",
+                vec![
+                    plain(doc! {"job": 1, "started_at": -1}),
+                    plain(doc! {"started_at": -1}),
+                    plain(doc! {"finished_at": 1}),
+                ],
+            ),
         ];
-        for (coll, indexes) in specs {
+        for (coll, indexes) in specs.into_iter().chain(webhooks::indexes()) {
             self.coll(coll)
                 .create_indexes(indexes)
                 .await
                 .map_err(db_err("creating indexes"))?;
         }
+        // Events stored before `seq` was a field of its own get it (their `_id`), so seq
+        // ranges find them. `seq: null` also matches a missing field, through the index.
+        self.coll("events")
+            .update_many(
+                doc! {"seq": Bson::Null},
+                vec![doc! {"$set": {"seq": "$_id"}}],
+            )
+            .await
+            .map_err(db_err("backfilling event seqs"))?;
         Ok(())
     }
 
     /// Advance the counter `name` by `n` and return its new value (the last one allocated).
-    async fn next_seq(&self, name: &str, n: i64) -> Result<i64> {
+    pub(crate) async fn next_seq(&self, name: &str, n: i64) -> Result<i64> {
         let d = self
             .upsert_counter(name, doc! {"$inc": {"seq": n}}, "advancing a counter")
             .await?;
@@ -345,7 +386,7 @@ impl MongoStore {
     /// Concurrent upserts of a counter that does not exist yet may lose the race to create
     /// it (E11000, or no document on some servers): the loser retries, then updates the
     /// document the winner created.
-    async fn upsert_counter(
+    pub(crate) async fn upsert_counter(
         &self,
         name: &str,
         update: impl Into<mongodb::options::UpdateModifications> + Clone,
@@ -598,7 +639,7 @@ impl MongoStore {
         }
     }
 
-    async fn page_of<T: DeserializeOwned>(
+    pub(crate) async fn page_of<T: DeserializeOwned>(
         &self,
         coll: &str,
         filter: Document,
@@ -627,7 +668,7 @@ impl MongoStore {
         Ok(Page { items, total })
     }
 
-    async fn find_doc<T: DeserializeOwned>(
+    pub(crate) async fn find_doc<T: DeserializeOwned>(
         &self,
         coll: &str,
         filter: Document,
@@ -702,6 +743,59 @@ impl MongoStore {
                 }
             })
             .collect()
+    }
+
+    /// What the events of the seq range `(lo, hi]` hold, in ONE pass over them (the range
+    /// read on the `seq` index): how many, the last seq, and the rollup rows the counted
+    /// ones touch.
+    async fn range_figures(&self, lo: i64, hi: i64) -> Result<RangeFigures> {
+        let rows = |key: Document| -> Bson {
+            Bson::Array(vec![
+                Bson::Document(doc! {"$match": counted()}),
+                Bson::Document(doc! {"$group": {"_id": key}}),
+                Bson::Document(doc! {"$count": "n"}),
+            ])
+        };
+        let bucket = |unit: &str| {
+            doc! {
+                "e": "$experiment_id", "v": "$event", "x": "$variant",
+                "s": {"$dateTrunc": {"date": "$ts", "unit": unit, "timezone": "UTC"}},
+            }
+        };
+        let d = collect(
+            self.coll("events")
+                .aggregate(vec![
+                    doc! {"$match": {"seq": {"$gt": lo, "$lte": hi}}},
+                    doc! {"$facet": {
+                        "range": [{"$group": {
+                            "_id": Bson::Null,
+                            "n": {"$sum": 1_i64},
+                            "last": {"$max": "$seq"},
+                        }}],
+                        "hour": rows(bucket("hour")),
+                        "day": rows(bucket("day")),
+                        "subjects": rows(doc! {"e": "$experiment_id", "v": "$event", "s": "$subject"}),
+                    }},
+                ])
+                .await
+                .map_err(db_err("reading the rollup range"))?,
+            "reading the rollup range",
+        )
+        .await?;
+        let facet = |name: &str, field: &str| -> i64 {
+            d.first()
+                .and_then(|d| d.get_array(name).ok())
+                .and_then(|a| a.first())
+                .and_then(Bson::as_document)
+                .map_or(0, |d| get_i64(d, field))
+        };
+        Ok(RangeFigures {
+            events: facet("range", "n") as u64,
+            last: facet("range", "last"),
+            hour_buckets: facet("hour", "n") as u64,
+            day_buckets: facet("day", "n") as u64,
+            subjects: facet("subjects", "n") as u64,
+        })
     }
 
     /// Run an aggregation that ends in `$merge` (its cursor is empty). A concurrent rollup
@@ -1150,6 +1244,7 @@ impl Store for MongoStore {
                 let e = &batch[*i];
                 let mut d = doc! {
                     "_id": first + k as i64,
+                    "seq": first + k as i64,
                     "experiment_id": &e.experiment_id,
                     "event_id": &e.event_id,
                     "subject": &e.subject,
@@ -1201,17 +1296,27 @@ impl Store for MongoStore {
         // Never past an in-flight allocation: a caller keeping the last seq as a watermark
         // would skip the events still being inserted below it.
         let safe = self.safe_seq().await?;
-        let docs = collect(
-            self.coll("events")
-                .find(doc! {"_id": {"$gt": after_seq as i64, "$lte": safe}})
-                .sort(doc! {"_id": 1})
-                // A negative limit means "one batch" to MongoDB: clamp, never wrap.
-                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-                .await
-                .map_err(db_err("scanning events"))?,
-            "scanning events",
-        )
-        .await?;
+        // Seq windows of at most the events still wanted: seqs are unique, so a window
+        // never holds more; gaps (seqs of rejected duplicates) make it hold fewer, and the
+        // next window goes on. A server reads a whole window however small the limit.
+        let mut docs = Vec::new();
+        let mut lo = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        while docs.len() < limit && lo < safe {
+            let want = (limit - docs.len()).min(SCAN_WINDOW) as i64;
+            let hi = lo.saturating_add(want).min(safe);
+            docs.extend(
+                collect(
+                    self.coll("events")
+                        .find(doc! {"seq": {"$gt": lo, "$lte": hi}})
+                        .sort(doc! {"seq": 1})
+                        .await
+                        .map_err(db_err("scanning events"))?,
+                    "scanning events",
+                )
+                .await?,
+            );
+            lo = hi;
+        }
         docs.iter()
             .map(|d| {
                 const W: &str = "stored event";
@@ -1284,10 +1389,16 @@ impl Store for MongoStore {
     /// increasing order (they are: a new range starts at the watermark) and on the range's
     /// events never changing (events are immutable, and the range stops below pending
     /// allocations).
+    ///
+    /// Cost follows the new events, not the history: every query starts with a `$match`
+    /// holding only the seq range (served by the `seq` index; the attribution `$expr`
+    /// is a stage of its own, as a server may not use an index for a `$match` mixing
+    /// both), and the range is looked for in seq windows of at most `max_events` seqs,
+    /// so no query reads more than the events it folds.
     async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
         let state = self.coll("rollup_state");
         let max = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
-        let (from, to, events) = loop {
+        let (from, to, figures) = loop {
             let st = state
                 .find_one(doc! {"_id": "events"})
                 .await
@@ -1303,32 +1414,28 @@ impl Store for MongoStore {
                 });
             if let Some(to) = pending {
                 // Resume an interrupted (or concurrent) run of exactly this range.
-                let events = self
-                    .coll("events")
-                    .count_documents(doc! {"_id": {"$gt": from, "$lte": to}})
-                    .await
-                    .map_err(db_err("counting events to roll up"))?;
-                break (from, to, events);
+                break (from, to, self.range_figures(from, to).await?);
             }
+            // The first window of at most `max` seqs past the watermark holding events.
+            // Seqs are unique, so it holds at most `max` events; gaps (seqs of rejected
+            // duplicates) are skipped, and the range ends at its last event.
             let safe = self.safe_seq().await?;
-            let ids = collect(
-                self.coll("events")
-                    .find(doc! {"_id": {"$gt": from, "$lte": safe}})
-                    .sort(doc! {"_id": 1})
-                    .limit(max)
-                    .projection(doc! {"_id": 1})
-                    .await
-                    .map_err(db_err("choosing the rollup range"))?,
-                "choosing the rollup range",
-            )
-            .await?;
-            let Some(last) = ids.last() else {
-                return Ok(RollupReport {
-                    watermark: from as u64,
-                    ..Default::default()
-                });
+            let mut lo = from;
+            let figures = loop {
+                if lo >= safe {
+                    return Ok(RollupReport {
+                        watermark: from as u64,
+                        ..Default::default()
+                    });
+                }
+                let hi = lo.saturating_add(max).min(safe);
+                let f = self.range_figures(lo, hi).await?;
+                if f.events > 0 {
+                    break f;
+                }
+                lo = hi;
             };
-            let to = get_i64(last, "_id");
+            let to = figures.last;
             let res = state
                 .update_one(
                     doc! {"_id": "events", "seq": from, "pending_to": Bson::Null},
@@ -1338,7 +1445,7 @@ impl Store for MongoStore {
                 .await;
             match res {
                 Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => {
-                    break (from, to, ids.len() as u64);
+                    break (from, to, figures);
                 }
                 // Another rollup moved first: look again.
                 Ok(_) => continue,
@@ -1347,9 +1454,8 @@ impl Store for MongoStore {
             }
         };
 
-        let range = doc! {"_id": {"$gt": from, "$lte": to}};
-        let mut m = range.clone();
-        m.extend(counted());
+        let range = doc! {"$match": {"seq": {"$gt": from, "$lte": to}}};
+        let counted = doc! {"$match": counted()};
         let guarded = |field: &str| -> Bson {
             Bson::Document(doc! {"$cond": [
                 {"$lt": ["$applied", to]},
@@ -1360,7 +1466,8 @@ impl Store for MongoStore {
         for g in [Granularity::Hour, Granularity::Day] {
             let unit = g.as_str();
             self.run_merge(vec![
-                doc! {"$match": m.clone()},
+                range.clone(),
+                counted.clone(),
                 doc! {"$group": {
                     "_id": {
                         "experiment_id": "$experiment_id",
@@ -1399,7 +1506,8 @@ impl Store for MongoStore {
             .await?;
         }
         self.run_merge(vec![
-            doc! {"$match": m.clone()},
+            range,
+            counted,
             doc! {"$group": {
                 "_id": {"experiment_id": "$experiment_id", "event": "$event", "subject": "$subject"},
                 "variant": {"$first": "$variant"},
@@ -1432,44 +1540,6 @@ impl Store for MongoStore {
         ])
         .await?;
 
-        // Rows written (for the report): the distinct keys of the range.
-        let hour = doc! {"$dateTrunc": {"date": "$ts", "unit": "hour", "timezone": "UTC"}};
-        let day = doc! {"$dateTrunc": {"date": "$ts", "unit": "day", "timezone": "UTC"}};
-        let counts = collect(
-            self.coll("events")
-                .aggregate(vec![
-                    doc! {"$match": m},
-                    doc! {"$facet": {
-                        "hour": [
-                            {"$group": {"_id": {"e": "$experiment_id", "v": "$event", "x": "$variant", "s": hour}}},
-                            {"$count": "n"},
-                        ],
-                        "day": [
-                            {"$group": {"_id": {"e": "$experiment_id", "v": "$event", "x": "$variant", "s": day}}},
-                            {"$count": "n"},
-                        ],
-                        "subjects": [
-                            {"$group": {"_id": {"e": "$experiment_id", "v": "$event", "s": "$subject"}}},
-                            {"$count": "n"},
-                        ],
-                    }},
-                ])
-                .await
-                .map_err(db_err("counting rollup rows"))?,
-            "counting rollup rows",
-        )
-        .await?;
-        let facet = |name: &str| -> u64 {
-            counts
-                .first()
-                .and_then(|d| d.get_array(name).ok())
-                .and_then(|a| a.first())
-                .and_then(Bson::as_document)
-                .map_or(0, |d| get_i64(d, "n") as u64)
-        };
-        let buckets_written = facet("hour") + facet("day");
-        let subjects_written = facet("subjects");
-
         state
             .update_one(
                 doc! {"_id": "events", "seq": from, "pending_to": to},
@@ -1478,9 +1548,9 @@ impl Store for MongoStore {
             .await
             .map_err(db_err("advancing the rollup watermark"))?;
         Ok(RollupReport {
-            events,
-            buckets_written,
-            subjects_written,
+            events: figures.events,
+            buckets_written: figures.hour_buckets + figures.day_buckets,
+            subjects_written: figures.subjects,
             watermark: to as u64,
         })
     }

@@ -144,9 +144,116 @@ CREATE TABLE outbox (
     doc           TEXT NOT NULL
 );
 "#,
+    r#"
+-- Job leases (one row per job: the holder, its expiry, the fencing token, the last
+-- scheduled tick granted) and run records.
+CREATE TABLE leases (
+    job           TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    token         INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,       -- unix ms
+    last_tick     INTEGER                 -- unix ms
+);
+CREATE TABLE job_runs (
+    id            TEXT PRIMARY KEY,
+    job           TEXT NOT NULL,
+    started_at    INTEGER NOT NULL,       -- unix ms
+    finished_at   INTEGER,                -- unix ms; NULL while running
+    doc           TEXT NOT NULL
+);
+CREATE INDEX job_runs_by_job ON job_runs (job, started_at);
+CREATE INDEX job_runs_by_start ON job_runs (started_at);
+CREATE INDEX job_runs_by_finish ON job_runs (finished_at);
+"#,
+    r#"
+-- Compact per-subject rollups (issue 5: an incremental rollup's cost must follow the new
+-- events, not the history). A rollup upserts the rows of the subjects it saw, at random
+-- places in `subject_metrics`, so the pages it dirties (and writes at commit) grow with the
+-- table; narrower rows mean fewer pages. Experiment ids and event names are stored once in
+-- `rollup_names` and referenced by integers, and the variant is no longer copied into
+-- every row (it is the subject's assignment, which never changes: reads join
+-- `assignments`). The existing rows are converted, not rebuilt: raw events already
+-- deleted by retention would be missing from a rebuild. The watermark is unchanged.
+CREATE TABLE rollup_names (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE
+);
+INSERT OR IGNORE INTO rollup_names (name)
+    SELECT experiment_id FROM subject_metrics UNION SELECT event FROM subject_metrics;
+ALTER TABLE subject_metrics RENAME TO subject_metrics_text_keys;
+CREATE TABLE subject_metrics (
+    experiment    INTEGER NOT NULL,       -- rollup_names.id of the experiment id
+    event         INTEGER NOT NULL,       -- rollup_names.id of the event name
+    subject       TEXT NOT NULL,
+    n             INTEGER NOT NULL,
+    total         REAL NOT NULL,
+    first_ts      INTEGER NOT NULL,
+    PRIMARY KEY (experiment, event, subject)
+) WITHOUT ROWID;
+INSERT INTO subject_metrics (experiment, event, subject, n, total, first_ts)
+    SELECT x.id, v.id, o.subject, o.n, o.total, o.first_ts
+    FROM subject_metrics_text_keys o
+    JOIN rollup_names x ON x.name = o.experiment_id
+    JOIN rollup_names v ON v.name = o.event;
+DROP TABLE subject_metrics_text_keys;
+"#,
+    r#"
+-- Webhook delivery (crates/store/src/sqlite_webhooks.rs).
+CREATE TABLE webhook_endpoints (
+    id          TEXT PRIMARY KEY,
+    environment TEXT NOT NULL,
+    created_seq INTEGER NOT NULL,         -- creation order, for lists
+    doc         TEXT NOT NULL             -- the whole Endpoint as JSON
+);
+CREATE INDEX webhook_endpoints_by_environment ON webhook_endpoints (environment, created_seq);
+
+-- One row per (endpoint, outbox message). `seq` is the creation order: claims take the
+-- oldest due first, so an endpoint receives its messages in the order they were created.
+CREATE TABLE webhook_deliveries (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint_id      TEXT NOT NULL,
+    message_id       TEXT NOT NULL,
+    message          TEXT NOT NULL,       -- the OutboxMessage as JSON
+    status           TEXT NOT NULL,       -- pending | delivered | failed
+    attempts         INTEGER NOT NULL,    -- in the current round
+    next_attempt_at  INTEGER,             -- unix ms; NULL unless pending
+    lease_token      TEXT,
+    lease_until      INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at  INTEGER,
+    last_status_code INTEGER,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    UNIQUE (endpoint_id, message_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX webhook_deliveries_log ON webhook_deliveries (endpoint_id, status, seq);
+
+CREATE TABLE webhook_attempts (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint_id     TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    attempt         INTEGER NOT NULL,
+    at              INTEGER NOT NULL,
+    status_code     INTEGER,
+    latency_ms      INTEGER NOT NULL,
+    response        TEXT,
+    error           TEXT,
+    result          TEXT NOT NULL,
+    next_attempt_at INTEGER
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (endpoint_id, message_id, id);
+
+-- The fan-out cursor: outbox rows up to this seq have their deliveries.
+CREATE TABLE webhook_fanout (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"#,
 ];
 
 const READERS: usize = 4;
+
+// `impl WebhookStore for SqliteStore`: a child module, so it shares this file's helpers.
+#[path = "sqlite_webhooks.rs"]
+mod webhooks;
 
 /// The embedded SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -228,7 +335,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn internal(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn internal(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| match e {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
@@ -242,7 +349,7 @@ fn internal(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -286,7 +393,7 @@ impl SqliteStore {
     }
 
     /// Run `f` on the writer connection on the blocking pool.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -301,7 +408,7 @@ impl SqliteStore {
     }
 
     /// Run `f` on one of the reader connections on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -373,11 +480,11 @@ fn org_column(org: &Option<String>) -> &str {
     org.as_deref().unwrap_or("")
 }
 
-fn decode<T: DeserializeOwned>(doc: &str, what: &'static str) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(doc: &str, what: &'static str) -> Result<T> {
     serde_json::from_str(doc).map_err(|e| StoreError::internal(what, e))
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<String> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::internal("encoding JSON", e))
 }
 
@@ -391,12 +498,12 @@ fn load_experiment_by_id(conn: &Connection, id: &str) -> Result<Option<Experimen
     doc.map(|d| decode(&d, "stored experiment")).transpose()
 }
 
-fn begin(c: &mut Connection) -> Result<Transaction<'_>> {
+pub(crate) fn begin(c: &mut Connection) -> Result<Transaction<'_>> {
     c.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(internal("starting a transaction"))
 }
 
-fn commit(tx: Transaction<'_>) -> Result<()> {
+pub(crate) fn commit(tx: Transaction<'_>) -> Result<()> {
     tx.commit().map_err(internal("committing"))
 }
 
@@ -1038,9 +1145,21 @@ impl Store for SqliteStore {
     }
 
     async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
+        self.rollup_fenced(max_events, None).await
+    }
+
+    /// The fence is checked inside the step's own transaction: a stale holder's step writes
+    /// nothing, whenever it wakes up.
+    async fn rollup_fenced(
+        &self,
+        max_events: usize,
+        fence: Option<&crate::Fence>,
+    ) -> Result<RollupReport> {
+        let fence = fence.cloned();
         let max = max_events.max(1) as i64;
         self.write(move |c| {
             let tx = begin(c)?;
+            crate::sqlite_jobs::check_fence(&tx, fence.as_ref())?;
             let from: i64 = tx
                 .query_row(
                     "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
@@ -1084,18 +1203,27 @@ impl Store for SqliteStore {
                     )
                     .map_err(internal("rolling up buckets"))? as u64;
             }
+            // Per subject, keyed by the integer ids of the experiment and the event (see the
+            // migration creating `rollup_names`): the range's names get theirs first.
+            tx.execute(
+                "INSERT OR IGNORE INTO rollup_names (name)
+                 SELECT experiment_id FROM events WHERE seq > ?1 AND seq <= ?2
+                 UNION SELECT event FROM events WHERE seq > ?1 AND seq <= ?2",
+                params![from, to],
+            )
+            .map_err(internal("naming rollup keys"))?;
             let subjects_written =
                 tx.execute(
-                    "INSERT INTO subject_metrics
-                         (experiment_id, event, subject, variant, n, total, first_ts)
-                     SELECT e.experiment_id, e.event, e.subject, a.variant,
-                            COUNT(*), SUM(e.value), MIN(e.ts)
+                    "INSERT INTO subject_metrics (experiment, event, subject, n, total, first_ts)
+                     SELECT x.id, v.id, e.subject, COUNT(*), SUM(e.value), MIN(e.ts)
                      FROM events e
                      JOIN assignments a
                        ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                     JOIN rollup_names x ON x.name = e.experiment_id
+                     JOIN rollup_names v ON v.name = e.event
                      WHERE e.seq > ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
-                     GROUP BY e.experiment_id, e.event, e.subject
-                     ON CONFLICT (experiment_id, event, subject) DO UPDATE
+                     GROUP BY x.id, v.id, e.subject
+                     ON CONFLICT (experiment, event, subject) DO UPDATE
                      SET n = n + excluded.n,
                          total = total + excluded.total,
                          first_ts = MIN(first_ts, excluded.first_ts)",
@@ -1145,8 +1273,9 @@ impl Store for SqliteStore {
                             COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
                      FROM assignments a
                      LEFT JOIN subject_metrics s
-                       ON s.experiment_id = a.experiment_id AND s.subject = a.subject
-                      AND s.event = ?2
+                       ON s.experiment = (SELECT id FROM rollup_names WHERE name = ?1)
+                      AND s.event = (SELECT id FROM rollup_names WHERE name = ?2)
+                      AND s.subject = a.subject
                      WHERE a.experiment_id = ?1
                      GROUP BY a.variant ORDER BY a.variant",
                 )

@@ -6,8 +6,8 @@
 //! API crates.
 //!
 //! # Layout
-//! - `main.rs`: the CLI (`serve`, `default-config`) and start-up.
-//! - `scheduler.rs`: the cron-scheduled aggregation and evaluation jobs.
+//! - `main.rs`: the CLI (`serve`, `worker`, `run`, `default-config`) and start-up.
+//! - `scheduler.rs`: the cron-scheduled jobs (through `verdict_jobs`: leases, run records).
 
 mod scheduler;
 
@@ -20,6 +20,9 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use verdict_api::Application;
 use verdict_config::{LogFormat, Settings};
+use verdict_jobs::{Job, Jobs, RunOptions};
+use verdict_metrics::Metrics;
+use verdict_store::{RunOutcome, Trigger};
 
 /// Verdict: an experimentation (A/B/n) backend.
 ///
@@ -45,16 +48,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API (GET /healthz, /readyz) and run the scheduled jobs (aggregation,
-    /// evaluation; see [jobs] in the configuration) until SIGINT or SIGTERM.
+    /// Serve the HTTP API (GET /healthz, /readyz, /metrics, /v1/...) and run the scheduled
+    /// jobs (aggregate, evaluate, retention; see [jobs] in the configuration) until SIGINT or
+    /// SIGTERM.
     Serve {
         /// Do not run the scheduled jobs in this process (e.g. API-only replicas).
         #[arg(long)]
         no_scheduler: bool,
     },
+    /// Run the scheduled jobs only (no HTTP API) until SIGINT or SIGTERM. Run as many
+    /// workers as you like on one store: each job's lease lets one run it at a time, and
+    /// each scheduled tick runs once.
+    Worker,
+    /// Run one job once, now, and print its report; exits non-zero when the run fails (1)
+    /// or another process holds the job's lease (75, try again later).
+    Run {
+        /// aggregate, evaluate, retention or webhooks.
+        #[arg(value_parser = ["aggregate", "evaluate", "retention", "webhooks"])]
+        job: String,
+        /// evaluate only: just this experiment (its id, or its key in the default
+        /// environment).
+        #[arg(long, value_name = "KEY")]
+        experiment: Option<String>,
+        /// Print the whole run record as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the built-in configuration reference (every key, its default and env var).
     DefaultConfig,
 }
+
+/// `verdict run`'s exit code when another process holds the job's lease (EX_TEMPFAIL).
+const EXIT_LEASE_HELD: u8 = 75;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -71,7 +96,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(&settings) {
+    // `verdict run` prints its report on stdout: its logs go to stderr.
+    let logs_to_stderr = matches!(cli.command, Command::Run { .. });
+    if let Err(e) = init_logging(&settings, logs_to_stderr) {
         eprintln!("verdict: configuration error: {e:#}");
         return ExitCode::from(2);
     }
@@ -87,12 +114,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { no_scheduler } => serve(settings, !no_scheduler).await,
-            Command::DefaultConfig => Ok(()),
+            Command::Serve { no_scheduler } => serve(settings, !no_scheduler)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Worker => worker(settings).await.map(|()| ExitCode::SUCCESS),
+            Command::Run {
+                job,
+                experiment,
+                json,
+            } => run_once(settings, &job, experiment, json).await,
+            Command::DefaultConfig => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!(error = ?e, "verdict stopped with an error");
             eprintln!("verdict: {e:#}");
@@ -101,12 +136,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+fn init_logging(settings: &Settings, to_stderr: bool) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&settings.log.level)
         .with_context(|| format!("log.level: '{}' is not a valid filter", settings.log.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if to_stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        });
     match settings.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -127,13 +169,15 @@ async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()>
     }
     let addr = app.local_addr()?;
     tracing::info!(%addr, store = store.backend(), cache = ?settings.cache, "listening on http://{addr}");
+    install_webhooks_job(app.jobs())?;
     let scheduler = if scheduler_wanted && settings.jobs.enabled {
-        Some(scheduler::Scheduler::start(&settings.jobs, store.clone(), cache.clone()).await?)
+        Some(scheduler::Scheduler::start(app.jobs().clone()).await?)
     } else {
         tracing::info!("scheduled jobs are off in this process");
         None
     };
 
+    let jobs = app.jobs().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stop_rx.await;
@@ -144,8 +188,12 @@ async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()>
         "shutting down"
     );
     let _ = stop_tx.send(());
-    if let Some(scheduler) = scheduler {
-        scheduler.shutdown(settings.server.shutdown_grace()).await;
+    match scheduler {
+        Some(scheduler) => scheduler.shutdown(settings.server.shutdown_grace()).await,
+        // Runs triggered over HTTP finish (and release their leases) within the grace.
+        None => {
+            jobs.shutdown(settings.server.shutdown_grace()).await;
+        }
     }
     match tokio::time::timeout(settings.server.shutdown_grace(), server).await {
         Ok(joined) => joined
@@ -155,6 +203,83 @@ async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()>
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Give `jobs` the body of the `webhooks` job: the dispatcher (`[webhooks]`). A scheduled
+/// run delivers for [`verdict_jobs::CONTINUOUS_RUN`]; a triggered one drains what is due.
+fn install_webhooks_job(jobs: &Jobs) -> anyhow::Result<()> {
+    let config = verdict_webhooks::DispatcherConfig::from_settings(&jobs.settings().webhooks);
+    let dispatcher = verdict_webhooks::Dispatcher::new(jobs.store().clone(), config)
+        .context("building the webhook HTTP client")?;
+    jobs.set_webhooks_job(Arc::new(move |trigger, stop| {
+        let dispatcher = dispatcher.clone();
+        Box::pin(async move {
+            let for_at_most =
+                (trigger == Trigger::Schedule).then_some(verdict_jobs::CONTINUOUS_RUN);
+            let report = dispatcher
+                .run_for(for_at_most, stop)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(report).map_err(|e| e.to_string())
+        })
+    }));
+    Ok(())
+}
+
+/// The job runner of a process without the HTTP API.
+async fn open_jobs(settings: Settings) -> anyhow::Result<Jobs> {
+    let settings = Arc::new(settings);
+    let store = verdict_api::startup::open_store(&settings).await?;
+    let cache = verdict_api::startup::open_cache(&settings)?;
+    let jobs = Jobs::new(store, cache, settings, Metrics::new());
+    install_webhooks_job(&jobs)?;
+    Ok(jobs)
+}
+
+async fn worker(settings: Settings) -> anyhow::Result<()> {
+    tracing::info!(settings = %settings.redacted_summary(), "starting a verdict worker");
+    let grace = settings.server.shutdown_grace();
+    let jobs = open_jobs(settings).await?;
+    let scheduler = scheduler::Scheduler::start(jobs).await?;
+    shutdown_signal().await;
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+    scheduler.shutdown(grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_once(
+    settings: Settings,
+    job: &str,
+    experiment: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let job = Job::parse(job).with_context(|| format!("no job '{job}'"))?;
+    let jobs = open_jobs(settings).await?;
+    let run = jobs
+        .run(job, Trigger::Cli, None, RunOptions { experiment })
+        .await?
+        .context("the run did not start")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        let took = run
+            .finished_at
+            .map(|f| format!(" in {} ms", (f - run.started_at).whole_milliseconds()))
+            .unwrap_or_default();
+        println!("{job}: {}{took} (run {})", run.outcome.as_str(), run.id);
+        if let Some(error) = &run.error {
+            println!("error: {error}");
+        }
+        if !run.report.is_null() {
+            println!("{}", serde_json::to_string_pretty(&run.report)?);
+        }
+    }
+    Ok(match run.outcome {
+        RunOutcome::Succeeded => ExitCode::SUCCESS,
+        RunOutcome::SkippedLeaseHeld => ExitCode::from(EXIT_LEASE_HELD),
+        _ => ExitCode::FAILURE,
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

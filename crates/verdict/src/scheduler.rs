@@ -1,28 +1,30 @@
-//! The scheduled jobs of `verdict serve`: aggregation and evaluation on their cron schedules
-//! (`[jobs]` in the configuration), with tokio-cron-scheduler.
+//! The scheduled jobs of `verdict serve` and `verdict worker`: `aggregate`, `evaluate` and
+//! `retention` on their cron schedules (`[jobs]` in the configuration), with
+//! tokio-cron-scheduler; `webhooks` as a continuous loop: the replica holding its lease
+//! delivers (one run per minute, [`verdict_jobs::CONTINUOUS_RUN`]), the others look at the
+//! lease every few seconds and take over when it lapses.
 //!
-//! A job whose previous run is still going when its schedule fires again skips that tick
-//! (logged), so runs of one job never overlap within a process. Across processes the jobs
-//! are safe to run concurrently: a rollup step is idempotent in the store, and a decision is
-//! a compare-and-set on the experiment's version. On shutdown no new run starts and the
-//! current ones get the grace period to finish.
+//! Every firing goes through [`verdict_jobs::Jobs`] with the tick it is for: the job's lease
+//! makes one replica run it, and a tick another replica already ran is not run again, so
+//! each tick runs once across replicas. A job whose previous run in this process is still
+//! going skips the tick without asking the store. On shutdown no new run starts and the
+//! current ones get the grace period to finish (and release their leases).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
-use tokio_cron_scheduler::{Job, JobScheduler};
-use verdict_cache::DynCache;
-use verdict_config::JobsSettings;
-use verdict_store::DynStore;
+use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
+use verdict_jobs::{Job, Jobs, RunOptions};
+use verdict_store::Trigger;
 
 /// The running scheduler.
 pub struct Scheduler {
     inner: JobScheduler,
-    running: Vec<Arc<Mutex<()>>>,
+    jobs: Jobs,
+    webhooks: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -32,68 +34,34 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Start the jobs of `settings` on `store` and `cache`.
-    pub async fn start(
-        settings: &JobsSettings,
-        store: DynStore,
-        cache: DynCache,
-    ) -> anyhow::Result<Self> {
+    /// Schedule every cron job of `jobs`' settings.
+    pub async fn start(jobs: Jobs) -> anyhow::Result<Self> {
         let inner = JobScheduler::new()
             .await
             .context("creating the scheduler")?;
-        let mut running = Vec::new();
-
-        let s = store.clone();
-        running.push(
-            add(
-                &inner,
-                "aggregate",
-                &settings.aggregate_schedule,
-                move || {
-                    let store = s.clone();
-                    async move {
-                        verdict_aggregator::jobs::aggregate(
-                            &store,
-                            verdict_aggregator::jobs::DEFAULT_STEP,
-                        )
-                        .await
-                        .map(|r| {
-                            serde_json::json!({"events": r.events, "watermark": r.watermark,
-                                           "duration_ms": r.duration.as_secs_f64() * 1e3})
-                        })
-                        .map_err(anyhow::Error::from)
-                    }
-                },
-            )
-            .await?,
-        );
-        running.push(
-            add(&inner, "evaluate", &settings.evaluate_schedule, move || {
-                let store = store.clone();
-                let cache = cache.clone();
-                async move {
-                    verdict_aggregator::evaluate::evaluate(
-                        &store,
-                        &cache,
-                        OffsetDateTime::now_utc(),
-                    )
-                    .await
-                    .map(|r| {
-                        serde_json::json!({"evaluated": r.evaluated, "decisions": r.decisions,
-                                           "srm_flags": r.srm_flags, "duration_ms": r.duration_ms})
-                    })
-                    .map_err(anyhow::Error::from)
-                }
-            })
-            .await?,
-        );
+        for job in Job::ALL {
+            let Some(schedule) = job.schedule(jobs.settings()).map(str::to_owned) else {
+                continue;
+            };
+            add(&inner, jobs.clone(), job, schedule).await?;
+        }
         inner.start().await.context("starting the scheduler")?;
+        let webhooks = jobs
+            .has_webhooks_job()
+            .then(|| tokio::spawn(webhooks_loop(jobs.clone())));
+        let s = &jobs.settings().jobs;
         tracing::info!(
-            aggregate = %settings.aggregate_schedule,
-            evaluate = %settings.evaluate_schedule,
+            aggregate = %s.aggregate_schedule,
+            evaluate = %s.evaluate_schedule,
+            retention = %s.retention_schedule,
+            owner = jobs.owner(),
             "scheduler started"
         );
-        Ok(Self { inner, running })
+        Ok(Self {
+            inner,
+            jobs,
+            webhooks,
+        })
     }
 
     /// Stop firing, then wait up to `grace` for runs in progress to finish.
@@ -101,55 +69,97 @@ impl Scheduler {
         if let Err(e) = self.inner.shutdown().await {
             tracing::warn!(error = %e, "stopping the scheduler");
         }
-        let wait = async {
-            for job in &self.running {
-                let _ = job.lock().await;
-            }
-        };
-        if tokio::time::timeout(grace, wait).await.is_err() {
-            tracing::warn!("a job run did not finish within the grace period");
+        if !self.jobs.shutdown(grace).await {
+            tracing::warn!(
+                "a job run did not finish within the grace period; its lease will expire"
+            );
+        }
+        if let Some(task) = self.webhooks.take() {
+            let _ = tokio::time::timeout(grace, task).await;
         }
     }
 }
 
-/// Schedule `run` as job `name`; returns the lock held while it runs.
-async fn add<F, Fut>(
+/// The continuous `webhooks` job: run it whenever its lease is free, back to back; while
+/// another replica holds it, look again every third of the lease (so no run record is
+/// written for every look).
+async fn webhooks_loop(jobs: Jobs) {
+    let mut stop = jobs.stopped();
+    let look_every = jobs.settings().jobs.lease() / 3;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let free = match jobs.store().get_lease(Job::Webhooks.as_str()).await {
+            Ok(lease) => lease.is_none_or(|l| l.expires_at <= now),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the webhooks lease");
+                false
+            }
+        };
+        let mut pause = look_every;
+        if free {
+            match jobs
+                .run(
+                    Job::Webhooks,
+                    Trigger::Schedule,
+                    None,
+                    RunOptions::default(),
+                )
+                .await
+            {
+                // A full run: start the next at once.
+                Ok(Some(run)) if run.outcome == verdict_store::RunOutcome::Succeeded => {
+                    pause = Duration::ZERO
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not start the webhooks job"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Schedule `job` on `schedule`.
+async fn add(
     scheduler: &JobScheduler,
-    name: &'static str,
-    schedule: &str,
-    run: F,
-) -> anyhow::Result<Arc<Mutex<()>>>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<serde_json::Value>> + Send + 'static,
-{
+    jobs: Jobs,
+    job: Job,
+    schedule: String,
+) -> anyhow::Result<()> {
     let running = Arc::new(Mutex::new(()));
-    let lock = running.clone();
-    let run = Arc::new(run);
-    let job = Job::new_async(schedule, move |_id, _scheduler| {
-        let lock = lock.clone();
-        let run = run.clone();
+    let expr = schedule.clone();
+    let cron = CronJob::new_async(schedule.as_str(), move |_id, _scheduler| {
+        let running = running.clone();
+        let jobs = jobs.clone();
+        let expr = expr.clone();
         Box::pin(async move {
-            let Ok(_guard) = lock.try_lock() else {
-                tracing::info!(job = name, "previous run still in progress; tick skipped");
+            let Ok(_guard) = running.try_lock() else {
+                tracing::info!(%job, "previous run still in progress here; tick skipped");
                 return;
             };
-            let started = std::time::Instant::now();
-            match run().await {
-                Ok(report) => tracing::info!(job = name, %report, "job run succeeded"),
-                Err(e) => tracing::error!(
-                    job = name,
-                    error = %format!("{e:#}"),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "job run failed"
-                ),
+            if jobs.is_stopping() {
+                return;
+            }
+            let tick = verdict_config::tick_of(&expr, OffsetDateTime::now_utc());
+            match jobs
+                .run(job, Trigger::Schedule, tick, RunOptions::default())
+                .await
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::debug!(%job, "tick already ran on another replica"),
+                Err(e) => tracing::warn!(%job, error = %e, "could not start a scheduled run"),
             }
         })
     })
-    .with_context(|| format!("scheduling {name} on '{schedule}'"))?;
+    .with_context(|| format!("scheduling {job} on '{schedule}'"))?;
     scheduler
-        .add(job)
+        .add(cron)
         .await
-        .with_context(|| format!("adding the {name} job"))?;
-    Ok(running)
+        .with_context(|| format!("adding the {job} job"))?;
+    Ok(())
 }

@@ -154,7 +154,14 @@ fn help_describes_every_command() {
     let out = verdict().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for word in ["serve", "default-config", "--config", "VERDICT_"] {
+    for word in [
+        "serve",
+        "worker",
+        "run",
+        "default-config",
+        "--config",
+        "VERDICT_",
+    ] {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
     let serve = verdict().args(["serve", "--help"]).output().unwrap();
@@ -336,5 +343,57 @@ async fn serve_runs_the_scheduled_aggregation() {
     assert_eq!(
         counted, 1,
         "the scheduled aggregation never folded the event in"
+    );
+}
+
+/// `verdict run aggregate` on a fresh data dir: creates the store, runs the job once under
+/// its lease, prints the report and exits 0; `--json` prints the run record.
+#[test]
+fn run_aggregate_on_a_fresh_data_dir_prints_a_report_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = verdict()
+        .args(["run", "aggregate"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("aggregate: succeeded"), "{stdout}");
+    assert!(stdout.contains("\"events\": 0"), "{stdout}");
+    assert!(dir.path().join("data/verdict.db").exists());
+
+    let out = verdict()
+        .args(["run", "retention", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON run record");
+    assert_eq!(run["job"], "retention");
+    assert_eq!(run["trigger"], "cli");
+    assert_eq!(run["outcome"], "succeeded");
+    assert_eq!(run["report"]["events_deleted"], 0);
+
+    // Bad input: an unknown job, or --experiment on a job that runs for all.
+    let out = verdict()
+        .args(["run", "vacuum"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap rejects unknown jobs");
+    let out = verdict()
+        .args(["run", "aggregate", "--experiment", "x"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only the evaluate job"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -193,6 +193,7 @@ fn bdate(t: OffsetDateTime) -> DateTime {
 fn event_doc(seq: i64, e: &NewEvent, variant: &str, assigned_at: DateTime) -> Document {
     doc! {
         "_id": seq,
+        "seq": seq,
         "experiment_id": &e.experiment_id,
         "event_id": &e.event_id,
         "subject": &e.subject,
@@ -213,7 +214,7 @@ fn unique(keys: Document) -> IndexModel {
 }
 
 /// A collection with the unique (experiment_id, event_id) index, and optionally the store's
-/// other `events` index.
+/// other `events` indexes.
 async fn raw_collection(
     db: &Database,
     name: &str,
@@ -229,6 +230,8 @@ async fn raw_collection(
                 .build(),
         )
         .await?;
+        c.create_index(IndexModel::builder().keys(doc! {"seq": 1}).build())
+            .await?;
     }
     Ok(c)
 }
@@ -574,7 +577,7 @@ async fn bench(args: &Args, store: MongoStore) -> anyhow::Result<String> {
         "raw `insert_many`, all indexes of `events`",
         &base_all,
         b,
-        "adds the (experiment_id, event, ts) index",
+        "adds the (experiment_id, event, ts) and (seq) indexes",
     ));
     table.push_str(&row(
         "`MongoStore::append_events`, new events",

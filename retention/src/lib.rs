@@ -1,0 +1,168 @@
+//! The retention job: raw events must not grow forever, but must never be deleted before
+//! they are counted.
+//!
+//! Deletes, each in bounded batches of `retention.batch_size` rows (one statement per batch,
+//! never one unbounded delete):
+//! - raw events received more than `raw_events_days` ago, only at or below the aggregation
+//!   watermark (the store enforces this: an event not yet rolled up is never a candidate);
+//! - hour and day buckets starting more than `buckets_days` ago;
+//! - finished job run records older than `runs_days`;
+//! - the attempt log of finished webhook deliveries older than `webhook_attempts_days`.
+//!
+//! An experiment's `retention` overrides the first two for its own data. Every delete
+//! carries the run's fencing token: if this run's lease was taken over, the store refuses.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+use verdict_config::RetentionSettings;
+use verdict_store::{
+    DynStore, ExperimentFilter, Fence, PageRequest, Result, RetentionFilter, StoreError,
+};
+
+/// What one retention run deleted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RetentionReport {
+    pub events_deleted: u64,
+    pub buckets_deleted: u64,
+    pub runs_deleted: u64,
+    pub webhook_attempts_deleted: u64,
+    /// Delete statements issued (each removes at most `batch_size` rows).
+    pub batches: u64,
+    /// Experiments with their own retention.
+    pub overrides: u64,
+    pub duration_ms: f64,
+}
+
+/// Delete what `settings` (and each experiment's override) say has expired at `now`.
+pub async fn run(
+    store: &DynStore,
+    settings: &RetentionSettings,
+    now: OffsetDateTime,
+    fence: Option<&Fence>,
+) -> Result<RetentionReport> {
+    let started = Instant::now();
+    let mut report = RetentionReport::default();
+    let days_ago = |days: u32| now - Duration::days(i64::from(days));
+
+    // (experiment id, raw-events override, buckets override)
+    let overrides: Vec<(String, Option<u32>, Option<u32>)> = all_experiments(store)
+        .await?
+        .into_iter()
+        .filter(|e| e.retention.raw_events_days.is_some() || e.retention.buckets_days.is_some())
+        .map(|e| (e.id, e.retention.raw_events_days, e.retention.buckets_days))
+        .collect();
+    report.overrides = overrides.len() as u64;
+    let batch = settings.batch_size;
+
+    // Raw events: each override on its own, then everything else by the setting.
+    let mut own_rule = Vec::new();
+    for (id, days, _) in &overrides {
+        if let Some(days) = days {
+            own_rule.push(id.clone());
+            let filter = RetentionFilter {
+                before: days_ago(*days),
+                only: Some(id.clone()),
+                except: Vec::new(),
+            };
+            report.events_deleted += drain(&mut report.batches, batch, |n| {
+                store.delete_events(&filter, n, fence)
+            })
+            .await?;
+        }
+    }
+    let filter = RetentionFilter {
+        before: days_ago(settings.raw_events_days),
+        only: None,
+        except: own_rule,
+    };
+    report.events_deleted += drain(&mut report.batches, batch, |n| {
+        store.delete_events(&filter, n, fence)
+    })
+    .await?;
+
+    // Buckets, the same way.
+    let mut own_rule = Vec::new();
+    for (id, _, days) in &overrides {
+        if let Some(days) = days {
+            own_rule.push(id.clone());
+            let filter = RetentionFilter {
+                before: days_ago(*days),
+                only: Some(id.clone()),
+                except: Vec::new(),
+            };
+            report.buckets_deleted += drain(&mut report.batches, batch, |n| {
+                store.delete_buckets(&filter, n, fence)
+            })
+            .await?;
+        }
+    }
+    let filter = RetentionFilter {
+        before: days_ago(settings.buckets_days),
+        only: None,
+        except: own_rule,
+    };
+    report.buckets_deleted += drain(&mut report.batches, batch, |n| {
+        store.delete_buckets(&filter, n, fence)
+    })
+    .await?;
+
+    let before = days_ago(settings.runs_days);
+    report.runs_deleted += drain(&mut report.batches, batch, |n| {
+        store.delete_runs(before, n, fence)
+    })
+    .await?;
+
+    let before = days_ago(settings.webhook_attempts_days);
+    report.webhook_attempts_deleted += drain(&mut report.batches, batch, |n| {
+        store.delete_webhook_attempts(before, n, fence)
+    })
+    .await?;
+
+    report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(
+        events = report.events_deleted,
+        buckets = report.buckets_deleted,
+        runs = report.runs_deleted,
+        batches = report.batches,
+        "retention run finished"
+    );
+    Ok(report)
+}
+
+/// Call `delete(batch)` until it deletes less than a full batch; the total deleted.
+async fn drain<F, Fut>(batches: &mut u64, batch: usize, mut delete: F) -> Result<u64>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = delete(batch).await?;
+        *batches += 1;
+        total += n;
+        if n < batch as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+async fn all_experiments(store: &DynStore) -> Result<Vec<verdict_domain::Experiment>> {
+    let mut all = Vec::new();
+    let mut page = PageRequest {
+        page: 1,
+        page_size: 100,
+    };
+    loop {
+        let found = store
+            .list_experiments(&ExperimentFilter::default(), page)
+            .await?;
+        let done = found.items.len() < 100;
+        all.extend(found.items);
+        if done {
+            return Ok(all);
+        }
+        page.page += 1;
+    }
+}

@@ -1,0 +1,147 @@
+//! The retention job against a real SQLite store (the store-level rules, including MongoDB,
+//! are in the store contract suite).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+use verdict_config::RetentionSettings;
+use verdict_domain::experiment::Provided;
+use verdict_domain::{Assignment, ExperimentInput, NewEvent, Scope};
+use verdict_store::{DynStore, SqliteStore};
+
+fn settings(batch_size: usize) -> RetentionSettings {
+    RetentionSettings {
+        raw_events_days: 90,
+        buckets_days: 730,
+        runs_days: 30,
+        webhook_attempts_days: 30,
+        batch_size,
+    }
+}
+
+async fn experiment(
+    store: &DynStore,
+    key: &str,
+    retention: serde_json::Value,
+    now: OffsetDateTime,
+) {
+    let input: ExperimentInput = serde_json::from_value(json!({
+        "key": key,
+        "variants": [{"key": "a"}, {"key": "b"}],
+        "retention": retention,
+    }))
+    .unwrap();
+    let e = input
+        .into_experiment(
+            Scope::default(),
+            Provided {
+                id: key.into(),
+                salt: "s".into(),
+                now,
+            },
+        )
+        .unwrap();
+    store.create_experiment(&e, "test").await.unwrap();
+    for subject in ["s1", "s2"] {
+        store
+            .get_or_create_assignment(&Assignment {
+                experiment_id: key.into(),
+                subject: subject.into(),
+                variant: "a".into(),
+                assigned_at: now - Duration::days(400),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn events(experiment: &str, tag: &str, received: OffsetDateTime, n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            experiment_id: experiment.into(),
+            event_id: format!("{tag}-{i}"),
+            subject: if i % 2 == 0 { "s1" } else { "s2" }.into(),
+            variant: None,
+            event: "conversion".into(),
+            value: 1.0,
+            ts: received,
+            received_at: received,
+            meta: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_expired_aggregated_events_in_batches_honouring_overrides_and_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(SqliteStore::open(dir.path().join("v.db"), 5_000).unwrap());
+    let now = OffsetDateTime::now_utc();
+    experiment(&store, "default", json!({}), now).await;
+    experiment(&store, "short", json!({"raw_events_days": 1}), now).await;
+
+    // Aggregated: 7 very old + 3 two days old per experiment.
+    for exp in ["default", "short"] {
+        store
+            .append_events(events(exp, "old", now - Duration::days(100), 7))
+            .await
+            .unwrap();
+        store
+            .append_events(events(exp, "recent", now - Duration::days(2), 3))
+            .await
+            .unwrap();
+    }
+    verdict_store::Store::rollup(store.as_ref(), 1_000)
+        .await
+        .unwrap();
+    let watermark = store.rollup_watermark().await.unwrap();
+    // Expired by age but not yet aggregated: the watermark is behind the cutoff.
+    store
+        .append_events(events("default", "late", now - Duration::days(200), 5))
+        .await
+        .unwrap();
+
+    let report = verdict_retention::run(&store, &settings(2), now, None)
+        .await
+        .unwrap();
+    // default: the 7 old ones; short (1 day): its 7 old and 3 recent ones.
+    assert_eq!(report.events_deleted, 7 + 10);
+    assert_eq!(report.overrides, 1);
+    // 10 events in batches of 2 take 6 statements (the last finds nothing), 7 take 4.
+    assert!(report.batches >= 6 + 4, "{report:?}");
+
+    let left = store.scan_events(0, 1_000).await.unwrap();
+    let mut kept: Vec<_> = left
+        .iter()
+        .map(|e| (e.experiment_id.as_str(), e.event_id.as_str()))
+        .collect();
+    kept.sort();
+    let mut expected = vec![
+        ("default", "recent-0"),
+        ("default", "recent-1"),
+        ("default", "recent-2"),
+    ];
+    expected.extend((0..5).map(|i| {
+        (
+            "default",
+            ["late-0", "late-1", "late-2", "late-3", "late-4"][i],
+        )
+    }));
+    expected.sort();
+    assert_eq!(kept, expected);
+    assert!(
+        left.iter()
+            .filter(|e| e.event_id.starts_with("late"))
+            .all(|e| e.seq > watermark),
+        "the un-aggregated events are all still there"
+    );
+
+    // Once aggregated, the late events go too.
+    verdict_store::Store::rollup(store.as_ref(), 1_000)
+        .await
+        .unwrap();
+    let report = verdict_retention::run(&store, &settings(1_000), now, None)
+        .await
+        .unwrap();
+    assert_eq!(report.events_deleted, 5);
+}
