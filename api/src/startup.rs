@@ -25,7 +25,7 @@ use crate::auth::{Bootstrap, KeyCache};
 use crate::error::{ApiError, ErrorCode};
 use crate::rate_limit::RateLimiter;
 use crate::routes::assignments::ExperimentCache;
-use crate::routes::{admin, assignments, events, experiments, internal, results, webhooks};
+use crate::routes::{admin, assignments, events, experiments, internal, results, stream, webhooks};
 use crate::snapshots::Snapshots;
 use crate::{health, openapi};
 
@@ -152,6 +152,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(events::post_experiment_events))
         .routes(routes!(results::results))
         .routes(routes!(results::timeseries))
+        .routes(routes!(stream::stream))
         .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
         .routes(routes!(
             webhooks::get_endpoint,

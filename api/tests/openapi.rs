@@ -52,6 +52,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("POST", "/v1/experiments/{key}/events"),
     ("GET", "/v1/experiments/{key}/results"),
     ("GET", "/v1/experiments/{key}/timeseries"),
+    ("GET", "/v1/experiments/{key}/stream"),
     ("GET", "/metrics"),
     ("POST", "/v1/internal/jobs/{job}/run"),
     ("POST", "/v1/internal/experiments/aggregate/run"),

@@ -7,6 +7,7 @@ pub mod events;
 pub mod experiments;
 pub mod internal;
 pub mod results;
+pub mod stream;
 pub mod webhooks;
 
 use time::OffsetDateTime;
