@@ -67,6 +67,7 @@ error_codes! {
     RunNotFound => ("run_not_found", NOT_FOUND),
     LeaseHeld => ("lease_held", CONFLICT),
     ShuttingDown => ("shutting_down", SERVICE_UNAVAILABLE),
+    UpgradeRequired => ("upgrade_required", UPGRADE_REQUIRED),
     Internal => ("internal", INTERNAL_SERVER_ERROR),
 }
 

@@ -25,7 +25,9 @@ use crate::auth::{Bootstrap, KeyCache};
 use crate::error::{ApiError, ErrorCode};
 use crate::rate_limit::RateLimiter;
 use crate::routes::assignments::ExperimentCache;
-use crate::routes::{admin, assignments, events, experiments, internal, results, stream, webhooks};
+use crate::routes::{
+    admin, assignments, events, experiments, internal, results, stream, webhooks, ws,
+};
 use crate::snapshots::Snapshots;
 use crate::{health, openapi};
 
@@ -153,6 +155,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(results::results))
         .routes(routes!(results::timeseries))
         .routes(routes!(stream::stream))
+        .routes(routes!(ws::ws))
         .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
         .routes(routes!(
             webhooks::get_endpoint,

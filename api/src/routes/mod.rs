@@ -9,6 +9,7 @@ pub mod internal;
 pub mod results;
 pub mod stream;
 pub mod webhooks;
+pub mod ws;
 
 use time::OffsetDateTime;
 

@@ -1,0 +1,231 @@
+//! `GET /v1/ws`: winner and status changes pushed over a WebSocket.
+//!
+//! Auth by `Authorization: Bearer` or `?token=` (browsers cannot set headers on a WebSocket),
+//! `client` scope. The client sends `{"type": "subscribe", "experiment": KEY}` /
+//! `{"type": "unsubscribe", "experiment": KEY}`; the server answers a subscribe with the
+//! current snapshot (`{"type": "snapshot", "experiment", "snapshot"}`), then pushes
+//! `{"type": "winner" | "status", "experiment", "snapshot"}` on every change announced by any
+//! replica (the cache's change stream: Redis pub/sub across replicas), and pings every 30 s.
+//! A bad message gets `{"type": "error", "code", "message"}`; the connection stays open.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+use verdict_cache::{Cache, Change};
+use verdict_domain::{KeyScope, Scope};
+
+use crate::auth::{ScopeParams, authenticate};
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::ApiQuery;
+use crate::openapi::ErrorBody;
+use crate::routes::experiments::find;
+use crate::startup::AppState;
+
+/// Most experiments one connection may follow.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// How often the server pings an idle connection.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Query of the upgrade request.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WsParams {
+    /// The API key, when the client cannot send an `Authorization` header.
+    token: Option<String>,
+    /// Admin keys only: the environment to resolve experiment keys in.
+    environment: Option<String>,
+    /// Admin keys only: the organization to resolve experiment keys in.
+    organization: Option<String>,
+}
+
+/// A client message.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Subscribe { experiment: String },
+    Unsubscribe { experiment: String },
+}
+
+/// `GET /v1/ws`
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "results",
+    summary = "Winner and status changes over a WebSocket",
+    description = "Requires the `client` scope (an admin key also passes), as `Authorization: \
+        Bearer` or `?token=`. Send `{\"type\": \"subscribe\", \"experiment\": KEY}` (answered with \
+        `{\"type\": \"snapshot\", ...}`) or `unsubscribe`; the server pushes `{\"type\": \"winner\"}` \
+        and `{\"type\": \"status\"}` messages carrying the new snapshot when any replica changes \
+        the experiment, and pings every 30 s. Bad messages get `{\"type\": \"error\", \"code\"}` \
+        (`invalid_message`, `experiment_not_found`, `too_many_subscriptions`) and the \
+        connection stays open. At most 100 subscriptions per connection.",
+    security(("bearer" = [])),
+    params(WsParams),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol."),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`.", body = ErrorBody),
+        (status = 426, description = "`upgrade_required`: not a WebSocket upgrade request.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
+    )
+)]
+pub async fn ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<WsParams>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let token = bearer.or(params.token.as_deref()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "send 'Authorization: Bearer <api key>' or ?token=<api key>",
+        )
+    })?;
+    let caller = authenticate(&state, token).await?;
+    caller.require(KeyScope::Client)?;
+    let scope = caller.scope(&ScopeParams {
+        environment: params.environment,
+        organization: params.organization,
+    })?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            ErrorCode::UpgradeRequired,
+            format!("connect with a WebSocket client: {e}"),
+        )
+    })?;
+    Ok(upgrade.on_upgrade(move |socket| session(socket, state, scope)))
+}
+
+fn error(code: &str, message: impl Into<String>) -> Value {
+    json!({"type": "error", "code": code, "message": message.into()})
+}
+
+/// One connection: its subscriptions (experiment id → key) and the change stream.
+async fn session(mut socket: WebSocket, state: AppState, scope: Scope) {
+    let mut changes = state.snapshots.cache().subscribe();
+    let mut subscribed: HashMap<String, String> = HashMap::new();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        let out: Vec<Value> = tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    vec![handle(&state, &scope, &mut subscribed, text.as_str()).await]
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    vec![error("invalid_message", "send JSON text messages")]
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue, // pings and pongs
+            },
+            change = changes.recv() => match change {
+                Ok(change) => {
+                    let snapshot = change.snapshot();
+                    match subscribed.get(&snapshot.experiment_id) {
+                        Some(key) => {
+                            let kind = match &change {
+                                Change::Winner { .. } => "winner",
+                                Change::Status { .. } => "status",
+                            };
+                            vec![json!({"type": kind, "experiment": key, "snapshot": snapshot})]
+                        }
+                        None => continue,
+                    }
+                }
+                // Fell behind: send every followed experiment's state as it is now.
+                Err(RecvError::Lagged(_)) => {
+                    let mut all = Vec::new();
+                    for key in subscribed.values() {
+                        if let Ok(e) = find(&state, &scope, key).await
+                            && let Ok(s) = state.snapshots.read(&state.store, &e).await
+                        {
+                            all.push(json!({"type": "snapshot", "experiment": key, "snapshot": s}));
+                        }
+                    }
+                    all
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        for message in out {
+            if socket
+                .send(Message::Text(message.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Apply one client message; the answer to send.
+async fn handle(
+    state: &AppState,
+    scope: &Scope,
+    subscribed: &mut HashMap<String, String>,
+    text: &str,
+) -> Value {
+    let message: ClientMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return error(
+                "invalid_message",
+                format!(
+                    "expected {{\"type\": \"subscribe\" | \"unsubscribe\", \"experiment\": KEY}}: {e}"
+                ),
+            );
+        }
+    };
+    match message {
+        ClientMessage::Subscribe { experiment } => {
+            let e = match find(state, scope, &experiment).await {
+                Ok(e) => e,
+                Err(err) => return error(err.code.as_str(), err.message),
+            };
+            if !subscribed.contains_key(&e.id) && subscribed.len() >= MAX_SUBSCRIPTIONS {
+                return error(
+                    "too_many_subscriptions",
+                    format!("a connection follows at most {MAX_SUBSCRIPTIONS} experiments"),
+                );
+            }
+            subscribed.insert(e.id.clone(), experiment.clone());
+            match state.snapshots.read(&state.store, &e).await {
+                Ok(s) => json!({"type": "snapshot", "experiment": experiment, "snapshot": s}),
+                Err(err) => error(err.code.as_str(), err.message),
+            }
+        }
+        ClientMessage::Unsubscribe { experiment } => {
+            subscribed.retain(|_, key| *key != experiment);
+            json!({"type": "unsubscribed", "experiment": experiment})
+        }
+    }
+}
