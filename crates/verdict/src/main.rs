@@ -9,6 +9,7 @@
 //! - `main.rs`: the CLI (`serve`, `worker`, `run`, `default-config`) and start-up.
 //! - `scheduler.rs`: the cron-scheduled jobs (through `verdict_jobs`: leases, run records).
 
+mod demo;
 mod scheduler;
 
 use std::path::PathBuf;
@@ -74,6 +75,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// See the whole loop in about a minute: a throwaway embedded server, an experiment with
+    /// known true conversion rates (control 10%, teal 13%, violet 18%), simulated subjects
+    /// through the HTTP API, aggregation, evaluation, the results table and the decision.
+    /// Touches no data directory of yours.
+    Demo {
+        /// Simulated subjects (at least 300).
+        #[arg(long, default_value_t = 30_000)]
+        subjects: usize,
+        /// Seed of every random draw: the same seed gives the same run.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Print the built-in configuration reference (every key, its default and env var).
     DefaultConfig,
 }
@@ -86,6 +99,9 @@ fn main() -> ExitCode {
     if let Command::DefaultConfig = cli.command {
         print!("{}", verdict_config::DEFAULT_CONFIG_TOML);
         return ExitCode::SUCCESS;
+    }
+    if let Command::Demo { subjects, seed } = cli.command {
+        return demo(subjects, seed);
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -123,7 +139,7 @@ fn main() -> ExitCode {
                 experiment,
                 json,
             } => run_once(settings, &job, experiment, json).await,
-            Command::DefaultConfig => Ok(ExitCode::SUCCESS),
+            Command::DefaultConfig | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
@@ -224,6 +240,31 @@ fn install_webhooks_job(jobs: &Jobs) -> anyhow::Result<()> {
         })
     }));
     Ok(())
+}
+
+/// `verdict demo`: its own settings (a temporary store), warnings only on stderr.
+fn demo(subjects: usize, seed: u64) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verdict: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo::run(subjects, seed, &mut std::io::stdout())) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("verdict demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The job runner of a process without the HTTP API.

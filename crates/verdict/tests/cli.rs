@@ -397,3 +397,52 @@ fn run_aggregate_on_a_fresh_data_dir_prints_a_report_and_exits_0() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `verdict demo --seed 42` (with fewer subjects, for test time): exits 0 and its decision is
+/// the variant with the best true rate; the same seed prints the same table.
+#[test]
+fn demo_with_a_seed_decides_the_truly_better_variant_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = verdict()
+            .args(["demo", "--seed", "42", "--subjects", "6000"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = run();
+    assert!(first.contains("Decision: violet wins"), "{first}");
+    for variant in ["control", "teal", "violet"] {
+        assert!(
+            first.lines().any(|l| l.starts_with(variant)),
+            "no row for {variant}: {first}"
+        );
+    }
+    let table = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| {
+                ["control", "teal", "violet"]
+                    .iter()
+                    .any(|v| l.starts_with(v))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(table(&run()), table(&first), "the same seed, the same run");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "the demo leaves the working directory alone"
+    );
+    let out = verdict()
+        .args(["demo", "--subjects", "10"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "too few subjects is refused");
+}
