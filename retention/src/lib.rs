@@ -56,57 +56,21 @@ pub async fn run(
     report.overrides = overrides.len() as u64;
     let batch = settings.batch_size;
 
-    // Raw events: each override on its own, then everything else by the setting.
-    let mut own_rule = Vec::new();
-    for (id, days, _) in &overrides {
-        if let Some(days) = days {
-            own_rule.push(id.clone());
-            let filter = RetentionFilter {
-                before: days_ago(*days),
-                only: Some(id.clone()),
-                except: Vec::new(),
-            };
-            report.events_deleted += drain(&mut report.batches, batch, |n| {
-                store.delete_events(&filter, n, fence)
-            })
-            .await?;
-        }
+    // Raw events, then buckets: each override on its own, then everything else by the setting.
+    let raw: Vec<_> = overrides.iter().map(|(id, days, _)| (id, *days)).collect();
+    for filter in filters(&raw, settings.raw_events_days, now) {
+        report.events_deleted += drain(&mut report.batches, batch, |n| {
+            store.delete_events(&filter, n, fence)
+        })
+        .await?;
     }
-    let filter = RetentionFilter {
-        before: days_ago(settings.raw_events_days),
-        only: None,
-        except: own_rule,
-    };
-    report.events_deleted += drain(&mut report.batches, batch, |n| {
-        store.delete_events(&filter, n, fence)
-    })
-    .await?;
-
-    // Buckets, the same way.
-    let mut own_rule = Vec::new();
-    for (id, _, days) in &overrides {
-        if let Some(days) = days {
-            own_rule.push(id.clone());
-            let filter = RetentionFilter {
-                before: days_ago(*days),
-                only: Some(id.clone()),
-                except: Vec::new(),
-            };
-            report.buckets_deleted += drain(&mut report.batches, batch, |n| {
-                store.delete_buckets(&filter, n, fence)
-            })
-            .await?;
-        }
+    let buckets: Vec<_> = overrides.iter().map(|(id, _, days)| (id, *days)).collect();
+    for filter in filters(&buckets, settings.buckets_days, now) {
+        report.buckets_deleted += drain(&mut report.batches, batch, |n| {
+            store.delete_buckets(&filter, n, fence)
+        })
+        .await?;
     }
-    let filter = RetentionFilter {
-        before: days_ago(settings.buckets_days),
-        only: None,
-        except: own_rule,
-    };
-    report.buckets_deleted += drain(&mut report.batches, batch, |n| {
-        store.delete_buckets(&filter, n, fence)
-    })
-    .await?;
 
     let before = days_ago(settings.runs_days);
     report.runs_deleted += drain(&mut report.batches, batch, |n| {
@@ -129,6 +93,34 @@ pub async fn run(
         "retention run finished"
     );
     Ok(report)
+}
+
+/// What one kind of data may lose at `now`: one filter per experiment with its own number of
+/// days (`overrides`: id and days, if set), then one for every other experiment by `days`.
+fn filters(
+    overrides: &[(&String, Option<u32>)],
+    days: u32,
+    now: OffsetDateTime,
+) -> Vec<RetentionFilter> {
+    let days_ago = |days: u32| now - Duration::days(i64::from(days));
+    let own: Vec<(&String, u32)> = overrides
+        .iter()
+        .filter_map(|(id, d)| d.map(|d| (*id, d)))
+        .collect();
+    let mut all: Vec<RetentionFilter> = own
+        .iter()
+        .map(|(id, d)| RetentionFilter {
+            before: days_ago(*d),
+            only: Some((*id).clone()),
+            except: Vec::new(),
+        })
+        .collect();
+    all.push(RetentionFilter {
+        before: days_ago(days),
+        only: None,
+        except: own.into_iter().map(|(id, _)| id.clone()).collect(),
+    });
+    all
 }
 
 /// Call `delete(batch)` until it deletes less than a full batch; the total deleted.
