@@ -491,6 +491,25 @@ pub async fn assignment_get_or_create_keeps_the_first_assignment(store: DynStore
         Some(first.clone())
     );
     assert_eq!(store.get_assignment("e2", "alice").await.unwrap(), None);
+    assert_eq!(
+        store.subject_state("e1", "alice").await.unwrap(),
+        crate::SubjectRecord {
+            forced: None,
+            assignment: Some(first.clone())
+        }
+    );
+    // What a creating call answers is what later reads give (stored to the millisecond).
+    let precise = Assignment {
+        subject: "bob".into(),
+        assigned_at: T0 + time::Duration::nanoseconds(1_234_567),
+        ..first.clone()
+    };
+    let (created_answer, created) = store.get_or_create_assignment(&precise).await.unwrap();
+    assert!(created);
+    assert_eq!(
+        Some(created_answer),
+        store.get_assignment("e1", "bob").await.unwrap()
+    );
 }
 
 pub async fn fifty_concurrent_get_or_create_calls_return_one_identical_assignment(store: DynStore) {
@@ -773,10 +792,17 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
 
 pub async fn forced_variants_are_set_replaced_and_cleared(store: DynStore) {
     assert_eq!(store.get_forced_variant("e1", "qa").await.unwrap(), None);
+    assert!(!store.has_forced_variants("e1").await.unwrap());
     store
         .set_forced_variant("e1", "qa", Some("treatment"), "alice")
         .await
         .unwrap();
+    assert!(store.has_forced_variants("e1").await.unwrap());
+    // Another experiment's overrides are its own.
+    assert!(!store.has_forced_variants("e2").await.unwrap());
+    let state = store.subject_state("e1", "qa").await.unwrap();
+    assert_eq!(state.forced.as_deref(), Some("treatment"));
+    assert_eq!(state.assignment, None);
     store
         .set_forced_variant("e1", "qa", Some("control"), "alice")
         .await
@@ -794,6 +820,7 @@ pub async fn forced_variants_are_set_replaced_and_cleared(store: DynStore) {
         .await
         .unwrap();
     assert_eq!(store.get_forced_variant("e1", "qa").await.unwrap(), None);
+    assert!(!store.has_forced_variants("e1").await.unwrap());
     assert_eq!(
         store
             .list_audit("e1", PageRequest::DEFAULT)

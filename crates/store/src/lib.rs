@@ -145,6 +145,11 @@ pub trait Store: JobStore + WebhookStore + Send + Sync + std::fmt::Debug + 'stat
         subject: &str,
     ) -> Result<Option<String>>;
 
+    /// Whether any subject of the experiment has a QA override. The assignment hot path
+    /// reads this with the experiment (not per request) and looks up overrides per subject
+    /// only when there are some.
+    async fn has_forced_variants(&self, experiment_id: &str) -> Result<bool>;
+
     /// The QA override and the stored assignment of one subject, read together: the
     /// assignment hot path needs both. Adapters that can read both at once override this.
     async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {

@@ -1076,11 +1076,8 @@ impl Store for MongoStore {
         &self,
         assignment: &Assignment,
     ) -> Result<(Assignment, bool)> {
+        // Callers look for a stored assignment first: go straight to the upsert.
         let a = assignment;
-        // Repeat subjects are the common case: a read, no write.
-        if let Some(existing) = self.read_assignment(&a.experiment_id, &a.subject).await? {
-            return Ok((existing, false));
-        }
         let res = self
             .coll("assignments")
             .update_one(
@@ -1098,6 +1095,14 @@ impl Store for MongoStore {
             Err(e) if is_duplicate(&e) => false,
             Err(e) => return Err(db_err("storing assignment")(e)),
         };
+        if created {
+            // As it reads back: stored to the millisecond.
+            let stored = Assignment {
+                assigned_at: crate::model::truncate_to_millis(a.assigned_at),
+                ..a.clone()
+            };
+            return Ok((stored, true));
+        }
         let stored = self
             .read_assignment(&a.experiment_id, &a.subject)
             .await?
@@ -1159,6 +1164,16 @@ impl Store for MongoStore {
             .map_err(db_err("reading forced variant"))?;
         d.map(|d| get_str(&d, "variant", "forced variant").map(str::to_owned))
             .transpose()
+    }
+
+    async fn has_forced_variants(&self, experiment_id: &str) -> Result<bool> {
+        let found = self
+            .coll("forced_variants")
+            .find_one(doc! {"experiment_id": experiment_id})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_err("looking for forced variants"))?;
+        Ok(found.is_some())
     }
 
     async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {

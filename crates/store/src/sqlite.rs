@@ -266,48 +266,101 @@ struct Inner {
     writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// Event batches waiting for the group-commit thread (see [`group_commit`]).
-    ingest: Mutex<std::sync::mpsc::Sender<IngestJob>>,
+    /// Writes waiting for the group-commit thread (see [`group_commit`]).
+    commits: Mutex<std::sync::mpsc::Sender<WriteJob>>,
 }
 
-/// One `append_events` call waiting to be committed.
-struct IngestJob {
-    batch: Vec<NewEvent>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>>>,
+/// One write waiting to be committed with whatever else is waiting: the hot-path writes
+/// (event batches, new subjects' assignments), which come many at a time and each need
+/// their own durable commit before they are answered.
+enum WriteJob {
+    Append {
+        batch: Vec<NewEvent>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>>>,
+    },
+    Assign {
+        assignment: Assignment,
+        reply: tokio::sync::oneshot::Sender<Result<(Assignment, bool)>>,
+    },
 }
 
-/// Most batches committed together in one transaction.
-const GROUP_COMMIT_MAX: usize = 32;
+/// What one job wrote, before it is answered.
+enum Written {
+    Appended(Vec<AppendOutcome>),
+    Assigned(Assignment, bool),
+}
 
-/// The group-commit loop: takes every batch that is waiting (up to [`GROUP_COMMIT_MAX`]),
-/// appends them all in ONE transaction, and answers each. Under concurrent ingestion this
-/// pays one commit (fsync, WAL frames of the shared index pages) per group instead of per
-/// request, while every caller still gets its answer only after its events are durable.
-/// Ends when the store is dropped (the sender closes).
-fn group_commit(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<IngestJob>) {
+impl WriteJob {
+    fn apply(&self, tx: &Transaction<'_>) -> Result<Written> {
+        match self {
+            Self::Append { batch, .. } => append_in(tx, batch).map(Written::Appended),
+            Self::Assign { assignment, .. } => {
+                assign_in(tx, assignment).map(|(a, created)| Written::Assigned(a, created))
+            }
+        }
+    }
+
+    fn answer(self, result: Result<Written>) {
+        match (self, result) {
+            (Self::Append { reply, .. }, Ok(Written::Appended(o))) => {
+                let _ = reply.send(Ok(o));
+            }
+            (Self::Assign { reply, .. }, Ok(Written::Assigned(a, created))) => {
+                let _ = reply.send(Ok((a, created)));
+            }
+            (Self::Append { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (Self::Assign { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            // Cannot happen (`apply` answers each kind with its own); never panic the writer.
+            (job, Ok(_)) => {
+                job.answer(Err(StoreError::corrupt("a write's result of another kind")))
+            }
+        }
+    }
+}
+
+/// Most jobs committed together in one transaction.
+const GROUP_COMMIT_MAX: usize = 64;
+
+/// The group-commit loop: takes every job that is waiting (up to [`GROUP_COMMIT_MAX`]),
+/// writes them all in ONE transaction, and answers each. Under concurrent ingestion and
+/// assignment this pays one commit (fsync, WAL frames of the shared index pages) per group
+/// instead of per request, while every caller still gets its answer only after its write
+/// is durable. Ends when the store is dropped (the sender closes).
+fn group_commit(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
+        let mut yielded = false;
         while group.len() < GROUP_COMMIT_MAX {
             match jobs.try_recv() {
                 Ok(job) => group.push(job),
+                // Once, let whoever is runnable (e.g. the request that woke us, on a busy
+                // core) send what it has: a bigger group shares one fsync.
+                Err(std::sync::mpsc::TryRecvError::Empty) if !yielded => {
+                    yielded = true;
+                    std::thread::yield_now();
+                }
                 Err(_) => break,
             }
         }
         let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-        let result: Result<Vec<Vec<AppendOutcome>>> = (|| {
+        let result: Result<Vec<Written>> = (|| {
             let tx = begin(&mut conn)?;
-            let outcomes = group
+            let written = group
                 .iter()
-                .map(|job| append_in(&tx, &job.batch))
+                .map(|job| job.apply(&tx))
                 .collect::<Result<Vec<_>>>()?;
             commit(tx)?;
-            Ok(outcomes)
+            Ok(written)
         })();
         drop(conn);
         match result {
             Ok(all) => {
-                for (job, outcomes) in group.into_iter().zip(all) {
-                    let _ = job.reply.send(Ok(outcomes));
+                for (job, written) in group.into_iter().zip(all) {
+                    job.answer(Ok(written));
                 }
             }
             Err(e) => {
@@ -318,9 +371,9 @@ fn group_commit(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<
                     let err = if retryable {
                         StoreError::Unavailable(message.clone().into())
                     } else {
-                        StoreError::corrupt(format!("appending events: {message}"))
+                        StoreError::corrupt(format!("writing: {message}"))
                     };
-                    let _ = job.reply.send(Err(err));
+                    job.answer(Err(err));
                 }
             }
         }
@@ -371,7 +424,7 @@ impl SqliteStore {
             .map(|_| open_connection(&path, busy_timeout_ms, true).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
         let writer = Arc::new(Mutex::new(writer));
-        let (ingest, jobs) = std::sync::mpsc::channel();
+        let (commits, jobs) = std::sync::mpsc::channel();
         let group_writer = writer.clone();
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
@@ -383,7 +436,7 @@ impl SqliteStore {
                 writer,
                 readers,
                 next_reader: AtomicUsize::new(0),
-                ingest: Mutex::new(ingest),
+                commits: Mutex::new(commits),
             }),
         })
     }
@@ -405,6 +458,45 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::internal("sqlite writer task failed", e))?
+    }
+
+    /// Run `f`, a lookup of a few rows by key, on a free reader connection right here on
+    /// the calling thread. Such a read takes microseconds from SQLite's page cache, less
+    /// than handing it to the blocking pool and back (two context switches, which dominated
+    /// the assignment path on one core). When every reader is busy (e.g. with long scans)
+    /// it waits for one on the blocking pool like any [`Self::read`].
+    pub(crate) async fn read_point<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        // The first free one: point reads keep going to the same few connections, whose
+        // caches then hold the hot index pages (instead of a copy in every reader's).
+        for reader in &self.inner.readers {
+            match reader.try_lock() {
+                Ok(conn) => return f(&conn),
+                Err(std::sync::TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.read(f).await
+    }
+
+    /// Run `job` on the group-commit thread, in one transaction with whatever else waits.
+    async fn commit_with_others<T>(
+        &self,
+        job: WriteJob,
+        answer: tokio::sync::oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
+        self.inner
+            .commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .map_err(|_| StoreError::corrupt("the group-commit thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::corrupt("the group-commit thread dropped a write"))?
     }
 
     /// Run `f` on one of the reader connections on the blocking pool.
@@ -448,7 +540,10 @@ fn open_connection(path: &Path, busy_timeout_ms: u64, read_only: bool) -> Result
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(internal("foreign keys"))?;
     }
-    conn.pragma_update(None, "cache_size", -32_000)
+    // Page caches (KiB): the writer's holds the pages every insert and rollup step touches;
+    // a reader's serves point lookups and scans that the OS page cache backs anyway.
+    let cache_kib = if read_only { 8_000 } else { 16_000 };
+    conn.pragma_update(None, "cache_size", -cache_kib)
         .map_err(internal("setting cache size"))?;
     Ok(conn)
 }
@@ -938,42 +1033,22 @@ impl Store for SqliteStore {
         subject: &str,
     ) -> Result<Option<Assignment>> {
         let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
-        self.read(move |c| select_assignment(c, &eid, &s)).await
+        self.read_point(move |c| select_assignment(c, &eid, &s))
+            .await
     }
 
     async fn get_or_create_assignment(
         &self,
         assignment: &Assignment,
     ) -> Result<(Assignment, bool)> {
-        // Repeat subjects are the common case: answer them from a reader without taking the
-        // single writer.
-        if let Some(existing) = self
-            .get_assignment(&assignment.experiment_id, &assignment.subject)
-            .await?
-        {
-            return Ok((existing, false));
-        }
-        let a = assignment.clone();
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO assignments (experiment_id, subject, variant, assigned_at)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        a.experiment_id,
-                        a.subject,
-                        a.variant,
-                        to_millis(a.assigned_at)
-                    ])
-                })
-                .map_err(internal("inserting assignment"))?;
-            let stored = select_assignment(c, &a.experiment_id, &a.subject)?
-                .ok_or_else(|| StoreError::corrupt("assignment vanished after insert"))?;
-            Ok((stored, inserted == 1))
-        })
-        .await
+        // Callers look for a stored assignment first; new subjects arrive many at a time,
+        // so they are committed in groups like event batches.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = WriteJob::Assign {
+            assignment: assignment.clone(),
+            reply,
+        };
+        self.commit_with_others(job, answer).await
     }
 
     async fn set_forced_variant(
@@ -1016,7 +1091,7 @@ impl Store for SqliteStore {
         subject: &str,
     ) -> Result<Option<String>> {
         let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
-        self.read(move |c| {
+        self.read_point(move |c| {
             c.prepare_cached(
                 "SELECT variant FROM forced_variants WHERE experiment_id = ?1 AND subject = ?2",
             )
@@ -1026,19 +1101,45 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn has_forced_variants(&self, experiment_id: &str) -> Result<bool> {
+        let eid = experiment_id.to_owned();
+        self.read_point(move |c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM forced_variants WHERE experiment_id = ?1)",
+            )
+            .and_then(|mut st| st.query_row(params![eid], |r| r.get(0)))
+            .map_err(internal("looking for forced variants"))
+        })
+        .await
+    }
+
     async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {
         let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
-        self.read(move |c| {
-            let forced = c
-                .prepare_cached(
-                    "SELECT variant FROM forced_variants WHERE experiment_id = ?1 AND subject = ?2",
-                )
-                .and_then(|mut st| st.query_row(params![eid, s], |r| r.get(0)).optional())
-                .map_err(internal("reading forced variant"))?;
-            Ok(SubjectRecord {
-                forced,
-                assignment: select_assignment(c, &eid, &s)?,
+        self.read_point(move |c| {
+            // One statement, so one read transaction (each takes the WAL's read lock).
+            c.prepare_cached(
+                "SELECT (SELECT variant FROM forced_variants
+                         WHERE experiment_id = ?1 AND subject = ?2),
+                        a.variant, a.assigned_at
+                 FROM (SELECT 1)
+                 LEFT JOIN assignments a ON a.experiment_id = ?1 AND a.subject = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![eid, s], |r| {
+                    let variant: Option<String> = r.get(1)?;
+                    let assigned_at: Option<i64> = r.get(2)?;
+                    Ok(SubjectRecord {
+                        forced: r.get(0)?,
+                        assignment: variant.zip(assigned_at).map(|(variant, at)| Assignment {
+                            experiment_id: eid.clone(),
+                            subject: s.clone(),
+                            variant,
+                            assigned_at: from_millis(at),
+                        }),
+                    })
+                })
             })
+            .map_err(internal("reading the subject's state"))
         })
         .await
     }
@@ -1048,15 +1149,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner
-            .ingest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(IngestJob { batch, reply })
-            .map_err(|_| StoreError::corrupt("the group-commit thread has stopped"))?;
-        answer
+        self.commit_with_others(WriteJob::Append { batch, reply }, answer)
             .await
-            .map_err(|_| StoreError::corrupt("the group-commit thread dropped a batch"))?
     }
 
     async fn scan_events(&self, after_seq: u64, limit: usize) -> Result<Vec<EventRecord>> {
@@ -1420,7 +1514,7 @@ impl Store for SqliteStore {
 
     async fn get_audience(&self, environment: &str, key: &str) -> Result<Option<Audience>> {
         let (env, key) = (environment.to_owned(), key.to_owned());
-        self.read(move |c| {
+        self.read_point(move |c| {
             get_doc(
                 c,
                 "SELECT doc FROM audiences WHERE environment = ?1 AND key = ?2",
@@ -1656,6 +1750,35 @@ fn append_in(tx: &Transaction<'_>, batch: &[NewEvent]) -> Result<Vec<AppendOutco
         }
     }
     Ok(outcomes)
+}
+
+/// Store `a` unless its subject has an assignment; the stored one, and whether this made it.
+fn assign_in(tx: &Transaction<'_>, a: &Assignment) -> Result<(Assignment, bool)> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO assignments (experiment_id, subject, variant, assigned_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                a.experiment_id,
+                a.subject,
+                a.variant,
+                to_millis(a.assigned_at)
+            ])
+        })
+        .map_err(internal("inserting assignment"))?;
+    if inserted == 1 {
+        // As it reads back: stored to the millisecond.
+        let stored = Assignment {
+            assigned_at: from_millis(to_millis(a.assigned_at)),
+            ..a.clone()
+        };
+        return Ok((stored, true));
+    }
+    let stored = select_assignment(tx, &a.experiment_id, &a.subject)?
+        .ok_or_else(|| StoreError::corrupt("assignment vanished after insert"))?;
+    Ok((stored, false))
 }
 
 /// The 64-bit idempotency key of an event: FNV-1a over `experiment_id`, a 0 byte, and
