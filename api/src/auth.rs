@@ -7,7 +7,7 @@
 //! made through this process takes effect at once, one made elsewhere within the TTL.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -67,11 +67,11 @@ impl Bootstrap {
 /// In-process cache of key lookups.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, (ApiKey, Instant)>>,
+    entries: Mutex<HashMap<String, (Arc<ApiKey>, Instant)>>,
 }
 
 impl KeyCache {
-    fn get(&self, hash: &str) -> Option<ApiKey> {
+    fn get(&self, hash: &str) -> Option<Arc<ApiKey>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(hash)
@@ -79,7 +79,7 @@ impl KeyCache {
             .map(|(k, _)| k.clone())
     }
 
-    fn put(&self, key: ApiKey) {
+    fn put(&self, key: Arc<ApiKey>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= KEY_CACHE_MAX {
             entries.clear();
@@ -97,7 +97,8 @@ impl KeyCache {
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub key: ApiKey,
+    /// Shared with the key cache: a request clones a reference, not the key.
+    pub key: Arc<ApiKey>,
 }
 
 impl Caller {
@@ -190,7 +191,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         && bootstrap.matches(&digest)
     {
         return Ok(Caller {
-            key: ApiKey {
+            key: Arc::new(ApiKey {
                 id: "bootstrap".into(),
                 name: "bootstrap admin key (configuration)".into(),
                 hash: String::new(),
@@ -200,14 +201,14 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
                 organization: None,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
                 revoked_at: None,
-            },
+            }),
         });
     }
     let hash = hex::encode(digest);
     let key = match state.keys.get(&hash) {
         Some(k) => k,
         None => {
-            let k = state.store.find_api_key(&hash).await?.ok_or_else(invalid)?;
+            let k = Arc::new(state.store.find_api_key(&hash).await?.ok_or_else(invalid)?);
             state.keys.put(k.clone());
             k
         }

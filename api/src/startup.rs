@@ -24,7 +24,7 @@ use verdict_store::{DynStore, MongoStore, SqliteStore, StoreError};
 use crate::auth::{Bootstrap, KeyCache};
 use crate::error::{ApiError, ErrorCode};
 use crate::rate_limit::RateLimiter;
-use crate::routes::assignments::ExperimentCache;
+use crate::routes::assignments::{AssignmentCache, ExperimentCache};
 use crate::routes::{
     admin, assignments, events, experiments, internal, results, stream, webhooks, ws,
 };
@@ -33,9 +33,22 @@ use crate::{health, openapi};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What handlers share: cheap clones of `Arc`s.
+/// What handlers share. One `Arc`: every request clones it several times (extractors and
+/// middleware), so a clone is one reference count.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub store: DynStore,
     /// Winner snapshots (the configured cache, behind a resilient wrapper).
     pub snapshots: Snapshots,
@@ -44,6 +57,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub rate: Arc<RateLimiter>,
     pub experiments: Arc<ExperimentCache>,
+    /// Stored assignments of repeat subjects (never stale: assignments never change).
+    pub assignments: AssignmentCache,
     /// Job runs (internal API) and this process's metrics (`jobs.metrics()`).
     pub jobs: Jobs,
 }
@@ -69,7 +84,7 @@ impl AppState {
         let snapshots = Snapshots::new(cache);
         let experiments: Arc<ExperimentCache> = Arc::default();
         snapshots.forget_on_change(experiments.clone());
-        Self {
+        Self(Arc::new(Shared {
             store,
             snapshots,
             settings,
@@ -77,13 +92,17 @@ impl AppState {
             keys: Arc::default(),
             rate: Arc::new(rate),
             experiments,
+            assignments: AssignmentCache::default(),
             jobs,
-        }
+        }))
     }
 }
 
-/// Count every answered request by matched route (never the raw path), method and status.
-async fn count_requests(
+/// After every request: count it by matched route (never the raw path), method and status;
+/// and after a successful write under `/v1/experiments/` (not events or assignments) drop
+/// the cached experiment definitions, so a client never reads its own write stale. One
+/// middleware for both: each layer costs every request a boxed service and a clone.
+async fn after_request(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: axum::middleware::Next,
@@ -92,34 +111,24 @@ async fn count_requests(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    state.jobs.metrics().request(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
-}
-
-/// Drops cached experiment definitions after every successful write through this process,
-/// so a client never reads its own write stale.
-async fn invalidate_on_write(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+    let method = req.method().clone();
     let path = req.uri().path();
-    let write = !req.method().is_safe()
+    let write = !method.is_safe()
         && path.starts_with("/v1/experiments/")
         && !path.ends_with("/events")
         && !path.ends_with("/assignment");
+    let started = std::time::Instant::now();
     let response = next.run(req).await;
-    if write && response.status().is_success() {
+    let status = response.status();
+    if write && status.is_success() {
         state.experiments.clear();
     }
+    state.jobs.metrics().request(
+        &route,
+        method.as_str(),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -201,8 +210,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), invalidate_on_write))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), after_request))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         // Outermost first: assign an id, log the request with it, echo it back.

@@ -430,6 +430,67 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
 }
 
 #[tokio::test]
+async fn a_subject_stored_by_another_replica_keeps_its_variant() {
+    use verdict_domain::assignment::{Bucket, bucket};
+
+    let app = spawn_app().await;
+    app.create_experiment(&ab_experiment("elsewhere")).await;
+    assert_eq!(app.activate("elsewhere").await.0, StatusCode::OK);
+    let client = app.create_key(&["client"]).await;
+    let scope = verdict_domain::Scope {
+        environment: "production".into(),
+        organization: None,
+    };
+    let experiment = app
+        .store
+        .get_experiment(&scope, "elsewhere")
+        .await
+        .unwrap()
+        .expect("the experiment");
+    // Subjects the hash puts in the control.
+    let mut in_control = (0..).map(|i| format!("s-{i}")).filter(|s| {
+        matches!(bucket(&experiment, s), Bucket::Variant(v) if experiment.variants[v].key == "control")
+    });
+    let (stored_elsewhere, fresh) = (in_control.next().unwrap(), in_control.next().unwrap());
+    // Another process stored one of them in the treatment (e.g. before the weights changed);
+    // this server has never seen it.
+    let at = verdict_store::model::truncate_to_millis(OffsetDateTime::now_utc());
+    let (stored, created) = app
+        .store
+        .get_or_create_assignment(&verdict_domain::Assignment {
+            experiment_id: experiment.id.clone(),
+            subject: stored_elsewhere.clone(),
+            variant: "treatment".into(),
+            assigned_at: at,
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    for round in ["first", "again"] {
+        let (status, a) = app
+            .assignment("elsewhere", &client, &stored_elsewhere, &[])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{a}");
+        assert_eq!(a["variant"], "treatment", "{round}: {a}");
+        assert_eq!(a["config"], treatment_config(), "{round}");
+        assert_eq!(a["reason"], "assigned", "{round}");
+        assert_eq!(a["in_experiment"], true, "{round}");
+        let assigned_at = OffsetDateTime::parse(a["assigned_at"].as_str().unwrap(), &Rfc3339);
+        assert_eq!(assigned_at.unwrap(), stored.assigned_at, "{round}");
+    }
+    // One nobody stored gets what the hash says, and it is stored.
+    let (_, f) = app.assignment("elsewhere", &client, &fresh, &[]).await;
+    assert_eq!(f["variant"], "control", "{f}");
+    let kept = app
+        .store
+        .get_assignment(&experiment.id, &fresh)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(kept.variant, "control");
+}
+
+#[tokio::test]
 async fn a_targeting_miss_serves_the_control_config_outside_the_experiment() {
     let app = spawn_app().await;
     let mut body = ab_experiment("us-only");

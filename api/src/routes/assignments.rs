@@ -1,6 +1,7 @@
 //! Assignment: which variant a subject sees, with its config.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -11,7 +12,7 @@ use utoipa::ToSchema;
 use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
 use verdict_domain::targeting::Attributes;
 use verdict_domain::{Assignment, Experiment, KeyScope, Scope, Status};
-use verdict_store::{ExperimentFilter, PageRequest};
+use verdict_store::{ExperimentFilter, PageRequest, SubjectRecord};
 
 use super::now;
 use crate::auth::{Caller, ScopeParams};
@@ -54,27 +55,99 @@ fn check_subject(subject: &str) -> Result<(), ApiError> {
 }
 
 /// Decide and, for new eligible subjects, store the assignment (SPEC §3).
+///
+/// Store reads are avoided where they cannot change the answer: once a winner is decided
+/// the subject's state does not matter; a stored assignment this process has seen is still
+/// the subject's (assignments never change) unless the experiment has QA overrides; and a
+/// subject not seen here is first taken for a new one: when that decision stores an
+/// assignment, the store's get-or-create says whether one existed after all (then the
+/// decision is made again with it). Only a subject that would not be stored, or an
+/// experiment with overrides, needs the subject's state read first.
 pub async fn assign(
+    state: &AppState,
+    live_experiment: &LiveExperiment,
+    subject: &str,
+    attributes: &Attributes,
+) -> Result<AssignmentView, ApiError> {
+    let experiment = &live_experiment.experiment;
+    let subject_key = assignment::subject_key(experiment, subject);
+    let mut known = if experiment.winner.is_some() {
+        Some(SubjectRecord::default())
+    } else if live_experiment.has_forced {
+        None
+    } else {
+        state
+            .assignments
+            .get(&experiment.id, &subject_key)
+            .map(|a| SubjectRecord {
+                forced: None,
+                assignment: Some(a),
+            })
+    };
+    if known.is_none() && !live_experiment.has_forced {
+        let fresh = SubjectRecord::default();
+        let decision = decide_for(state, experiment, subject, attributes, &fresh).await?;
+        if decision.create {
+            let (kept, created) = store_new(state, experiment, &subject_key, &decision).await?;
+            if created {
+                return Ok(view(experiment, &decision, None, Some(&kept)));
+            }
+            known = Some(SubjectRecord {
+                forced: None,
+                assignment: Some(kept),
+            });
+        }
+    }
+    let record = match known {
+        Some(record) => record,
+        None => {
+            let record = state
+                .store
+                .subject_state(&experiment.id, &subject_key)
+                .await?;
+            if let Some(a) = &record.assignment {
+                state.assignments.put(a);
+            }
+            record
+        }
+    };
+    let decision = decide_for(state, experiment, subject, attributes, &record).await?;
+    let created = match decision.create {
+        true => Some(
+            store_new(state, experiment, &subject_key, &decision)
+                .await?
+                .0,
+        ),
+        false => None,
+    };
+    Ok(view(
+        experiment,
+        &decision,
+        stored_for(experiment, &record),
+        created.as_ref(),
+    ))
+}
+
+/// The stored assignment that counts: none when the experiment is not live or a QA
+/// override applies.
+fn stored_for<'a>(experiment: &Experiment, record: &'a SubjectRecord) -> Option<&'a Assignment> {
+    let live = matches!(experiment.status, Status::Running | Status::Paused);
+    record
+        .assignment
+        .as_ref()
+        .filter(|_| live && record.forced.is_none())
+}
+
+/// [`assignment::decide`] for a subject whose state is `record`, with the experiment's
+/// audience read when it matters (a subject without a stored assignment).
+async fn decide_for(
     state: &AppState,
     experiment: &Experiment,
     subject: &str,
     attributes: &Attributes,
-) -> Result<AssignmentView, ApiError> {
-    let subject_key = assignment::subject_key(experiment, subject);
-    let undecided = experiment.winner.is_none();
-    let live = matches!(experiment.status, Status::Running | Status::Paused);
-    let (forced, stored) = if undecided {
-        let record = state
-            .store
-            .subject_state(&experiment.id, &subject_key)
-            .await?;
-        let stored = record
-            .assignment
-            .filter(|_| live && record.forced.is_none());
-        (record.forced, stored)
-    } else {
-        (None, None)
-    };
+    record: &SubjectRecord,
+) -> Result<assignment::Decision, ApiError> {
+    let stored = stored_for(experiment, record);
     let audience = match (&experiment.audience, stored.is_some()) {
         (Some(key), false) => state
             .store
@@ -89,35 +162,56 @@ pub async fn assign(
             }),
         _ => None,
     };
-    let decision = assignment::decide(
+    Ok(assignment::decide(
         experiment,
         audience.as_ref(),
         subject,
         attributes,
         SubjectState {
-            stored: stored.as_ref(),
-            forced: forced.as_deref(),
+            stored,
+            forced: record.forced.as_deref(),
         },
-    );
+    ))
+}
+
+/// Store the decided variant unless the subject has an assignment; the stored one, and
+/// whether this made it.
+async fn store_new(
+    state: &AppState,
+    experiment: &Experiment,
+    subject_key: &str,
+    decision: &assignment::Decision,
+) -> Result<(Assignment, bool), ApiError> {
+    let (kept, created) = state
+        .store
+        .get_or_create_assignment(&Assignment {
+            experiment_id: experiment.id.clone(),
+            subject: subject_key.to_owned(),
+            variant: experiment.variants[decision.variant].key.clone(),
+            assigned_at: now(),
+        })
+        .await?;
+    state.assignments.put(&kept);
+    Ok((kept, created))
+}
+
+/// The answer: the decided variant, or what was stored when this request stored one
+/// (another request may have stored this subject first: what is stored wins).
+fn view(
+    experiment: &Experiment,
+    decision: &assignment::Decision,
+    stored: Option<&Assignment>,
+    created: Option<&Assignment>,
+) -> AssignmentView {
     let mut variant = &experiment.variants[decision.variant];
-    let mut assigned_at = stored.as_ref().map(|a| a.assigned_at);
-    if decision.create {
-        let (kept, _) = state
-            .store
-            .get_or_create_assignment(&Assignment {
-                experiment_id: experiment.id.clone(),
-                subject: subject_key,
-                variant: variant.key.clone(),
-                assigned_at: now(),
-            })
-            .await?;
-        // Another request may have stored this subject first: what is stored wins.
+    let mut assigned_at = stored.map(|a| a.assigned_at);
+    if let Some(kept) = created {
         if let Some(v) = experiment.variant(&kept.variant) {
             variant = v;
         }
         assigned_at = Some(kept.assigned_at);
     }
-    Ok(AssignmentView {
+    AssignmentView {
         experiment: experiment.key.clone(),
         variant: variant.key.clone(),
         config: variant.config.clone(),
@@ -129,7 +223,7 @@ pub async fn assign(
         in_experiment: decision.in_experiment,
         reason: decision.reason,
         winner: experiment.winner.as_ref().map(|w| w.variant.clone()),
-    })
+    }
 }
 
 /// `GET /v1/experiments/{key}/assignment?subject_id=…&attr.country=US`
@@ -293,6 +387,7 @@ pub async fn assign_all(
     let scope = caller.scope(&params)?;
     let mut views = Vec::new();
     for experiment in live_experiments(&state, &scope).await? {
+        let experiment = LiveExperiment::load(&state, experiment).await?;
         views.push(assign(&state, &experiment, &body.subject_id, &body.attributes).await?);
     }
     Ok(Json(
@@ -325,13 +420,35 @@ async fn live_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experim
     Ok(all)
 }
 
+/// An experiment as the hot paths use it: its definition, and whether any of its subjects
+/// has a QA override (so the assignment path knows when it must look one up).
+#[derive(Debug)]
+pub struct LiveExperiment {
+    pub experiment: Experiment,
+    pub has_forced: bool,
+}
+
+impl LiveExperiment {
+    pub async fn load(state: &AppState, experiment: Experiment) -> Result<Self, ApiError> {
+        let has_forced = state.store.has_forced_variants(&experiment.id).await?;
+        Ok(Self {
+            experiment,
+            has_forced,
+        })
+    }
+}
+
 /// A short-lived in-process cache of experiment definitions for the hot read paths
 /// (assignment, events). Writes through this process invalidate at once; the TTL bounds
-/// how stale another replica's change can be.
+/// how stale another replica's change (including a QA override) can be.
 #[derive(Debug, Default)]
 pub struct ExperimentCache {
-    entries: std::sync::Mutex<HashMap<(Scope, String), (Experiment, std::time::Instant)>>,
+    /// By scope, then by the key (or id) asked for: looked up without allocating.
+    entries: std::sync::Mutex<HashMap<Scope, HashMap<String, Fetched>>>,
 }
+
+/// A cached experiment and when it was read from the store.
+type Fetched = (Arc<LiveExperiment>, std::time::Instant);
 
 const EXPERIMENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -341,22 +458,24 @@ impl ExperimentCache {
         state: &AppState,
         scope: &Scope,
         key: &str,
-    ) -> Result<Experiment, ApiError> {
-        let cache_key = (scope.clone(), key.to_owned());
+    ) -> Result<Arc<LiveExperiment>, ApiError> {
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((e, at)) = entries.get(&cache_key)
+            if let Some((e, at)) = entries.get(scope).and_then(|keys| keys.get(key))
                 && at.elapsed() < EXPERIMENT_CACHE_TTL
             {
                 return Ok(e.clone());
             }
         }
-        let e = find(state, scope, key).await?;
+        let e = Arc::new(LiveExperiment::load(state, find(state, scope, key).await?).await?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() > 10_000 {
+        if entries.values().map(HashMap::len).sum::<usize>() > 10_000 {
             entries.clear();
         }
-        entries.insert(cache_key, (e.clone(), std::time::Instant::now()));
+        entries
+            .entry(scope.clone())
+            .or_default()
+            .insert(key.to_owned(), (e.clone(), std::time::Instant::now()));
         Ok(e)
     }
 
@@ -365,5 +484,84 @@ impl ExperimentCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+}
+
+/// How many stored assignments [`AssignmentCache`] keeps (about 100 bytes each).
+pub const ASSIGNMENT_CACHE_ENTRIES: usize = 100_000;
+
+/// Stored assignments this process has read or made, so that repeat subjects are answered
+/// without a store read. A stored assignment never changes (the first one is kept
+/// forever), so an entry is never stale; the cache only bounds how many it keeps (S3-FIFO
+/// eviction: one-off subjects do not push out the ones that come back).
+#[derive(Debug)]
+pub struct AssignmentCache {
+    entries: quick_cache::sync::Cache<(String, String), (Arc<str>, OffsetDateTime)>,
+}
+
+impl Default for AssignmentCache {
+    fn default() -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(ASSIGNMENT_CACHE_ENTRIES),
+        }
+    }
+}
+
+/// A borrowed `(experiment_id, subject)` key: hashes like the owned tuple.
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, &'a str);
+
+impl quick_cache::Equivalent<(String, String)> for KeyRef<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
+impl AssignmentCache {
+    pub fn get(&self, experiment_id: &str, subject: &str) -> Option<Assignment> {
+        let (variant, assigned_at) = self.entries.get(&KeyRef(experiment_id, subject))?;
+        Some(Assignment {
+            experiment_id: experiment_id.to_owned(),
+            subject: subject.to_owned(),
+            variant: variant.to_string(),
+            assigned_at,
+        })
+    }
+
+    pub fn put(&self, a: &Assignment) {
+        self.entries.insert(
+            (a.experiment_id.clone(), a.subject.clone()),
+            (Arc::from(a.variant.as_str()), a.assigned_at),
+        );
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn assignment(experiment: &str, subject: &str, variant: &str) -> Assignment {
+        Assignment {
+            experiment_id: experiment.into(),
+            subject: subject.into(),
+            variant: variant.into(),
+            assigned_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn assignments_are_found_by_experiment_and_subject() {
+        let cache = AssignmentCache::default();
+        assert_eq!(cache.get("e1", "alice"), None);
+        cache.put(&assignment("e1", "alice", "treatment"));
+        assert_eq!(
+            cache.get("e1", "alice"),
+            Some(assignment("e1", "alice", "treatment"))
+        );
+        // Neither part of the key alone matches; a key split differently is another key.
+        assert_eq!(cache.get("e2", "alice"), None);
+        assert_eq!(cache.get("e1", "bob"), None);
+        cache.put(&assignment("ab", "c", "x"));
+        assert_eq!(cache.get("a", "bc"), None);
     }
 }

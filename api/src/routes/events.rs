@@ -1,6 +1,7 @@
 //! Event ingestion: one event or a batch of up to `ingest.max_batch`, per-item results.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 
@@ -11,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use verdict_domain::assignment::{MAX_SUBJECT_LEN, subject_key};
 use verdict_domain::validation::is_valid_key;
-use verdict_domain::{Experiment, KeyScope, NewEvent, Scope};
+use verdict_domain::{KeyScope, NewEvent, Scope};
 use verdict_store::AppendOutcome;
 
 use super::now;
@@ -19,6 +20,7 @@ use crate::auth::{Caller, ScopeParams};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::openapi::{ErrorBody, EventsRequest};
+use crate::routes::assignments::LiveExperiment;
 use crate::startup::AppState;
 
 /// Longest client event id.
@@ -175,7 +177,7 @@ pub async fn ingest(
 ) -> Result<IngestReport, ApiError> {
     let received_at = now();
     let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
-    let mut experiments: HashMap<String, Option<Experiment>> = HashMap::new();
+    let mut experiments: HashMap<String, Option<Arc<LiveExperiment>>> = HashMap::new();
     let mut pending: Vec<(usize, Option<String>, NewEvent)> = Vec::with_capacity(items.len());
     for (index, raw) in items.into_iter().enumerate() {
         let input: EventInput = match serde_json::from_value(raw) {
@@ -219,7 +221,7 @@ pub async fn ingest(
             };
             experiments.insert(key.clone(), found);
         }
-        let Some(experiment) = experiments[&key].as_ref() else {
+        let Some(experiment) = experiments[&key].as_ref().map(|e| &e.experiment) else {
             results[index] = Some(rejected(
                 index,
                 input.event_id,

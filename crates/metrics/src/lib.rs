@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +17,26 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Labels of a request: a struct (not a list of pairs) so that counting a request allocates
+/// only the route's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+/// The method as a label value; anything unusual is `OTHER` (bounded label values).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER")
+}
 
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -28,8 +49,8 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    requests: Family<Labels, Counter>,
-    request_seconds: Family<Labels, Histogram>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
     events_ingested: Counter,
     events_rejected: Family<Labels, Counter>,
     job_runs: Family<Labels, Counter>,
@@ -70,14 +91,14 @@ fn histogram() -> Histogram {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("verdict");
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
             requests.clone(),
         );
         let request_seconds =
-            Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+            Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route",
@@ -142,18 +163,21 @@ impl Metrics {
     /// One HTTP request answered. `route` is the matched route template, never the raw path
     /// (bounded label values).
     pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        self.inner
-            .requests
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("method", method.to_owned()),
-                ("status", status.to_string()),
-            ])
-            .inc();
+        let route = route.to_owned();
         self.inner
             .request_seconds
-            .get_or_create(&vec![("route", route.to_owned())])
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
             .observe(seconds);
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method_label(method),
+                status,
+            })
+            .inc();
     }
 
     pub fn events_ingested(&self, n: u64) {
