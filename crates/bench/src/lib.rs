@@ -41,6 +41,27 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> 
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// A local webhook receiver that answers 200 to anything and counts: its base URL and the
+/// count.
+pub async fn counting_receiver() -> anyhow::Result<(String, Arc<std::sync::atomic::AtomicU64>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::Relaxed);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}"), count))
+}
+
 /// The start of the benchmarks' simulated time.
 pub const T0: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
 
@@ -183,6 +204,15 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// The `p` quantile of `sorted` (nearest rank); zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// Available cores, for the report's conditions line.
 pub fn cores() -> usize {
     std::thread::available_parallelism()
@@ -208,6 +238,15 @@ mod tests {
         // Another section whose name starts the same is left alone.
         let both = replace_section(doc, "x-more", "m\n");
         assert_eq!(replace_section(&both, "x", "n\n").matches("m\n").count(), 1);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.50), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&v[..1], 0.99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
     }
 
     #[test]

@@ -1,157 +1,230 @@
-//! `verdict-bench`: Verdict's hot HTTP paths measured against a bare axum baseline.
+//! `verdict-bench`: the end-to-end benchmark harness.
 //!
-//! One process, one run, one machine: a bare axum server (a JSON "hello" handler and a
-//! handler that only parses an event batch), a real Verdict API on a temporary SQLite store,
-//! and one load generator (reqwest, N concurrent keep-alive connections) driving both with
-//! the same loop. Results are ratios to the baseline measured in the same run, so they
-//! compare across machines better than absolute numbers. Timing never appears in tests;
-//! this is the command that produces the figures in `BENCHMARKS.md`.
+//! One run on one machine: a real `verdict serve` process (embedded SQLite store in a
+//! temporary directory) and a bare axum baseline process (this binary, `baseline`) are
+//! driven by the same load generator (`load.rs`). With two or more cores the servers run on
+//! core 1 and the load generator on core 0 (`taskset`), so neither steals the other's CPU
+//! and latency is not the generator's queueing. Reported, each against the baseline where
+//! one exists: assignment requests/s and p50/p99 for repeat and new subjects, ingestion
+//! events/s at batch sizes 1, 100 and 500, the rollup of everything ingested (a triggered
+//! `aggregate` run), webhook deliveries/s (a triggered `webhooks` run to a local receiver),
+//! and Verdict's peak RSS. `--write BENCHMARKS.md` puts the table in that file.
+//!
+//! Timing never appears in tests; this is the command behind the figures in `BENCHMARKS.md`.
 //!
 //! # Layout
-//! - `main.rs`: set-up of both servers, the load loop, the scenarios and the report.
+//! - `main.rs`: the command line, the scenarios and the report.
+//! - `load.rs`: the load generator (hyper client connections, closed loop).
+//! - `procs.rs`: starting the servers pinned, their CPU time and peak RSS, the machine.
 
+mod load;
+mod procs;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::Json;
 use axum::routing::{get, post};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use serde_json::{Value, json};
-use verdict_api::Application;
-use verdict_config::Settings;
-use verdict_store::SqliteStore;
+use verdict_bench::thousands;
+
+use crate::load::{LoadResult, Req, drive};
+use crate::procs::{Launch, Server};
 
 const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+const SECTION: &str = "verdict-bench";
+const EXPERIMENT: &str = "bench";
 
-/// Measure assignment and ingestion throughput against a bare axum handler.
+/// The end-to-end benchmark: Verdict against a bare axum server, driven by one load
+/// generator, pinned to separate cores.
+///
+/// Build first: `cargo build --release -p verdict -p verdict-bench`, then run
+/// `target/release/verdict-bench --write BENCHMARKS.md`.
 #[derive(Debug, Parser)]
 #[command(name = "verdict-bench", version, about, long_about)]
 struct Args {
-    /// Seconds per scenario.
+    /// Seconds per load scenario.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Concurrent connections for request/response scenarios.
+    /// Concurrent connections for assignment requests.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Concurrent connections for ingestion (batches are large; fewer are enough).
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent connections for ingestion.
+    #[arg(long, default_value_t = 16)]
     ingest_connections: usize,
-    /// Events per ingestion batch.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
-    /// Distinct subjects pre-assigned for the repeat-subject scenario.
-    #[arg(long, default_value_t = 1000)]
+    /// Subjects assigned before the run; the repeat-subject scenario cycles through them and
+    /// events name them.
+    #[arg(long, default_value_t = 10_000)]
     subjects: usize,
-    /// Replace the generated section of this markdown file with the results.
+    /// Status changes made for the webhook measurement (one message each).
+    #[arg(long, default_value_t = 500)]
+    webhook_messages: usize,
+    /// Webhook endpoints every message goes to.
+    #[arg(long, default_value_t = 10)]
+    webhook_endpoints: usize,
+    /// The `verdict` binary [default: `verdict` beside this one].
+    #[arg(long, value_name = "PATH")]
+    verdict_bin: Option<PathBuf>,
+    /// Do not pin the servers and the load generator to separate cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Replace the `verdict-bench` section of this markdown file with the report.
     #[arg(long, value_name = "FILE")]
-    write: Option<std::path::PathBuf>,
+    write: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-#[derive(Debug, Clone)]
-struct LoadResult {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the bare baseline (what the harness starts; not needed by hand).
+    #[command(hide = true)]
+    Baseline {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
 }
 
-impl LoadResult {
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Baseline { addr }) = args.command {
+        return baseline(addr);
+    }
+    let cores = verdict_bench::cores();
+    let pinned = !args.no_pin && cores >= 2;
+    if pinned {
+        // Before the runtime starts: every thread it makes inherits the affinity.
+        procs::pin_self(0)?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(harness(args, pinned))
+}
+
+/// The baseline: axum with tokio's default runtime, a JSON hello and a handler that parses
+/// an event batch with serde and answers how many events it held, nothing else.
+fn baseline(addr: SocketAddr) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let app = axum::Router::new()
+            .route("/hello", get(|| async { Json(json!({"hello": "world"})) }))
+            .route(
+                "/parse",
+                post(|Json(body): Json<Value>| async move {
+                    let n = body["events"].as_array().map_or(0, Vec::len);
+                    Json(json!({"accepted": n}))
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// One measured load scenario: requests, or event batches.
+#[derive(Debug)]
+struct Measured {
+    name: String,
+    result: LoadResult,
+    /// Events per request: `None` for request/response scenarios.
+    batch: Option<usize>,
+    /// Server CPU seconds per wall second during the scenario (1.0: its core was busy).
+    server_cpu: f64,
+    /// The load generator's, likewise.
+    client_cpu: f64,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.result.per_second() * self.batch.unwrap_or(1) as f64
+    }
+
+    fn unit(&self) -> &'static str {
+        if self.batch.is_some() {
+            "events/s"
+        } else {
+            "req/s"
+        }
     }
 }
 
-/// Run `connections` loops for `duration`, each sending `request(i)` and awaiting a 2xx.
-async fn drive<F>(connections: usize, duration: Duration, request: F) -> LoadResult
-where
-    F: Fn(u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
-{
-    let request = Arc::new(request);
-    let counter = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let request = request.clone();
-        let counter = counter.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            while Instant::now() < deadline {
-                let i = counter.fetch_add(1, Ordering::Relaxed);
-                let t = Instant::now();
-                match request(i).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                    }
-                    _ => errors += 1,
-                }
-                latencies.push(t.elapsed());
-            }
-            (latencies, errors)
-        }));
+async fn measure(
+    name: impl Into<String>,
+    server: &Server,
+    token: Option<&str>,
+    connections: usize,
+    seconds: u64,
+    batch: Option<usize>,
+    make: Arc<dyn Fn(u64) -> Req + Send + Sync>,
+) -> anyhow::Result<Measured> {
+    let name = name.into();
+    eprintln!("  {name} …");
+    let (server_before, client_before) = (server.cpu_seconds()?, procs::own_cpu_seconds()?);
+    let result = drive(
+        server.addr,
+        token,
+        connections,
+        Duration::from_secs(seconds),
+        make,
+    )
+    .await?;
+    let wall = result.elapsed.as_secs_f64();
+    let server_cpu = (server.cpu_seconds()? - server_before) / wall;
+    let client_cpu = (procs::own_cpu_seconds()? - client_before) / wall;
+    eprintln!(
+        "    {:.0} per s; server RSS {:.1} MB (peak {:.1} MB)",
+        result.per_second(),
+        server.rss()? as f64 / 1e6,
+        server.peak_rss()? as f64 / 1e6
+    );
+    if let Some(e) = &result.first_error {
+        eprintln!("    {} errors; first: {e}", result.errors);
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.unwrap_or_default();
-        all.extend(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    LoadResult {
-        requests: all.len() as u64 - errors,
-        errors,
-        elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
-    }
+    Ok(Measured {
+        name,
+        result,
+        batch,
+        server_cpu,
+        client_cpu,
+    })
 }
 
-async fn baseline_server() -> anyhow::Result<String> {
-    let app = axum::Router::new()
-        .route("/hello", get(|| async { Json(json!({"hello": "world"})) }))
-        .route(
-            "/parse",
-            post(|Json(body): Json<Value>| async move {
-                let n = body["events"].as_array().map_or(0, Vec::len);
-                Json(json!({"accepted": n}))
-            }),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{addr}"))
+/// A batch body of `batch` events with ids unique to (`batch`, `i`), naming pre-assigned
+/// subjects.
+fn event_batch(batch: usize, i: u64, subjects: usize) -> String {
+    let mut body = String::with_capacity(batch * 140 + 16);
+    body.push_str("{\"events\":[");
+    for j in 0..batch {
+        if j > 0 {
+            body.push(',');
+        }
+        let n = i as usize * batch + j;
+        let _ = write!(
+            body,
+            "{{\"event_id\":\"b{batch}-{i}-{j}\",\"experiment\":\"{EXPERIMENT}\",\
+             \"subject_id\":\"user-{}\",\"event\":\"{}\",\"value\":{}}}",
+            n % subjects,
+            if n.is_multiple_of(3) {
+                "purchase"
+            } else {
+                "conversion"
+            },
+            if n.is_multiple_of(3) { 19.5 } else { 1.0 },
+        );
+    }
+    body.push_str("]}");
+    body
 }
 
-async fn verdict_server(dir: &std::path::Path) -> anyhow::Result<String> {
-    let env = [
-        ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY),
-        ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "0"),
-        ("VERDICT_SERVER__REQUEST_BODY_LIMIT_BYTES", "67108864"),
-        ("VERDICT_LOG__LEVEL", "warn"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let mut settings = Settings::load_from(None, env)?;
-    settings.server.port = 0;
-    let store = SqliteStore::open(dir.join("verdict.db"), 5_000)?;
-    let cache = verdict_api::startup::open_cache(&settings)?;
-    let app = Application::build(Arc::new(settings), Arc::new(store), cache).await?;
-    let addr = app.local_addr()?;
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    Ok(format!("http://{addr}"))
-}
-
+/// An HTTP call to Verdict outside the measured load (set-up, triggers); fails on non-2xx.
 async fn call(
     client: &reqwest::Client,
     method: reqwest::Method,
@@ -172,45 +245,122 @@ async fn call(
     Ok(value)
 }
 
-fn event_batch(batch: usize, subjects: usize, seed: u64) -> String {
-    let events: Vec<Value> = (0..batch)
-        .map(|i| {
-            json!({
-                "event_id": uuid::Uuid::new_v4().to_string(),
-                "experiment": "bench",
-                "subject_id": format!("user-{}", (seed as usize * batch + i) % subjects),
-                "event": "conversion",
-                "value": 1.0
-            })
-        })
-        .collect();
-    json!({ "events": events }).to_string()
+/// What the triggered job runs measured.
+#[derive(Debug)]
+struct JobRun {
+    items: u64,
+    elapsed: Duration,
+}
+
+impl JobRun {
+    fn rate(&self) -> f64 {
+        self.items as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Trigger `job` on Verdict and wait for it; `count` reads the number of items it handled
+/// from the finished run's report.
+async fn run_job(
+    client: &reqwest::Client,
+    verdict: &str,
+    job: &str,
+    count: &str,
+) -> anyhow::Result<JobRun> {
+    let started = Instant::now();
+    let record = call(
+        client,
+        reqwest::Method::POST,
+        format!("{verdict}/v1/internal/jobs/{job}/run"),
+        ADMIN_KEY,
+        None,
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    if record["outcome"] != "succeeded" {
+        bail!("the {job} run did not succeed: {record}");
+    }
+    let items = record["report"][count]
+        .as_u64()
+        .with_context(|| format!("no report.{count} in the {job} run: {record}"))?;
+    Ok(JobRun { items, elapsed })
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let duration = Duration::from_secs(args.seconds);
+async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
+    let here = std::env::current_exe()?;
+    let verdict_bin = match &args.verdict_bin {
+        Some(p) => p.clone(),
+        None => here.with_file_name("verdict"),
+    };
+    if !verdict_bin.exists() {
+        bail!(
+            "no Verdict binary at {}: build it with `cargo build --release -p verdict` \
+             (or name one with --verdict-bin)",
+            verdict_bin.display()
+        );
+    }
     let dir = tempfile::tempdir()?;
-    let base = baseline_server().await?;
-    let verdict = verdict_server(dir.path()).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
+    let server_core = pinned.then_some(1);
+    let seconds = args.seconds;
 
-    // An experiment, running, with pre-assigned subjects.
+    eprintln!("starting the baseline and Verdict …");
+    let base_addr = procs::free_addr()?;
+    let addr_arg = base_addr.to_string();
+    let base = Server::start(Launch {
+        name: "baseline",
+        program: &here,
+        args: &["baseline", "--addr", &addr_arg],
+        env: Vec::new(),
+        core: server_core,
+        log: dir.path().join("baseline.log"),
+        addr: base_addr,
+        ready_path: "/hello",
+    })
+    .await?;
+    let verdict_addr = procs::free_addr()?;
+    let env = [
+        (
+            "VERDICT_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("VERDICT_SERVER__PORT", verdict_addr.port().to_string()),
+        ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY.into()),
+        ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "0".into()),
+        ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "3600".into()),
+        ("VERDICT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true".into()),
+        ("VERDICT_LOG__LEVEL", "warn".into()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .to_vec();
+    let verdict_server = Server::start(Launch {
+        name: "verdict",
+        program: &verdict_bin,
+        // Jobs run only when the harness triggers them.
+        args: &["serve", "--no-scheduler"],
+        env,
+        core: server_core,
+        log: dir.path().join("verdict.log"),
+        addr: verdict_addr,
+        ready_path: "/healthz",
+    })
+    .await?;
+    let verdict = format!("http://{verdict_addr}");
+    let client = reqwest::Client::new();
+
+    eprintln!("setting up: an experiment and {} subjects …", args.subjects);
     call(&client, reqwest::Method::POST, format!("{verdict}/v1/experiments"), ADMIN_KEY, Some(json!({
-        "key": "bench",
-        "variants": [{"key": "control", "config": {"color": "blue"}}, {"key": "treatment", "config": {"color": "green"}}]
+        "key": EXPERIMENT,
+        "variants": [{"key": "control", "config": {"color": "blue"}}, {"key": "treatment", "config": {"color": "green"}}],
+        "primary_metric": {"event": "conversion"},
+        "secondary_metrics": [{"event": "purchase", "kind": "sum"}]
     }))).await.context("creating the experiment")?;
     call(
         &client,
         reqwest::Method::POST,
-        format!("{verdict}/v1/experiments/bench/activate"),
+        format!("{verdict}/v1/experiments/{EXPERIMENT}/activate"),
         ADMIN_KEY,
         None,
     )
@@ -223,147 +373,231 @@ async fn main() -> anyhow::Result<()> {
         Some(json!({"name": "bench", "scopes": ["client"]})),
     )
     .await?;
-    let client_key = key["key"].as_str().context("no key in answer")?.to_owned();
-    for i in 0..args.subjects {
+    let client_key = key["key"]
+        .as_str()
+        .context("no key in the answer")?
+        .to_owned();
+    let assigned: Vec<anyhow::Result<Value>> = futures::stream::iter(0..args.subjects)
+        .map(|i| {
+            call(
+                &client,
+                reqwest::Method::GET,
+                format!("{verdict}/v1/experiments/{EXPERIMENT}/assignment?subject_id=user-{i}"),
+                &client_key,
+                None,
+            )
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assigned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut rows: Vec<(Measured, Option<f64>, &'static str)> = Vec::new();
+    eprintln!(
+        "assignment ({} connections, {seconds} s each):",
+        args.connections
+    );
+    let hello = measure(
+        "bare axum `GET /hello` (baseline)",
+        &base,
+        None,
+        args.connections,
+        seconds,
+        None,
+        Arc::new(|_| Req::get("/hello".into())),
+    )
+    .await?;
+    let n = args.subjects as u64;
+    let repeat = measure(
+        "assignment, repeat subjects",
+        &verdict_server,
+        Some(&client_key),
+        args.connections,
+        seconds,
+        None,
+        Arc::new(move |i| {
+            Req::get(format!(
+                "/v1/experiments/{EXPERIMENT}/assignment?subject_id=user-{}",
+                i % n
+            ))
+        }),
+    )
+    .await?;
+    let fresh = measure(
+        "assignment, new subjects",
+        &verdict_server,
+        Some(&client_key),
+        args.connections,
+        seconds,
+        None,
+        Arc::new(|i| {
+            Req::get(format!(
+                "/v1/experiments/{EXPERIMENT}/assignment?subject_id=new-{i}"
+            ))
+        }),
+    )
+    .await?;
+    let hello_rate = hello.rate();
+    let (repeat_ratio, fresh_ratio) = (repeat.rate() / hello_rate, fresh.rate() / hello_rate);
+    rows.push((hello, None, ""));
+    rows.push((repeat, Some(repeat_ratio), "≥ 0.40"));
+    rows.push((fresh, Some(fresh_ratio), "≥ 0.20"));
+
+    eprintln!(
+        "ingestion ({} connections, {seconds} s each):",
+        args.ingest_connections
+    );
+    let mut ingested = 0u64;
+    for batch in [1usize, 100, 500] {
+        let subjects = args.subjects;
+        let make: Arc<dyn Fn(u64) -> Req + Send + Sync> =
+            Arc::new(move |i| Req::post("/parse".into(), event_batch(batch, i, subjects)));
+        let parse = measure(
+            format!("bare axum parse-only handler, batches of {batch} (baseline)"),
+            &base,
+            None,
+            args.ingest_connections,
+            seconds,
+            Some(batch),
+            make,
+        )
+        .await?;
+        let make: Arc<dyn Fn(u64) -> Req + Send + Sync> =
+            Arc::new(move |i| Req::post("/v1/events".into(), event_batch(batch, i, subjects)));
+        let ingest = measure(
+            format!("ingestion, batches of {batch}, idempotent, SQLite"),
+            &verdict_server,
+            Some(&client_key),
+            args.ingest_connections,
+            seconds,
+            Some(batch),
+            make,
+        )
+        .await?;
+        ingested += ingest.result.ok * batch as u64;
+        let ratio = ingest.rate() / parse.rate();
+        let target = if batch == 500 {
+            "≥ 100,000 events/s"
+        } else {
+            ""
+        };
+        rows.push((parse, None, ""));
+        rows.push((ingest, Some(ratio), target));
+    }
+
+    eprintln!("rollup of the {} events ingested …", thousands(ingested));
+    let rollup = run_job(&client, &verdict, "aggregate", "events").await?;
+    eprintln!(
+        "    server RSS {:.1} MB (peak {:.1} MB)",
+        verdict_server.rss()? as f64 / 1e6,
+        verdict_server.peak_rss()? as f64 / 1e6
+    );
+
+    eprintln!(
+        "webhooks: {} status changes to {} endpoints …",
+        args.webhook_messages, args.webhook_endpoints
+    );
+    // On the load generator's core.
+    let (hook_base, received) = verdict_bench::counting_receiver().await?;
+    let hook_url = format!("{hook_base}/hook");
+    for _ in 0..args.webhook_endpoints {
         call(
             &client,
-            reqwest::Method::GET,
-            format!("{verdict}/v1/experiments/bench/assignment?subject_id=user-{i}"),
-            &client_key,
-            None,
+            reqwest::Method::POST,
+            format!("{verdict}/v1/webhooks/endpoints"),
+            ADMIN_KEY,
+            Some(json!({"url": hook_url, "event_types": ["experiment.status_changed"]})),
+        )
+        .await
+        .context("creating a webhook endpoint")?;
+    }
+    // Every status change writes one outbox message: pause and resume the experiment.
+    for k in 0..args.webhook_messages {
+        let status = if k % 2 == 0 { "paused" } else { "running" };
+        call(
+            &client,
+            reqwest::Method::POST,
+            format!("{verdict}/v1/experiments/{EXPERIMENT}/status"),
+            ADMIN_KEY,
+            Some(json!({ "status": status })),
         )
         .await?;
     }
-
-    eprintln!("baseline GET /hello …");
-    let c = client.clone();
-    let b = base.clone();
-    let hello = drive(args.connections, duration, move |_| {
-        c.get(format!("{b}/hello"))
-    })
-    .await;
-
-    eprintln!("assignment, repeat subjects …");
-    let (c, v, k, n) = (
-        client.clone(),
-        verdict.clone(),
-        client_key.clone(),
-        args.subjects as u64,
-    );
-    let repeat = drive(args.connections, duration, move |i| {
-        c.get(format!(
-            "{v}/v1/experiments/bench/assignment?subject_id=user-{}",
-            i % n
-        ))
-        .bearer_auth(&k)
-    })
-    .await;
-
-    eprintln!("assignment, new subjects …");
-    let (c, v, k) = (client.clone(), verdict.clone(), client_key.clone());
-    let fresh = drive(args.connections, duration, move |i| {
-        c.get(format!(
-            "{v}/v1/experiments/bench/assignment?subject_id=new-{i}"
-        ))
-        .bearer_auth(&k)
-    })
-    .await;
-
-    // Pre-built batches with fresh random event ids, enough for the whole run.
-    let bodies: Arc<Vec<String>> = Arc::new(
-        (0..600u64)
-            .map(|s| event_batch(args.batch, args.subjects, s))
-            .collect(),
-    );
-
-    eprintln!("baseline: parse-only batch handler …");
-    let (c, b, bodies_b) = (client.clone(), base.clone(), bodies.clone());
-    let parse = drive(args.ingest_connections, duration, move |i| {
-        c.post(format!("{b}/parse"))
-            .header("content-type", "application/json")
-            .body(bodies_b[i as usize % bodies_b.len()].clone())
-    })
-    .await;
-
-    eprintln!("ingestion, batches of {} …", args.batch);
-    let (c, v, k, bodies_v) = (
-        client.clone(),
-        verdict.clone(),
-        client_key.clone(),
-        bodies.clone(),
-    );
-    let ingest = drive(args.ingest_connections, duration, move |i| {
-        c.post(format!("{v}/v1/events"))
-            .bearer_auth(&k)
-            .header("content-type", "application/json")
-            .body(bodies_v[i as usize % bodies_v.len()].clone())
-    })
-    .await;
-    if ingest.requests as usize > bodies.len() {
-        eprintln!("note: more batches than distinct bodies; repeats were answered as duplicates");
+    let hooks = run_job(&client, &verdict, "webhooks", "delivered").await?;
+    // The experiment's activation wrote a message too; endpoints get every message not yet
+    // fanned out when the dispatcher runs.
+    let expected = ((args.webhook_messages + 1) * args.webhook_endpoints) as u64;
+    let got = received.load(Ordering::Relaxed);
+    if hooks.items != expected || got != expected {
+        bail!(
+            "webhooks: expected {expected} deliveries; the run reported {}, the receiver got {got}",
+            hooks.items
+        );
     }
 
-    let batch = args.batch as f64;
-    let rows = [
-        (
-            "bare axum GET /hello (baseline)",
-            &hello,
-            hello.per_second(),
-            "req/s",
-            1.0,
-        ),
-        (
-            "assignment, repeat subjects",
-            &repeat,
-            repeat.per_second(),
-            "req/s",
-            repeat.per_second() / hello.per_second(),
-        ),
-        (
-            "assignment, new subjects",
-            &fresh,
-            fresh.per_second(),
-            "req/s",
-            fresh.per_second() / hello.per_second(),
-        ),
-        (
-            "bare axum parse-only batch handler (baseline)",
-            &parse,
-            parse.per_second() * batch,
-            "events/s",
-            1.0,
-        ),
-        (
-            "ingestion, idempotent, SQLite",
-            &ingest,
-            ingest.per_second() * batch,
-            "events/s",
-            ingest.per_second() / parse.per_second(),
-        ),
-    ];
+    let verdict_rss = verdict_server.peak_rss()?;
+    let base_rss = base.peak_rss()?;
+    verdict_server.stop().await;
+    base.stop().await;
+
+    // The report.
     let mut table = String::from(
-        "| scenario | throughput | unit | ratio to baseline | p50 | p99 | errors |\n|---|---:|---|---:|---:|---:|---:|\n",
+        "| scenario | throughput | ratio to baseline | target | p50 | p99 | server CPU | load generator CPU | errors |\n\
+         |---|---:|---:|---|---:|---:|---:|---:|---:|\n",
     );
-    for (name, r, rate, unit, ratio) in rows {
-        table.push_str(&format!(
-            "| {name} | {rate:.0} | {unit} | {ratio:.2} | {} | {} | {} |\n",
-            ms(r.p50),
-            ms(r.p99),
-            r.errors
-        ));
+    for (m, ratio, target) in &rows {
+        let _ = writeln!(
+            table,
+            "| {} | {} {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} |",
+            m.name,
+            thousands(m.rate() as u64),
+            m.unit(),
+            ratio.map_or("1.00".into(), |r| format!("**{r:.2}**")),
+            target,
+            ms(m.result.p50),
+            ms(m.result.p99),
+            m.server_cpu * 100.0,
+            m.client_cpu * 100.0,
+            m.result.errors
+        );
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let _ = write!(
+        table,
+        "\n| measurement | result | target |\n|---|---:|---|\n\
+         | rollup: one triggered `aggregate` run over the {} events ingested above | {} events/s ({:.2} s) | |\n\
+         | webhooks: one triggered `webhooks` run, {} deliveries ({} status changes × {} endpoints) to a local receiver | {} deliveries/s ({:.2} s) | |\n\
+         | Verdict peak RSS (`VmHWM`, whole run) | {} | ≤ 150 MB |\n\
+         | baseline peak RSS | {} | |\n",
+        thousands(rollup.items),
+        thousands(rollup.rate() as u64),
+        rollup.elapsed.as_secs_f64(),
+        thousands(hooks.items),
+        args.webhook_messages + 1,
+        args.webhook_endpoints,
+        thousands(hooks.rate() as u64),
+        hooks.elapsed.as_secs_f64(),
+        mb(verdict_rss),
+        mb(base_rss),
+    );
+    let pinning = if pinned {
+        "servers pinned to core 1 and the load generator to core 0 with `taskset`"
+    } else {
+        "not pinned: servers and load generator share the cores"
+    };
     let report = format!(
-        "Measured by `cargo run --release -p verdict-bench -- --write BENCHMARKS.md` \
-         ({} s per scenario, {} connections, {} for ingestion, batches of {}; {} cores; \
-         client and servers in one process, not pinned).\n\n{table}",
-        args.seconds, args.connections, args.ingest_connections, args.batch, cores
+        "Measured by `cargo build --release -p verdict -p verdict-bench && target/release/verdict-bench --write BENCHMARKS.md` \
+         on {machine}; {pinning}; {seconds} s per scenario, {c} connections for assignment, \
+         {ic} for ingestion; {subjects} subjects assigned first; SQLite store \
+         (`synchronous = FULL`) in a temporary directory.\n\n{table}",
+        machine = procs::machine(),
+        c = args.connections,
+        ic = args.ingest_connections,
+        subjects = thousands(args.subjects as u64),
     );
     println!("{report}");
-    if let Some(path) = args.write {
-        verdict_bench::write_section(&path, "verdict-bench", &report)?;
+    if let Some(path) = &args.write {
+        verdict_bench::write_section(path, SECTION, &report)?;
     }
     Ok(())
 }

@@ -120,9 +120,7 @@ impl Run {
     fn percentile(&self, p: f64) -> Duration {
         let mut l = self.latencies.clone();
         l.sort_unstable();
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        verdict_bench::percentile(&l, p)
     }
 }
 

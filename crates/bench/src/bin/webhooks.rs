@@ -47,25 +47,6 @@ struct Args {
     write: Option<PathBuf>,
 }
 
-/// A receiver answering 200 and counting.
-async fn receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    let app = axum::Router::new().fallback(move || {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::Relaxed);
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((format!("http://{addr}"), count))
-}
-
 /// `messages` status changes: experiments toggled running ⇄ paused, one message each.
 async fn make_messages(store: &DynStore, messages: usize) -> anyhow::Result<()> {
     let per_experiment = 50;
@@ -216,7 +197,7 @@ async fn baseline(url: &str, n: u64, concurrency: usize) -> anyhow::Result<Durat
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (url, count) = receiver().await?;
+    let (url, count) = verdict_bench::counting_receiver().await?;
     let mut rows = Vec::new();
     let n = (args.messages * args.endpoints) as u64;
     let base = baseline(&url, n, args.endpoints).await?;
