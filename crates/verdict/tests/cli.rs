@@ -1,9 +1,9 @@
 //! The `verdict` binary as a newcomer runs it: real process, real port, clean data dir.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use verdict_cache::test_support::free_port;
 
 fn verdict() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_verdict"));
@@ -14,14 +14,6 @@ fn verdict() -> Command {
         }
     }
     cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn get(url: &str) -> Option<(u16, serde_json::Value)> {

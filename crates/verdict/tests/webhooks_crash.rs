@@ -4,24 +4,16 @@
 //! kill arrives again with the same `webhook-id`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use verdict_cache::test_support::free_port;
 
 use serde_json::{Value, json};
 use verdict_webhooks::test_support::{Received, Receiver};
 
 const ADMIN: &str = "test-admin-key-0123456789";
 const MESSAGES: usize = 5;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `verdict serve --config <dir>/verdict.toml`, logs to `<dir>/<name>.log`.
 fn serve(dir: &Path, name: &str) -> Child {

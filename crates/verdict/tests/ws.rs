@@ -2,23 +2,15 @@
 //! store and Redis. A client subscribed on process A hears the decision of an evaluation run
 //! triggered on process B, through Redis pub/sub.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use verdict_cache::test_support::free_port;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN: &str = "ws-admin-key-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Replica {
     child: Child,
