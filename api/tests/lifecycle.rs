@@ -303,6 +303,15 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
     }
 }
 
+/// `POST /v1/assignments` for `subject`: its assignments.
+async fn bulk(app: &TestApp, key: &str, subject: &str) -> Vec<Value> {
+    let (status, body) = app
+        .post_json("/v1/assignments", key, &json!({ "subject_id": subject }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["assignments"].as_array().expect("assignments").clone()
+}
+
 #[tokio::test]
 async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_winner() {
     let app = spawn_app().await;
@@ -347,6 +356,9 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
     assert_eq!(b["variant"], "control");
     assert_eq!(b["config"], control_config());
     assert_eq!(b["assigned_at"], Value::Null);
+    // Every answer of this test is also POST /v1/assignments' answer at once: a change made
+    // through this process is seen by the next request, cached or not.
+    assert_eq!(bulk(&app, &client, "user-b").await, vec![b.clone()]);
     let (_, report) = app
         .post_events(
             &client,
@@ -376,12 +388,14 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
     assert_eq!(forced["reason"], "forced", "{forced}");
     assert_eq!(forced["variant"], other);
     assert_eq!(forced["config"], config_of(other));
+    assert_eq!(bulk(&app, &client, "user-a").await, vec![forced.clone()]);
     let (status, _) = app
         .delete("/v1/experiments/checkout/forced/user-a", &app.admin_key)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, unforced) = app.assignment("checkout", &client, "user-a", &[]).await;
     assert_eq!(unforced, a);
+    assert_eq!(bulk(&app, &client, "user-a").await, vec![a.clone()]);
 
     // A manual winner completes the experiment; everyone gets its config.
     let (status, e) = app
@@ -403,6 +417,12 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
         assert_eq!(w["reason"], "winner");
         assert_eq!(w["winner"], "treatment");
     }
+    // Completed: no longer among the live experiments; the draft, once started, is.
+    assert_eq!(bulk(&app, &client, "user-a").await, Vec::<Value>::new());
+    assert_eq!(app.activate("draft-only").await.0, StatusCode::OK);
+    let started = bulk(&app, &client, "user-a").await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["experiment"], "draft-only");
     let (status, snapshot) = app.get("/v1/experiments/checkout/winner", &client).await;
     assert_eq!(status, StatusCode::OK, "{snapshot}");
     assert_eq!(snapshot["experiment"], "checkout");

@@ -386,9 +386,8 @@ pub async fn assign_all(
     check_subject(&body.subject_id)?;
     let scope = caller.scope(&params)?;
     let mut views = Vec::new();
-    for experiment in live_experiments(&state, &scope).await? {
-        let experiment = LiveExperiment::load(&state, experiment).await?;
-        views.push(assign(&state, &experiment, &body.subject_id, &body.attributes).await?);
+    for experiment in state.experiments.live(&state, &scope).await?.iter() {
+        views.push(assign(&state, experiment, &body.subject_id, &body.attributes).await?);
     }
     Ok(Json(
         serde_json::json!({ "subject_id": body.subject_id, "assignments": views }),
@@ -445,10 +444,19 @@ impl LiveExperiment {
 pub struct ExperimentCache {
     /// By scope, then by the key (or id) asked for: looked up without allocating.
     entries: std::sync::Mutex<HashMap<Scope, HashMap<String, Fetched>>>,
+    /// By scope: its running and paused experiments, in [`live_experiments`] order.
+    live: std::sync::Mutex<HashMap<Scope, (LiveList, std::time::Instant)>>,
 }
 
 /// A cached experiment and when it was read from the store.
 type Fetched = (Arc<LiveExperiment>, std::time::Instant);
+
+/// A scope's live experiments.
+type LiveList = Arc<[Arc<LiveExperiment>]>;
+
+/// Scopes (or keys) a cache holds before it starts over: bounds memory against callers
+/// naming many scopes or keys that do not exist.
+const EXPERIMENT_CACHE_MAX: usize = 10_000;
 
 const EXPERIMENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -469,7 +477,7 @@ impl ExperimentCache {
         }
         let e = Arc::new(LiveExperiment::load(state, find(state, scope, key).await?).await?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.values().map(HashMap::len).sum::<usize>() > 10_000 {
+        if entries.values().map(HashMap::len).sum::<usize>() > EXPERIMENT_CACHE_MAX {
             entries.clear();
         }
         entries
@@ -479,11 +487,36 @@ impl ExperimentCache {
         Ok(e)
     }
 
+    /// The scope's running and paused experiments (`POST /v1/assignments`), read from the
+    /// store at most once per TTL.
+    pub async fn live(&self, state: &AppState, scope: &Scope) -> Result<LiveList, ApiError> {
+        {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((list, at)) = live.get(scope)
+                && at.elapsed() < EXPERIMENT_CACHE_TTL
+            {
+                return Ok(list.clone());
+            }
+        }
+        let mut list = Vec::new();
+        for experiment in live_experiments(state, scope).await? {
+            list.push(Arc::new(LiveExperiment::load(state, experiment).await?));
+        }
+        let list = LiveList::from(list);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() > EXPERIMENT_CACHE_MAX {
+            live.clear();
+        }
+        live.insert(scope.clone(), (list.clone(), std::time::Instant::now()));
+        Ok(list)
+    }
+
     pub fn clear(&self) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
