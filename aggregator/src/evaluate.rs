@@ -15,7 +15,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use verdict_cache::DynCache;
 use verdict_domain::{Experiment, PolicyMode, Status, Winner};
-use verdict_store::{DynStore, ExperimentFilter, PageRequest, StoreError, WinnerChange};
+use verdict_store::{DynStore, ExperimentFilter, StoreError, WinnerChange};
 
 use crate::policy::{self, ArmFigures, EvaluationInput, GuardState};
 
@@ -57,7 +57,11 @@ pub async fn evaluate(
 ) -> Result<EvaluateReport, StoreError> {
     let started = Instant::now();
     let mut report = EvaluateReport::default();
-    for experiment in running(store).await? {
+    let running = ExperimentFilter {
+        status: Some(Status::Running),
+        ..Default::default()
+    };
+    for experiment in store.list_all_experiments(&running).await? {
         let outcome = evaluate_one(store, cache, &experiment, now).await?;
         report.evaluated += 1;
         report.decisions += u64::from(outcome.outcome == "winner");
@@ -66,27 +70,6 @@ pub async fn evaluate(
     }
     report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(report)
-}
-
-async fn running(store: &DynStore) -> Result<Vec<Experiment>, StoreError> {
-    let filter = ExperimentFilter {
-        status: Some(Status::Running),
-        ..Default::default()
-    };
-    let mut all = Vec::new();
-    let mut page = PageRequest {
-        page: 1,
-        page_size: 100,
-    };
-    loop {
-        let found = store.list_experiments(&filter, page).await?;
-        let done = found.items.len() < 100;
-        all.extend(found.items);
-        if done {
-            return Ok(all);
-        }
-        page.page += 1;
-    }
 }
 
 /// Evaluate one experiment and, on a decision, record it.

@@ -17,9 +17,7 @@ use std::time::Instant;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use verdict_config::RetentionSettings;
-use verdict_store::{
-    DynStore, ExperimentFilter, Fence, PageRequest, Result, RetentionFilter, StoreError,
-};
+use verdict_store::{DynStore, ExperimentFilter, Fence, Result, RetentionFilter, StoreError};
 
 /// What one retention run deleted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -47,7 +45,8 @@ pub async fn run(
     let days_ago = |days: u32| now - Duration::days(i64::from(days));
 
     // (experiment id, raw-events override, buckets override)
-    let overrides: Vec<(String, Option<u32>, Option<u32>)> = all_experiments(store)
+    let overrides: Vec<(String, Option<u32>, Option<u32>)> = store
+        .list_all_experiments(&ExperimentFilter::default())
         .await?
         .into_iter()
         .filter(|e| e.retention.raw_events_days.is_some() || e.retention.buckets_days.is_some())
@@ -137,24 +136,5 @@ where
         if n < batch as u64 {
             return Ok(total);
         }
-    }
-}
-
-async fn all_experiments(store: &DynStore) -> Result<Vec<verdict_domain::Experiment>> {
-    let mut all = Vec::new();
-    let mut page = PageRequest {
-        page: 1,
-        page_size: 100,
-    };
-    loop {
-        let found = store
-            .list_experiments(&ExperimentFilter::default(), page)
-            .await?;
-        let done = found.items.len() < 100;
-        all.extend(found.items);
-        if done {
-            return Ok(all);
-        }
-        page.page += 1;
     }
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
 use verdict_domain::targeting::Attributes;
 use verdict_domain::{Assignment, Experiment, KeyScope, Scope, Status};
-use verdict_store::{ExperimentFilter, PageRequest, SubjectRecord};
+use verdict_store::{ExperimentFilter, SubjectRecord};
 
 use super::now;
 use crate::auth::{Caller, ScopeParams};
@@ -394,6 +394,7 @@ pub async fn assign_all(
     ))
 }
 
+/// The scope's running and paused experiments: running ones first, each oldest first.
 async fn live_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experiment>, ApiError> {
     let mut all = Vec::new();
     for status in [Status::Running, Status::Paused] {
@@ -402,19 +403,7 @@ async fn live_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experim
             organization: Some(scope.organization.clone()),
             status: Some(status),
         };
-        let mut page = PageRequest {
-            page: 1,
-            page_size: 100,
-        };
-        loop {
-            let found = state.store.list_experiments(&filter, page).await?;
-            let done = found.items.len() < 100;
-            all.extend(found.items);
-            if done {
-                break;
-            }
-            page.page += 1;
-        }
+        all.extend(state.store.list_all_experiments(&filter).await?);
     }
     Ok(all)
 }

@@ -42,6 +42,7 @@ macro_rules! store_contract_suite {
             experiment_round_trips_by_key_and_by_id,
             experiment_keys_are_unique_within_environment_and_organization,
             experiments_list_with_filters_and_pagination,
+            listing_all_experiments_reads_every_page,
             update_succeeds_on_the_current_version_and_conflicts_on_a_stale_one,
             status_compare_and_set_applies_only_from_the_expected_status,
             fifty_concurrent_activations_produce_exactly_one_transition,
@@ -313,6 +314,46 @@ pub async fn experiments_list_with_filters_and_pagination(store: DynStore) {
             .total,
         0
     );
+}
+
+pub async fn listing_all_experiments_reads_every_page(store: DynStore) {
+    // Two full pages of 100 and one more; and one in another environment.
+    for i in 0..201 {
+        store
+            .create_experiment(
+                &experiment(Scope::default(), &format!("k{i:03}"), &format!("e{i:03}")),
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .create_experiment(&experiment(Scope::global("staging"), "s", "s1"), "test")
+        .await
+        .unwrap();
+    let prod = ExperimentFilter {
+        environment: Some("production".into()),
+        ..Default::default()
+    };
+    let mut keys: Vec<String> = store
+        .list_all_experiments(&prod)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys.len(), 201);
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys,
+        (0..201).map(|i| format!("k{i:03}")).collect::<Vec<_>>()
+    );
+    let everything = store
+        .list_all_experiments(&ExperimentFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), 202);
 }
 
 pub async fn update_succeeds_on_the_current_version_and_conflicts_on_a_stale_one(store: DynStore) {

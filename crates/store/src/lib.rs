@@ -91,6 +91,25 @@ pub trait Store: JobStore + WebhookStore + Send + Sync + std::fmt::Debug + 'stat
         page: PageRequest,
     ) -> Result<Page<Experiment>>;
 
+    /// Every experiment matching `filter`, oldest first (read a page at a time).
+    async fn list_all_experiments(&self, filter: &ExperimentFilter) -> Result<Vec<Experiment>> {
+        const PAGE_SIZE: u32 = 100;
+        let mut all = Vec::new();
+        let mut page = PageRequest {
+            page: 1,
+            page_size: PAGE_SIZE,
+        };
+        loop {
+            let found = self.list_experiments(filter, page).await?;
+            let done = found.items.len() < PAGE_SIZE as usize;
+            all.extend(found.items);
+            if done {
+                return Ok(all);
+            }
+            page.page += 1;
+        }
+    }
+
     /// Replace an experiment's definition if its stored version is still
     /// `experiment.version`; returns the stored experiment with the version incremented and
     /// writes an `updated` audit entry. [`StoreError::VersionConflict`] otherwise. Status,
