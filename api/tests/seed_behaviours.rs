@@ -198,6 +198,71 @@ async fn an_invalid_create_lists_every_bad_field_and_stores_nothing() {
     assert_eq!(app.experiment_count().await, 0);
 }
 
+/// The fields named by a `validation_failed` answer.
+fn problem_fields(body: &Value) -> Vec<String> {
+    assert_eq!(error_code(body), "validation_failed", "{body}");
+    body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_edits_list_every_bad_field_and_change_nothing() {
+    let app = spawn_app().await;
+    app.create_experiment(&ab_experiment("checkout")).await;
+    // PATCH: weights for only some variants, and a bad coverage and threshold besides.
+    let (status, body) = app
+        .patch_json(
+            "/v1/experiments/checkout",
+            &app.admin_key,
+            &json!({
+                "version": 1,
+                "variants": [{"key": "a", "weight": 0.5}, {"key": "b"}],
+                "coverage": 1.5,
+                "policy": {"probability_threshold": 1.2}
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields = problem_fields(&body);
+    for field in ["variants", "coverage", "policy.probability_threshold"] {
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} missing from {fields:?}"
+        );
+    }
+
+    // PUT variants once started: a removed variant, mixed weights and a duplicate key.
+    assert_eq!(app.activate("checkout").await.0, StatusCode::OK);
+    let (status, body) = app
+        .put_json(
+            "/v1/experiments/checkout/variants",
+            &app.admin_key,
+            &json!({
+                "version": 2,
+                "variants": [{"key": "control", "weight": 0.5}, {"key": "control"}]
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields = problem_fields(&body);
+    assert!(fields.iter().any(|f| f == "variants[1].key"), "{fields:?}");
+    let messages = body["error"]["details"].to_string();
+    assert!(messages.contains("'treatment'"), "the removal: {messages}");
+    assert!(
+        messages.contains("equal split"),
+        "the mixed weights: {messages}"
+    );
+
+    let (_, stored) = app.get("/v1/experiments/checkout", &app.admin_key).await;
+    assert_eq!(stored["version"], 2, "{stored}");
+    assert_eq!(stored["coverage"], 1.0);
+    assert_eq!(stored["variants"][1]["key"], "treatment");
+}
+
 #[tokio::test]
 async fn a_duplicate_key_is_a_409_experiment_exists() {
     let app = spawn_app().await;

@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use verdict_domain::experiment::{Provided, VariantInput};
+use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
     Experiment, ExperimentInput, KeyScope, Metric, PolicyMode, Problems, RetentionOverride, Scope,
@@ -334,40 +334,26 @@ pub async fn update(
     if let Some(v) = patch.retention {
         next.retention = v;
     }
+    let mut problems = Problems::new();
     if let Some(v) = patch.variants {
-        next.variants = variants_from_input(v, &mut Problems::new())?;
+        next.variants = variants_from_input(v, &mut problems);
     }
-    save(&state, next, &caller.actor()).await.map(Json)
+    save(&state, next, problems, &caller.actor())
+        .await
+        .map(Json)
 }
 
-fn variants_from_input(
-    input: Vec<VariantInput>,
-    problems: &mut Problems,
-) -> Result<Vec<verdict_domain::Variant>, ApiError> {
-    let given = input.iter().filter(|v| v.weight.is_some()).count();
-    if given != 0 && given != input.len() {
-        problems.push(
-            "variants",
-            "give a weight for every variant, or for none (equal split)",
-        );
-        return Err(ApiError::validation(std::mem::take(problems)));
+/// Validate and store an edited experiment (optimistic on `version`); `problems` already
+/// found in the request are reported with the experiment's own.
+async fn save(
+    state: &AppState,
+    next: Experiment,
+    mut problems: Problems,
+    actor: &str,
+) -> Result<Experiment, ApiError> {
+    for problem in next.check() {
+        problems.push(problem.field, problem.message);
     }
-    let equal = 1.0 / input.len().max(1) as f64;
-    Ok(input
-        .into_iter()
-        .map(|v| verdict_domain::Variant {
-            name: v.name.unwrap_or_else(|| v.key.clone()),
-            weight: v.weight.unwrap_or(equal),
-            key: v.key,
-            config: v.config,
-            control: v.control,
-        })
-        .collect())
-}
-
-/// Validate and store an edited experiment (optimistic on `version`).
-async fn save(state: &AppState, next: Experiment, actor: &str) -> Result<Experiment, ApiError> {
-    let problems = next.check();
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
@@ -424,7 +410,7 @@ pub async fn put_variants(
     caller.require(KeyScope::Admin)?;
     let current = find(&state, &caller.scope(&params)?, &key).await?;
     let mut problems = Problems::new();
-    let variants = variants_from_input(body.variants, &mut problems)?;
+    let variants = variants_from_input(body.variants, &mut problems);
     if current.started_at.is_some() {
         for old in &current.variants {
             if !variants.iter().any(|v| v.key == old.key) {
@@ -438,14 +424,13 @@ pub async fn put_variants(
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(ApiError::validation(problems));
-    }
     let mut next = current;
     next.variants = variants;
     next.version = body.version;
     next.updated_at = now();
-    save(&state, next, &caller.actor()).await.map(Json)
+    save(&state, next, problems, &caller.actor())
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

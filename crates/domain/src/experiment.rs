@@ -504,6 +504,30 @@ impl RetentionOverride {
     }
 }
 
+/// Variants from what an experimenter sent: a name defaults to the key; weights given for
+/// none of the variants split traffic equally. Weights given for only some are a problem,
+/// pushed to `p` (those without one get the equal share, so the rest can still be checked).
+pub fn variants_from_input(input: Vec<VariantInput>, p: &mut Problems) -> Vec<Variant> {
+    let given = input.iter().filter(|v| v.weight.is_some()).count();
+    if given != 0 && given != input.len() {
+        p.push(
+            "variants",
+            "give a weight for every variant, or for none (equal split)",
+        );
+    }
+    let equal = 1.0 / input.len().max(1) as f64;
+    input
+        .into_iter()
+        .map(|v| Variant {
+            name: v.name.unwrap_or_else(|| v.key.clone()),
+            weight: v.weight.unwrap_or(equal),
+            key: v.key,
+            config: v.config,
+            control: v.control,
+        })
+        .collect()
+}
+
 /// Values the caller supplies because the domain does no IO: a fresh id, a random salt (used
 /// when the input names none) and the current time.
 #[derive(Debug, Clone)]
@@ -517,25 +541,7 @@ impl ExperimentInput {
     /// Build a draft experiment in `scope`, or report every problem.
     pub fn into_experiment(self, scope: Scope, provided: Provided) -> Result<Experiment, Problems> {
         let mut p = Problems::new();
-        let given = self.variants.iter().filter(|v| v.weight.is_some()).count();
-        if given != 0 && given != self.variants.len() {
-            p.push(
-                "variants",
-                "give a weight for every variant, or for none (equal split)",
-            );
-        }
-        let equal = 1.0 / self.variants.len().max(1) as f64;
-        let variants = self
-            .variants
-            .into_iter()
-            .map(|v| Variant {
-                name: v.name.unwrap_or_else(|| v.key.clone()),
-                weight: v.weight.unwrap_or(equal),
-                key: v.key,
-                config: v.config,
-                control: v.control,
-            })
-            .collect();
+        let variants = variants_from_input(self.variants, &mut p);
         let experiment = Experiment {
             id: provided.id,
             scope,
