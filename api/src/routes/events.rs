@@ -1,12 +1,14 @@
 //! Event ingestion: one event or a batch of up to `ingest.max_batch`, per-item results.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Json;
 
 use axum::extract::{Path, State};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -18,7 +20,7 @@ use verdict_store::AppendOutcome;
 use super::now;
 use crate::auth::{Caller, ScopeParams};
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiQuery, JsonBytes, parse_json};
 use crate::openapi::{ErrorBody, EventsRequest};
 use crate::routes::assignments::LiveExperiment;
 use crate::startup::AppState;
@@ -93,46 +95,86 @@ fn rejected(
     }
 }
 
-/// Split a body into items: `{"events": [...]}` or one event object.
-fn items(body: Value, max_batch: usize) -> Result<Vec<Value>, ApiError> {
-    match body {
-        Value::Object(mut map) if map.contains_key("events") => {
-            if map.len() != 1 {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidBody,
-                    "a batch body has only the 'events' field",
-                ));
-            }
-            match map.remove("events") {
-                Some(Value::Array(items)) => {
-                    if items.len() > max_batch {
-                        return Err(ApiError::new(
-                            ErrorCode::BatchTooLarge,
-                            format!(
-                                "a batch holds at most {max_batch} events; got {}",
-                                items.len()
-                            ),
-                        ));
-                    }
-                    if items.is_empty() {
-                        return Err(ApiError::new(ErrorCode::InvalidBody, "'events' is empty"));
-                    }
-                    Ok(items)
-                }
-                _ => Err(
-                    ApiError::new(ErrorCode::InvalidBody, "'events' must be an array")
-                        .with_details(vec![
-                            json!({"field": "events", "message": "must be an array"}),
-                        ]),
-                ),
-            }
-        }
-        Value::Object(map) => Ok(vec![Value::Object(map)]),
-        _ => Err(ApiError::new(
+/// Split a body into its items: `{"events": [...]}` or one event object. Items stay raw JSON
+/// (borrowed from the body) so that each is parsed, and fails, on its own.
+fn items(body: &[u8], max_batch: usize) -> Result<Vec<&RawValue>, ApiError> {
+    let not_an_event = || {
+        ApiError::new(
             ErrorCode::InvalidBody,
             "send one event object or {\"events\": [...]}",
-        )),
+        )
+    };
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        // Broken JSON is `invalid_json`; any other value is the wrong shape.
+        parse_json::<IgnoredAny>(body)?;
+        return Err(not_an_event());
     }
+    let fields: Vec<(Cow<'_, str>, &RawValue)> = parse_json::<ObjectFields<'_>>(body)?.0;
+    let Some((_, events)) = fields.iter().find(|(name, _)| name == "events") else {
+        return Ok(vec![parse_json::<&RawValue>(body)?]);
+    };
+    if fields.len() != 1 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "a batch body has only the 'events' field",
+        ));
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(events.get()).map_err(|_| {
+        ApiError::new(ErrorCode::InvalidBody, "'events' must be an array").with_details(vec![
+            json!({"field": "events", "message": "must be an array"}),
+        ])
+    })?;
+    if items.len() > max_batch {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "a batch holds at most {max_batch} events; got {}",
+                items.len()
+            ),
+        ));
+    }
+    if items.is_empty() {
+        return Err(ApiError::new(ErrorCode::InvalidBody, "'events' is empty"));
+    }
+    Ok(items)
+}
+
+/// A JSON object's fields in order, each value left raw.
+struct ObjectFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for ObjectFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ObjectFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    fields.push((name, value));
+                }
+                Ok(ObjectFields(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// One item as typed input, or why it is not an event. The message leaves out serde_json's
+/// position (a line and column inside the item would mislead; the item's index is given).
+fn parse_item(raw: &RawValue) -> Result<EventInput, String> {
+    serde_json::from_str(raw.get()).map_err(|e: serde_json::Error| {
+        let message = e.to_string();
+        match message.rsplit_once(" at line ") {
+            Some((head, _)) if e.line() > 0 => head.to_owned(),
+            _ => message,
+        }
+    })
 }
 
 /// Check one parsed event; `Err` is the rejection message.
@@ -173,17 +215,18 @@ pub async fn ingest(
     state: &AppState,
     scope: &Scope,
     path_experiment: Option<&str>,
-    items: Vec<Value>,
+    items: Vec<&RawValue>,
 ) -> Result<IngestReport, ApiError> {
     let received_at = now();
     let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
-    let mut experiments: HashMap<String, Option<Arc<LiveExperiment>>> = HashMap::new();
+    // The experiments a batch names: few, so a list beats hashing every item's key.
+    let mut experiments: Vec<(String, Option<Arc<LiveExperiment>>)> = Vec::new();
     let mut pending: Vec<(usize, Option<String>, NewEvent)> = Vec::with_capacity(items.len());
     for (index, raw) in items.into_iter().enumerate() {
-        let input: EventInput = match serde_json::from_value(raw) {
+        let input = match parse_item(raw) {
             Ok(i) => i,
-            Err(e) => {
-                results[index] = Some(rejected(index, None, "invalid", e.to_string()));
+            Err(message) => {
+                results[index] = Some(rejected(index, None, "invalid", message));
                 continue;
             }
         };
@@ -201,8 +244,8 @@ pub async fn ingest(
                 ));
                 continue;
             }
-            (Some(p), _) => p.to_owned(),
-            (None, Some(k)) => k.to_owned(),
+            (Some(p), _) => p,
+            (None, Some(k)) => k,
             (None, None) => {
                 results[index] = Some(rejected(
                     index,
@@ -213,20 +256,25 @@ pub async fn ingest(
                 continue;
             }
         };
-        if !experiments.contains_key(&key) {
-            let found = match state.experiments.get(state, scope, &key).await {
-                Ok(e) => Some(e),
-                Err(e) if e.code == ErrorCode::ExperimentNotFound => None,
-                Err(e) => return Err(e),
-            };
-            experiments.insert(key.clone(), found);
-        }
-        let Some(experiment) = experiments[&key].as_ref().map(|e| &e.experiment) else {
+        let known = match experiments.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let found = match state.experiments.get(state, scope, key).await {
+                    Ok(e) => Some(e),
+                    Err(e) if e.code == ErrorCode::ExperimentNotFound => None,
+                    Err(e) => return Err(e),
+                };
+                experiments.push((key.to_owned(), found));
+                experiments.len() - 1
+            }
+        };
+        let Some(experiment) = experiments[known].1.as_ref().map(|e| &e.experiment) else {
+            let message = format!("no experiment '{key}' in this scope");
             results[index] = Some(rejected(
                 index,
                 input.event_id,
                 "unknown_experiment",
-                format!("no experiment '{key}' in this scope"),
+                message,
             ));
             continue;
         };
@@ -300,7 +348,7 @@ async fn handle(
     caller: Caller,
     params: ScopeParams,
     path_experiment: Option<String>,
-    body: Value,
+    body: &[u8],
 ) -> Result<Json<IngestReport>, ApiError> {
     caller.require(KeyScope::Client)?;
     let scope = caller.scope(&params)?;
@@ -375,9 +423,9 @@ pub async fn post_events(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ScopeParams>,
-    ApiJson(body): ApiJson<Value>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<IngestReport>, ApiError> {
-    handle(state, caller, params, None, body).await
+    handle(state, caller, params, None, &body).await
 }
 
 /// `POST /v1/experiments/{key}/events`
@@ -415,7 +463,77 @@ pub async fn post_experiment_events(
     caller: Caller,
     Path(key): Path<String>,
     ApiQuery(params): ApiQuery<ScopeParams>,
-    ApiJson(body): ApiJson<Value>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<IngestReport>, ApiError> {
-    handle(state, caller, params, Some(key), body).await
+    handle(state, caller, params, Some(key), &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(body: &str) -> Result<Vec<String>, ErrorCode> {
+        items(body.as_bytes(), 3)
+            .map(|items| items.iter().map(|i| i.get().to_owned()).collect())
+            .map_err(|e| e.code)
+    }
+
+    #[test]
+    fn a_body_splits_into_raw_items() {
+        assert_eq!(
+            codes(r#" {"events": [{"a": 1}, {"b": [2]}]} "#),
+            Ok(vec![r#"{"a": 1}"#.to_owned(), r#"{"b": [2]}"#.to_owned()])
+        );
+        // One event object is a batch of one, whatever its fields.
+        assert_eq!(
+            codes(r#"{"subject_id": "u"}"#),
+            Ok(vec![r#"{"subject_id": "u"}"#.to_owned()])
+        );
+        // An escaped field name is still the batch field.
+        assert_eq!(codes(r#"{"ev\u0065nts": [{}]}"#), Ok(vec!["{}".to_owned()]));
+    }
+
+    #[test]
+    fn a_bad_body_fails_as_a_whole_with_its_code() {
+        assert_eq!(codes(r#"{"events": [{}],}"#), Err(ErrorCode::InvalidJson));
+        assert_eq!(codes(r#"[1, 2]"#), Err(ErrorCode::InvalidBody));
+        assert_eq!(codes("[1, 2"), Err(ErrorCode::InvalidJson));
+        assert_eq!(codes("42"), Err(ErrorCode::InvalidBody));
+        assert_eq!(codes(r#"{"events": "many"}"#), Err(ErrorCode::InvalidBody));
+        assert_eq!(codes(r#"{"events": []}"#), Err(ErrorCode::InvalidBody));
+        assert_eq!(
+            codes(r#"{"events": [{}], "x": 1}"#),
+            Err(ErrorCode::InvalidBody)
+        );
+        assert_eq!(
+            codes(r#"{"events": [{}, {}, {}, {}]}"#),
+            Err(ErrorCode::BatchTooLarge)
+        );
+    }
+
+    #[test]
+    fn an_item_error_names_the_problem_without_a_position() {
+        let raw: &RawValue = serde_json::from_str(r#"{"subject_id": 42, "event": "x"}"#).unwrap();
+        let message = parse_item(raw).unwrap_err();
+        assert!(
+            message.starts_with("invalid type: integer `42`"),
+            "{message}"
+        );
+        assert!(!message.contains("line"), "{message}");
+        let raw: &RawValue = serde_json::from_str(r#"{"event": "x"}"#).unwrap();
+        assert_eq!(parse_item(raw).unwrap_err(), "missing field `subject_id`");
+        let raw: &RawValue =
+            serde_json::from_str(r#"{"subject_id": "u", "event": "x", "colour": 1}"#).unwrap();
+        assert!(
+            parse_item(raw)
+                .unwrap_err()
+                .starts_with("unknown field `colour`")
+        );
+        let raw: &RawValue = serde_json::from_str(r#"{"subject_id": "u", "event": "x"}"#).unwrap();
+        let input = parse_item(raw).unwrap();
+        assert_eq!(
+            (input.subject_id.as_str(), input.event.as_str()),
+            ("u", "x")
+        );
+    }
 }
