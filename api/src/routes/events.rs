@@ -167,13 +167,18 @@ impl<'de> Deserialize<'de> for ObjectFields<'de> {
 
 /// One item as typed input, or why it is not an event. The message leaves out serde_json's
 /// position (a line and column inside the item would mislead; the item's index is given).
-fn parse_item(raw: &RawValue) -> Result<EventInput, String> {
+/// `Err(None)`: the item is not even JSON serde_json accepts (e.g. a number out of range),
+/// which makes the whole body invalid JSON, as if it had been parsed in one piece.
+fn parse_item(raw: &RawValue) -> Result<EventInput, Option<String>> {
     serde_json::from_str(raw.get()).map_err(|e: serde_json::Error| {
+        if e.is_syntax() || e.is_eof() {
+            return None;
+        }
         let message = e.to_string();
-        match message.rsplit_once(" at line ") {
+        Some(match message.rsplit_once(" at line ") {
             Some((head, _)) if e.line() > 0 => head.to_owned(),
             _ => message,
-        }
+        })
     })
 }
 
@@ -225,9 +230,15 @@ pub async fn ingest(
     for (index, raw) in items.into_iter().enumerate() {
         let input = match parse_item(raw) {
             Ok(i) => i,
-            Err(message) => {
+            Err(Some(message)) => {
                 results[index] = Some(rejected(index, None, "invalid", message));
                 continue;
+            }
+            Err(None) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("the body is not valid JSON: event {index} is not"),
+                ));
             }
         };
         if let Err(msg) = check(&input, received_at) {
@@ -514,21 +525,28 @@ mod tests {
     #[test]
     fn an_item_error_names_the_problem_without_a_position() {
         let raw: &RawValue = serde_json::from_str(r#"{"subject_id": 42, "event": "x"}"#).unwrap();
-        let message = parse_item(raw).unwrap_err();
+        let message = parse_item(raw).unwrap_err().unwrap();
         assert!(
             message.starts_with("invalid type: integer `42`"),
             "{message}"
         );
         assert!(!message.contains("line"), "{message}");
         let raw: &RawValue = serde_json::from_str(r#"{"event": "x"}"#).unwrap();
-        assert_eq!(parse_item(raw).unwrap_err(), "missing field `subject_id`");
+        assert_eq!(
+            parse_item(raw).unwrap_err().as_deref(),
+            Some("missing field `subject_id`")
+        );
         let raw: &RawValue =
             serde_json::from_str(r#"{"subject_id": "u", "event": "x", "colour": 1}"#).unwrap();
         assert!(
             parse_item(raw)
                 .unwrap_err()
+                .unwrap()
                 .starts_with("unknown field `colour`")
         );
+        let raw: &RawValue =
+            serde_json::from_str(r#"{"subject_id": "u", "value": 1e400}"#).unwrap();
+        assert_eq!(parse_item(raw).unwrap_err(), None, "out of range: not JSON");
         let raw: &RawValue = serde_json::from_str(r#"{"subject_id": "u", "event": "x"}"#).unwrap();
         let input = parse_item(raw).unwrap();
         assert_eq!(
