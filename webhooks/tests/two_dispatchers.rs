@@ -23,25 +23,29 @@ async fn two_dispatchers_deliver_each_message_once(first: DynStore, second: DynS
         activate(&first, &format!("e{i:03}"), t0 + secs(i as i64)).await;
     }
     let mut cfg = config();
-    // Small batches so that both instances get work in the same rounds.
+    // Small batches so that the work takes many rounds.
     cfg.batch_size = 7;
-    let run = |store: DynStore| {
-        let d = Dispatcher::new(store, cfg.clone()).expect("client");
-        tokio::spawn(async move {
-            let mut claimed = 0;
-            let mut idle = 0;
-            // Both see the same clock; stop after a few idle rounds in a row.
-            while idle < 3 {
-                let r = d.run_once(t0 + secs(MESSAGES as i64)).await.expect("round");
-                claimed += r.claimed;
-                idle = if r.is_idle() { idle + 1 } else { 0 };
-                tokio::task::yield_now().await;
-            }
-            claimed
-        })
-    };
-    let (a, b) = (run(first.clone()), run(second.clone()));
-    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let a = Dispatcher::new(first, cfg.clone()).expect("client");
+    let b = Dispatcher::new(second, cfg).expect("client");
+    // The two instances' rounds run at the same time, round after round (each on its own
+    // store handle, so the store sees two concurrent claimants). Round one is sure to give
+    // both work: each fans out 7 messages (14 deliveries) before claiming 7, so the second
+    // claimant finds at least 7 left whichever claims first. Leaving each instance to its own
+    // loop instead lets one monopolise SQLite's write lock until the other gives up idle.
+    let now = t0 + secs(MESSAGES as i64);
+    let (mut claimed_a, mut claimed_b, mut idle) = (0, 0, 0);
+    while idle < 3 {
+        let (ra, rb) = tokio::join!(a.run_once(now), b.run_once(now));
+        let (ra, rb) = (ra.expect("round a"), rb.expect("round b"));
+        claimed_a += ra.claimed;
+        claimed_b += rb.claimed;
+        idle = if ra.is_idle() && rb.is_idle() {
+            idle + 1
+        } else {
+            0
+        };
+    }
+    let (a, b) = (claimed_a, claimed_b);
     let expected = 2 * MESSAGES;
     assert_eq!(a + b, expected as u64, "claimed {a} + {b}");
     assert!(a > 0 && b > 0, "both instances worked: {a} and {b}");
