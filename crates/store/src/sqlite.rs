@@ -264,11 +264,19 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// Writes waiting for the group-commit thread (see [`group_commit`]).
-    commits: Mutex<std::sync::mpsc::Sender<WriteJob>>,
+    /// Work for the writer thread, which alone holds the writer connection (see
+    /// [`writer_thread`]).
+    writes: std::sync::mpsc::Sender<Message>,
+}
+
+/// What the writer thread is asked to do.
+enum Message {
+    /// A hot-path write, committed with whatever others wait.
+    Commit(WriteJob),
+    /// Any other write (it makes its own transactions), run alone.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 /// One write waiting to be committed with whatever else is waiting: the hot-path writes
@@ -326,18 +334,44 @@ impl WriteJob {
 /// Most jobs committed together in one transaction.
 const GROUP_COMMIT_MAX: usize = 64;
 
-/// The group-commit loop: takes every job that is waiting (up to [`GROUP_COMMIT_MAX`]),
-/// writes them all in ONE transaction, and answers each. Under concurrent ingestion and
-/// assignment this pays one commit (fsync, WAL frames of the shared index pages) per group
-/// instead of per request, while every caller still gets its answer only after its write
-/// is durable. Ends when the store is dropped (the sender closes).
-fn group_commit(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<WriteJob>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
+/// The writer thread: it alone holds the writer connection, so every write runs on it,
+/// one at a time (SQLite has one writer anyway), and everything SQLite allocates for
+/// writes (its page cache, the rollup's sorters) comes from one thread's malloc arena
+/// instead of one arena per blocking-pool thread that happened to run a write.
+///
+/// Hot-path writes are group-committed: it takes every [`Message::Commit`] that is waiting
+/// (up to [`GROUP_COMMIT_MAX`]), writes them all in ONE transaction, and answers each.
+/// Under concurrent ingestion and assignment this pays one commit (fsync, WAL frames of the
+/// shared index pages) per group instead of per request, while every caller still gets its
+/// answer only after its write is durable. Ends when the store is dropped (the sender
+/// closes).
+fn writer_thread(mut conn: Connection, messages: std::sync::mpsc::Receiver<Message>) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(message) => message,
+            None => match messages.recv() {
+                Ok(message) => message,
+                Err(_) => return,
+            },
+        };
+        let job = match first {
+            Message::Run(run) => {
+                run(&mut conn);
+                continue;
+            }
+            Message::Commit(job) => job,
+        };
+        let mut group = vec![job];
         let mut yielded = false;
         while group.len() < GROUP_COMMIT_MAX {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
+            match messages.try_recv() {
+                Ok(Message::Commit(job)) => group.push(job),
+                // Runs after this group, in arrival order.
+                Ok(run) => {
+                    next = Some(run);
+                    break;
+                }
                 // Once, let whoever is runnable (e.g. the request that woke us, on a busy
                 // core) send what it has: a bigger group shares one fsync.
                 Err(std::sync::mpsc::TryRecvError::Empty) if !yielded => {
@@ -347,35 +381,38 @@ fn group_commit(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-        let result: Result<Vec<Written>> = (|| {
-            let tx = begin(&mut conn)?;
-            let written = group
-                .iter()
-                .map(|job| job.apply(&tx))
-                .collect::<Result<Vec<_>>>()?;
-            commit(tx)?;
-            Ok(written)
-        })();
-        drop(conn);
-        match result {
-            Ok(all) => {
-                for (job, written) in group.into_iter().zip(all) {
-                    job.answer(Ok(written));
-                }
+        commit_group(&mut conn, group);
+    }
+}
+
+/// Write `group` in one transaction and answer each job.
+fn commit_group(conn: &mut Connection, group: Vec<WriteJob>) {
+    let result: Result<Vec<Written>> = (|| {
+        let tx = begin(conn)?;
+        let written = group
+            .iter()
+            .map(|job| job.apply(&tx))
+            .collect::<Result<Vec<_>>>()?;
+        commit(tx)?;
+        Ok(written)
+    })();
+    match result {
+        Ok(all) => {
+            for (job, written) in group.into_iter().zip(all) {
+                job.answer(Ok(written));
             }
-            Err(e) => {
-                // Rolled back: nothing of the group was written; each caller learns why.
-                let retryable = e.is_retryable();
-                let message = e.to_string();
-                for job in group {
-                    let err = if retryable {
-                        StoreError::Unavailable(message.clone().into())
-                    } else {
-                        StoreError::corrupt(format!("writing: {message}"))
-                    };
-                    job.answer(Err(err));
-                }
+        }
+        Err(e) => {
+            // Rolled back: nothing of the group was written; each caller learns why.
+            let retryable = e.is_retryable();
+            let message = e.to_string();
+            for job in group {
+                let err = if retryable {
+                    StoreError::Unavailable(message.clone().into())
+                } else {
+                    StoreError::corrupt(format!("writing: {message}"))
+                };
+                job.answer(Err(err));
             }
         }
     }
@@ -424,20 +461,17 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(&path, busy_timeout_ms, true).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
-        let writer = Arc::new(Mutex::new(writer));
-        let (commits, jobs) = std::sync::mpsc::channel();
-        let group_writer = writer.clone();
+        let (writes, messages) = std::sync::mpsc::channel();
         std::thread::Builder::new()
-            .name("sqlite-group-commit".into())
-            .spawn(move || group_commit(group_writer, jobs))
-            .map_err(|e| StoreError::internal("starting the group-commit thread", e))?;
+            .name("sqlite-writer".into())
+            .spawn(move || writer_thread(writer, messages))
+            .map_err(|e| StoreError::internal("starting the SQLite writer thread", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer,
                 readers,
                 next_reader: AtomicUsize::new(0),
-                commits: Mutex::new(commits),
+                writes,
             }),
         })
     }
@@ -446,19 +480,20 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Run `f` on the writer connection on the blocking pool.
+    /// Run `f` on the writer connection, on the writer thread (after the writes before it).
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::internal("sqlite writer task failed", e))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let run = move |conn: &mut Connection| {
+            // A panic fails this write, never the writer thread.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(StoreError::corrupt("a write panicked")));
+            let _ = reply.send(result);
+        };
+        self.send(Message::Run(Box::new(run)), answer).await
     }
 
     /// Run `f`, a lookup of a few rows by key, on a free reader connection right here on
@@ -483,21 +518,19 @@ impl SqliteStore {
         self.read(f).await
     }
 
-    /// Run `job` on the group-commit thread, in one transaction with whatever else waits.
-    async fn commit_with_others<T>(
+    /// Hand `message` to the writer thread and wait for its `answer`.
+    async fn send<T>(
         &self,
-        job: WriteJob,
+        message: Message,
         answer: tokio::sync::oneshot::Receiver<Result<T>>,
     ) -> Result<T> {
         self.inner
-            .commits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .map_err(|_| StoreError::corrupt("the group-commit thread has stopped"))?;
+            .writes
+            .send(message)
+            .map_err(|_| StoreError::corrupt("the SQLite writer thread has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::corrupt("the group-commit thread dropped a write"))?
+            .map_err(|_| StoreError::corrupt("the SQLite writer thread dropped a write"))?
     }
 
     /// Run `f` on one of the reader connections on the blocking pool.
@@ -1060,7 +1093,7 @@ impl Store for SqliteStore {
             assignment: assignment.clone(),
             reply,
         };
-        self.commit_with_others(job, answer).await
+        self.send(Message::Commit(job), answer).await
     }
 
     async fn set_forced_variant(
@@ -1161,7 +1194,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.commit_with_others(WriteJob::Append { batch, reply }, answer)
+        self.send(Message::Commit(WriteJob::Append { batch, reply }), answer)
             .await
     }
 
