@@ -45,7 +45,8 @@ pub fn generate_key() -> (String, String) {
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     hash: [u8; 32],
-    environment: String,
+    /// The caller it authenticates, made once.
+    key: Arc<ApiKey>,
 }
 
 impl Bootstrap {
@@ -55,7 +56,17 @@ impl Bootstrap {
         }
         Some(Self {
             hash: Sha256::digest(plaintext.as_bytes()).into(),
-            environment: environment.into(),
+            key: Arc::new(ApiKey {
+                id: "bootstrap".into(),
+                name: "bootstrap admin key (configuration)".into(),
+                hash: String::new(),
+                prefix: String::new(),
+                scopes: vec![KeyScope::Admin],
+                environment: environment.into(),
+                organization: None,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                revoked_at: None,
+            }),
         })
     }
 
@@ -64,27 +75,31 @@ impl Bootstrap {
     }
 }
 
+/// A presented key's SHA-256 digest (the stored hash is its hex form).
+type Digest32 = [u8; 32];
+
 /// In-process cache of key lookups.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Arc<ApiKey>, Instant)>>,
+    /// By digest: the key and when it was read.
+    entries: Mutex<HashMap<Digest32, (Arc<ApiKey>, Instant)>>,
 }
 
 impl KeyCache {
-    fn get(&self, hash: &str) -> Option<Arc<ApiKey>> {
+    fn get(&self, digest: &Digest32) -> Option<Arc<ApiKey>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
-            .get(hash)
+            .get(digest)
             .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
             .map(|(k, _)| k.clone())
     }
 
-    fn put(&self, key: Arc<ApiKey>) {
+    fn put(&self, digest: Digest32, key: Arc<ApiKey>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= KEY_CACHE_MAX {
             entries.clear();
         }
-        entries.insert(key.hash.clone(), (key, Instant::now()));
+        entries.insert(digest, (key, Instant::now()));
     }
 
     /// Forget a key (after revocation through this process).
@@ -191,25 +206,15 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         && bootstrap.matches(&digest)
     {
         return Ok(Caller {
-            key: Arc::new(ApiKey {
-                id: "bootstrap".into(),
-                name: "bootstrap admin key (configuration)".into(),
-                hash: String::new(),
-                prefix: String::new(),
-                scopes: vec![KeyScope::Admin],
-                environment: bootstrap.environment.clone(),
-                organization: None,
-                created_at: time::OffsetDateTime::UNIX_EPOCH,
-                revoked_at: None,
-            }),
+            key: bootstrap.key.clone(),
         });
     }
-    let hash = hex::encode(digest);
-    let key = match state.keys.get(&hash) {
+    let key = match state.keys.get(&digest) {
         Some(k) => k,
         None => {
+            let hash = hex::encode(digest);
             let k = Arc::new(state.store.find_api_key(&hash).await?.ok_or_else(invalid)?);
-            state.keys.put(k.clone());
+            state.keys.put(digest, k.clone());
             k
         }
     };

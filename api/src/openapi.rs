@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -255,10 +256,11 @@ pub struct ForcedAssignment {
 }
 
 /// Every live experiment's assignment for one subject.
-#[derive(Debug, ToSchema)]
-pub struct SubjectAssignments {
-    pub subject_id: String,
-    pub assignments: Vec<AssignmentView>,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubjectAssignments<'a> {
+    #[schema(value_type = String)]
+    pub subject_id: &'a str,
+    pub assignments: Vec<AssignmentView<'a>>,
 }
 
 /// One event, or a batch `{"events": [...]}` of up to `ingest.max_batch` events.

@@ -107,10 +107,11 @@ async fn after_request(
     req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // A reference-counted copy of the route template, not a new String.
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .cloned();
     let method = req.method().clone();
     let path = req.uri().path();
     let write = !method.is_safe()
@@ -124,7 +125,7 @@ async fn after_request(
         state.experiments.clear();
     }
     state.jobs.metrics().request(
-        &route,
+        route.as_ref().map_or("unmatched", |p| p.as_str()),
         method.as_str(),
         status.as_u16(),
         started.elapsed().as_secs_f64(),
@@ -134,8 +135,10 @@ async fn after_request(
 
 /// The `/v1` routes. Each `routes!` call is one path: its handlers (one per method) are
 /// routed and their `#[utoipa::path]` operations enter the OpenAPI document together.
-fn v1() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+/// Their paths carry the `/v1` prefix themselves (not nested: a nested route would
+/// rebuild every request's URI without the prefix).
+fn v1(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(admin::create_environment, admin::list_environments))
@@ -191,30 +194,41 @@ fn v1() -> OpenApiRouter<AppState> {
 /// exactly the routes served. Register routes only with `.routes(routes!(…))` (never
 /// `.route`, which would route without documenting).
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi_json))
-        .routes(routes!(openapi::docs))
-        .nest("/v1", v1())
+        .routes(routes!(openapi::docs));
+    v1(router)
 }
 
 /// The router with every route and middleware, ready to serve `state`.
+///
+/// Only `after_request` (which needs the matched route) wraps each route and the
+/// fallbacks; the other layers wrap the routed whole once. A layer on a router wraps every
+/// route's service, and a request clones its route's whole stack of boxed services (one
+/// allocation per layer and method): paid per request.
 pub fn router(state: AppState) -> Router {
     let body_limit =
         usize::try_from(state.settings.server.request_body_limit_bytes).unwrap_or(usize::MAX);
     let (routes, _document) = routes().split_for_parts();
-    routes
+    let routed = routes
         .fallback(|| async { ApiError::new(ErrorCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), after_request))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            after_request,
+        ))
+        .with_state(state);
+    let outer = tower::ServiceBuilder::new()
         // Outermost first: assign an id, log the request with it, echo it back.
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
                 .headers()
@@ -223,7 +237,10 @@ pub fn router(state: AppState) -> Router {
                 .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .service(routed);
+    Router::new().fallback_service(outer)
 }
 
 /// Open the store `settings` select: the SQLite file under the data dir (created on first

@@ -31,7 +31,7 @@ pub struct NewApiKey {
 /// `POST /v1/api-keys`: the plaintext is in this answer and nowhere else, ever.
 #[utoipa::path(
     post,
-    path = "/api-keys",
+    path = "/v1/api-keys",
     tag = "api-keys",
     summary = "Create an API key",
     description = "Requires the `admin` scope. The plaintext key is in this answer and nowhere else, ever: only its \
@@ -94,7 +94,7 @@ pub async fn create_key(
 
 #[utoipa::path(
     get,
-    path = "/api-keys",
+    path = "/v1/api-keys",
     tag = "api-keys",
     summary = "List API keys",
     description = "Requires the `admin` scope. Revoked keys are listed too (with `revoked_at`); plaintexts never are.",
@@ -125,7 +125,7 @@ pub async fn list_keys(
 /// `DELETE /v1/api-keys/{id}`: revoke (kept for the record, refused from now on).
 #[utoipa::path(
     delete,
-    path = "/api-keys/{id}",
+    path = "/v1/api-keys/{id}",
     tag = "api-keys",
     summary = "Revoke an API key",
     description = "Requires the `admin` scope. The key is kept for the record and refused from now on.",
@@ -168,7 +168,7 @@ pub struct NewEnvironment {
 
 #[utoipa::path(
     post,
-    path = "/environments",
+    path = "/v1/environments",
     tag = "environments",
     summary = "Create an environment",
     description = "Requires the `admin` scope. `name` defaults to `key`.",
@@ -209,7 +209,7 @@ pub async fn create_environment(
 
 #[utoipa::path(
     get,
-    path = "/environments",
+    path = "/v1/environments",
     tag = "environments",
     summary = "List environments",
     description = "Requires the `admin` scope.",
@@ -248,7 +248,7 @@ async fn environment(state: &AppState, key: &str) -> Result<Environment, ApiErro
 
 #[utoipa::path(
     get,
-    path = "/environments/{env}",
+    path = "/v1/environments/{env}",
     tag = "environments",
     summary = "Get an environment",
     description = "Requires the `admin` scope.",
@@ -291,7 +291,7 @@ pub struct AudienceUpdate {
 
 #[utoipa::path(
     post,
-    path = "/environments/{env}/audiences",
+    path = "/v1/environments/{env}/audiences",
     tag = "audiences",
     summary = "Create an audience",
     description = "Requires the `admin` scope. An audience is a named set of targeting rules experiments of the \
@@ -340,7 +340,7 @@ pub async fn create_audience(
 
 #[utoipa::path(
     get,
-    path = "/environments/{env}/audiences",
+    path = "/v1/environments/{env}/audiences",
     tag = "audiences",
     summary = "List an environment's audiences",
     description = "Requires the `admin` scope.",
@@ -380,7 +380,7 @@ fn audience_not_found(env: &str, key: &str) -> ApiError {
 
 #[utoipa::path(
     get,
-    path = "/environments/{env}/audiences/{key}",
+    path = "/v1/environments/{env}/audiences/{key}",
     tag = "audiences",
     summary = "Get an audience",
     description = "Requires the `admin` scope.",
@@ -414,7 +414,7 @@ pub async fn get_audience(
 
 #[utoipa::path(
     put,
-    path = "/environments/{env}/audiences/{key}",
+    path = "/v1/environments/{env}/audiences/{key}",
     tag = "audiences",
     summary = "Replace an audience's rules",
     description = "Requires the `admin` scope. Experiments using the audience see the new rules for subjects not yet \
@@ -466,7 +466,7 @@ pub async fn update_audience(
 
 #[utoipa::path(
     delete,
-    path = "/environments/{env}/audiences/{key}",
+    path = "/v1/environments/{env}/audiences/{key}",
     tag = "audiences",
     summary = "Delete an audience",
     description = "Requires the `admin` scope. Refused while running experiments use it.",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -23,17 +24,26 @@ use crate::routes::experiments::find;
 use crate::startup::AppState;
 
 /// What a subject sees in one experiment. Always carries a usable config.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct AssignmentView {
-    pub experiment: String,
-    pub variant: String,
-    pub config: Value,
+// Borrowed from the (cached) experiment and serialized straight from it: answering a
+// request copies no part of the experiment.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+pub struct AssignmentView<'a> {
+    /// The experiment key.
+    #[schema(value_type = String)]
+    pub experiment: &'a str,
+    /// The variant key.
+    #[schema(value_type = String)]
+    pub variant: &'a str,
+    /// The variant's config.
+    #[schema(value_type = Value)]
+    pub config: &'a Value,
     #[serde(with = "time::serde::rfc3339::option")]
     pub assigned_at: Option<OffsetDateTime>,
     pub in_experiment: bool,
     pub reason: Reason,
     /// The decided winner's variant key, if any.
-    pub winner: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub winner: Option<&'a str>,
 }
 
 fn check_subject(subject: &str) -> Result<(), ApiError> {
@@ -63,38 +73,38 @@ fn check_subject(subject: &str) -> Result<(), ApiError> {
 /// assignment, the store's get-or-create says whether one existed after all (then the
 /// decision is made again with it). Only a subject that would not be stored, or an
 /// experiment with overrides, needs the subject's state read first.
-pub async fn assign(
+pub async fn assign<'a>(
     state: &AppState,
-    live_experiment: &LiveExperiment,
+    live_experiment: &'a LiveExperiment,
     subject: &str,
     attributes: &Attributes,
-) -> Result<AssignmentView, ApiError> {
+) -> Result<AssignmentView<'a>, ApiError> {
     let experiment = &live_experiment.experiment;
     let subject_key = assignment::subject_key(experiment, subject);
     let mut known = if experiment.winner.is_some() {
-        Some(SubjectRecord::default())
+        Some(Known::default())
     } else if live_experiment.has_forced {
         None
     } else {
         state
             .assignments
             .get(&experiment.id, &subject_key)
-            .map(|a| SubjectRecord {
+            .map(|stored| Known {
+                stored: Some(stored),
                 forced: None,
-                assignment: Some(a),
             })
     };
     if known.is_none() && !live_experiment.has_forced {
-        let fresh = SubjectRecord::default();
+        let fresh = Known::default();
         let decision = decide_for(state, experiment, subject, attributes, &fresh).await?;
         if decision.create {
             let (kept, created) = store_new(state, experiment, &subject_key, &decision).await?;
             if created {
                 return Ok(view(experiment, &decision, None, Some(&kept)));
             }
-            known = Some(SubjectRecord {
+            known = Some(Known {
+                stored: Some((Arc::from(kept.variant), kept.assigned_at)),
                 forced: None,
-                assignment: Some(kept),
             });
         }
     }
@@ -108,7 +118,7 @@ pub async fn assign(
             if let Some(a) = &record.assignment {
                 state.assignments.put(a);
             }
-            record
+            record.into()
         }
     };
     let decision = decide_for(state, experiment, subject, attributes, &record).await?;
@@ -123,31 +133,51 @@ pub async fn assign(
     Ok(view(
         experiment,
         &decision,
-        stored_for(experiment, &record),
+        stored_for(experiment, &record).map(|(_, at)| at),
         created.as_ref(),
     ))
 }
 
-/// The stored assignment that counts: none when the experiment is not live or a QA
-/// override applies.
-fn stored_for<'a>(experiment: &Experiment, record: &'a SubjectRecord) -> Option<&'a Assignment> {
-    let live = matches!(experiment.status, Status::Running | Status::Paused);
-    record
-        .assignment
-        .as_ref()
-        .filter(|_| live && record.forced.is_none())
+/// What the assignment path knows of a subject: its stored assignment (variant key, when
+/// assigned; from the cache or the store) and its QA override.
+#[derive(Debug, Default)]
+struct Known {
+    stored: Option<(Arc<str>, OffsetDateTime)>,
+    forced: Option<String>,
 }
 
-/// [`assignment::decide`] for a subject whose state is `record`, with the experiment's
+impl From<SubjectRecord> for Known {
+    fn from(record: SubjectRecord) -> Self {
+        Self {
+            stored: record
+                .assignment
+                .map(|a| (Arc::from(a.variant), a.assigned_at)),
+            forced: record.forced,
+        }
+    }
+}
+
+/// The stored assignment that counts: none when the experiment is not live or a QA
+/// override applies.
+fn stored_for<'a>(experiment: &Experiment, known: &'a Known) -> Option<(&'a str, OffsetDateTime)> {
+    let live = matches!(experiment.status, Status::Running | Status::Paused);
+    known
+        .stored
+        .as_ref()
+        .filter(|_| live && known.forced.is_none())
+        .map(|(variant, at)| (&**variant, *at))
+}
+
+/// [`assignment::decide`] for a subject of whom `known` is known, with the experiment's
 /// audience read when it matters (a subject without a stored assignment).
 async fn decide_for(
     state: &AppState,
     experiment: &Experiment,
     subject: &str,
     attributes: &Attributes,
-    record: &SubjectRecord,
+    known: &Known,
 ) -> Result<assignment::Decision, ApiError> {
-    let stored = stored_for(experiment, record);
+    let stored = stored_for(experiment, known);
     let audience = match (&experiment.audience, stored.is_some()) {
         (Some(key), false) => state
             .store
@@ -168,8 +198,8 @@ async fn decide_for(
         subject,
         attributes,
         SubjectState {
-            stored,
-            forced: record.forced.as_deref(),
+            stored: stored.map(|(variant, _)| variant),
+            forced: known.forced.as_deref(),
         },
     ))
 }
@@ -197,14 +227,14 @@ async fn store_new(
 
 /// The answer: the decided variant, or what was stored when this request stored one
 /// (another request may have stored this subject first: what is stored wins).
-fn view(
-    experiment: &Experiment,
+fn view<'a>(
+    experiment: &'a Experiment,
     decision: &assignment::Decision,
-    stored: Option<&Assignment>,
+    stored_at: Option<OffsetDateTime>,
     created: Option<&Assignment>,
-) -> AssignmentView {
+) -> AssignmentView<'a> {
     let mut variant = &experiment.variants[decision.variant];
-    let mut assigned_at = stored.map(|a| a.assigned_at);
+    let mut assigned_at = stored_at;
     if let Some(kept) = created {
         if let Some(v) = experiment.variant(&kept.variant) {
             variant = v;
@@ -212,9 +242,9 @@ fn view(
         assigned_at = Some(kept.assigned_at);
     }
     AssignmentView {
-        experiment: experiment.key.clone(),
-        variant: variant.key.clone(),
-        config: variant.config.clone(),
+        experiment: &experiment.key,
+        variant: &variant.key,
+        config: &variant.config,
         assigned_at: if decision.in_experiment {
             assigned_at
         } else {
@@ -222,14 +252,14 @@ fn view(
         },
         in_experiment: decision.in_experiment,
         reason: decision.reason,
-        winner: experiment.winner.as_ref().map(|w| w.variant.clone()),
+        winner: experiment.winner.as_ref().map(|w| w.variant.as_str()),
     }
 }
 
 /// `GET /v1/experiments/{key}/assignment?subject_id=…&attr.country=US`
 #[utoipa::path(
     get,
-    path = "/experiments/{key}/assignment",
+    path = "/v1/experiments/{key}/assignment",
     tag = "assignments",
     summary = "Assign a subject (query)",
     description = "Requires the `client` scope (an admin key also passes). Which variant `subject_id` sees, with its config; new eligible subjects are \
@@ -262,7 +292,7 @@ pub async fn get_assignment(
     caller: Caller,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<AssignmentView>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(KeyScope::Client)?;
     let mut subject = None;
     let mut attributes = Map::new();
@@ -293,9 +323,8 @@ pub async fn get_assignment(
     check_subject(&subject)?;
     let scope = caller.scope(&scope_params)?;
     let experiment = state.experiments.get(&state, &scope, &key).await?;
-    assign(&state, &experiment, &subject, &attributes)
-        .await
-        .map(Json)
+    let view = assign(&state, &experiment, &subject, &attributes).await?;
+    Ok(Json(view).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -312,7 +341,7 @@ pub struct AssignmentRequest {
 /// `POST /v1/experiments/{key}/assignment` with `{subject_id, attributes}`.
 #[utoipa::path(
     post,
-    path = "/experiments/{key}/assignment",
+    path = "/v1/experiments/{key}/assignment",
     tag = "assignments",
     summary = "Assign a subject",
     description = "Requires the `client` scope (an admin key also passes). Which variant `subject_id` sees, with its config; attributes may be any JSON \
@@ -340,21 +369,20 @@ pub async fn post_assignment(
     Path(key): Path<String>,
     crate::extract::ApiQuery(params): crate::extract::ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<AssignmentRequest>,
-) -> Result<Json<AssignmentView>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(KeyScope::Client)?;
     check_subject(&body.subject_id)?;
     let scope = caller.scope(&params)?;
     let experiment = state.experiments.get(&state, &scope, &key).await?;
-    assign(&state, &experiment, &body.subject_id, &body.attributes)
-        .await
-        .map(Json)
+    let view = assign(&state, &experiment, &body.subject_id, &body.attributes).await?;
+    Ok(Json(view).into_response())
 }
 
 /// `POST /v1/assignments`: every live (running or paused) experiment of the caller's scope
 /// for one subject; paused ones serve stored assignments only.
 #[utoipa::path(
     post,
-    path = "/assignments",
+    path = "/v1/assignments",
     tag = "assignments",
     summary = "Assign a subject in every live experiment",
     description = "Requires the `client` scope (an admin key also passes). Every running or paused experiment of the scope; paused ones serve stored \
@@ -381,17 +409,20 @@ pub async fn assign_all(
     caller: Caller,
     crate::extract::ApiQuery(params): crate::extract::ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<AssignmentRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(KeyScope::Client)?;
     check_subject(&body.subject_id)?;
     let scope = caller.scope(&params)?;
-    let mut views = Vec::new();
-    for experiment in state.experiments.live(&state, &scope).await?.iter() {
-        views.push(assign(&state, experiment, &body.subject_id, &body.attributes).await?);
+    let live = state.experiments.live(&state, &scope).await?;
+    let mut assignments = Vec::with_capacity(live.len());
+    for experiment in live.iter() {
+        assignments.push(assign(&state, experiment, &body.subject_id, &body.attributes).await?);
     }
-    Ok(Json(
-        serde_json::json!({ "subject_id": body.subject_id, "assignments": views }),
-    ))
+    Ok(Json(SubjectAssignments {
+        subject_id: &body.subject_id,
+        assignments,
+    })
+    .into_response())
 }
 
 /// The scope's running and paused experiments: running ones first, each oldest first.
@@ -540,14 +571,9 @@ impl quick_cache::Equivalent<(String, String)> for KeyRef<'_> {
 }
 
 impl AssignmentCache {
-    pub fn get(&self, experiment_id: &str, subject: &str) -> Option<Assignment> {
-        let (variant, assigned_at) = self.entries.get(&KeyRef(experiment_id, subject))?;
-        Some(Assignment {
-            experiment_id: experiment_id.to_owned(),
-            subject: subject.to_owned(),
-            variant: variant.to_string(),
-            assigned_at,
-        })
+    /// The subject's stored variant key and when it was assigned.
+    pub fn get(&self, experiment_id: &str, subject: &str) -> Option<(Arc<str>, OffsetDateTime)> {
+        self.entries.get(&KeyRef(experiment_id, subject))
     }
 
     pub fn put(&self, a: &Assignment) {
@@ -578,7 +604,7 @@ mod cache_tests {
         cache.put(&assignment("e1", "alice", "treatment"));
         assert_eq!(
             cache.get("e1", "alice"),
-            Some(assignment("e1", "alice", "treatment"))
+            Some((Arc::from("treatment"), OffsetDateTime::UNIX_EPOCH))
         );
         // Neither part of the key alone matches; a key split differently is another key.
         assert_eq!(cache.get("e2", "alice"), None);

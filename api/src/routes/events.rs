@@ -298,7 +298,7 @@ pub async fn ingest(
                 event_id: input
                     .event_id
                     .unwrap_or_else(|| format!("srv_{}", uuid::Uuid::now_v7())),
-                subject: subject_key(experiment, &input.subject_id),
+                subject: subject_key(experiment, &input.subject_id).into_owned(),
                 variant: input.variant,
                 event: input.event,
                 value: input.value.unwrap_or(1.0),
@@ -402,7 +402,7 @@ async fn handle(
 /// `POST /v1/events`
 #[utoipa::path(
     post,
-    path = "/events",
+    path = "/v1/events",
     tag = "events",
     summary = "Ingest events",
     description = "Requires the `client` scope (an admin key also passes). One event or a batch; each event names its `experiment` (key or id). Items \
@@ -442,7 +442,7 @@ pub async fn post_events(
 /// `POST /v1/experiments/{key}/events`
 #[utoipa::path(
     post,
-    path = "/experiments/{key}/events",
+    path = "/v1/experiments/{key}/events",
     tag = "events",
     summary = "Ingest events of one experiment",
     description = "Requires the `client` scope (an admin key also passes). As `POST /v1/events`, with the experiment taken from the path (an event's \

@@ -39,7 +39,7 @@ fn random_salt() -> String {
 
 #[utoipa::path(
     post,
-    path = "/experiments",
+    path = "/v1/experiments",
     tag = "experiments",
     operation_id = "create_experiment",
     summary = "Create an experiment",
@@ -129,7 +129,7 @@ async fn check_audience_exists(state: &AppState, e: &Experiment) -> Result<(), A
 
 #[utoipa::path(
     get,
-    path = "/experiments/{key}",
+    path = "/v1/experiments/{key}",
     tag = "experiments",
     operation_id = "get_experiment",
     summary = "Get an experiment",
@@ -177,7 +177,7 @@ pub struct ListParams {
 
 #[utoipa::path(
     get,
-    path = "/experiments",
+    path = "/v1/experiments",
     tag = "experiments",
     operation_id = "list_experiments",
     summary = "List experiments",
@@ -257,7 +257,7 @@ fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 
 #[utoipa::path(
     patch,
-    path = "/experiments/{key}",
+    path = "/v1/experiments/{key}",
     tag = "experiments",
     operation_id = "update_experiment",
     summary = "Update an experiment",
@@ -378,7 +378,7 @@ pub struct VariantsUpdate {
 /// subjects may already hold cannot be removed once the experiment has started.
 #[utoipa::path(
     put,
-    path = "/experiments/{key}/variants",
+    path = "/v1/experiments/{key}/variants",
     tag = "experiments",
     summary = "Replace variants and weights",
     description = "Requires the `admin` scope. Works in any status. Stored assignments are untouched (sticky): only new \
@@ -443,7 +443,7 @@ pub struct StatusRequest {
 
 #[utoipa::path(
     post,
-    path = "/experiments/{key}/status",
+    path = "/v1/experiments/{key}/status",
     tag = "experiments",
     summary = "Change an experiment's status",
     description = "Requires the `admin` scope. `draft → running ⇄ paused → completed`, any → `archived`. Idempotent: \
@@ -493,7 +493,7 @@ pub async fn set_status(
 
 #[utoipa::path(
     post,
-    path = "/experiments/{key}/activate",
+    path = "/v1/experiments/{key}/activate",
     tag = "experiments",
     summary = "Activate an experiment",
     description = "Requires the `admin` scope. Shorthand for setting the status to `running`; idempotent. Any body is ignored.",
@@ -585,7 +585,7 @@ fn yes() -> bool {
 /// `POST /v1/experiments/{key}/winner`: declare a winner by hand (audited).
 #[utoipa::path(
     post,
-    path = "/experiments/{key}/winner",
+    path = "/v1/experiments/{key}/winner",
     tag = "experiments",
     summary = "Declare a winner by hand",
     description = "Requires the `admin` scope. Audited; by default also completes a running or paused experiment.",
@@ -646,7 +646,7 @@ pub struct ForcedVariant {
 /// `PUT /v1/experiments/{key}/forced/{subject}`: always serve `variant` to this subject.
 #[utoipa::path(
     put,
-    path = "/experiments/{key}/forced/{subject}",
+    path = "/v1/experiments/{key}/forced/{subject}",
     tag = "experiments",
     summary = "Force a subject's variant",
     description = "Requires the `admin` scope. A QA override: the subject always sees `variant`, whatever the split.",
@@ -695,7 +695,7 @@ pub async fn put_forced(
 
 #[utoipa::path(
     delete,
-    path = "/experiments/{key}/forced/{subject}",
+    path = "/v1/experiments/{key}/forced/{subject}",
     tag = "experiments",
     summary = "Remove a forced variant",
     description = "Requires the `admin` scope. The subject goes back to normal assignment.",
@@ -747,7 +747,7 @@ pub struct AuditParams {
 
 #[utoipa::path(
     get,
-    path = "/experiments/{key}/audit",
+    path = "/v1/experiments/{key}/audit",
     tag = "experiments",
     summary = "An experiment's audit log",
     description = "Requires the `admin` scope. Every change to the experiment, with who made it and when.",

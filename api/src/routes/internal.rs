@@ -55,7 +55,7 @@ pub struct TriggerParams {
 /// `POST /v1/internal/jobs/{job}/run`
 #[utoipa::path(
     post,
-    path = "/internal/jobs/{job}/run",
+    path = "/v1/internal/jobs/{job}/run",
     tag = "internal",
     summary = "Run a job now",
     description = "Requires the `internal` scope. Runs the job under its lease (as the scheduler \
@@ -92,7 +92,7 @@ pub async fn run_job(
 /// `POST /v1/internal/experiments/aggregate/run`: the seed API's name for running `aggregate`.
 #[utoipa::path(
     post,
-    path = "/internal/experiments/aggregate/run",
+    path = "/v1/internal/experiments/aggregate/run",
     tag = "internal",
     summary = "Run the aggregation job now (alias)",
     description = "Requires the `internal` scope. Same as `POST /v1/internal/jobs/aggregate/run`.",
@@ -118,7 +118,7 @@ pub async fn run_aggregate_alias(
 /// `POST /v1/internal/experiments/retention/run`: the seed API's name for running `retention`.
 #[utoipa::path(
     post,
-    path = "/internal/experiments/retention/run",
+    path = "/v1/internal/experiments/retention/run",
     tag = "internal",
     summary = "Run the retention job now (alias)",
     description = "Requires the `internal` scope. Same as `POST /v1/internal/jobs/retention/run`.",
@@ -206,7 +206,7 @@ async fn trigger(
 /// `GET /v1/internal/jobs`
 #[utoipa::path(
     get,
-    path = "/internal/jobs",
+    path = "/v1/internal/jobs",
     tag = "internal",
     summary = "The jobs",
     description = "Requires the `internal` scope. Each job with its schedule, next fire time, \
@@ -233,7 +233,7 @@ pub async fn list_jobs(
 /// `GET /v1/internal/jobs/{job}/runs`
 #[utoipa::path(
     get,
-    path = "/internal/jobs/{job}/runs",
+    path = "/v1/internal/jobs/{job}/runs",
     tag = "internal",
     summary = "A job's runs",
     description = "Requires the `internal` scope. Newest first, including attempts skipped \
@@ -268,7 +268,7 @@ pub async fn list_runs(
 /// `GET /v1/internal/jobs/{job}/runs/{id}`
 #[utoipa::path(
     get,
-    path = "/internal/jobs/{job}/runs/{id}",
+    path = "/v1/internal/jobs/{job}/runs/{id}",
     tag = "internal",
     summary = "One run",
     description = "Requires the `internal` scope.",

@@ -29,7 +29,7 @@ pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
 /// `GET /v1/experiments/{key}/winner`
 #[utoipa::path(
     get,
-    path = "/experiments/{key}/winner",
+    path = "/v1/experiments/{key}/winner",
     tag = "results",
     summary = "Winner snapshot",
     description = "Requires the `client` scope (an admin key also passes). The decided winner (if any), how it was decided and the policy behind it. \
@@ -127,7 +127,7 @@ pub struct ResultsView {
 /// `GET /v1/experiments/{key}/results?metric=…&from=…&to=…`
 #[utoipa::path(
     get,
-    path = "/experiments/{key}/results",
+    path = "/v1/experiments/{key}/results",
     tag = "results",
     summary = "Per-variant results with statistics",
     description = "Requires the `client` scope (an admin key also passes). Subject-level figures \
@@ -252,7 +252,7 @@ pub struct TimeseriesView {
 /// `GET /v1/experiments/{key}/timeseries?metric=…&granularity=hour|day`
 #[utoipa::path(
     get,
-    path = "/experiments/{key}/timeseries",
+    path = "/v1/experiments/{key}/timeseries",
     tag = "results",
     summary = "Metric buckets for charts",
     description = "Requires the `client` scope (an admin key also passes). Hour or day buckets \

@@ -30,7 +30,7 @@ fn event(kind: &'static str, snapshot: &WinnerSnapshot) -> Event {
 /// `GET /v1/experiments/{key}/stream`
 #[utoipa::path(
     get,
-    path = "/experiments/{key}/stream",
+    path = "/v1/experiments/{key}/stream",
     tag = "results",
     summary = "Winner and status changes as Server-Sent Events",
     description = "Requires the `client` scope (an admin key also passes). A `text/event-stream`: \

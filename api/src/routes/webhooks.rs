@@ -404,7 +404,7 @@ pub async fn rotate(state: &AppState, id: &str) -> Result<RotatedSecret, ApiErro
 
 #[utoipa::path(
     post,
-    path = "/webhooks/endpoints",
+    path = "/v1/webhooks/endpoints",
     tag = "webhooks",
     summary = "Create a webhook endpoint",
     description = "Requires the `admin` scope. Messages of `environment` (default: the caller's) whose type is in \
@@ -440,7 +440,7 @@ pub async fn create_endpoint(
 
 #[utoipa::path(
     get,
-    path = "/webhooks/endpoints",
+    path = "/v1/webhooks/endpoints",
     tag = "webhooks",
     summary = "List webhook endpoints",
     description = "Requires the `admin` scope. Oldest first; of `environment` (default: the caller's).",
@@ -476,7 +476,7 @@ pub async fn list_endpoints(
 
 #[utoipa::path(
     get,
-    path = "/webhooks/endpoints/{id}",
+    path = "/v1/webhooks/endpoints/{id}",
     tag = "webhooks",
     summary = "Get a webhook endpoint",
     description = "Requires the `admin` scope. Secrets are never shown.",
@@ -502,7 +502,7 @@ pub async fn get_endpoint(
 
 #[utoipa::path(
     patch,
-    path = "/webhooks/endpoints/{id}",
+    path = "/v1/webhooks/endpoints/{id}",
     tag = "webhooks",
     summary = "Update a webhook endpoint",
     description = "Requires the `admin` scope. Changes the fields given (`url`, `event_types`, `description`); a \
@@ -535,7 +535,7 @@ pub async fn update_endpoint(
 
 #[utoipa::path(
     delete,
-    path = "/webhooks/endpoints/{id}",
+    path = "/v1/webhooks/endpoints/{id}",
     tag = "webhooks",
     summary = "Delete a webhook endpoint",
     description = "Requires the `admin` scope. Deletes the endpoint with its delivery log; nothing more is sent to it.",
@@ -565,7 +565,7 @@ pub async fn delete_endpoint(
 
 #[utoipa::path(
     post,
-    path = "/webhooks/endpoints/{id}/enable",
+    path = "/v1/webhooks/endpoints/{id}/enable",
     tag = "webhooks",
     summary = "Enable a webhook endpoint",
     description = "Requires the `admin` scope. New messages are delivered again; messages that failed while it was \
@@ -598,7 +598,7 @@ pub async fn enable_endpoint(
 
 #[utoipa::path(
     post,
-    path = "/webhooks/endpoints/{id}/disable",
+    path = "/v1/webhooks/endpoints/{id}/disable",
     tag = "webhooks",
     summary = "Disable a webhook endpoint",
     description = "Requires the `admin` scope. Nothing is sent to it until it is enabled; its pending messages fail \
@@ -631,7 +631,7 @@ pub async fn disable_endpoint(
 
 #[utoipa::path(
     post,
-    path = "/webhooks/endpoints/{id}/rotate-secret",
+    path = "/v1/webhooks/endpoints/{id}/rotate-secret",
     tag = "webhooks",
     summary = "Rotate a webhook endpoint's secret",
     description = "Requires the `admin` scope. Returns the new secret (shown only now). For \
@@ -659,7 +659,7 @@ pub async fn rotate_secret(
 
 #[utoipa::path(
     get,
-    path = "/webhooks/endpoints/{id}/messages",
+    path = "/v1/webhooks/endpoints/{id}/messages",
     tag = "webhooks",
     summary = "List an endpoint's messages",
     description = "Requires the `admin` scope. The delivery log: each message sent (or to be sent) to the endpoint \
@@ -704,7 +704,7 @@ pub async fn list_messages(
 
 #[utoipa::path(
     get,
-    path = "/webhooks/endpoints/{id}/messages/{msg_id}/attempts",
+    path = "/v1/webhooks/endpoints/{id}/messages/{msg_id}/attempts",
     tag = "webhooks",
     summary = "List a message's delivery attempts",
     description = "Requires the `admin` scope. Every attempt to deliver the message to the endpoint, newest first: \
@@ -745,7 +745,7 @@ pub async fn list_attempts(
 
 #[utoipa::path(
     post,
-    path = "/webhooks/endpoints/{id}/messages/{msg_id}/redeliver",
+    path = "/v1/webhooks/endpoints/{id}/messages/{msg_id}/redeliver",
     tag = "webhooks",
     summary = "Redeliver a message",
     description = "Requires the `admin` scope. Sends the message to the endpoint again as soon as the dispatcher \
@@ -781,7 +781,7 @@ pub async fn redeliver(
 
 #[utoipa::path(
     post,
-    path = "/webhooks/endpoints/{id}/recover",
+    path = "/v1/webhooks/endpoints/{id}/recover",
     tag = "webhooks",
     summary = "Recover failed messages",
     description = "Requires the `admin` scope. Sends every message that failed for this endpoint and was created at \

@@ -60,7 +60,7 @@ enum ClientMessage {
 /// `GET /v1/ws`
 #[utoipa::path(
     get,
-    path = "/ws",
+    path = "/v1/ws",
     tag = "results",
     summary = "Winner and status changes over a WebSocket",
     description = "Requires the `client` scope (an admin key also passes), as `Authorization: \

@@ -5,6 +5,8 @@
 //! subject in the same variant. The first assignment is stored and wins over later weight
 //! changes (stickiness is the store's job; see `verdict-store`).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -50,10 +52,10 @@ pub fn bucket(experiment: &Experiment, subject: &str) -> Bucket {
 
 /// The key under which a subject's assignment is stored: per-organization experiments
 /// include the organization so that the same subject id in two organizations is two subjects.
-pub fn subject_key(experiment: &Experiment, subject: &str) -> String {
+pub fn subject_key<'a>(experiment: &Experiment, subject: &'a str) -> Cow<'a, str> {
     match &experiment.scope.organization {
-        Some(org) => format!("{org}:{subject}"),
-        None => subject.to_owned(),
+        Some(org) => Cow::Owned(format!("{org}:{subject}")),
+        None => Cow::Borrowed(subject),
     }
 }
 
@@ -93,7 +95,9 @@ pub struct Decision {
 /// What the store knows about this subject.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SubjectState<'a> {
-    pub stored: Option<&'a Assignment>,
+    /// The variant key of its stored assignment.
+    pub stored: Option<&'a str>,
+    /// Its QA override's variant key.
     pub forced: Option<&'a str>,
 }
 
@@ -140,7 +144,7 @@ pub fn decide(
         Status::Running | Status::Paused => {}
         Status::Draft | Status::Completed | Status::Archived => return outside(Reason::NotRunning),
     }
-    if let Some(i) = state.stored.and_then(|a| index_of(&a.variant)) {
+    if let Some(i) = state.stored.and_then(index_of) {
         return Decision {
             variant: i,
             in_experiment: true,
@@ -203,15 +207,6 @@ mod tests {
         json!({"country": "US"}).as_object().unwrap().clone()
     }
 
-    fn stored(variant: &str) -> Assignment {
-        Assignment {
-            experiment_id: "id".into(),
-            subject: "u".into(),
-            variant: variant.into(),
-            assigned_at: OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
     #[test]
     fn a_running_experiment_assigns_eligible_subjects_and_asks_to_store_them() {
         let e = experiment(Status::Running, 1.0);
@@ -229,14 +224,13 @@ mod tests {
         } else {
             "a"
         };
-        let a = stored(other);
         let d = decide(
             &e,
             None,
             "u",
             &Attributes::new(),
             SubjectState {
-                stored: Some(&a),
+                stored: Some(other),
                 forced: None,
             },
         );
@@ -258,14 +252,13 @@ mod tests {
             (d.reason, d.in_experiment, d.variant),
             (Reason::Paused, false, 0)
         );
-        let a = stored("b");
         let d = decide(
             &paused,
             None,
             "u",
             &us(),
             SubjectState {
-                stored: Some(&a),
+                stored: Some("b"),
                 forced: None,
             },
         );
@@ -334,14 +327,13 @@ mod tests {
             source: PolicyMode::Manual,
             details: json!({}),
         });
-        let a = stored("a");
         let d = decide(
             &done,
             None,
             "x",
             &Attributes::new(),
             SubjectState {
-                stored: Some(&a),
+                stored: Some("a"),
                 forced: None,
             },
         );

@@ -6,7 +6,8 @@
 //! statistics, aggregation lag) are brought up to date by the `/metrics` handler just before
 //! rendering ([`Metrics::observe_cache`], [`Metrics::set_aggregation_lag`]).
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -18,18 +19,18 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Labels of a request: a struct (not a list of pairs) so that counting a request allocates
-/// only the route's name.
+/// Labels of a request: a struct (not a list of pairs), the route shared with the route's
+/// other label sets, so that counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Arc<str>,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Arc<str>,
 }
 
 /// The method as a label value; anything unusual is `OTHER` (bounded label values).
@@ -60,6 +61,8 @@ struct Inner {
     cache: Family<Labels, Counter>,
     /// Cache figures last seen, to turn the cache's running totals into counter increments.
     cache_seen: Mutex<CacheFigures>,
+    /// Every route name seen, shared by its label sets (routes are few: templates).
+    routes: RwLock<HashSet<Arc<str>>>,
 }
 
 /// Running totals of cache lookups (as the cache counts them).
@@ -156,6 +159,7 @@ impl Metrics {
                 webhook_attempts,
                 cache,
                 cache_seen: Mutex::new(CacheFigures::default()),
+                routes: RwLock::default(),
             }),
         }
     }
@@ -163,7 +167,7 @@ impl Metrics {
     /// One HTTP request answered. `route` is the matched route template, never the raw path
     /// (bounded label values).
     pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let route = route.to_owned();
+        let route = self.route(route);
         self.inner
             .request_seconds
             .get_or_create(&RouteLabels {
@@ -178,6 +182,22 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// The shared name of `route`.
+    fn route(&self, route: &str) -> Arc<str> {
+        let known = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = known.get(route) {
+            return name.clone();
+        }
+        drop(known);
+        let mut known = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = known.get(route) {
+            return name.clone();
+        }
+        let name = Arc::<str>::from(route);
+        known.insert(name.clone());
+        name
     }
 
     pub fn events_ingested(&self, n: u64) {
