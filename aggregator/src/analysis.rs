@@ -27,26 +27,20 @@ impl MetricSpec {
     /// decisions follow), else a secondary or guardrail metric, else a binomial metric to
     /// maximize.
     pub fn of(e: &Experiment, event: &str) -> Self {
-        if e.primary_metric.event == event {
-            return Self {
-                kind: e.primary_metric.kind,
+        match e.metric(event) {
+            Some(m) if m.event == e.primary_metric.event => Self {
+                kind: m.kind,
                 objective: e.decision_objective(),
-            };
+            },
+            Some(m) => Self {
+                kind: m.kind,
+                objective: m.objective,
+            },
+            None => Self {
+                kind: MetricKind::Binomial,
+                objective: Objective::Maximize,
+            },
         }
-        e.secondary_metrics
-            .iter()
-            .chain(&e.guardrail_metrics)
-            .find(|m| m.event == event)
-            .map_or(
-                Self {
-                    kind: MetricKind::Binomial,
-                    objective: Objective::Maximize,
-                },
-                |m| Self {
-                    kind: m.kind,
-                    objective: m.objective,
-                },
-            )
     }
 }
 

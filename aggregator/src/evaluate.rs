@@ -2,8 +2,8 @@
 //! figures, and record a decision when the policy reaches one.
 //!
 //! The decision itself is [`crate::policy::evaluate`] (pure). This job reads the figures
-//! (`Store::rolled_up_counts`: subjects and converted subjects per variant for the primary
-//! metric), carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
+//! ([`crate::counts::variant_counts`]: subjects and converted subjects per variant for the
+//! primary metric, from the rollups unless a metric window or exposure event applies), carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
 //! writes a winner with `Store::set_winner` conditioned on the version it read, so a decision
 //! can never overwrite a change made meanwhile (a manual override, a pause). The store writes
 //! the decision's webhook messages (outbox) with it; the job then announces it through the
@@ -15,8 +15,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use verdict_cache::DynCache;
 use verdict_domain::{Experiment, PolicyMode, Status, Winner};
-use verdict_store::{DynStore, ExperimentFilter, StoreError, WinnerChange};
+use verdict_store::{DynStore, ExperimentFilter, StoreError, TimeRange, WinnerChange};
 
+use crate::counts;
 use crate::policy::{self, ArmFigures, EvaluationInput, GuardState};
 
 /// Who decisions are attributed to in the audit log.
@@ -90,9 +91,8 @@ pub async fn evaluate_one(
         srm_p_value: None,
         error: None,
     };
-    let counts = store
-        .rolled_up_counts(&e.id, &e.primary_metric.event)
-        .await?;
+    let (_, counts) =
+        counts::variant_counts(store, e, &e.primary_metric.event, TimeRange::default()).await?;
     let arms: Vec<ArmFigures> = e
         .variants
         .iter()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use verdict_domain::{Assignment, NewEvent};
-use verdict_store::{DynStore, Granularity, MongoStore, SqliteStore, TimeRange};
+use verdict_store::{Attribution, DynStore, Granularity, MongoStore, SqliteStore, TimeRange};
 
 /// Set in the child process only: the store it aggregates, `sqlite:<path>` or
 /// `mongodb:<database>` (on `VERDICT_TEST_MONGODB_URI`).
@@ -156,7 +156,7 @@ async fn killed_and_rerun(spec: &str) {
     );
     for event in ["conversion", "exposure"] {
         let raw = store
-            .variant_counts("exp", event, TimeRange::default())
+            .variant_counts("exp", event, &Attribution::default())
             .await
             .unwrap();
         let rolled = store.rolled_up_counts("exp", event).await.unwrap();

@@ -1,11 +1,12 @@
 //! Winner snapshot, results and time series.
 //!
-//! Results read the rollups the aggregation job maintains (`Store::rolled_up_counts`: per
-//! variant, assigned subjects and subject-level figures of the metric), so their cost does not
-//! grow with raw events, and add the statistics of `verdict_aggregator::analysis`. They are as
-//! fresh as the last aggregation run (`aggregated_through` says how far it got). A `from` /
-//! `to` window is counted from raw events instead (`Store::variant_counts`), since rollups
-//! keep no per-subject time. Time series serve the hour and day buckets.
+//! Results read their figures through `verdict_aggregator::counts` (as the evaluation job
+//! does): the rollups the aggregation job maintains (per variant, assigned subjects and
+//! subject-level figures of the metric), so their cost does not grow with raw events, as
+//! fresh as the last aggregation run (`aggregated_through` says how far it got); or raw
+//! events at query time when a `from` / `to` range, the metric's window or the experiment's
+//! exposure event applies, since rollups keep no per-subject start. They add the statistics
+//! of `verdict_aggregator::analysis`. Time series serve the hour and day buckets.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use verdict_aggregator::analysis::{Analysis, MetricSpec, analyze};
+use verdict_aggregator::counts::{self, ResultsSource};
 use verdict_domain::{Experiment, KeyScope, Status, WinnerSnapshot};
 use verdict_store::{Granularity, TimeRange};
 
@@ -96,16 +98,6 @@ pub struct ResultsParams {
     organization: Option<String>,
 }
 
-/// Where the figures of a results response come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ResultsSource {
-    /// The rollups, as of the last aggregation run.
-    Rollups,
-    /// Raw events in the requested `from`/`to` window.
-    RawEvents,
-}
-
 /// Per-variant results of one metric with their statistics.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResultsView {
@@ -134,7 +126,11 @@ pub struct ResultsView {
         of one metric event (the primary metric by default) from the rollups, as of the last \
         aggregation run, with rates and 95% credible intervals, P(best), expected loss, lift, \
         the SRM check of the split and, for `sum`/`mean` metrics, Welch's t-test against the \
-        control. With `from`/`to`, raw events in that window are counted instead.",
+        control. Only events at or after a subject's assignment count; when the experiment \
+        names an `exposure_event`, only subjects who sent it count, from their first exposure; \
+        a metric's `window_hours` limits its events to that long after the subject's start. \
+        With a window, an exposure event or `from`/`to`, raw events are counted at query time \
+        (`source: raw_events`).",
     security(("bearer" = [])),
     params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
     responses(
@@ -169,23 +165,12 @@ pub async fn results(
         .unwrap_or(DEFAULT_EXPOSURE_EVENT);
     let store = &state.store;
     let aggregated_through = store.rollup_watermark().await?;
-    let (source, counts, exposures) = if params.from.is_none() && params.to.is_none() {
-        (
-            ResultsSource::Rollups,
-            store.rolled_up_counts(&e.id, &metric).await?,
-            store.rolled_up_counts(&e.id, exposure_event).await?,
-        )
-    } else {
-        let range = TimeRange {
-            from: params.from,
-            to: params.to,
-        };
-        (
-            ResultsSource::RawEvents,
-            store.variant_counts(&e.id, &metric, range).await?,
-            store.variant_counts(&e.id, exposure_event, range).await?,
-        )
+    let range = TimeRange {
+        from: params.from,
+        to: params.to,
     };
+    let (source, counts) = counts::variant_counts(store, &e, &metric, range).await?;
+    let (_, exposures) = counts::variant_counts(store, &e, exposure_event, range).await?;
     let analysis = analyze(&e, MetricSpec::of(&e, &metric), &counts, &exposures);
     Ok(Json(ResultsView {
         experiment: e.key,

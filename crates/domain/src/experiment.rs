@@ -70,7 +70,8 @@ pub struct Metric {
     pub kind: MetricKind,
     #[serde(default)]
     pub objective: Objective,
-    /// Only events within this many hours after assignment count (none = no limit).
+    /// Only events within this many hours of the subject's start count: its assignment, or
+    /// its first exposure when the experiment names an `exposure_event` (none = no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_hours: Option<u32>,
 }
@@ -350,6 +351,14 @@ impl Experiment {
             self.completed_at = Some(at);
         }
         before
+    }
+
+    /// The metric fed by `event`: the primary metric, else a secondary or guardrail metric.
+    pub fn metric(&self, event: &str) -> Option<&Metric> {
+        std::iter::once(&self.primary_metric)
+            .chain(&self.secondary_metrics)
+            .chain(&self.guardrail_metrics)
+            .find(|m| m.event == event)
     }
 
     /// The objective decisions follow: the policy's, else the primary metric's.

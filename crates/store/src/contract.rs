@@ -13,7 +13,10 @@ use time::macros::datetime;
 use verdict_domain::experiment::Provided;
 use verdict_domain::{Assignment, Experiment, ExperimentInput, NewEvent, Scope, Status};
 
-use crate::model::{AppendOutcome, ExperimentFilter, Page, PageRequest, StatusChange};
+use crate::Attribution;
+use crate::model::{
+    AppendOutcome, ExperimentFilter, Page, PageRequest, StatusChange, VariantCounts,
+};
 use crate::{DynStore, StoreError};
 
 pub use crate::contract_jobs::*;
@@ -54,6 +57,7 @@ macro_rules! store_contract_suite {
             event_ids_are_scoped_to_their_experiment,
             concurrent_batches_with_overlapping_ids_store_each_event_once,
             variant_counts_count_subjects_and_only_events_after_assignment,
+            variant_counts_apply_an_exposure_event_and_a_window,
             forced_variants_are_set_replaced_and_cleared,
             a_winner_is_recorded_with_completion_and_audit,
             environments_are_unique_and_listed_in_creation_order,
@@ -783,7 +787,7 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
     assert_eq!(store.scan_events(0, 10).await.unwrap().len(), 5);
 
     let counts = store
-        .variant_counts("e1", "conversion", crate::model::TimeRange::default())
+        .variant_counts("e1", "conversion", &Attribution::default())
         .await
         .unwrap();
     assert_eq!(counts.len(), 2);
@@ -810,7 +814,7 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
         to: Some(T0 + time::Duration::seconds(200)),
     };
     let counts = store
-        .variant_counts("e1", "conversion", window)
+        .variant_counts("e1", "conversion", &Attribution::in_range(window))
         .await
         .unwrap();
     assert_eq!(
@@ -819,7 +823,7 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
         "[from, to) is half-open"
     );
     let exposures = store
-        .variant_counts("e1", "exposure", crate::model::TimeRange::default())
+        .variant_counts("e1", "exposure", &Attribution::default())
         .await
         .unwrap();
     assert_eq!(
@@ -828,6 +832,125 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
             exposures[1].converted_subjects
         ),
         (1, 0)
+    );
+}
+
+pub async fn variant_counts_apply_an_exposure_event_and_a_window(store: DynStore) {
+    // Everyone assigned at t=100 s; conversions are worth 1.5 unless said otherwise.
+    for (s, v) in [
+        ("s1", "control"),
+        ("s2", "control"),
+        ("s3", "treatment"),
+        ("s4", "treatment"),
+        ("s5", "treatment"),
+    ] {
+        assign(&store, "e1", s, v, 100).await;
+    }
+    let exposure = |id: &str, subject: &str, at_s: i64| {
+        let mut e = event("e1", id, subject, at_s);
+        e.event = "exposure".into();
+        e
+    };
+    let mut worth_4 = event("e1", "c6", "s3", 210);
+    worth_4.value = 4.0;
+    let batch = vec![
+        // s1: exposed at 130 (and again at 500); converts at 120, 150, 189 and 190.
+        exposure("x1", "s1", 130),
+        exposure("x2", "s1", 500),
+        event("e1", "c1", "s1", 120),
+        event("e1", "c2", "s1", 150),
+        event("e1", "c3", "s1", 189),
+        event("e1", "c4", "s1", 190),
+        // s2: never exposed; converts at 150.
+        event("e1", "c5", "s2", 150),
+        // s3: an exposure before its assignment (ignored), then at 200; converts at 210, 300.
+        exposure("x3", "s3", 90),
+        exposure("x4", "s3", 200),
+        worth_4,
+        event("e1", "c7", "s3", 300),
+        // s4: exposed at its assignment, never converts. s5: nothing.
+        exposure("x5", "s4", 100),
+    ];
+    store.append_events(batch).await.unwrap();
+    let figures = |c: &[VariantCounts]| -> Vec<(String, u64, u64, u64, f64, f64)> {
+        c.iter()
+            .map(|c| {
+                (
+                    c.variant.clone(),
+                    c.subjects,
+                    c.converted_subjects,
+                    c.events,
+                    c.sum,
+                    c.sum_of_squares,
+                )
+            })
+            .collect()
+    };
+    let count = |attribution: Attribution| {
+        let store = store.clone();
+        async move {
+            figures(
+                &store
+                    .variant_counts("e1", "conversion", &attribution)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let minute = Some(time::Duration::seconds(60));
+    let exposed = Some("exposure".to_owned());
+    let row = |v: &str, n: u64, conv: u64, events: u64, sum: f64| {
+        (v.to_owned(), n, conv, events, sum, sum * sum)
+    };
+
+    // A 60 s window from the assignment: [100, 160).
+    let windowed = Attribution {
+        window: minute,
+        ..Attribution::default()
+    };
+    assert_eq!(
+        count(windowed).await,
+        vec![
+            ("control".to_owned(), 2, 2, 3, 4.5, 3.0 * 3.0 + 1.5 * 1.5),
+            row("treatment", 3, 0, 0, 0.0),
+        ],
+        "window from the assignment"
+    );
+    // Only exposed subjects, from their first exposure: s1 from 130, s3 from 200, s4.
+    let from_exposure = Attribution {
+        exposure_event: exposed.clone(),
+        ..Attribution::default()
+    };
+    assert_eq!(
+        count(from_exposure).await,
+        vec![row("control", 1, 1, 3, 4.5), row("treatment", 2, 1, 2, 5.5)],
+        "exposed population from the first exposure"
+    );
+    // Both: s1's 150 and 189 are inside [130, 190), 190 is not; s3's 210 is inside
+    // [200, 260).
+    let both = Attribution {
+        exposure_event: exposed.clone(),
+        window: minute,
+        ..Attribution::default()
+    };
+    assert_eq!(
+        count(both).await,
+        vec![row("control", 1, 1, 2, 3.0), row("treatment", 2, 1, 1, 4.0)],
+        "exposed population within the window"
+    );
+    // With a range too: only s1's events from 180 on.
+    let ranged = Attribution {
+        range: crate::model::TimeRange {
+            from: Some(T0 + time::Duration::seconds(180)),
+            to: None,
+        },
+        exposure_event: exposed,
+        window: None,
+    };
+    assert_eq!(
+        count(ranged).await,
+        vec![row("control", 1, 1, 2, 3.0), row("treatment", 2, 1, 2, 5.5)],
+        "range on top of the exposure"
     );
 }
 
@@ -1146,7 +1269,7 @@ async fn assert_rollups_match_raw(store: &DynStore) {
     for exp in ["e1", "e2"] {
         for ev in ["conversion", "exposure"] {
             let raw = store
-                .variant_counts(exp, ev, crate::model::TimeRange::default())
+                .variant_counts(exp, ev, &Attribution::default())
                 .await
                 .unwrap();
             let rolled = store.rolled_up_counts(exp, ev).await.unwrap();

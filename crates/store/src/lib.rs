@@ -12,12 +12,14 @@
 //! # Layout
 //! - [`error`]: [`StoreError`], the errors callers can act on (conflict, retryable, …).
 //! - [`model`]: the store's own request/response types (pages, filters, status changes).
+//! - [`attribution`]: which events count for a metric (start, window, exposure), pure.
 //! - [`sqlite`]: the embedded default, one SQLite file in WAL mode.
 //! - [`webhooks`]: [`WebhookStore`] (a supertrait of [`Store`]): webhook endpoints,
 //!   deliveries with leases, attempts; implemented next to each adapter
 //!   (`sqlite_webhooks.rs`, `mongo_webhooks.rs`).
 //! - [`contract`]: the adapter contract suite and the macro that instantiates it.
 
+pub mod attribution;
 pub mod error;
 pub mod jobs;
 pub mod model;
@@ -44,6 +46,7 @@ use verdict_domain::{
     Scope,
 };
 
+pub use attribution::Attribution;
 pub use error::StoreError;
 pub use jobs::{
     Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunOutcome, RunRecord, Trigger,
@@ -190,13 +193,16 @@ pub trait Store: JobStore + WebhookStore + Send + Sync + std::fmt::Debug + 'stat
     /// Up to `limit` events with `seq > after_seq`, in ingestion order.
     async fn scan_events(&self, after_seq: u64, limit: usize) -> Result<Vec<EventRecord>>;
 
-    /// Per-variant subject-level counts of `event` for one experiment, counting only events
-    /// at or after each subject's assignment and inside `range`.
+    /// Per-variant subject-level counts of `event` for one experiment, from raw events,
+    /// counting only events at or after each subject's start as `attribution` defines it
+    /// (the assignment, or the first exposure) and inside its range and window; with an
+    /// exposure event, only exposed subjects are counted. One entry per variant with at
+    /// least one subject counted, ordered by variant.
     async fn variant_counts(
         &self,
         experiment_id: &str,
         event: &str,
-        range: TimeRange,
+        attribution: &Attribution,
     ) -> Result<Vec<VariantCounts>>;
 
     // ---- rollups and evaluation state -------------------------------------------------

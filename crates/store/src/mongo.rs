@@ -66,6 +66,7 @@ use verdict_domain::{
     Scope,
 };
 
+use crate::attribution::{self, Attribution, CandidateEvent, Exposure, Population};
 use crate::error::StoreError;
 use crate::model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
@@ -722,6 +723,67 @@ impl MongoStore {
             .collect())
     }
 
+    /// Each subject's first `exposure` event at or after its assignment.
+    async fn first_exposures(&self, experiment_id: &str, exposure: &str) -> Result<Vec<Exposure>> {
+        const WHAT: &str = "finding first exposures";
+        let mut m = doc! {"experiment_id": experiment_id, "event": exposure};
+        m.extend(counted());
+        let docs = collect(
+            self.coll("events")
+                .aggregate(vec![
+                    doc! {"$match": m},
+                    doc! {"$group": {
+                        "_id": "$subject",
+                        "variant": {"$first": "$variant"},
+                        "first": {"$min": "$ts"},
+                    }},
+                ])
+                .await
+                .map_err(db_err(WHAT))?,
+            WHAT,
+        )
+        .await?;
+        docs.iter()
+            .map(|d| {
+                Ok(Exposure {
+                    subject: get_str(d, "_id", WHAT)?.to_owned(),
+                    variant: get_str(d, "variant", WHAT)?.to_owned(),
+                    first: to_millis(get_date(d, "first", WHAT)?),
+                })
+            })
+            .collect()
+    }
+
+    /// The events `filter` matches, with their subject's assignment.
+    async fn candidate_events(&self, filter: Document) -> Result<Vec<CandidateEvent>> {
+        const WHAT: &str = "reading metric events";
+        let docs = collect(
+            self.coll("events")
+                .aggregate(vec![
+                    doc! {"$match": filter},
+                    doc! {"$project": {
+                        "_id": 0, "subject": 1, "variant": 1, "assigned_at": 1, "ts": 1,
+                        "value": 1,
+                    }},
+                ])
+                .await
+                .map_err(db_err(WHAT))?,
+            WHAT,
+        )
+        .await?;
+        docs.iter()
+            .map(|d| {
+                Ok(CandidateEvent {
+                    subject: get_str(d, "subject", WHAT)?.to_owned(),
+                    variant: get_str(d, "variant", WHAT)?.to_owned(),
+                    assigned_at: to_millis(get_date(d, "assigned_at", WHAT)?),
+                    ts: to_millis(get_date(d, "ts", WHAT)?),
+                    value: get_f64(d, "value"),
+                })
+            })
+            .collect()
+    }
+
     /// Join subjects per variant with per-variant figures (`_id` = variant, `converted`,
     /// `events`, `sum`, `sum_sq`), ordered by variant, like the SQL adapter.
     fn combine(subjects: BTreeMap<String, u64>, figures: &[Document]) -> Vec<VariantCounts> {
@@ -1358,13 +1420,21 @@ impl Store for MongoStore {
         &self,
         experiment_id: &str,
         event: &str,
-        range: TimeRange,
+        attribution: &Attribution,
     ) -> Result<Vec<VariantCounts>> {
         let mut m = doc! {"experiment_id": experiment_id, "event": event};
-        if let Some(t) = time_filter(range) {
+        if let Some(t) = time_filter(attribution.range) {
             m.insert("ts", t);
         }
         m.extend(counted());
+        if attribution.needs_starts() {
+            let population = match &attribution.exposure_event {
+                None => Population::Assigned(self.subjects_per_variant(experiment_id).await?),
+                Some(x) => Population::Exposed(self.first_exposures(experiment_id, x).await?),
+            };
+            let events = self.candidate_events(m).await?;
+            return Ok(attribution::tally(population, attribution.window, events));
+        }
         let figures = collect(
             self.coll("events")
                 .aggregate(vec![

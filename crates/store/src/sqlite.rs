@@ -7,6 +7,7 @@
 //! Experiments are stored as JSON documents with the columns that queries filter on
 //! projected beside them; the projection and the document are always written together.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use verdict_domain::{
     Scope,
 };
 
+use crate::attribution::{self, Attribution, CandidateEvent, Exposure, Population};
 use crate::error::StoreError;
 use crate::model::{
     AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
@@ -1242,11 +1244,24 @@ impl Store for SqliteStore {
         &self,
         experiment_id: &str,
         event: &str,
-        range: TimeRange,
+        attribution: &Attribution,
     ) -> Result<Vec<VariantCounts>> {
         let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
-        let from = range.from.map(to_millis);
-        let to = range.to.map(to_millis);
+        let from = attribution.range.from.map(to_millis);
+        let to = attribution.range.to.map(to_millis);
+        if attribution.needs_starts() {
+            let (exposure, window) = (attribution.exposure_event.clone(), attribution.window);
+            return self
+                .read(move |c| {
+                    let population = match exposure {
+                        None => Population::Assigned(subjects_per_variant(c, &eid)?),
+                        Some(x) => Population::Exposed(first_exposures(c, &eid, &x)?),
+                    };
+                    let events = candidate_events(c, &eid, &ev, from, to)?;
+                    Ok(attribution::tally(population, window, events))
+                })
+                .await;
+        }
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
@@ -1857,4 +1872,76 @@ fn select_assignment(
     })
     .optional()
     .map_err(internal("reading assignment"))
+}
+
+/// Assigned subjects per variant of one experiment.
+fn subjects_per_variant(c: &Connection, experiment_id: &str) -> Result<BTreeMap<String, u64>> {
+    const WHAT: &str = "counting subjects";
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT variant, COUNT(*) FROM assignments WHERE experiment_id = ?1 GROUP BY variant",
+        )
+        .map_err(internal(WHAT))?;
+    stmt.query_map([experiment_id], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+    })
+    .map_err(internal(WHAT))?
+    .collect::<Result<_, _>>()
+    .map_err(internal(WHAT))
+}
+
+/// Each subject's first `exposure` event at or after its assignment (one scan, grouped).
+fn first_exposures(c: &Connection, experiment_id: &str, exposure: &str) -> Result<Vec<Exposure>> {
+    const WHAT: &str = "finding first exposures";
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT e.subject, x.variant, MIN(e.ts)
+             FROM events e
+             JOIN assignments x ON x.experiment_id = e.experiment_id AND x.subject = e.subject
+             WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= x.assigned_at
+             GROUP BY e.subject",
+        )
+        .map_err(internal(WHAT))?;
+    stmt.query_map([experiment_id, exposure], |r| {
+        Ok(Exposure {
+            subject: r.get(0)?,
+            variant: r.get(1)?,
+            first: r.get(2)?,
+        })
+    })
+    .map_err(internal(WHAT))?
+    .collect::<Result<_, _>>()
+    .map_err(internal(WHAT))
+}
+
+/// The `event` events at or after their subject's assignment and inside `[from, to)`.
+fn candidate_events(
+    c: &Connection,
+    experiment_id: &str,
+    event: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Result<Vec<CandidateEvent>> {
+    const WHAT: &str = "reading metric events";
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT e.subject, x.variant, x.assigned_at, e.ts, e.value
+             FROM events e
+             JOIN assignments x ON x.experiment_id = e.experiment_id AND x.subject = e.subject
+             WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= x.assigned_at
+               AND (?3 IS NULL OR e.ts >= ?3) AND (?4 IS NULL OR e.ts < ?4)",
+        )
+        .map_err(internal(WHAT))?;
+    stmt.query_map(params![experiment_id, event, from, to], |r| {
+        Ok(CandidateEvent {
+            subject: r.get(0)?,
+            variant: r.get(1)?,
+            assigned_at: r.get(2)?,
+            ts: r.get(3)?,
+            value: r.get(4)?,
+        })
+    })
+    .map_err(internal(WHAT))?
+    .collect::<Result<_, _>>()
+    .map_err(internal(WHAT))
 }
