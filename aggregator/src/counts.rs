@@ -1,7 +1,7 @@
 //! Per-variant figures of one metric event of an experiment, read where they can be: from
 //! the rollups when only "at or after the assignment" applies (the usual case; cost
 //! independent of raw events), else from raw events at query time, for a `from`/`to` range,
-//! a metric window (`window_hours`) or an exposure event (see `verdict_store::attribution`).
+//! a metric window (`window_hours`) or an exposure event (see `verdict_store::Attribution`).
 //! Results and the evaluation job both read their figures here, so they always agree.
 
 use serde::{Deserialize, Serialize};

@@ -12,14 +12,12 @@
 //! # Layout
 //! - [`error`]: [`StoreError`], the errors callers can act on (conflict, retryable, …).
 //! - [`model`]: the store's own request/response types (pages, filters, status changes).
-//! - [`attribution`]: which events count for a metric (start, window, exposure), pure.
 //! - [`sqlite`]: the embedded default, one SQLite file in WAL mode.
 //! - [`webhooks`]: [`WebhookStore`] (a supertrait of [`Store`]): webhook endpoints,
 //!   deliveries with leases, attempts; implemented next to each adapter
 //!   (`sqlite_webhooks.rs`, `mongo_webhooks.rs`).
 //! - [`contract`]: the adapter contract suite and the macro that instantiates it.
 
-pub mod attribution;
 pub mod error;
 pub mod jobs;
 pub mod model;
@@ -46,14 +44,13 @@ use verdict_domain::{
     Scope,
 };
 
-pub use attribution::Attribution;
 pub use error::StoreError;
 pub use jobs::{
     Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunOutcome, RunRecord, Trigger,
 };
 pub use model::{
-    AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
-    SubjectRecord, TimeRange, VariantCounts, WinnerChange,
+    AppendOutcome, Attribution, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest,
+    StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
 pub use mongo::MongoStore;
 pub use rollup::{Bucket, Granularity, RollupReport};

@@ -136,6 +136,47 @@ pub struct TimeRange {
     pub to: Option<OffsetDateTime>,
 }
 
+/// Which of a subject's events count for a metric (SPEC §2), beyond "at or after the
+/// subject's assignment": a subject's start is its assignment or, with an `exposure_event`,
+/// its first such event at or after the assignment (subjects that never sent it are not in
+/// the analysed population at all); an event counts when at or after the start, before
+/// start + `window`, and inside `range`.
+///
+/// The rollups cannot apply these rules as events arrive (an exposure may arrive after the
+/// metric events it gates), so [`crate::Store::variant_counts`] applies them to raw events at
+/// query time, in the store (one SQL query; one MongoDB pipeline), as GrowthBook does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Count only events inside this range (results' `from` / `to`).
+    pub range: TimeRange,
+    /// Only subjects who sent this event at or after their assignment count, from their
+    /// first such event.
+    pub exposure_event: Option<String>,
+    /// Count a subject's events within this long of its start.
+    pub window: Option<time::Duration>,
+}
+
+impl Attribution {
+    /// Counting in `range`, from the assignment, with no window.
+    pub fn in_range(range: TimeRange) -> Self {
+        Self {
+            range,
+            ..Self::default()
+        }
+    }
+
+    /// Whether only "at or after the assignment" applies: what the rollups count.
+    pub fn is_plain(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The window in milliseconds (saturating), if any.
+    pub(crate) fn window_millis(&self) -> Option<i64> {
+        self.window
+            .map(|w| i64::try_from(w.whole_milliseconds()).unwrap_or(i64::MAX))
+    }
+}
+
 /// Subject-level counts of one event for one variant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VariantCounts {

@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, bson, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -66,11 +66,10 @@ use verdict_domain::{
     Scope,
 };
 
-use crate::attribution::{self, Attribution, CandidateEvent, Exposure, Population};
 use crate::error::StoreError;
 use crate::model::{
-    AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
-    SubjectRecord, TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
+    AppendOutcome, Attribution, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest,
+    StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
 };
 use crate::rollup::{Bucket, Granularity, RollupReport};
 use crate::{Result, Store};
@@ -723,67 +722,6 @@ impl MongoStore {
             .collect())
     }
 
-    /// Each subject's first `exposure` event at or after its assignment.
-    async fn first_exposures(&self, experiment_id: &str, exposure: &str) -> Result<Vec<Exposure>> {
-        const WHAT: &str = "finding first exposures";
-        let mut m = doc! {"experiment_id": experiment_id, "event": exposure};
-        m.extend(counted());
-        let docs = collect(
-            self.coll("events")
-                .aggregate(vec![
-                    doc! {"$match": m},
-                    doc! {"$group": {
-                        "_id": "$subject",
-                        "variant": {"$first": "$variant"},
-                        "first": {"$min": "$ts"},
-                    }},
-                ])
-                .await
-                .map_err(db_err(WHAT))?,
-            WHAT,
-        )
-        .await?;
-        docs.iter()
-            .map(|d| {
-                Ok(Exposure {
-                    subject: get_str(d, "_id", WHAT)?.to_owned(),
-                    variant: get_str(d, "variant", WHAT)?.to_owned(),
-                    first: to_millis(get_date(d, "first", WHAT)?),
-                })
-            })
-            .collect()
-    }
-
-    /// The events `filter` matches, with their subject's assignment.
-    async fn candidate_events(&self, filter: Document) -> Result<Vec<CandidateEvent>> {
-        const WHAT: &str = "reading metric events";
-        let docs = collect(
-            self.coll("events")
-                .aggregate(vec![
-                    doc! {"$match": filter},
-                    doc! {"$project": {
-                        "_id": 0, "subject": 1, "variant": 1, "assigned_at": 1, "ts": 1,
-                        "value": 1,
-                    }},
-                ])
-                .await
-                .map_err(db_err(WHAT))?,
-            WHAT,
-        )
-        .await?;
-        docs.iter()
-            .map(|d| {
-                Ok(CandidateEvent {
-                    subject: get_str(d, "subject", WHAT)?.to_owned(),
-                    variant: get_str(d, "variant", WHAT)?.to_owned(),
-                    assigned_at: to_millis(get_date(d, "assigned_at", WHAT)?),
-                    ts: to_millis(get_date(d, "ts", WHAT)?),
-                    value: get_f64(d, "value"),
-                })
-            })
-            .collect()
-    }
-
     /// Join subjects per variant with per-variant figures (`_id` = variant, `converted`,
     /// `events`, `sum`, `sum_sq`), ordered by variant, like the SQL adapter.
     fn combine(subjects: BTreeMap<String, u64>, figures: &[Document]) -> Vec<VariantCounts> {
@@ -1416,44 +1354,120 @@ impl Store for MongoStore {
             .collect()
     }
 
+    /// Events carry their subject's `assigned_at`, so without an exposure event the start
+    /// is on every event and one `$group` per subject sums those counted. With one, a
+    /// subject's start depends on its other events: the pipeline groups the metric and
+    /// exposure events per subject (first exposure, metric events), keeps exposed subjects,
+    /// and filters their metric events to the start and window before summing per variant.
     async fn variant_counts(
         &self,
         experiment_id: &str,
         event: &str,
         attribution: &Attribution,
     ) -> Result<Vec<VariantCounts>> {
-        let mut m = doc! {"experiment_id": experiment_id, "event": event};
-        if let Some(t) = time_filter(attribution.range) {
-            m.insert("ts", t);
-        }
+        const WHAT: &str = "counting variants";
+        let window = attribution.window_millis();
+        // `ts < start + window` (`$dateAdd`: a test server has no `$add` on dates).
+        let within = |ts: &str, start: &str, window: i64| -> Bson {
+            bson!({"$lt": [ts, {"$dateAdd": {"startDate": start, "unit": "millisecond", "amount": window}}]})
+        };
+        let Some(exposure) = attribution.exposure_event.as_deref() else {
+            let mut m = doc! {"experiment_id": experiment_id, "event": event};
+            if let Some(t) = time_filter(attribution.range) {
+                m.insert("ts", t);
+            }
+            m.extend(counted());
+            let mut stages = vec![doc! {"$match": m}];
+            if let Some(w) = window {
+                stages.push(doc! {"$match": {"$expr": within("$ts", "$assigned_at", w)}});
+            }
+            stages.push(doc! {"$group": {
+                "_id": "$subject",
+                "variant": {"$first": "$variant"},
+                "n": {"$sum": 1},
+                "total": {"$sum": "$value"},
+            }});
+            stages.push(per_variant_totals());
+            let figures = collect(
+                self.coll("events")
+                    .aggregate(stages)
+                    .await
+                    .map_err(db_err(WHAT))?,
+                WHAT,
+            )
+            .await?;
+            let subjects = self.subjects_per_variant(experiment_id).await?;
+            return Ok(Self::combine(subjects, &figures));
+        };
+        let mut m = doc! {"experiment_id": experiment_id, "event": {"$in": [event, exposure]}};
         m.extend(counted());
-        if attribution.needs_starts() {
-            let population = match &attribution.exposure_event {
-                None => Population::Assigned(self.subjects_per_variant(experiment_id).await?),
-                Some(x) => Population::Exposed(self.first_exposures(experiment_id, x).await?),
-            };
-            let events = self.candidate_events(m).await?;
-            return Ok(attribution::tally(population, attribution.window, events));
+        let mut keep = vec![
+            bson!({"$ne": ["$$e", Bson::Null]}),
+            bson!({"$gte": ["$$e.ts", "$start"]}),
+        ];
+        if let Some(w) = window {
+            keep.push(within("$$e.ts", "$start", w));
         }
+        if let Some(from) = attribution.range.from {
+            keep.push(bson!({"$gte": ["$$e.ts", bdate(from)]}));
+        }
+        if let Some(to) = attribution.range.to {
+            keep.push(bson!({"$lt": ["$$e.ts", bdate(to)]}));
+        }
+        // (`$reduce`, not `$sum` over "$counted.value": a test server sums array paths to 0.)
+        let stages = vec![
+            doc! {"$match": m},
+            doc! {"$group": {
+                "_id": "$subject",
+                "variant": {"$first": "$variant"},
+                "start": {"$min": {"$cond": [{"$eq": ["$event", exposure]}, "$ts", Bson::Null]}},
+                "events": {"$push": {"$cond": [
+                    {"$eq": ["$event", event]},
+                    {"ts": "$ts", "value": "$value"},
+                    Bson::Null,
+                ]}},
+            }},
+            doc! {"$match": {"start": {"$ne": Bson::Null}}},
+            doc! {"$project": {
+                "variant": 1,
+                "counted": {"$filter": {"input": "$events", "as": "e", "cond": {"$and": keep}}},
+            }},
+            doc! {"$project": {
+                "variant": 1,
+                "n": {"$size": "$counted"},
+                "total": {"$reduce": {
+                    "input": "$counted",
+                    "initialValue": 0.0,
+                    "in": {"$add": ["$$value", "$$this.value"]},
+                }},
+            }},
+            doc! {"$group": {
+                "_id": "$variant",
+                "subjects": {"$sum": 1},
+                "converted": {"$sum": {"$cond": [{"$gt": ["$n", 0]}, 1, 0]}},
+                "events": {"$sum": "$n"},
+                "sum": {"$sum": "$total"},
+                "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
+            }},
+        ];
         let figures = collect(
             self.coll("events")
-                .aggregate(vec![
-                    doc! {"$match": m},
-                    doc! {"$group": {
-                        "_id": "$subject",
-                        "variant": {"$first": "$variant"},
-                        "n": {"$sum": 1},
-                        "total": {"$sum": "$value"},
-                    }},
-                    per_variant_totals(),
-                ])
+                .aggregate(stages)
                 .await
-                .map_err(db_err("counting variants"))?,
-            "counting variants",
+                .map_err(db_err(WHAT))?,
+            WHAT,
         )
         .await?;
-        let subjects = self.subjects_per_variant(experiment_id).await?;
-        Ok(Self::combine(subjects, &figures))
+        let exposed = figures
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    d.get_str("_id").ok()?.to_owned(),
+                    get_i64(d, "subjects") as u64,
+                ))
+            })
+            .collect();
+        Ok(Self::combine(exposed, &figures))
     }
 
     /// Crash safety without transactions (see the module docs for why there are none):

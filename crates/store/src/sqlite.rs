@@ -7,7 +7,6 @@
 //! Experiments are stored as JSON documents with the columns that queries filter on
 //! projected beside them; the projection and the document are always written together.
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,11 +25,10 @@ use verdict_domain::{
     Scope,
 };
 
-use crate::attribution::{self, Attribution, CandidateEvent, Exposure, Population};
 use crate::error::StoreError;
 use crate::model::{
-    AppendOutcome, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange,
-    SubjectRecord, TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
+    AppendOutcome, Attribution, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest,
+    StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange, from_millis, to_millis,
 };
 use crate::rollup::{Bucket, Granularity, RollupReport};
 use crate::{Result, Store};
@@ -1240,6 +1238,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// One query for every attribution: `starts` is each counted subject with its start (its
+    /// assignment, or its first exposure at or after it: then only exposed subjects); a
+    /// subject's figures are its `event` events from the start, within the window and range.
+    /// The branch of `starts` not asked for is skipped (a constant-false condition), so the
+    /// plain case scans the events once, the exposure case twice.
     async fn variant_counts(
         &self,
         experiment_id: &str,
@@ -1249,39 +1252,40 @@ impl Store for SqliteStore {
         let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
         let from = attribution.range.from.map(to_millis);
         let to = attribution.range.to.map(to_millis);
-        if attribution.needs_starts() {
-            let (exposure, window) = (attribution.exposure_event.clone(), attribution.window);
-            return self
-                .read(move |c| {
-                    let population = match exposure {
-                        None => Population::Assigned(subjects_per_variant(c, &eid)?),
-                        Some(x) => Population::Exposed(first_exposures(c, &eid, &x)?),
-                    };
-                    let events = candidate_events(c, &eid, &ev, from, to)?;
-                    Ok(attribution::tally(population, window, events))
-                })
-                .await;
-        }
+        let exposure = attribution.exposure_event.clone();
+        let window = attribution.window_millis();
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT a.variant, COUNT(*), COUNT(s.n), COALESCE(SUM(s.n), 0),
-                            COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
-                     FROM assignments a
-                     LEFT JOIN (
-                         SELECT e.subject AS subject, COUNT(*) AS n, SUM(e.value) AS total
+                    "WITH starts AS (
+                         SELECT a.subject AS subject, a.variant AS variant, a.assigned_at AS start
+                         FROM assignments a
+                         WHERE ?5 IS NULL AND a.experiment_id = ?1
+                         UNION ALL
+                         SELECT e.subject, x.variant, MIN(e.ts)
                          FROM events e
                          JOIN assignments x
                            ON x.experiment_id = e.experiment_id AND x.subject = e.subject
-                         WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= x.assigned_at
+                         WHERE ?5 IS NOT NULL AND e.experiment_id = ?1 AND e.event = ?5
+                           AND e.ts >= x.assigned_at
+                         GROUP BY e.subject
+                     )
+                     SELECT p.variant, COUNT(*), COUNT(s.n), COALESCE(SUM(s.n), 0),
+                            COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
+                     FROM starts p
+                     LEFT JOIN (
+                         SELECT e.subject AS subject, COUNT(*) AS n, SUM(e.value) AS total
+                         FROM events e
+                         JOIN starts q ON q.subject = e.subject
+                         WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= q.start
+                           AND (?6 IS NULL OR e.ts < q.start + ?6)
                            AND (?3 IS NULL OR e.ts >= ?3) AND (?4 IS NULL OR e.ts < ?4)
                          GROUP BY e.subject
-                     ) s ON s.subject = a.subject
-                     WHERE a.experiment_id = ?1
-                     GROUP BY a.variant ORDER BY a.variant",
+                     ) s ON s.subject = p.subject
+                     GROUP BY p.variant ORDER BY p.variant",
                 )
                 .map_err(internal("counting variants"))?;
-            stmt.query_map(params![eid, ev, from, to], |r| {
+            stmt.query_map(params![eid, ev, from, to, exposure, window], |r| {
                 Ok(VariantCounts {
                     variant: r.get(0)?,
                     subjects: r.get::<_, i64>(1)? as u64,
@@ -1872,76 +1876,4 @@ fn select_assignment(
     })
     .optional()
     .map_err(internal("reading assignment"))
-}
-
-/// Assigned subjects per variant of one experiment.
-fn subjects_per_variant(c: &Connection, experiment_id: &str) -> Result<BTreeMap<String, u64>> {
-    const WHAT: &str = "counting subjects";
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT variant, COUNT(*) FROM assignments WHERE experiment_id = ?1 GROUP BY variant",
-        )
-        .map_err(internal(WHAT))?;
-    stmt.query_map([experiment_id], |r| {
-        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-    })
-    .map_err(internal(WHAT))?
-    .collect::<Result<_, _>>()
-    .map_err(internal(WHAT))
-}
-
-/// Each subject's first `exposure` event at or after its assignment (one scan, grouped).
-fn first_exposures(c: &Connection, experiment_id: &str, exposure: &str) -> Result<Vec<Exposure>> {
-    const WHAT: &str = "finding first exposures";
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT e.subject, x.variant, MIN(e.ts)
-             FROM events e
-             JOIN assignments x ON x.experiment_id = e.experiment_id AND x.subject = e.subject
-             WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= x.assigned_at
-             GROUP BY e.subject",
-        )
-        .map_err(internal(WHAT))?;
-    stmt.query_map([experiment_id, exposure], |r| {
-        Ok(Exposure {
-            subject: r.get(0)?,
-            variant: r.get(1)?,
-            first: r.get(2)?,
-        })
-    })
-    .map_err(internal(WHAT))?
-    .collect::<Result<_, _>>()
-    .map_err(internal(WHAT))
-}
-
-/// The `event` events at or after their subject's assignment and inside `[from, to)`.
-fn candidate_events(
-    c: &Connection,
-    experiment_id: &str,
-    event: &str,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<Vec<CandidateEvent>> {
-    const WHAT: &str = "reading metric events";
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT e.subject, x.variant, x.assigned_at, e.ts, e.value
-             FROM events e
-             JOIN assignments x ON x.experiment_id = e.experiment_id AND x.subject = e.subject
-             WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= x.assigned_at
-               AND (?3 IS NULL OR e.ts >= ?3) AND (?4 IS NULL OR e.ts < ?4)",
-        )
-        .map_err(internal(WHAT))?;
-    stmt.query_map(params![experiment_id, event, from, to], |r| {
-        Ok(CandidateEvent {
-            subject: r.get(0)?,
-            variant: r.get(1)?,
-            assigned_at: r.get(2)?,
-            ts: r.get(3)?,
-            value: r.get(4)?,
-        })
-    })
-    .map_err(internal(WHAT))?
-    .collect::<Result<_, _>>()
-    .map_err(internal(WHAT))
 }
