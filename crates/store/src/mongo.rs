@@ -203,12 +203,13 @@ fn org_field(org: &Option<String>) -> &str {
     org.as_deref().unwrap_or("")
 }
 
-/// `$group` stage from per-subject figures (`n`, `total`) to per-variant ones: converted
-/// subjects, events, Σ and Σ² of the per-subject totals.
+/// `$group` stage from per-subject figures (`n`, `total`) to per-variant ones: subjects,
+/// converted subjects (`n > 0`), events, Σ and Σ² of the per-subject totals.
 fn per_variant_totals() -> Document {
     doc! {"$group": {
         "_id": "$variant",
-        "converted": {"$sum": 1},
+        "subjects": {"$sum": 1},
+        "converted": {"$sum": {"$cond": [{"$gt": ["$n", 0]}, 1, 0]}},
         "events": {"$sum": "$n"},
         "sum": {"$sum": "$total"},
         "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
@@ -1371,85 +1372,75 @@ impl Store for MongoStore {
         let within = |ts: &str, start: &str, window: i64| -> Bson {
             bson!({"$lt": [ts, {"$dateAdd": {"startDate": start, "unit": "millisecond", "amount": window}}]})
         };
-        let Some(exposure) = attribution.exposure_event.as_deref() else {
-            let mut m = doc! {"experiment_id": experiment_id, "event": event};
-            if let Some(t) = time_filter(attribution.range) {
-                m.insert("ts", t);
+        let exposure = attribution.exposure_event.as_deref();
+        let mut stages = Vec::new();
+        match exposure {
+            None => {
+                let mut m = doc! {"experiment_id": experiment_id, "event": event};
+                if let Some(t) = time_filter(attribution.range) {
+                    m.insert("ts", t);
+                }
+                m.extend(counted());
+                stages.push(doc! {"$match": m});
+                if let Some(w) = window {
+                    stages.push(doc! {"$match": {"$expr": within("$ts", "$assigned_at", w)}});
+                }
+                stages.push(doc! {"$group": {
+                    "_id": "$subject",
+                    "variant": {"$first": "$variant"},
+                    "n": {"$sum": 1},
+                    "total": {"$sum": "$value"},
+                }});
             }
-            m.extend(counted());
-            let mut stages = vec![doc! {"$match": m}];
-            if let Some(w) = window {
-                stages.push(doc! {"$match": {"$expr": within("$ts", "$assigned_at", w)}});
+            Some(exposure) => {
+                let mut m =
+                    doc! {"experiment_id": experiment_id, "event": {"$in": [event, exposure]}};
+                m.extend(counted());
+                let mut keep = vec![
+                    bson!({"$ne": ["$$e", Bson::Null]}),
+                    bson!({"$gte": ["$$e.ts", "$start"]}),
+                ];
+                if let Some(w) = window {
+                    keep.push(within("$$e.ts", "$start", w));
+                }
+                if let Some(from) = attribution.range.from {
+                    keep.push(bson!({"$gte": ["$$e.ts", bdate(from)]}));
+                }
+                if let Some(to) = attribution.range.to {
+                    keep.push(bson!({"$lt": ["$$e.ts", bdate(to)]}));
+                }
+                // (`$reduce`, not `$sum` of "$counted.value": a test server sums array paths
+                // to 0.)
+                stages.extend([
+                    doc! {"$match": m},
+                    doc! {"$group": {
+                        "_id": "$subject",
+                        "variant": {"$first": "$variant"},
+                        "start": {"$min": {"$cond": [{"$eq": ["$event", exposure]}, "$ts", Bson::Null]}},
+                        "events": {"$push": {"$cond": [
+                            {"$eq": ["$event", event]},
+                            {"ts": "$ts", "value": "$value"},
+                            Bson::Null,
+                        ]}},
+                    }},
+                    doc! {"$match": {"start": {"$ne": Bson::Null}}},
+                    doc! {"$project": {
+                        "variant": 1,
+                        "counted": {"$filter": {"input": "$events", "as": "e", "cond": {"$and": keep}}},
+                    }},
+                    doc! {"$project": {
+                        "variant": 1,
+                        "n": {"$size": "$counted"},
+                        "total": {"$reduce": {
+                            "input": "$counted",
+                            "initialValue": 0.0,
+                            "in": {"$add": ["$$value", "$$this.value"]},
+                        }},
+                    }},
+                ]);
             }
-            stages.push(doc! {"$group": {
-                "_id": "$subject",
-                "variant": {"$first": "$variant"},
-                "n": {"$sum": 1},
-                "total": {"$sum": "$value"},
-            }});
-            stages.push(per_variant_totals());
-            let figures = collect(
-                self.coll("events")
-                    .aggregate(stages)
-                    .await
-                    .map_err(db_err(WHAT))?,
-                WHAT,
-            )
-            .await?;
-            let subjects = self.subjects_per_variant(experiment_id).await?;
-            return Ok(Self::combine(subjects, &figures));
-        };
-        let mut m = doc! {"experiment_id": experiment_id, "event": {"$in": [event, exposure]}};
-        m.extend(counted());
-        let mut keep = vec![
-            bson!({"$ne": ["$$e", Bson::Null]}),
-            bson!({"$gte": ["$$e.ts", "$start"]}),
-        ];
-        if let Some(w) = window {
-            keep.push(within("$$e.ts", "$start", w));
         }
-        if let Some(from) = attribution.range.from {
-            keep.push(bson!({"$gte": ["$$e.ts", bdate(from)]}));
-        }
-        if let Some(to) = attribution.range.to {
-            keep.push(bson!({"$lt": ["$$e.ts", bdate(to)]}));
-        }
-        // (`$reduce`, not `$sum` over "$counted.value": a test server sums array paths to 0.)
-        let stages = vec![
-            doc! {"$match": m},
-            doc! {"$group": {
-                "_id": "$subject",
-                "variant": {"$first": "$variant"},
-                "start": {"$min": {"$cond": [{"$eq": ["$event", exposure]}, "$ts", Bson::Null]}},
-                "events": {"$push": {"$cond": [
-                    {"$eq": ["$event", event]},
-                    {"ts": "$ts", "value": "$value"},
-                    Bson::Null,
-                ]}},
-            }},
-            doc! {"$match": {"start": {"$ne": Bson::Null}}},
-            doc! {"$project": {
-                "variant": 1,
-                "counted": {"$filter": {"input": "$events", "as": "e", "cond": {"$and": keep}}},
-            }},
-            doc! {"$project": {
-                "variant": 1,
-                "n": {"$size": "$counted"},
-                "total": {"$reduce": {
-                    "input": "$counted",
-                    "initialValue": 0.0,
-                    "in": {"$add": ["$$value", "$$this.value"]},
-                }},
-            }},
-            doc! {"$group": {
-                "_id": "$variant",
-                "subjects": {"$sum": 1},
-                "converted": {"$sum": {"$cond": [{"$gt": ["$n", 0]}, 1, 0]}},
-                "events": {"$sum": "$n"},
-                "sum": {"$sum": "$total"},
-                "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
-            }},
-        ];
+        stages.push(per_variant_totals());
         let figures = collect(
             self.coll("events")
                 .aggregate(stages)
@@ -1458,16 +1449,20 @@ impl Store for MongoStore {
             WHAT,
         )
         .await?;
-        let exposed = figures
-            .iter()
-            .filter_map(|d| {
-                Some((
-                    d.get_str("_id").ok()?.to_owned(),
-                    get_i64(d, "subjects") as u64,
-                ))
-            })
-            .collect();
-        Ok(Self::combine(exposed, &figures))
+        let subjects = match exposure {
+            None => self.subjects_per_variant(experiment_id).await?,
+            // The exposed subjects are the population.
+            Some(_) => figures
+                .iter()
+                .filter_map(|d| {
+                    Some((
+                        d.get_str("_id").ok()?.to_owned(),
+                        get_i64(d, "subjects") as u64,
+                    ))
+                })
+                .collect(),
+        };
+        Ok(Self::combine(subjects, &figures))
     }
 
     /// Crash safety without transactions (see the module docs for why there are none):
