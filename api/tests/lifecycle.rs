@@ -416,13 +416,17 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
         assert_eq!(w["config"], treatment_config());
         assert_eq!(w["reason"], "winner");
         assert_eq!(w["winner"], "treatment");
+        // In bulk too: an app reading its configs at once keeps the winner rolled out.
+        assert_eq!(bulk(&app, &client, subject).await, vec![w], "{subject}");
     }
-    // Completed: no longer among the live experiments; the draft, once started, is.
-    assert_eq!(bulk(&app, &client, "user-a").await, Vec::<Value>::new());
+    // The draft, once started, is listed first (running before completed ones).
     assert_eq!(app.activate("draft-only").await.0, StatusCode::OK);
-    let started = bulk(&app, &client, "user-a").await;
-    assert_eq!(started.len(), 1, "{started:?}");
-    assert_eq!(started[0]["experiment"], "draft-only");
+    let listed = bulk(&app, &client, "user-a").await;
+    let keys: Vec<&str> = listed
+        .iter()
+        .map(|a| a["experiment"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["draft-only", "checkout"], "{listed:?}");
     let (status, snapshot) = app.get("/v1/experiments/checkout/winner", &client).await;
     assert_eq!(status, StatusCode::OK, "{snapshot}");
     assert_eq!(snapshot["experiment"], "checkout");
@@ -447,6 +451,13 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
             && e["details"] == json!({"from": "running", "to": "completed"})),
         "{audit}"
     );
+
+    // Archived: no longer served in bulk.
+    let (status, body) = app.set_status("checkout", "archived").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = bulk(&app, &client, "user-a").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["experiment"], "draft-only");
 }
 
 #[tokio::test]

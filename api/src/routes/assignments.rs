@@ -378,15 +378,18 @@ pub async fn post_assignment(
     Ok(Json(view).into_response())
 }
 
-/// `POST /v1/assignments`: every live (running or paused) experiment of the caller's scope
-/// for one subject; paused ones serve stored assignments only.
+/// `POST /v1/assignments`: every live experiment of the caller's scope for one subject
+/// (running; paused, serving stored assignments only; completed with a winner, serving the
+/// winner's config to everyone, SPEC §3).
 #[utoipa::path(
     post,
     path = "/v1/assignments",
     tag = "assignments",
     summary = "Assign a subject in every live experiment",
-    description = "Requires the `client` scope (an admin key also passes). Every running or paused experiment of the scope; paused ones serve stored \
-        assignments only.",
+    description = "Requires the `client` scope (an admin key also passes). Every running or paused experiment of the scope, and every \
+        completed one with a winner: paused ones serve stored assignments only, completed ones the winner's config to everyone \
+        (`reason: winner`), so an app reading its configs in bulk keeps a decided winner rolled out. Drafts, completed \
+        experiments without a winner and archived ones are left out.",
     security(("bearer" = [])),
     params(ScopeParams),
     request_body = AssignmentRequest,
@@ -425,16 +428,22 @@ pub async fn assign_all(
     .into_response())
 }
 
-/// The scope's running and paused experiments: running ones first, each oldest first.
+/// The scope's live experiments: running, paused, then completed with a winner, each
+/// oldest first.
 async fn live_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experiment>, ApiError> {
     let mut all = Vec::new();
-    for status in [Status::Running, Status::Paused] {
+    for status in [Status::Running, Status::Paused, Status::Completed] {
         let filter = ExperimentFilter {
             environment: Some(scope.environment.clone()),
             organization: Some(scope.organization.clone()),
             status: Some(status),
         };
-        all.extend(state.store.list_all_experiments(&filter).await?);
+        let listed = state.store.list_all_experiments(&filter).await?;
+        all.extend(
+            listed
+                .into_iter()
+                .filter(|e| status != Status::Completed || e.winner.is_some()),
+        );
     }
     Ok(all)
 }
@@ -464,7 +473,7 @@ impl LiveExperiment {
 pub struct ExperimentCache {
     /// By scope, then by the key (or id) asked for: looked up without allocating.
     entries: std::sync::Mutex<HashMap<Scope, HashMap<String, Fetched>>>,
-    /// By scope: its running and paused experiments, in [`live_experiments`] order.
+    /// By scope: its live experiments, in [`live_experiments`] order.
     live: std::sync::Mutex<HashMap<Scope, (LiveList, std::time::Instant)>>,
 }
 
@@ -507,7 +516,7 @@ impl ExperimentCache {
         Ok(e)
     }
 
-    /// The scope's running and paused experiments (`POST /v1/assignments`), read from the
+    /// The scope's live experiments (`POST /v1/assignments`), read from the
     /// store at most once per TTL.
     pub async fn live(&self, state: &AppState, scope: &Scope) -> Result<LiveList, ApiError> {
         {
