@@ -3,7 +3,8 @@
 //!
 //! The decision itself is [`crate::policy::evaluate`] (pure). This job reads the figures
 //! ([`crate::counts::variant_counts`]: subjects and converted subjects per variant for the
-//! primary metric, from the rollups unless a metric window or exposure event applies), carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
+//! primary metric, from the rollups unless a metric window or exposure event applies),
+//! carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
 //! writes a winner with `Store::set_winner` conditioned on the version it read, so a decision
 //! can never overwrite a change made meanwhile (a manual override, a pause). The store writes
 //! the decision's webhook messages (outbox) with it; the job then announces it through the
