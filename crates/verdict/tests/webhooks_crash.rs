@@ -95,8 +95,8 @@ bootstrap_admin_key = "{ADMIN}"
 lease_seconds = 2
 [webhooks]
 allow_private_targets = true
-request_timeout_seconds = 3
-lease_seconds = 6
+request_timeout_seconds = 10
+lease_seconds = 20
 idle_sleep_ms = 50
 "#,
             data = dir.path().join("data").display()
@@ -146,7 +146,7 @@ idle_sleep_ms = 50
 
     let mut second = serve(dir.path(), "second");
     wait_healthy(&client, &base).await;
-    // Claims of the killed process lapse after their lease (6 s); then all are sent.
+    // Claims of the killed process lapse after their lease (20 s); then all are sent.
     let deadline = Instant::now() + Duration::from_secs(60);
     let messages = loop {
         let r = client

@@ -96,36 +96,60 @@ async fn two_workers_run_each_tick_of_each_job_exactly_once() {
     let backend = Backend::Sqlite(dir.path());
     let a = worker(&backend, 5, "* * * * * *");
     let b = worker(&backend, 5, "* * * * * *");
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Until every job has run at least 4 ticks (polled, not a fixed sleep: start-up and
+    // runs take longer on a loaded machine).
+    let store = open(dir.path());
+    let jobs = ["aggregate", "evaluate", "retention"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut least = usize::MAX;
+        for job in jobs {
+            let ran = runs(&store, job)
+                .await
+                .iter()
+                .filter(|r| r.outcome == RunOutcome::Succeeded)
+                .count();
+            least = least.min(ran);
+        }
+        if least >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 4 runs of a job in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     stop(a);
     stop(b);
 
-    let store = open(dir.path());
-    for job in ["aggregate", "evaluate", "retention"] {
+    for job in jobs {
         let runs = runs(&store, job).await;
         let mut per_tick: BTreeMap<OffsetDateTime, Vec<&RunRecord>> = BTreeMap::new();
         for r in &runs {
             let tick = r.tick.expect("scheduled runs name their tick");
             per_tick.entry(tick).or_default().push(r);
         }
-        assert!(
-            per_tick.len() >= 4,
-            "{job}: only {} ticks ran",
-            per_tick.len()
-        );
+        // Each tick runs at most once, whichever worker runs it. (A tick may also not run
+        // at all: a worker skips a tick while its own run of the previous one is still going,
+        // and the other then finds the lease held.)
+        let mut once = 0;
         for (tick, runs) in &per_tick {
             let ran: Vec<_> = runs
                 .iter()
                 .filter(|r| r.outcome != RunOutcome::SkippedLeaseHeld)
                 .collect();
-            assert_eq!(
-                ran.len(),
-                1,
+            assert!(
+                ran.len() <= 1,
                 "{job} at {tick} ran {} times: {runs:?}",
                 ran.len()
             );
-            assert_eq!(ran[0].outcome, RunOutcome::Succeeded, "{:?}", ran[0]);
+            if let Some(r) = ran.first() {
+                assert_eq!(r.outcome, RunOutcome::Succeeded, "{r:?}");
+                once += 1;
+            }
         }
+        assert!(once >= 4, "{job}: only {once} ticks ran");
         let owners: std::collections::BTreeSet<_> = runs.iter().map(|r| &r.owner).collect();
         assert!(owners.len() <= 2);
     }
