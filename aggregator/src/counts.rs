@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use verdict_domain::Experiment;
 use verdict_store::{Attribution, DynStore, StoreError, TimeRange, VariantCounts};
 
+/// The event counted as an exposure when an experiment names no `exposure_event`.
+pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
+
 /// Where a metric's figures come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -22,7 +25,7 @@ pub enum ResultsSource {
 
 /// How `event`'s events are attributed to `e`'s subjects: the experiment's exposure event,
 /// the window of the metric `event` feeds (if any), and `range`.
-pub fn attribution(e: &Experiment, event: &str, range: TimeRange) -> Attribution {
+fn attribution(e: &Experiment, event: &str, range: TimeRange) -> Attribution {
     Attribution {
         range,
         exposure_event: e.exposure_event.clone(),
@@ -47,4 +50,33 @@ pub async fn variant_counts(
     }
     let counts = store.variant_counts(&e.id, event, &attribution).await?;
     Ok((ResultsSource::RawEvents, counts))
+}
+
+/// What results show of one metric: its figures, where they were read, and the exposures
+/// beside them (of the experiment's exposure event, else [`DEFAULT_EXPOSURE_EVENT`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultsFigures {
+    pub source: ResultsSource,
+    pub metric: Vec<VariantCounts>,
+    pub exposures: Vec<VariantCounts>,
+}
+
+/// [`ResultsFigures`] of `metric` inside `range`.
+pub async fn results_figures(
+    store: &DynStore,
+    e: &Experiment,
+    metric: &str,
+    range: TimeRange,
+) -> Result<ResultsFigures, StoreError> {
+    let exposure_event = e
+        .exposure_event
+        .as_deref()
+        .unwrap_or(DEFAULT_EXPOSURE_EVENT);
+    let (source, metric) = variant_counts(store, e, metric, range).await?;
+    let (_, exposures) = variant_counts(store, e, exposure_event, range).await?;
+    Ok(ResultsFigures {
+        source,
+        metric,
+        exposures,
+    })
 }

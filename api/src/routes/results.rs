@@ -25,9 +25,6 @@ use crate::openapi::ErrorBody;
 use crate::routes::experiments::find;
 use crate::startup::AppState;
 
-/// The event counted as an exposure when an experiment names no `exposure_event`.
-pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
-
 /// `GET /v1/experiments/{key}/winner`
 #[utoipa::path(
     get,
@@ -159,26 +156,25 @@ pub async fn results(
         params.metric,
     )
     .await?;
-    let exposure_event = e
-        .exposure_event
-        .as_deref()
-        .unwrap_or(DEFAULT_EXPOSURE_EVENT);
-    let store = &state.store;
-    let aggregated_through = store.rollup_watermark().await?;
+    let aggregated_through = state.store.rollup_watermark().await?;
     let range = TimeRange {
         from: params.from,
         to: params.to,
     };
-    let (source, counts) = counts::variant_counts(store, &e, &metric, range).await?;
-    let (_, exposures) = counts::variant_counts(store, &e, exposure_event, range).await?;
-    let analysis = analyze(&e, MetricSpec::of(&e, &metric), &counts, &exposures);
+    let figures = counts::results_figures(&state.store, &e, &metric, range).await?;
+    let analysis = analyze(
+        &e,
+        MetricSpec::of(&e, &metric),
+        &figures.metric,
+        &figures.exposures,
+    );
     Ok(Json(ResultsView {
         experiment: e.key,
         experiment_id: e.id,
         metric,
         status: e.status,
         winner: e.winner.map(|w| w.variant),
-        source,
+        source: figures.source,
         aggregated_through,
         analysis,
     }))
