@@ -20,6 +20,7 @@
 //! - [`audience`]: reusable rule sets per environment.
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
 //! - [`event`]: raw events as sent and as stored.
+//! - [`figures`]: per-variant figures of a metric event (what results and decisions read).
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
@@ -32,6 +33,7 @@ pub mod audience;
 pub mod environment;
 pub mod event;
 pub mod experiment;
+pub mod figures;
 pub mod hashing;
 pub mod outbox;
 pub mod scope;
@@ -49,6 +51,7 @@ pub use experiment::{
     Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, RetentionOverride,
     StatMethod, Variant, Winner, WinnerPolicy,
 };
+pub use figures::VariantCounts;
 pub use outbox::{EventType, OutboxMessage};
 pub use scope::Scope;
 pub use snapshot::WinnerSnapshot;
