@@ -170,3 +170,67 @@ pub async fn evaluate_one(
     }
     Ok(outcome)
 }
+
+/// The `evaluate` job: [`evaluate`] on its schedule (or [`evaluate_one`] when a run names an
+/// experiment), under the runner's lease.
+#[derive(Debug, Clone)]
+pub struct EvaluateJob {
+    store: DynStore,
+    cache: DynCache,
+    schedule: String,
+}
+
+impl EvaluateJob {
+    pub fn new(store: DynStore, cache: DynCache, schedule: String) -> Self {
+        Self {
+            store,
+            cache,
+            schedule,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl verdict_jobs::Job for EvaluateJob {
+    type Report = EvaluateReport;
+
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+
+    fn schedule(&self) -> verdict_jobs::Schedule {
+        verdict_jobs::Schedule::Cron(self.schedule.clone())
+    }
+
+    fn takes_experiment(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        ctx: verdict_jobs::RunContext,
+    ) -> Result<EvaluateReport, verdict_jobs::JobError> {
+        let now = ctx.started_at;
+        let Some(key) = ctx.experiment else {
+            return Ok(evaluate(&self.store, &self.cache, now).await?);
+        };
+        let started = Instant::now();
+        let experiment = self
+            .store
+            .get_experiment(&verdict_domain::Scope::default(), &key)
+            .await?
+            .ok_or_else(|| {
+                verdict_jobs::JobError::Invalid(format!(
+                    "no experiment '{key}' in the default scope"
+                ))
+            })?;
+        let outcome = evaluate_one(&self.store, &self.cache, &experiment, now).await?;
+        Ok(EvaluateReport {
+            evaluated: 1,
+            decisions: u64::from(outcome.outcome == "winner"),
+            srm_flags: u64::from(outcome.srm_flagged),
+            outcomes: vec![outcome],
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}

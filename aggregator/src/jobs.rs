@@ -63,3 +63,53 @@ pub async fn aggregate_fenced(
     report.duration = started.elapsed();
     Ok(report)
 }
+
+/// The `aggregate` job: [`aggregate_fenced`] on its schedule, under the runner's lease.
+#[derive(Debug, Clone)]
+pub struct AggregateJob {
+    store: DynStore,
+    schedule: String,
+    metrics: verdict_metrics::Metrics,
+}
+
+impl AggregateJob {
+    pub fn new(store: DynStore, schedule: String, metrics: verdict_metrics::Metrics) -> Self {
+        Self {
+            store,
+            schedule,
+            metrics,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl verdict_jobs::Job for AggregateJob {
+    type Report = AggregateReport;
+
+    fn name(&self) -> &'static str {
+        "aggregate"
+    }
+
+    fn schedule(&self) -> verdict_jobs::Schedule {
+        verdict_jobs::Schedule::Cron(self.schedule.clone())
+    }
+
+    async fn run(
+        &self,
+        ctx: verdict_jobs::RunContext,
+    ) -> Result<AggregateReport, verdict_jobs::JobError> {
+        Ok(aggregate_fenced(&self.store, DEFAULT_STEP, Some(&ctx.fence)).await?)
+    }
+
+    /// Seconds since the oldest raw event not yet aggregated was received (0 when caught
+    /// up); also kept in the `verdict_aggregation_lag_seconds` metric.
+    async fn lag(&self, now: time::OffsetDateTime) -> Result<Option<f64>, verdict_jobs::JobError> {
+        let watermark = self.store.rollup_watermark().await?;
+        let lag = match self.store.scan_events(watermark, 1).await?.first() {
+            Some(e) => (now - e.received_at).as_seconds_f64().max(0.0),
+            None => 0.0,
+        };
+        self.metrics.set_aggregation_lag(lag);
+        Ok(Some(lag))
+    }
+}

@@ -31,11 +31,13 @@ async fn spawn() -> App {
     settings.server.port = 0;
     let store: DynStore = Arc::new(SqliteStore::open(dir.path().join("v.db"), 5_000).unwrap());
     let cache: DynCache = Arc::new(MemoryCache::new());
-    let app = verdict_api::Application::build(Arc::new(settings), store.clone(), cache.clone())
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    // The server runs until the test's runtime ends (its shutdown signal is never cancelled).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let app =
+        verdict_app::App::new(store.clone(), cache.clone(), Arc::new(settings), stop).unwrap();
+    let server = verdict_api::Application::build(app).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    tokio::spawn(server.run_until_stopped());
     App {
         base,
         client: reqwest::Client::new(),

@@ -2,15 +2,16 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use verdict_store::PageRequest;
-use verdict_store::model::MAX_PAGE_SIZE;
+use verdict_app::json::parse_json;
+use verdict_app::{Caller, ErrorCode};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
+use crate::startup::AppState;
 
 /// A JSON body. Wrong content type → 415, over the body limit → 413, broken JSON → 400
 /// `invalid_json`, well-formed JSON of the wrong shape → 422 `invalid_body` naming the field.
@@ -22,12 +23,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
-        parse_json(&bytes).map(ApiJson)
+        parse_json(&bytes).map(ApiJson).map_err(ApiError)
     }
 }
 
-/// The bytes of a JSON body, not yet parsed: for a handler that parses it in place (borrowing
-/// from it) with [`parse_json`]. Checks the content type and the body limit as [`ApiJson`].
+/// The bytes of a JSON body, not yet parsed: for a use-case that parses it in place
+/// (borrowing from it). Checks the content type and the body limit as [`ApiJson`].
 #[derive(Debug, Clone, Default)]
 pub struct JsonBytes(pub Bytes);
 
@@ -63,36 +64,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     }
 }
 
-/// Parse JSON with the failing field's path in the error.
-pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("the body is not valid JSON: {inner}"),
-            )
-        } else {
-            let field = if path == "." { String::new() } else { path };
-            ApiError::new(
-                ErrorCode::InvalidBody,
-                "the body does not have the expected shape",
-            )
-            .with_details(vec![json!({"field": field, "message": inner.to_string()})])
-        }
-    })?;
-    // Only whitespace may follow the value: `{...} garbage` is not JSON.
-    de.end().map_err(|inner| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("the body is not valid JSON: {inner}"),
-        )
-    })?;
-    Ok(value)
-}
-
 /// Query parameters; malformed ones → 400 `invalid_query`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
@@ -107,53 +78,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(ApiQuery)
             .map_err(|err| {
                 let field = err.path().to_string();
-                ApiError::new(ErrorCode::InvalidQuery, "invalid query parameters").with_details(
-                    vec![json!({"field": field, "message": err.into_inner().to_string()})],
+                ApiError(
+                    verdict_app::AppError::new(ErrorCode::InvalidQuery, "invalid query parameters")
+                        .with_details(vec![
+                            json!({"field": field, "message": err.into_inner().to_string()}),
+                        ]),
                 )
             })
     }
 }
 
-/// `page` and `page_size`: both or neither; page ≥ 1; 1 ≤ page_size ≤ 100.
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    /// Page number, from 1 (default 1; give with `page_size`).
-    #[param(minimum = 1)]
-    pub page: Option<u32>,
-    /// Items per page, 1 to 100 (default 20; give with `page`).
-    #[param(minimum = 1, maximum = 100)]
-    pub page_size: Option<u32>,
+/// The `Authorization: Bearer <token>` of a request, if well-formed.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let header = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
-impl PageParams {
-    pub fn to_request(self) -> Result<PageRequest, ApiError> {
-        let bad = |msg: &str| Err(ApiError::new(ErrorCode::InvalidPagination, msg.to_owned()));
-        match (self.page, self.page_size) {
-            (None, None) => Ok(PageRequest::DEFAULT),
-            (Some(_), None) | (None, Some(_)) => bad("give both page and page_size, or neither"),
-            (Some(0), _) => bad("page starts at 1"),
-            (_, Some(size)) if size == 0 || size > MAX_PAGE_SIZE => {
-                bad("page_size must be between 1 and 100")
-            }
-            (Some(page), Some(page_size)) => Ok(PageRequest { page, page_size }),
+/// Who makes the request: `Authorization: Bearer <api key>`, or 401.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |msg: &str| ApiError::new(ErrorCode::Unauthorized, msg.to_owned());
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            return Err(unauthorized("send 'Authorization: Bearer <api key>'"));
         }
+        let token = bearer(parts)
+            .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
+        Ok(state.authenticate(token).await?)
     }
-}
-
-/// `{data, pagination: {page, page_size, total, total_pages}}`.
-pub fn paginated<T: serde::Serialize>(
-    page: verdict_store::Page<T>,
-    request: PageRequest,
-) -> serde_json::Value {
-    let size = u64::from(request.page_size.max(1));
-    json!({
-        "data": page.items,
-        "pagination": {
-            "page": request.page,
-            "page_size": request.page_size,
-            "total": page.total,
-            "total_pages": page.total.div_ceil(size),
-        }
-    })
 }

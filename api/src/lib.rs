@@ -1,32 +1,26 @@
-//! The HTTP surface of Verdict.
+//! The HTTP adapter of Verdict (axum): routes, extractors, the error body, the OpenAPI
+//! document and the server's lifecycle.
 //!
-//! This crate owns routing, request ids, the error body every client sees, and the
-//! server's lifecycle ([`Application::build`] binds, [`Application::run_until_stopped`]
-//! serves until a shutdown signal). Handlers only extract input, call the domain or the
-//! store, and map the result; they hold no business logic and never touch a database
-//! driver: storage is an `Arc<dyn Store>` in [`AppState`].
+//! Handlers only extract input, call one use-case of `verdict-app` ([`verdict_app::App`]),
+//! and map the answer: no business rule lives here, and nothing here reaches the store, the
+//! cache or the job runner. [`error`] maps each stable error code to its HTTP status in one
+//! exhaustive table.
 //!
 //! # Layout
-//! - [`error`]: [`ApiError`] and the one table mapping each stable error `code` to a status.
-//! - [`extract`]: JSON / query extractors answering bad input with our error body;
-//!   pagination.
-//! - [`auth`]: API keys (`Authorization: Bearer`), scopes, the bootstrap admin key.
-//! - [`rate_limit`]: per-key token buckets for ingestion.
-//! - [`routes`]: `/v1` resources (admin, experiments, assignments, events, results).
-//! - [`health`]: `/healthz` (alive) and `/readyz` (store reachable).
+//! - [`error`]: [`ApiError`] (an [`verdict_app::AppError`] as an HTTP response) and the
+//!   code → status table.
+//! - [`extract`]: JSON / query extractors answering bad input with our error body; the
+//!   [`verdict_app::Caller`] of a request (`Authorization: Bearer`).
+//! - [`routes`]: one module per resource, each with its `routes()`.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the handlers'
-//!   annotations, and its rendering (`/docs`).
-//! - [`startup`]: [`Application`], [`AppState`] and the router with its middleware.
+//!   annotations plus the responses every operation shares, and its rendering (`/docs`).
+//! - [`startup`]: [`AppState`], the router with its middleware, [`Application`].
 
-pub mod auth;
 pub mod error;
 pub mod extract;
-pub mod health;
 pub mod openapi;
-pub mod rate_limit;
 pub mod routes;
-pub mod snapshots;
 pub mod startup;
 
-pub use error::{ApiError, ErrorCode};
+pub use error::ApiError;
 pub use startup::{AppState, Application, router};

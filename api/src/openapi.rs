@@ -1,31 +1,34 @@
 //! The OpenAPI document (`GET /openapi.json`) and its rendering (`GET /docs`).
 //!
 //! The document is generated from the code: every handler carries a `#[utoipa::path]`
-//! annotation and [`crate::startup::routes`] registers each one with `utoipa_axum::routes!`,
-//! which adds the route to the router *and* its operation to the document in one step. The
-//! router that serves requests and the document are split from that one value, so the
-//! document lists exactly the routes served (`api/tests/openapi.rs` checks both ways).
+//! annotation and its module registers it with `utoipa_axum::routes!`, which adds the route
+//! to the router *and* its operation to the document in one step; the router that serves
+//! requests and the document are split from that one value, so the document lists exactly
+//! the routes served (`api/tests/openapi.rs` checks both ways). Response bodies are the
+//! application's typed answers, so the schemas are true by construction.
 //!
-//! This module holds the document's frame ([`ApiDoc`]: info, tags, the `bearer` security
-//! scheme), the shared schemas ([`ErrorBody`], [`Paginated`]) and schema-only descriptions of
-//! the bodies handlers build with `json!` (they are never constructed: they only describe).
+//! Handlers declare only what is particular to them. The responses every operation of a
+//! kind can give are declared once, here ([`add_shared_responses`]): 401/403/500/503 on
+//! every authenticated operation; 400/413/415/422 on every operation with a JSON body; 400
+//! on every operation with query parameters.
 
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
-use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use utoipa_scalar::Scalar;
-use verdict_domain::{ApiKey, Experiment};
+use verdict_app::ErrorCode;
+use verdict_app::events::EventInput;
 
-use crate::error::ErrorCode;
-use crate::routes::assignments::AssignmentView;
-use crate::routes::events::EventInput;
+use crate::startup::AppState;
 
 /// The document's frame; paths and their schemas are added by the router.
 #[derive(Debug, OpenApi)]
@@ -37,9 +40,9 @@ use crate::routes::events::EventInput;
             **Authentication.** Every `/v1` route takes an API key as \
             `Authorization: Bearer <key>` (security scheme `bearer`). Each operation's \
             description names the scope it needs: `admin` (management; an admin key passes \
-            every check) or `client` (assignment, events, results). Keys are bound to an \
-            environment and optionally an organization; admin keys may act in others with the \
-            `environment` / `organization` query parameters.\n\n\
+            every check), `client` (assignment, events, results) or `internal` (job runs). \
+            Keys are bound to an environment and optionally an organization; admin keys may \
+            act in others with the `environment` / `organization` query parameters.\n\n\
             **Errors.** Every error answers `{\"error\": {\"code\", \"message\", \"details\"}}` \
             (schema `ErrorBody`); `code` is a stable identifier with exactly one HTTP status. \
             Any route can also answer 404 `route_not_found` (no such path) or 405 \
@@ -47,7 +50,7 @@ use crate::routes::events::EventInput;
             **Request ids.** Every response carries `x-request-id` (the client's, or a new one)."
     ),
     modifiers(&BearerScheme),
-    components(schemas(ErrorBody, ErrorObject, Pagination)),
+    components(schemas(ErrorBody, ErrorObject)),
     tags(
         (name = "health", description = "Liveness and readiness (no authentication)."),
         (name = "docs", description = "This document and its rendering (no authentication)."),
@@ -89,9 +92,121 @@ impl Modify for BearerScheme {
     }
 }
 
-/// The complete document: the frame plus every routed operation.
+pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router.routes(routes!(openapi_json)).routes(routes!(docs))
+}
+
+/// The complete document: the frame, every routed operation, the shared responses.
 pub fn document() -> Document {
-    crate::startup::routes().into_openapi()
+    let mut doc = crate::startup::routes().into_openapi();
+    add_shared_responses(&mut doc);
+    doc
+}
+
+/// Every operation of `item`.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// Add, to every operation that does not declare them itself, the error responses its kind
+/// can give (see the module docs).
+pub fn add_shared_responses(doc: &mut Document) {
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let has_body = op.request_body.is_some();
+            let params = op.parameters.as_deref().unwrap_or_default();
+            let has_query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+            let paged = params.iter().any(|p| p.name == "page");
+            let mut bad_request = Vec::new();
+            if has_body {
+                bad_request.push("`invalid_json`");
+            }
+            if has_query {
+                bad_request.push("`invalid_query`");
+            }
+            if paged {
+                bad_request.push("`invalid_pagination`");
+            }
+            if !bad_request.is_empty() {
+                shared(op, "400", &format!("{}.", bad_request.join(" or ")));
+            }
+            if secured {
+                shared(
+                    op,
+                    "401",
+                    "`unauthorized`: no API key, or an invalid or revoked one.",
+                );
+                shared(
+                    op,
+                    "403",
+                    "`forbidden`: the key lacks the scope this operation requires (see its \
+                     description), or names another environment or organization without \
+                     being an admin key.",
+                );
+            }
+            if has_body {
+                shared(
+                    op,
+                    "413",
+                    "`payload_too_large`: over `server.request_body_limit_bytes`.",
+                );
+                shared(
+                    op,
+                    "415",
+                    "`unsupported_media_type`: send `content-type: application/json`.",
+                );
+                shared(
+                    op,
+                    "422",
+                    "`invalid_body`: the JSON does not have the expected shape (`details` names \
+                     the field).",
+                );
+            }
+            if secured {
+                shared(
+                    op,
+                    "500",
+                    "`internal`: see the server log for the request id.",
+                );
+                shared(
+                    op,
+                    "503",
+                    "`store_unavailable` or `overloaded` (retry after `Retry-After` seconds).",
+                );
+            }
+        }
+    }
+}
+
+/// `status` answered with an `ErrorBody`, unless the operation declares it.
+fn shared(op: &mut Operation, status: &str, description: &str) {
+    op.responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
 }
 
 static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
@@ -187,23 +302,6 @@ fn error_code_schema() -> Schema {
         .into()
 }
 
-/// A page of a list: `{data, pagination}`.
-#[derive(Debug, ToSchema)]
-pub struct Paginated<T> {
-    pub data: Vec<T>,
-    pub pagination: Pagination,
-}
-
-/// Where a page sits: `page` and `page_size` as requested (defaults 1 and 20).
-#[derive(Debug, ToSchema)]
-pub struct Pagination {
-    pub page: u32,
-    pub page_size: u32,
-    /// Items in the whole list.
-    pub total: u64,
-    pub total_pages: u64,
-}
-
 /// `GET /healthz`.
 #[derive(Debug, ToSchema)]
 pub struct Health {
@@ -211,59 +309,8 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /readyz`.
-#[derive(Debug, ToSchema)]
-pub struct Readiness {
-    #[schema(example = "ready")]
-    pub status: String,
-    /// The store backend, e.g. `sqlite`.
-    pub store: String,
-    pub cache: CacheReadiness,
-}
-
-/// The winner-snapshot cache as `/readyz` saw it.
-#[derive(Debug, ToSchema)]
-pub struct CacheReadiness {
-    /// `memory` or `redis`.
-    pub backend: String,
-    /// `ok` or `unavailable` (reads then fall back to the store).
-    pub status: String,
-}
-
-/// A new API key: the stored key plus its plaintext, shown in this answer only.
-#[derive(Debug, ToSchema)]
-pub struct CreatedApiKey {
-    #[serde(flatten)]
-    pub api_key: ApiKey,
-    /// The plaintext key (`vk_` + 48 hex characters). Never shown again.
-    pub key: String,
-}
-
-/// The outcome of a status change. Idempotent: already in the status → `changed: false`.
-#[derive(Debug, ToSchema)]
-pub struct StatusChangeResult {
-    pub changed: bool,
-    pub experiment: Experiment,
-}
-
-/// A QA override: `subject_id` always sees `variant`.
-#[derive(Debug, ToSchema)]
-pub struct ForcedAssignment {
-    /// The experiment key.
-    pub experiment: String,
-    pub subject_id: String,
-    pub variant: String,
-}
-
-/// Every live experiment's assignment for one subject.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SubjectAssignments<'a> {
-    #[schema(value_type = String)]
-    pub subject_id: &'a str,
-    pub assignments: Vec<AssignmentView<'a>>,
-}
-
-/// One event, or a batch `{"events": [...]}` of up to `ingest.max_batch` events.
+/// One event, or a batch `{"events": [...]}` of up to `ingest.max_batch` events. (The body
+/// is parsed item by item, so that one bad item is rejected alone; this type describes it.)
 #[derive(Debug, ToSchema)]
 #[serde(untagged)]
 pub enum EventsRequest {

@@ -82,7 +82,12 @@ async fn a_trigger_runs_the_job_and_returns_its_run_record() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{one}");
-    assert_eq!(one["report"]["experiment"], "checkout", "{one}");
+    // The same report shape as a run over every experiment, with one outcome.
+    assert_eq!(one["report"]["evaluated"], 1, "{one}");
+    assert_eq!(
+        one["report"]["outcomes"][0]["experiment"], "checkout",
+        "{one}"
+    );
     let (status, retention) = app
         .post_json(
             "/v1/internal/experiments/retention/run",

@@ -111,6 +111,12 @@ pub(crate) fn load(
         }
     }
 
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let hostname = env
+        .iter()
+        .find(|(name, _)| name == "HOSTNAME")
+        .map(|(_, value)| value.clone())
+        .filter(|h| !h.is_empty());
     let (env_layer, env_problems) = env_layer(env);
     problems.extend(env_problems);
     layers.push(env_layer);
@@ -133,7 +139,10 @@ pub(crate) fn load(
     });
 
     match extract(&figment) {
-        Ok(settings) if problems.is_empty() => {
+        Ok(mut settings) if problems.is_empty() => {
+            if settings.jobs.instance.is_empty() {
+                settings.jobs.instance = hostname.unwrap_or_else(|| "verdict".to_owned());
+            }
             let invalid = validate(&settings);
             if invalid.is_empty() {
                 Ok(settings)

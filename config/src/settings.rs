@@ -57,6 +57,9 @@ pub struct JobsSettings {
     pub lease_seconds: u64,
     /// How long `POST /v1/internal/jobs/{job}/run` waits for the run before answering 202.
     pub http_wait_seconds: u64,
+    /// This process's name in job leases and run records (before a process id and a
+    /// random suffix); empty in the configuration means the host name (`HOSTNAME`).
+    pub instance: String,
 }
 
 impl JobsSettings {

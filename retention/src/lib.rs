@@ -138,3 +138,47 @@ where
         }
     }
 }
+
+/// The `retention` job: [`run`] on its schedule, every delete under the runner's fence.
+#[derive(Debug, Clone)]
+pub struct RetentionJob {
+    store: DynStore,
+    settings: RetentionSettings,
+    schedule: String,
+}
+
+impl RetentionJob {
+    pub fn new(store: DynStore, settings: RetentionSettings, schedule: String) -> Self {
+        Self {
+            store,
+            settings,
+            schedule,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl verdict_jobs::Job for RetentionJob {
+    type Report = RetentionReport;
+
+    fn name(&self) -> &'static str {
+        "retention"
+    }
+
+    fn schedule(&self) -> verdict_jobs::Schedule {
+        verdict_jobs::Schedule::Cron(self.schedule.clone())
+    }
+
+    async fn run(
+        &self,
+        ctx: verdict_jobs::RunContext,
+    ) -> Result<RetentionReport, verdict_jobs::JobError> {
+        Ok(run(
+            &self.store,
+            &self.settings,
+            ctx.started_at,
+            Some(&ctx.fence),
+        )
+        .await?)
+    }
+}

@@ -446,7 +446,7 @@ impl Dispatcher {
                         "timed out after {} s",
                         self.config.request_timeout.as_secs_f64()
                     ),
-                    None => error_chain(&e),
+                    None => verdict_domain::error_chain(&e),
                 };
                 Sent {
                     outcome,
@@ -465,17 +465,17 @@ impl Dispatcher {
     /// - `Some(d)`: for `d`, sleeping `idle_sleep` whenever a round finds nothing (one
     ///   tenure of the continuous `webhooks` job).
     ///
-    /// Returns early, after finishing the round in progress, when `stop` turns true. A round
+    /// Returns early, after finishing the round in progress, when `stop` is cancelled. A round
     /// that fails ends the run with its error (the job records it; the loop retries later).
     pub async fn run_for(
         &self,
         for_at_most: Option<Duration>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: &tokio_util::sync::CancellationToken,
     ) -> Result<DispatchReport, StoreError> {
         let started = Instant::now();
         let mut totals = DispatchReport::default();
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return Ok(totals);
             }
             let report = self.run_once(OffsetDateTime::now_utc()).await?;
@@ -493,7 +493,7 @@ impl Dispatcher {
             };
             tokio::select! {
                 _ = tokio::time::sleep(self.config.idle_sleep.min(left)) => {}
-                _ = stop.changed() => {}
+                () = stop.cancelled() => {}
             }
         }
     }
@@ -506,19 +506,4 @@ fn update(d: &Delivery, attempt: Option<Attempt>, next: DeliveryNext) -> Deliver
         attempt,
         next,
     }
-}
-
-/// `error: cause: cause …`, for logs and the attempt log.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

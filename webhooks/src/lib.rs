@@ -31,9 +31,11 @@
 //!   delivery, so the addresses checked are the addresses connected to.
 //! - [`dispatcher`] (IO): [`Dispatcher::run_once`]`(now)` fans the outbox out to endpoints,
 //!   claims due deliveries with a lease, sends, records every attempt, schedules retries and
-//!   disables endpoints; [`Dispatcher::run_until_stopped`] loops it for `verdict serve`.
+//!   disables endpoints; [`Dispatcher::run_for`] loops it.
+//! - [`job`] (IO): [`DeliveryJob`], the dispatcher as the continuous `webhooks` job.
 
 pub mod dispatcher;
+pub mod job;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;
@@ -42,6 +44,7 @@ pub mod target;
 pub mod test_support;
 
 pub use dispatcher::{DispatchReport, Dispatcher, DispatcherConfig};
+pub use job::DeliveryJob;
 pub use target::check_url;
 
 pub use retry::{

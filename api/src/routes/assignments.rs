@@ -1,259 +1,56 @@
-//! Assignment: which variant a subject sees, with its config.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! Assignment: which variant a subject sees, with its config (client scope).
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use utoipa::ToSchema;
-use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
+use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use verdict_app::assignments::{AssignmentRequest, AssignmentView, SubjectAssignments};
+use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
 use verdict_domain::targeting::Attributes;
-use verdict_domain::{Assignment, Experiment, KeyScope, Scope, Status};
-use verdict_store::{ExperimentFilter, SubjectRecord};
 
-use super::now;
-use crate::auth::{Caller, ScopeParams};
-use crate::error::{ApiError, ErrorCode};
-use crate::extract::ApiJson;
-use crate::openapi::{ErrorBody, SubjectAssignments};
-use crate::routes::experiments::find;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::ErrorBody;
 use crate::startup::AppState;
 
-/// What a subject sees in one experiment. Always carries a usable config.
-// Borrowed from the (cached) experiment and serialized straight from it: answering a
-// request copies no part of the experiment.
-#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
-pub struct AssignmentView<'a> {
-    /// The experiment key.
-    #[schema(value_type = String)]
-    pub experiment: &'a str,
-    /// The variant key.
-    #[schema(value_type = String)]
-    pub variant: &'a str,
-    /// The variant's config.
-    #[schema(value_type = Value)]
-    pub config: &'a Value,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub assigned_at: Option<OffsetDateTime>,
-    pub in_experiment: bool,
-    pub reason: Reason,
-    /// The decided winner's variant key, if any.
-    #[schema(value_type = Option<String>)]
-    pub winner: Option<&'a str>,
+pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router
+        .routes(routes!(get_assignment, post_assignment))
+        .routes(routes!(assign_all))
 }
 
-fn check_subject(subject: &str) -> Result<(), ApiError> {
-    let problem = if subject.is_empty() {
-        Some("is required")
-    } else if subject.len() > MAX_SUBJECT_LEN {
-        Some("must be at most 256 bytes")
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(msg) => {
-            let mut p = verdict_domain::Problems::new();
-            p.push("subject_id", msg);
-            Err(ApiError::validation(p))
+/// The query of `GET …/assignment`: `subject_id`, `attr.<name>` attributes (strings), and
+/// the scope parameters; anything else is `invalid_query`.
+fn assignment_query(query: Option<String>) -> Result<(String, Attributes, ScopeParams), ApiError> {
+    let mut subject = String::new();
+    let mut attributes = Map::new();
+    let mut scope = ScopeParams::default();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "subject_id" => subject = v.into_owned(),
+            "environment" => scope.environment = Some(v.into_owned()),
+            "organization" => scope.organization = Some(v.into_owned()),
+            other => match other.strip_prefix("attr.") {
+                Some(name) if !name.is_empty() => {
+                    attributes.insert(name.to_owned(), Value::String(v.into_owned()));
+                }
+                _ => {
+                    return Err(AppError::new(
+                        ErrorCode::InvalidQuery,
+                        format!("unknown query parameter '{other}'"),
+                    )
+                    .with_details(vec![json!({
+                        "field": other,
+                        "message": "expected subject_id, attr.<name>, environment or organization"
+                    })])
+                    .into());
+                }
+            },
         }
     }
-}
-
-/// Decide and, for new eligible subjects, store the assignment (SPEC §3).
-///
-/// Store reads are avoided where they cannot change the answer: once a winner is decided
-/// the subject's state does not matter; a stored assignment this process has seen is still
-/// the subject's (assignments never change) unless the experiment has QA overrides; and a
-/// subject not seen here is first taken for a new one: when that decision stores an
-/// assignment, the store's get-or-create says whether one existed after all (then the
-/// decision is made again with it). Only a subject that would not be stored, or an
-/// experiment with overrides, needs the subject's state read first.
-pub async fn assign<'a>(
-    state: &AppState,
-    live_experiment: &'a LiveExperiment,
-    subject: &str,
-    attributes: &Attributes,
-) -> Result<AssignmentView<'a>, ApiError> {
-    let experiment = &live_experiment.experiment;
-    let subject_key = assignment::subject_key(experiment, subject);
-    let mut known = if experiment.winner.is_some() {
-        Some(Known::default())
-    } else if live_experiment.has_forced {
-        None
-    } else {
-        state
-            .assignments
-            .get(&experiment.id, &subject_key)
-            .map(|stored| Known {
-                stored: Some(stored),
-                forced: None,
-            })
-    };
-    if known.is_none() && !live_experiment.has_forced {
-        let fresh = Known::default();
-        let decision = decide_for(state, experiment, subject, attributes, &fresh).await?;
-        if decision.create {
-            let (kept, created) = store_new(state, experiment, &subject_key, &decision).await?;
-            if created {
-                return Ok(view(experiment, &decision, None, Some(&kept)));
-            }
-            known = Some(Known {
-                stored: Some((Arc::from(kept.variant), kept.assigned_at)),
-                forced: None,
-            });
-        }
-    }
-    let record = match known {
-        Some(record) => record,
-        None => {
-            let record = state
-                .store
-                .subject_state(&experiment.id, &subject_key)
-                .await?;
-            if let Some(a) = &record.assignment {
-                state.assignments.put(a);
-            }
-            record.into()
-        }
-    };
-    let decision = decide_for(state, experiment, subject, attributes, &record).await?;
-    let created = match decision.create {
-        true => Some(
-            store_new(state, experiment, &subject_key, &decision)
-                .await?
-                .0,
-        ),
-        false => None,
-    };
-    Ok(view(
-        experiment,
-        &decision,
-        stored_for(experiment, &record).map(|(_, at)| at),
-        created.as_ref(),
-    ))
-}
-
-/// What the assignment path knows of a subject: its stored assignment (variant key, when
-/// assigned; from the cache or the store) and its QA override.
-#[derive(Debug, Default)]
-struct Known {
-    stored: Option<(Arc<str>, OffsetDateTime)>,
-    forced: Option<String>,
-}
-
-impl From<SubjectRecord> for Known {
-    fn from(record: SubjectRecord) -> Self {
-        Self {
-            stored: record
-                .assignment
-                .map(|a| (Arc::from(a.variant), a.assigned_at)),
-            forced: record.forced,
-        }
-    }
-}
-
-/// The stored assignment that counts: none when the experiment is not live or a QA
-/// override applies.
-fn stored_for<'a>(experiment: &Experiment, known: &'a Known) -> Option<(&'a str, OffsetDateTime)> {
-    let live = matches!(experiment.status, Status::Running | Status::Paused);
-    known
-        .stored
-        .as_ref()
-        .filter(|_| live && known.forced.is_none())
-        .map(|(variant, at)| (&**variant, *at))
-}
-
-/// [`assignment::decide`] for a subject of whom `known` is known, with the experiment's
-/// audience read when it matters (a subject without a stored assignment).
-async fn decide_for(
-    state: &AppState,
-    experiment: &Experiment,
-    subject: &str,
-    attributes: &Attributes,
-    known: &Known,
-) -> Result<assignment::Decision, ApiError> {
-    let stored = stored_for(experiment, known);
-    let audience = match (&experiment.audience, stored.is_some()) {
-        (Some(key), false) => state
-            .store
-            .get_audience(&experiment.scope.environment, key)
-            .await?
-            // A deleted audience matches nobody rather than everybody.
-            .map(|a| a.rules)
-            .or_else(|| {
-                Some(verdict_domain::Targeting {
-                    rules: vec![Default::default()],
-                })
-            }),
-        _ => None,
-    };
-    Ok(assignment::decide(
-        experiment,
-        audience.as_ref(),
-        subject,
-        attributes,
-        SubjectState {
-            stored: stored.map(|(variant, _)| variant),
-            forced: known.forced.as_deref(),
-        },
-    ))
-}
-
-/// Store the decided variant unless the subject has an assignment; the stored one, and
-/// whether this made it.
-async fn store_new(
-    state: &AppState,
-    experiment: &Experiment,
-    subject_key: &str,
-    decision: &assignment::Decision,
-) -> Result<(Assignment, bool), ApiError> {
-    let (kept, created) = state
-        .store
-        .get_or_create_assignment(&Assignment {
-            experiment_id: experiment.id.clone(),
-            subject: subject_key.to_owned(),
-            variant: experiment.variants[decision.variant].key.clone(),
-            assigned_at: now(),
-        })
-        .await?;
-    state.assignments.put(&kept);
-    Ok((kept, created))
-}
-
-/// The answer: the decided variant, or what was stored when this request stored one
-/// (another request may have stored this subject first: what is stored wins).
-fn view<'a>(
-    experiment: &'a Experiment,
-    decision: &assignment::Decision,
-    stored_at: Option<OffsetDateTime>,
-    created: Option<&Assignment>,
-) -> AssignmentView<'a> {
-    let mut variant = &experiment.variants[decision.variant];
-    let mut assigned_at = stored_at;
-    if let Some(kept) = created {
-        if let Some(v) = experiment.variant(&kept.variant) {
-            variant = v;
-        }
-        assigned_at = Some(kept.assigned_at);
-    }
-    AssignmentView {
-        experiment: &experiment.key,
-        variant: &variant.key,
-        config: &variant.config,
-        assigned_at: if decision.in_experiment {
-            assigned_at
-        } else {
-            None
-        },
-        in_experiment: decision.in_experiment,
-        reason: decision.reason,
-        winner: experiment.winner.as_ref().map(|w| w.variant.as_str()),
-    }
+    Ok((subject, attributes, scope))
 }
 
 /// `GET /v1/experiments/{key}/assignment?subject_id=…&attr.country=US`
@@ -276,15 +73,9 @@ fn view<'a>(
             description = "Act in this organization instead of the key's (admin keys only).")),
     responses(
         (status = 200, description = "The subject's variant and config.", body = AssignmentView),
-        (status = 400, description = "`invalid_query`: an unknown parameter.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
-            environment or organization without being an admin key.", body = ErrorBody),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 422, description = "`validation_failed`: missing or too long `subject_id`.",
             body = ErrorBody),
-        (status = 500, description = "`internal`.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
 pub async fn get_assignment(
@@ -293,49 +84,10 @@ pub async fn get_assignment(
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    caller.require(KeyScope::Client)?;
-    let mut subject = None;
-    let mut attributes = Map::new();
-    let mut scope_params = ScopeParams::default();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "subject_id" => subject = Some(v.into_owned()),
-            "environment" => scope_params.environment = Some(v.into_owned()),
-            "organization" => scope_params.organization = Some(v.into_owned()),
-            other => match other.strip_prefix("attr.") {
-                Some(name) if !name.is_empty() => {
-                    attributes.insert(name.to_owned(), Value::String(v.into_owned()));
-                }
-                _ => {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidQuery,
-                        format!("unknown query parameter '{other}'"),
-                    )
-                    .with_details(vec![serde_json::json!({
-                        "field": other,
-                        "message": "expected subject_id, attr.<name>, environment or organization"
-                    })]));
-                }
-            },
-        }
-    }
-    let subject = subject.unwrap_or_default();
-    check_subject(&subject)?;
-    let scope = caller.scope(&scope_params)?;
-    let experiment = state.experiments.get(&state, &scope, &key).await?;
-    let view = assign(&state, &experiment, &subject, &attributes).await?;
+    let (subject, attributes, scope) = assignment_query(query)?;
+    let experiment = state.assignment_target(&caller, &scope, &key).await?;
+    let view = state.assign(&experiment, &subject, &attributes).await?;
     Ok(Json(view).into_response())
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AssignmentRequest {
-    /// The subject (1 to 256 bytes).
-    pub subject_id: String,
-    /// Targeting attributes: any JSON values by name.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub attributes: Attributes,
 }
 
 /// `POST /v1/experiments/{key}/assignment` with `{subject_id, attributes}`.
@@ -351,36 +103,25 @@ pub struct AssignmentRequest {
     request_body = AssignmentRequest,
     responses(
         (status = 200, description = "The subject's variant and config.", body = AssignmentView),
-        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
-            environment or organization without being an admin key.", body = ErrorBody),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
-        (status = 500, description = "`internal`.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
 pub async fn post_assignment(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
-    crate::extract::ApiQuery(params): crate::extract::ApiQuery<ScopeParams>,
+    ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<AssignmentRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(KeyScope::Client)?;
-    check_subject(&body.subject_id)?;
-    let scope = caller.scope(&params)?;
-    let experiment = state.experiments.get(&state, &scope, &key).await?;
-    let view = assign(&state, &experiment, &body.subject_id, &body.attributes).await?;
+    let experiment = state.assignment_target(&caller, &scope, &key).await?;
+    let view = state
+        .assign(&experiment, &body.subject_id, &body.attributes)
+        .await?;
     Ok(Json(view).into_response())
 }
 
-/// `POST /v1/assignments`: every live experiment of the caller's scope for one subject
-/// (running; paused, serving stored assignments only; completed with a winner, serving the
-/// winner's config to everyone, SPEC §3).
+/// `POST /v1/assignments`: every live experiment of the caller's scope for one subject.
 #[utoipa::path(
     post,
     path = "/v1/assignments",
@@ -396,229 +137,16 @@ pub async fn post_assignment(
     responses(
         (status = 200, description = "One assignment per live experiment.",
             body = SubjectAssignments),
-        (status = 400, description = "`invalid_json` or `invalid_query`.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: lacks the `client` scope, or names another \
-            environment or organization without being an admin key.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
-        (status = 500, description = "`internal`.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`.", body = ErrorBody),
     )
 )]
 pub async fn assign_all(
     State(state): State<AppState>,
     caller: Caller,
-    crate::extract::ApiQuery(params): crate::extract::ApiQuery<ScopeParams>,
+    ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<AssignmentRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(KeyScope::Client)?;
-    check_subject(&body.subject_id)?;
-    let scope = caller.scope(&params)?;
-    let live = state.experiments.live(&state, &scope).await?;
-    let mut assignments = Vec::with_capacity(live.len());
-    for experiment in live.iter() {
-        assignments.push(assign(&state, experiment, &body.subject_id, &body.attributes).await?);
-    }
-    Ok(Json(SubjectAssignments {
-        subject_id: &body.subject_id,
-        assignments,
-    })
-    .into_response())
-}
-
-/// The scope's live experiments: running, paused, then completed with a winner, each
-/// oldest first.
-async fn live_experiments(state: &AppState, scope: &Scope) -> Result<Vec<Experiment>, ApiError> {
-    let mut all = Vec::new();
-    for status in [Status::Running, Status::Paused, Status::Completed] {
-        let filter = ExperimentFilter {
-            environment: Some(scope.environment.clone()),
-            organization: Some(scope.organization.clone()),
-            status: Some(status),
-        };
-        let listed = state.store.list_all_experiments(&filter).await?;
-        all.extend(
-            listed
-                .into_iter()
-                .filter(|e| status != Status::Completed || e.winner.is_some()),
-        );
-    }
-    Ok(all)
-}
-
-/// An experiment as the hot paths use it: its definition, and whether any of its subjects
-/// has a QA override (so the assignment path knows when it must look one up).
-#[derive(Debug)]
-pub struct LiveExperiment {
-    pub experiment: Experiment,
-    pub has_forced: bool,
-}
-
-impl LiveExperiment {
-    pub async fn load(state: &AppState, experiment: Experiment) -> Result<Self, ApiError> {
-        let has_forced = state.store.has_forced_variants(&experiment.id).await?;
-        Ok(Self {
-            experiment,
-            has_forced,
-        })
-    }
-}
-
-/// A short-lived in-process cache of experiment definitions for the hot read paths
-/// (assignment, events). Writes through this process invalidate at once; the TTL bounds
-/// how stale another replica's change (including a QA override) can be.
-#[derive(Debug, Default)]
-pub struct ExperimentCache {
-    /// By scope, then by the key (or id) asked for: looked up without allocating.
-    entries: std::sync::Mutex<HashMap<Scope, HashMap<String, Fetched>>>,
-    /// By scope: its live experiments, in [`live_experiments`] order.
-    live: std::sync::Mutex<HashMap<Scope, (LiveList, std::time::Instant)>>,
-}
-
-/// A cached experiment and when it was read from the store.
-type Fetched = (Arc<LiveExperiment>, std::time::Instant);
-
-/// A scope's live experiments.
-type LiveList = Arc<[Arc<LiveExperiment>]>;
-
-/// Scopes (or keys) a cache holds before it starts over: bounds memory against callers
-/// naming many scopes or keys that do not exist.
-const EXPERIMENT_CACHE_MAX: usize = 10_000;
-
-const EXPERIMENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl ExperimentCache {
-    pub async fn get(
-        &self,
-        state: &AppState,
-        scope: &Scope,
-        key: &str,
-    ) -> Result<Arc<LiveExperiment>, ApiError> {
-        {
-            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((e, at)) = entries.get(scope).and_then(|keys| keys.get(key))
-                && at.elapsed() < EXPERIMENT_CACHE_TTL
-            {
-                return Ok(e.clone());
-            }
-        }
-        let e = Arc::new(LiveExperiment::load(state, find(state, scope, key).await?).await?);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.values().map(HashMap::len).sum::<usize>() > EXPERIMENT_CACHE_MAX {
-            entries.clear();
-        }
-        entries
-            .entry(scope.clone())
-            .or_default()
-            .insert(key.to_owned(), (e.clone(), std::time::Instant::now()));
-        Ok(e)
-    }
-
-    /// The scope's live experiments (`POST /v1/assignments`), read from the
-    /// store at most once per TTL.
-    pub async fn live(&self, state: &AppState, scope: &Scope) -> Result<LiveList, ApiError> {
-        {
-            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((list, at)) = live.get(scope)
-                && at.elapsed() < EXPERIMENT_CACHE_TTL
-            {
-                return Ok(list.clone());
-            }
-        }
-        let mut list = Vec::new();
-        for experiment in live_experiments(state, scope).await? {
-            list.push(Arc::new(LiveExperiment::load(state, experiment).await?));
-        }
-        let list = LiveList::from(list);
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.len() > EXPERIMENT_CACHE_MAX {
-            live.clear();
-        }
-        live.insert(scope.clone(), (list.clone(), std::time::Instant::now()));
-        Ok(list)
-    }
-
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-}
-
-/// How many stored assignments [`AssignmentCache`] keeps (about 100 bytes each).
-pub const ASSIGNMENT_CACHE_ENTRIES: usize = 100_000;
-
-/// Stored assignments this process has read or made, so that repeat subjects are answered
-/// without a store read. A stored assignment never changes (the first one is kept
-/// forever), so an entry is never stale; the cache only bounds how many it keeps (S3-FIFO
-/// eviction: one-off subjects do not push out the ones that come back).
-#[derive(Debug)]
-pub struct AssignmentCache {
-    entries: quick_cache::sync::Cache<(String, String), (Arc<str>, OffsetDateTime)>,
-}
-
-impl Default for AssignmentCache {
-    fn default() -> Self {
-        Self {
-            entries: quick_cache::sync::Cache::new(ASSIGNMENT_CACHE_ENTRIES),
-        }
-    }
-}
-
-/// A borrowed `(experiment_id, subject)` key: hashes like the owned tuple.
-#[derive(Hash)]
-struct KeyRef<'a>(&'a str, &'a str);
-
-impl quick_cache::Equivalent<(String, String)> for KeyRef<'_> {
-    fn equivalent(&self, key: &(String, String)) -> bool {
-        self.0 == key.0 && self.1 == key.1
-    }
-}
-
-impl AssignmentCache {
-    /// The subject's stored variant key and when it was assigned.
-    pub fn get(&self, experiment_id: &str, subject: &str) -> Option<(Arc<str>, OffsetDateTime)> {
-        self.entries.get(&KeyRef(experiment_id, subject))
-    }
-
-    pub fn put(&self, a: &Assignment) {
-        self.entries.insert(
-            (a.experiment_id.clone(), a.subject.clone()),
-            (Arc::from(a.variant.as_str()), a.assigned_at),
-        );
-    }
-}
-
-#[cfg(test)]
-mod cache_tests {
-    use super::*;
-
-    fn assignment(experiment: &str, subject: &str, variant: &str) -> Assignment {
-        Assignment {
-            experiment_id: experiment.into(),
-            subject: subject.into(),
-            variant: variant.into(),
-            assigned_at: OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn assignments_are_found_by_experiment_and_subject() {
-        let cache = AssignmentCache::default();
-        assert_eq!(cache.get("e1", "alice"), None);
-        cache.put(&assignment("e1", "alice", "treatment"));
-        assert_eq!(
-            cache.get("e1", "alice"),
-            Some((Arc::from("treatment"), OffsetDateTime::UNIX_EPOCH))
-        );
-        // Neither part of the key alone matches; a key split differently is another key.
-        assert_eq!(cache.get("e2", "alice"), None);
-        assert_eq!(cache.get("e1", "bob"), None);
-        cache.put(&assignment("ab", "c", "x"));
-        assert_eq!(cache.get("a", "bc"), None);
-    }
+    let live = state.live_experiments(&caller, &scope).await?;
+    let answer = state.assign_all(&live, &body).await?;
+    Ok(Json(answer).into_response())
 }

@@ -1,19 +1,40 @@
-//! `/v1` routes, one module per resource. Handlers extract, call one function of the same
-//! module (which holds the orchestration and can be called without HTTP), and map the result.
+//! The routes, one module per resource, each adding its routes with `routes!` (which
+//! documents them too) in its `routes()`.
 
-pub mod admin;
 pub mod assignments;
+pub mod environments;
 pub mod events;
 pub mod experiments;
+pub mod health;
 pub mod internal;
+pub mod keys;
 pub mod results;
 pub mod stream;
 pub mod webhooks;
 pub mod ws;
 
-use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
 
-/// Now, at the millisecond precision stores keep.
-pub(crate) fn now() -> OffsetDateTime {
-    verdict_store::model::truncate_to_millis(OffsetDateTime::now_utc())
+use crate::startup::AppState;
+
+/// Every resource's routes added to `router`. Their paths carry the `/v1` prefix themselves
+/// (not nested: a nested route would rebuild every request's URI without the prefix).
+pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 12] = [
+        health::routes,
+        crate::openapi::routes,
+        keys::routes,
+        environments::routes,
+        experiments::routes,
+        assignments::routes,
+        events::routes,
+        results::routes,
+        stream::routes,
+        ws::routes,
+        webhooks::routes,
+        internal::routes,
+    ];
+    resources
+        .into_iter()
+        .fold(router, |router, add| add(router))
 }

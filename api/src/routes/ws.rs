@@ -7,6 +7,7 @@
 //! `{"type": "winner" | "status", "experiment", "snapshot"}` on every change announced by any
 //! replica (the cache's change stream: Redis pub/sub across replicas), and pings every 30 s.
 //! A bad message gets `{"type": "error", "code", "message"}`; the connection stays open.
+//! When the server shuts down, the session sends a close frame and ends.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,22 +15,26 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
-use verdict_cache::{Cache, Change};
-use verdict_domain::{KeyScope, Scope};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use verdict_app::results::change_kind;
+use verdict_app::{AppError, ErrorCode, ScopeParams};
+use verdict_domain::{Experiment, Scope};
 
-use crate::auth::{ScopeParams, authenticate};
-use crate::error::{ApiError, ErrorCode};
-use crate::extract::ApiQuery;
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, bearer};
 use crate::openapi::ErrorBody;
-use crate::routes::experiments::find;
 use crate::startup::AppState;
+
+pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router.routes(routes!(ws))
+}
 
 /// Most experiments one connection may follow.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
@@ -84,55 +89,56 @@ enum ClientMessage {
 )]
 pub async fn ws(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
     ApiQuery(params): ApiQuery<WsParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let token = bearer.or(params.token.as_deref()).ok_or_else(|| {
+    let token = bearer(&parts).or(params.token.as_deref()).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             "send 'Authorization: Bearer <api key>' or ?token=<api key>",
         )
     })?;
-    let caller = authenticate(&state, token).await?;
-    caller.require(KeyScope::Client)?;
-    let scope = caller.scope(&ScopeParams {
-        environment: params.environment,
-        organization: params.organization,
-    })?;
+    let caller = state.authenticate(token).await?;
+    let scope = state.client_scope(
+        &caller,
+        &ScopeParams {
+            environment: params.environment,
+            organization: params.organization,
+        },
+    )?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(
             ErrorCode::UpgradeRequired,
             format!("connect with a WebSocket client: {e}"),
         )
     })?;
-    Ok(upgrade.on_upgrade(move |socket| session(socket, state, scope)))
+    Ok(upgrade.on_upgrade(move |socket| session(socket, state, caller, scope)))
 }
 
 fn error(code: &str, message: impl Into<String>) -> Value {
     json!({"type": "error", "code": code, "message": message.into()})
 }
 
-/// One connection: its subscriptions (experiment id → key) and the change stream.
-async fn session(mut socket: WebSocket, state: AppState, scope: Scope) {
-    let mut changes = state.snapshots.cache().subscribe();
-    let mut subscribed: HashMap<String, String> = HashMap::new();
+/// One connection: its subscriptions and the change stream, until the client leaves or the
+/// server shuts down.
+async fn session(
+    mut socket: WebSocket,
+    state: AppState,
+    caller: verdict_app::Caller,
+    scope: Scope,
+) {
+    let mut changes = state.changes();
+    let stop = state.stop_token().clone();
+    // Experiment id → (the key it was subscribed by, the experiment).
+    let mut subscribed: HashMap<String, (String, Experiment)> = HashMap::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         let out: Vec<Value> = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    vec![handle(&state, &scope, &mut subscribed, text.as_str()).await]
+                    vec![handle(&state, &caller, &scope, &mut subscribed, text.as_str()).await]
                 }
                 Some(Ok(Message::Binary(_))) => {
                     vec![error("invalid_message", "send JSON text messages")]
@@ -144,11 +150,8 @@ async fn session(mut socket: WebSocket, state: AppState, scope: Scope) {
                 Ok(change) => {
                     let snapshot = change.snapshot();
                     match subscribed.get(&snapshot.experiment_id) {
-                        Some(key) => {
-                            let kind = match &change {
-                                Change::Winner { .. } => "winner",
-                                Change::Status { .. } => "status",
-                            };
+                        Some((key, _)) => {
+                            let kind = change_kind(&change);
                             vec![json!({"type": kind, "experiment": key, "snapshot": snapshot})]
                         }
                         None => continue,
@@ -157,10 +160,8 @@ async fn session(mut socket: WebSocket, state: AppState, scope: Scope) {
                 // Fell behind: send every followed experiment's state as it is now.
                 Err(RecvError::Lagged(_)) => {
                     let mut all = Vec::new();
-                    for key in subscribed.values() {
-                        if let Ok(e) = find(&state, &scope, key).await
-                            && let Ok(s) = state.snapshots.read(&state.store, &e).await
-                        {
+                    for (key, e) in subscribed.values() {
+                        if let Ok(s) = state.snapshot_of(e).await {
                             all.push(json!({"type": "snapshot", "experiment": key, "snapshot": s}));
                         }
                     }
@@ -168,6 +169,10 @@ async fn session(mut socket: WebSocket, state: AppState, scope: Scope) {
                 }
                 Err(RecvError::Closed) => return,
             },
+            () = stop.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
             _ = ping.tick() => {
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
@@ -190,8 +195,9 @@ async fn session(mut socket: WebSocket, state: AppState, scope: Scope) {
 /// Apply one client message; the answer to send.
 async fn handle(
     state: &AppState,
+    caller: &verdict_app::Caller,
     scope: &Scope,
-    subscribed: &mut HashMap<String, String>,
+    subscribed: &mut HashMap<String, (String, Experiment)>,
     text: &str,
 ) -> Value {
     let message: ClientMessage = match serde_json::from_str(text) {
@@ -207,25 +213,27 @@ async fn handle(
     };
     match message {
         ClientMessage::Subscribe { experiment } => {
-            let e = match find(state, scope, &experiment).await {
-                Ok(e) => e,
-                Err(err) => return error(err.code.as_str(), err.message),
+            let followed = match state.follow(caller, scope, &experiment).await {
+                Ok(f) => f,
+                Err(err) => return app_error(&err),
             };
-            if !subscribed.contains_key(&e.id) && subscribed.len() >= MAX_SUBSCRIPTIONS {
+            let id = followed.experiment.id.clone();
+            if !subscribed.contains_key(&id) && subscribed.len() >= MAX_SUBSCRIPTIONS {
                 return error(
                     "too_many_subscriptions",
                     format!("a connection follows at most {MAX_SUBSCRIPTIONS} experiments"),
                 );
             }
-            subscribed.insert(e.id.clone(), experiment.clone());
-            match state.snapshots.read(&state.store, &e).await {
-                Ok(s) => json!({"type": "snapshot", "experiment": experiment, "snapshot": s}),
-                Err(err) => error(err.code.as_str(), err.message),
-            }
+            subscribed.insert(id, (experiment.clone(), followed.experiment));
+            json!({"type": "snapshot", "experiment": experiment, "snapshot": followed.snapshot})
         }
         ClientMessage::Unsubscribe { experiment } => {
-            subscribed.retain(|_, key| *key != experiment);
+            subscribed.retain(|_, (key, _)| *key != experiment);
             json!({"type": "unsubscribed", "experiment": experiment})
         }
     }
+}
+
+fn app_error(e: &AppError) -> Value {
+    error(e.code.as_str(), e.message.clone())
 }

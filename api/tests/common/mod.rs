@@ -13,11 +13,13 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use verdict_api::Application;
-use verdict_cache::DynCache;
+use verdict_app::App;
 use verdict_cache::test_support::TestRedis;
-use verdict_config::Settings;
-use verdict_store::DynStore;
+use verdict_cache::{DynCache, MemoryCache, RedisCache};
+use verdict_config::{CacheKind, ExposeSecret, Settings, StoreKind};
+use verdict_store::{DynStore, MongoStore, SqliteStore};
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
@@ -31,6 +33,10 @@ pub struct TestApp {
     pub store: DynStore,
     /// The cache the server uses.
     pub cache: DynCache,
+    /// The application the server serves (tests call its use-cases and its job runner).
+    pub app: App,
+    /// Cancels the server's shutdown signal when the test ends.
+    pub _stop: DropGuard,
     pub _redis: Option<TestRedis>,
     pub _dir: TempDir,
 }
@@ -68,6 +74,25 @@ fn backend_env() -> (Vec<(String, String)>, Option<TestRedis>) {
     }
 }
 
+/// The store `settings` select, fresh for this test.
+async fn open_store(settings: &Settings) -> DynStore {
+    match settings.store {
+        StoreKind::Sqlite => Arc::new(
+            SqliteStore::open(settings.sqlite_path(), settings.sqlite.busy_timeout_ms)
+                .expect("test SQLite store opens"),
+        ),
+        StoreKind::Mongodb => Arc::new(
+            MongoStore::connect_with_timeout(
+                settings.mongodb.uri.expose_secret(),
+                &settings.mongodb.database,
+                Some(settings.mongodb.connect_timeout()),
+            )
+            .await
+            .expect("test MongoDB store connects"),
+        ),
+    }
+}
+
 /// Start a server with the default settings (plus the bootstrap admin key).
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
@@ -93,26 +118,36 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
     let mut settings = Settings::load_from(None, env).expect("test settings are valid");
     // Validation forbids port 0; tests bypass it to get a free port.
     settings.server.port = 0;
-    let store = verdict_api::startup::open_store(&settings)
-        .await
-        .expect("test store opens");
-    let wanted = match settings.store {
-        verdict_config::StoreKind::Sqlite => "sqlite",
-        verdict_config::StoreKind::Mongodb => "mongodb",
+    let store = open_store(&settings).await;
+    let cache: DynCache = match settings.cache {
+        CacheKind::Memory => Arc::new(MemoryCache::new()),
+        CacheKind::Redis => Arc::new(
+            RedisCache::connect(
+                settings.redis.url.expose_secret(),
+                &settings.redis.key_prefix,
+            )
+            .expect("test cache"),
+        ),
     };
-    assert_eq!(store.backend(), wanted, "the store the test asked for");
-    let cache = verdict_api::startup::open_cache(&settings).expect("test cache");
-    let app = Application::build(Arc::new(settings), store.clone(), cache.clone())
-        .await
-        .expect("application builds");
-    let addr = app.local_addr().expect("bound address");
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let stop = CancellationToken::new();
+    let app = App::new(
+        store.clone(),
+        cache.clone(),
+        Arc::new(settings),
+        stop.clone(),
+    )
+    .expect("application builds");
+    let server = Application::build(app.clone()).await.expect("server binds");
+    let addr = server.local_addr().expect("bound address");
+    tokio::spawn(server.run_until_stopped());
     TestApp {
         addr,
         client: reqwest::Client::new(),
         admin_key: ADMIN_KEY.to_owned(),
         store,
         cache,
+        app,
+        _stop: stop.drop_guard(),
         _redis: redis,
         _dir: dir,
     }

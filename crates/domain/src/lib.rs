@@ -24,6 +24,7 @@
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
+//! - [`error_chain`]: an error with its causes on one line.
 //! - [`api_key`]: API keys, their scopes and what each scope allows.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
 
@@ -31,6 +32,7 @@ pub mod api_key;
 pub mod assignment;
 pub mod audience;
 pub mod environment;
+pub mod error_chain;
 pub mod event;
 pub mod experiment;
 pub mod figures;
@@ -46,6 +48,7 @@ pub use api_key::{ApiKey, KeyScope};
 pub use assignment::Assignment;
 pub use audience::Audience;
 pub use environment::Environment;
+pub use error_chain::{ErrorChain, error_chain};
 pub use event::{EventRecord, NewEvent};
 pub use experiment::{
     Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, RetentionOverride,

@@ -15,9 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use verdict_api::Application;
+use verdict_app::App;
 use verdict_config::Settings;
-use verdict_jobs::{Job, RunOptions};
 use verdict_store::Trigger;
 
 /// The demo's variants and their true conversion rates.
@@ -52,12 +53,15 @@ pub async fn run(
     let mut settings = Settings::load_from(None, env).context("demo settings")?;
     settings.server.port = 0; // any free port
     let settings = Arc::new(settings);
-    let store = verdict_api::startup::open_store(&settings).await?;
-    let cache = verdict_api::startup::open_cache(&settings)?;
-    let app = Application::build(settings.clone(), store, cache).await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let jobs = app.jobs().clone();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let store = crate::adapters::open_store(&settings).await?;
+    let cache = crate::adapters::open_cache(&settings)?;
+    let stop = CancellationToken::new();
+    let app = App::new(store, cache, settings.clone(), stop.clone())?;
+    let jobs = app.runner().clone();
+    let server = Application::build(app).await?;
+    let base = format!("http://{}", server.local_addr()?);
+    tokio::spawn(server.run_until_stopped());
+    let _stop_server = stop.drop_guard();
     let http = reqwest::Client::new();
     let started = Instant::now();
 
@@ -147,12 +151,8 @@ pub async fn run(
     }
     bar.finish_with_message("simulated");
 
-    let aggregate = jobs
-        .run(Job::Aggregate, Trigger::Cli, None, RunOptions::default())
-        .await?;
-    let evaluate = jobs
-        .run(Job::Evaluate, Trigger::Cli, None, RunOptions::default())
-        .await?;
+    let aggregate = jobs.run("aggregate", Trigger::Cli, None, None).await?;
+    let evaluate = jobs.run("evaluate", Trigger::Cli, None, None).await?;
     let (Some(aggregate), Some(evaluate)) = (aggregate, evaluate) else {
         bail!("the demo's jobs did not run");
     };

@@ -1,16 +1,18 @@
-//! The `verdict` binary: wires configuration, store and HTTP API together.
+//! The `verdict` binary: wires configuration, backends, the application and its adapters.
 //!
 //! This crate owns process concerns only: command-line parsing, logging set-up, opening the
-//! store and cache from configuration, scheduling the jobs, signal handling and the shutdown
-//! grace period. It holds no business logic; that lives in the domain, store, aggregator and
-//! API crates.
+//! store and cache the configuration selects, starting the HTTP server and the job
+//! scheduler, signal handling and the one shutdown signal with its grace deadline. It holds
+//! no business logic; that lives in the application layer (`verdict-app`) and below.
 //!
 //! # Layout
-//! - `main.rs`: the CLI (`serve`, `worker`, `run`, `default-config`) and start-up.
-//! - `scheduler.rs`: the cron-scheduled jobs (through `verdict_jobs`: leases, run records).
+//! - `main.rs`: the CLI (`serve`, `worker`, `run`, `demo`, `default-config`), start-up and
+//!   shutdown.
+//! - `adapters.rs`: opening the configured store and cache.
+//! - `demo.rs`: `verdict demo`, the whole loop on a throwaway store.
 
+mod adapters;
 mod demo;
-mod scheduler;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,11 +20,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use verdict_api::Application;
+use verdict_app::App;
 use verdict_config::{LogFormat, Settings};
-use verdict_jobs::{Job, Jobs, RunOptions};
-use verdict_metrics::Metrics;
+use verdict_jobs::StartError;
 use verdict_store::{RunOutcome, Trigger};
 
 /// Verdict: an experimentation (A/B/n) backend.
@@ -64,8 +68,8 @@ enum Command {
     /// Run one job once, now, and print its report; exits non-zero when the run fails (1)
     /// or another process holds the job's lease (75, try again later).
     Run {
-        /// aggregate, evaluate, retention or webhooks.
-        #[arg(value_parser = ["aggregate", "evaluate", "retention", "webhooks"])]
+        /// The job: aggregate, evaluate, retention or webhooks (an unknown name is refused
+        /// with the list of this build's jobs).
         job: String,
         /// evaluate only: just this experiment (its id, or its key in the default
         /// environment).
@@ -75,7 +79,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// See the whole loop in about a minute: a throwaway embedded server, an experiment with
+    /// See the whole loop in seconds: a throwaway embedded server, an experiment with
     /// known true conversion rates (control 10%, teal 13%, violet 18%), simulated subjects
     /// through the HTTP API, aggregation, evaluation, the results table and the decision.
     /// Touches no data directory of yours.
@@ -172,73 +176,60 @@ fn init_logging(settings: &Settings, to_stderr: bool) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
-async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()> {
+/// Open the configured backends and the application over them. `stop` is the process's
+/// one shutdown signal.
+async fn open_app(settings: Settings, stop: &CancellationToken) -> anyhow::Result<App> {
     let settings = Arc::new(settings);
+    let store = adapters::open_store(&settings).await?;
+    let cache = adapters::open_cache(&settings)?;
+    App::new(store, cache, settings, stop.clone())
+}
+
+async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()> {
     tracing::info!(settings = %settings.redacted_summary(), "starting verdict");
-    let store = verdict_api::startup::open_store(&settings).await?;
-    let cache = verdict_api::startup::open_cache(&settings)?;
-    let app = Application::build(settings.clone(), store.clone(), cache.clone()).await?;
-    if let Some(key) = verdict_api::startup::first_run_admin_key(&store, &settings).await? {
-        // Shown once: only its hash is stored.
-        tracing::warn!("first run: created an admin API key; it is shown only now: {key}");
+    let grace = settings.server.shutdown_grace();
+    let schedule = scheduler_wanted && settings.jobs.enabled;
+    let stop = CancellationToken::new();
+    let app = open_app(settings, &stop).await?;
+    let server = Application::build(app.clone()).await?;
+    if let Some(key) = app.first_run_admin_key().await? {
+        // Shown once, to the operator's terminal only (never through the log pipeline): only
+        // its hash is stored.
+        tracing::warn!("first run: created an admin API key and printed it on standard error");
         eprintln!("\n  Admin API key (shown once, store it now): {key}\n");
     }
-    let addr = app.local_addr()?;
-    tracing::info!(%addr, store = store.backend(), cache = ?settings.cache, "listening on http://{addr}");
-    install_webhooks_job(app.jobs())?;
-    let scheduler = if scheduler_wanted && settings.jobs.enabled {
-        Some(scheduler::Scheduler::start(app.jobs().clone()).await?)
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, store = app.backend(), cache = ?app.settings().cache, "listening on http://{addr}");
+    let scheduled = if schedule {
+        Some(app.runner().schedule().await?)
     } else {
         tracing::info!("scheduled jobs are off in this process");
         None
     };
-
-    let jobs = app.jobs().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(server.run_until_stopped());
     shutdown_signal().await;
-    tracing::info!(
-        grace_seconds = settings.server.shutdown_grace_seconds,
-        "shutting down"
-    );
-    let _ = stop_tx.send(());
-    match scheduler {
-        Some(scheduler) => scheduler.shutdown(settings.server.shutdown_grace()).await,
-        // Runs triggered over HTTP finish (and release their leases) within the grace.
-        None => {
-            jobs.shutdown(settings.server.shutdown_grace()).await;
-        }
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+    // One signal for everything (HTTP stops accepting, push streams end, runs are told to
+    // stop) and one deadline they share.
+    let deadline = Instant::now() + grace;
+    stop.cancel();
+    if let Some(scheduled) = scheduled {
+        scheduled.stop().await;
     }
-    match tokio::time::timeout(settings.server.shutdown_grace(), server).await {
+    let (runs_done, served) = tokio::join!(
+        app.runner().shutdown(deadline),
+        tokio::time::timeout_at(deadline, server)
+    );
+    if !runs_done {
+        tracing::warn!("a job run did not finish within the grace period; its lease will expire");
+    }
+    match served {
         Ok(joined) => joined
             .context("server task panicked")?
             .context("serving HTTP")?,
         Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
     }
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// Give `jobs` the body of the `webhooks` job: the dispatcher (`[webhooks]`). A scheduled
-/// run delivers for [`verdict_jobs::CONTINUOUS_RUN`]; a triggered one drains what is due.
-fn install_webhooks_job(jobs: &Jobs) -> anyhow::Result<()> {
-    let config = verdict_webhooks::DispatcherConfig::from_settings(&jobs.settings().webhooks);
-    let dispatcher = verdict_webhooks::Dispatcher::new(jobs.store().clone(), config)
-        .context("building the webhook HTTP client")?;
-    jobs.set_webhooks_job(Arc::new(move |trigger, stop| {
-        let dispatcher = dispatcher.clone();
-        Box::pin(async move {
-            let for_at_most =
-                (trigger == Trigger::Schedule).then_some(verdict_jobs::CONTINUOUS_RUN);
-            let report = dispatcher
-                .run_for(for_at_most, stop)
-                .await
-                .map_err(|e| e.to_string())?;
-            serde_json::to_value(report).map_err(|e| e.to_string())
-        })
-    }));
     Ok(())
 }
 
@@ -267,24 +258,20 @@ fn demo(subjects: usize, seed: u64) -> ExitCode {
     }
 }
 
-/// The job runner of a process without the HTTP API.
-async fn open_jobs(settings: Settings) -> anyhow::Result<Jobs> {
-    let settings = Arc::new(settings);
-    let store = verdict_api::startup::open_store(&settings).await?;
-    let cache = verdict_api::startup::open_cache(&settings)?;
-    let jobs = Jobs::new(store, cache, settings, Metrics::new());
-    install_webhooks_job(&jobs)?;
-    Ok(jobs)
-}
-
 async fn worker(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(settings = %settings.redacted_summary(), "starting a verdict worker");
     let grace = settings.server.shutdown_grace();
-    let jobs = open_jobs(settings).await?;
-    let scheduler = scheduler::Scheduler::start(jobs).await?;
+    let stop = CancellationToken::new();
+    let app = open_app(settings, &stop).await?;
+    let scheduled = app.runner().schedule().await?;
     shutdown_signal().await;
     tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
-    scheduler.shutdown(grace).await;
+    let deadline = Instant::now() + grace;
+    stop.cancel();
+    scheduled.stop().await;
+    if !app.runner().shutdown(deadline).await {
+        tracing::warn!("a job run did not finish within the grace period; its lease will expire");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -295,12 +282,17 @@ async fn run_once(
     experiment: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let job = Job::parse(job).with_context(|| format!("no job '{job}'"))?;
-    let jobs = open_jobs(settings).await?;
-    let run = jobs
-        .run(job, Trigger::Cli, None, RunOptions { experiment })
-        .await?
-        .context("the run did not start")?;
+    let stop = CancellationToken::new();
+    let app = open_app(settings, &stop).await?;
+    let run = match app.runner().run(job, Trigger::Cli, None, experiment).await {
+        Ok(run) => run.context("the run did not start")?,
+        // Asked for something no run can do: a usage error, as clap's own.
+        Err(e @ (StartError::UnknownJob { .. } | StartError::Invalid(_))) => {
+            eprintln!("verdict: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&run)?);
     } else {

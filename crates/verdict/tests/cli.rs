@@ -378,7 +378,17 @@ fn run_aggregate_on_a_fresh_data_dir_prints_a_report_and_exits_0() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "clap rejects unknown jobs");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown job is a usage error"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("jobs are aggregate, evaluate, retention, webhooks"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = verdict()
         .args(["run", "aggregate", "--experiment", "x"])
         .current_dir(dir.path())
@@ -386,7 +396,7 @@ fn run_aggregate_on_a_fresh_data_dir_prints_a_report_and_exits_0() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("only the evaluate job"),
+        String::from_utf8_lossy(&out.stderr).contains("cannot be narrowed"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

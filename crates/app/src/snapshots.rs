@@ -14,8 +14,8 @@ use verdict_cache::{Cache, DynCache, ResilientCache};
 use verdict_domain::{Experiment, WinnerSnapshot};
 use verdict_store::DynStore;
 
-use crate::error::ApiError;
-use crate::routes::assignments::ExperimentCache;
+use crate::assignments::ExperimentCache;
+use crate::error::AppError;
 
 /// The cache of winner snapshots as the API uses it.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ impl Snapshots {
         &self,
         store: &DynStore,
         known: &Experiment,
-    ) -> Result<WinnerSnapshot, ApiError> {
+    ) -> Result<WinnerSnapshot, AppError> {
         let env = &known.scope.environment;
         match self.cache.get_snapshot(env, &known.id).await {
             Ok(Some(s)) if s.version >= known.version => Ok(s),
@@ -66,7 +66,7 @@ impl Snapshots {
         }
     }
 
-    async fn fresh(&self, store: &DynStore, known: &Experiment) -> Result<Experiment, ApiError> {
+    async fn fresh(&self, store: &DynStore, known: &Experiment) -> Result<Experiment, AppError> {
         Ok(store
             .get_experiment(&known.scope, &known.id)
             .await?

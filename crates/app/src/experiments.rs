@@ -1,0 +1,549 @@
+//! Experiments: create, read, list, edit, lifecycle, manual winner, QA overrides, audit.
+//!
+//! Every change goes through the store's atomic operations (optimistic versions, status
+//! compare-and-set, winner with its outbox messages) and drops this process's cached
+//! definitions, so the next assignment sees it; status and winner changes are announced
+//! through the cache to every replica.
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
+use verdict_domain::status::Transition;
+use verdict_domain::{
+    Experiment, ExperimentInput, KeyScope, Metric, PolicyMode, Problems, RetentionOverride, Scope,
+    Status, Targeting, Winner, WinnerPolicy,
+};
+use verdict_store::{AuditEntry, ExperimentFilter, StatusChange, StoreError, WinnerChange};
+
+use crate::auth::{Caller, ScopeParams};
+use crate::error::{AppError, ErrorCode};
+use crate::pages::{PageParams, Paginated};
+use crate::{App, now};
+
+/// Fields an update may change; `version` is the one the client read.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentPatch {
+    pub version: u64,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub coverage: Option<f64>,
+    pub targeting: Option<Targeting>,
+    /// `null` removes the audience.
+    #[serde(default, deserialize_with = "double_option")]
+    pub audience: Option<Option<String>>,
+    pub primary_metric: Option<Metric>,
+    pub secondary_metrics: Option<Vec<Metric>>,
+    pub guardrail_metrics: Option<Vec<Metric>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub exposure_event: Option<Option<String>>,
+    pub policy: Option<WinnerPolicy>,
+    pub retention: Option<RetentionOverride>,
+    /// Only while a draft; running experiments use `PUT …/variants`.
+    pub variants: Option<Vec<VariantInput>>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl ExperimentPatch {
+    /// `current` with the patch applied (not yet validated); problems of the patch itself
+    /// go to `problems`.
+    fn apply(self, mut next: Experiment, problems: &mut Problems) -> Experiment {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        next.version = self.version;
+        next.updated_at = now();
+        set(&mut next.name, self.name);
+        set(&mut next.description, self.description);
+        set(&mut next.coverage, self.coverage);
+        set(&mut next.targeting, self.targeting);
+        set(&mut next.audience, self.audience);
+        set(&mut next.primary_metric, self.primary_metric);
+        set(&mut next.secondary_metrics, self.secondary_metrics);
+        set(&mut next.guardrail_metrics, self.guardrail_metrics);
+        set(&mut next.exposure_event, self.exposure_event);
+        set(&mut next.policy, self.policy);
+        set(&mut next.retention, self.retention);
+        if let Some(v) = self.variants {
+            next.variants = variants_from_input(v, problems);
+        }
+        next
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantsUpdate {
+    pub version: u64,
+    pub variants: Vec<VariantInput>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// The status to move to.
+    #[schema(value_type = Status)]
+    pub status: String,
+}
+
+/// The outcome of a status change. Idempotent: already in the status → `changed: false`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusChangeResult {
+    pub changed: bool,
+    pub experiment: Experiment,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WinnerOverride {
+    pub variant: String,
+    /// Also complete a running or paused experiment (default true).
+    #[serde(default = "yes")]
+    pub complete: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForcedVariant {
+    pub variant: String,
+}
+
+/// A QA override: `subject_id` always sees `variant`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForcedAssignment {
+    /// The experiment key.
+    pub experiment: String,
+    pub subject_id: String,
+    pub variant: String,
+}
+
+/// The experiment list's query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// List this environment instead of the key's (admin keys only).
+    pub environment: Option<String>,
+    /// List this organization instead of the key's (admin keys only).
+    pub organization: Option<String>,
+    /// Only experiments in this status.
+    #[param(value_type = Option<Status>)]
+    pub status: Option<String>,
+    /// Page number, from 1 (default 1; give with `page_size`).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20; give with `page`).
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u32>,
+}
+
+/// A scoped, paged list's query (the audit log).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedPageParams {
+    /// Act in this environment instead of the key's (admin keys only).
+    pub environment: Option<String>,
+    /// Act in this organization instead of the key's (admin keys only).
+    pub organization: Option<String>,
+    /// Page number, from 1 (default 1; give with `page_size`).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20; give with `page`).
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u32>,
+}
+
+impl ScopedPageParams {
+    fn split(self) -> (ScopeParams, PageParams) {
+        (
+            ScopeParams {
+                environment: self.environment,
+                organization: self.organization,
+            },
+            PageParams {
+                page: self.page,
+                page_size: self.page_size,
+            },
+        )
+    }
+}
+
+fn parse_status(s: &str) -> Option<Status> {
+    Status::parse(s)
+}
+
+const STATUSES: &str = "one of draft, running, paused, completed, archived";
+
+fn random_salt() -> String {
+    let mut b = [0u8; 8];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl App {
+    /// The experiment of `scope` whose key or id is `key`, or `experiment_not_found`.
+    pub(crate) async fn find(&self, scope: &Scope, key: &str) -> Result<Experiment, AppError> {
+        self.0
+            .store
+            .get_experiment(scope, key)
+            .await?
+            .ok_or_else(|| AppError::experiment_not_found(key))
+    }
+
+    /// The experiment `key` in the caller's scope (admin).
+    pub async fn experiment(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+    ) -> Result<Experiment, AppError> {
+        caller.require(KeyScope::Admin)?;
+        self.find(&caller.scope(scope)?, key).await
+    }
+
+    /// Create a draft: every invalid field at once; `experiment_exists` when the key is taken.
+    pub async fn create_experiment(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        input: ExperimentInput,
+    ) -> Result<Experiment, AppError> {
+        caller.require(KeyScope::Admin)?;
+        let scope = caller.scope(scope)?;
+        let store = &self.0.store;
+        if store.get_environment(&scope.environment).await?.is_none() {
+            return Err(AppError::new(
+                ErrorCode::EnvironmentNotFound,
+                format!("no environment '{}'; create it first", scope.environment),
+            ));
+        }
+        let provided = Provided {
+            id: uuid::Uuid::now_v7().to_string(),
+            salt: random_salt(),
+            now: now(),
+        };
+        let experiment = input
+            .into_experiment(scope, provided)
+            .map_err(AppError::validation)?;
+        self.check_audience_exists(&experiment).await?;
+        match store.create_experiment(&experiment, &caller.actor()).await {
+            Ok(()) => {
+                self.0.experiments.clear();
+                Ok(experiment)
+            }
+            Err(StoreError::Conflict(msg)) => Err(AppError::new(ErrorCode::ExperimentExists, msg)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn check_audience_exists(&self, e: &Experiment) -> Result<(), AppError> {
+        if let Some(a) = &e.audience
+            && self
+                .0
+                .store
+                .get_audience(&e.scope.environment, a)
+                .await?
+                .is_none()
+        {
+            return Err(AppError::invalid_field(
+                "audience",
+                format!("no audience '{a}' in environment '{}'", e.scope.environment),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A page of the scope's experiments, optionally of one status.
+    pub async fn list_experiments(
+        &self,
+        caller: &Caller,
+        params: ListParams,
+    ) -> Result<Paginated<Experiment>, AppError> {
+        caller.require(KeyScope::Admin)?;
+        let page = PageParams {
+            page: params.page,
+            page_size: params.page_size,
+        }
+        .to_request()?;
+        let status = match params.status.as_deref() {
+            None => None,
+            Some(s) => Some(parse_status(s).ok_or_else(|| {
+                AppError::invalid_query("status", format!("unknown status '{s}'; {STATUSES}"))
+            })?),
+        };
+        let scope = caller.scope(&ScopeParams {
+            environment: params.environment,
+            organization: params.organization,
+        })?;
+        let filter = ExperimentFilter {
+            environment: Some(scope.environment),
+            organization: scope.organization.map(Some),
+            status,
+        };
+        let found = self.0.store.list_experiments(&filter, page).await?;
+        Ok(Paginated::of(found, page))
+    }
+
+    /// Apply `patch` (optimistic on its `version`); variants only while a draft.
+    pub async fn update_experiment(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        patch: ExperimentPatch,
+    ) -> Result<Experiment, AppError> {
+        let current = self.experiment(caller, scope, key).await?;
+        if patch.variants.is_some() && current.status != Status::Draft {
+            return Err(AppError::new(
+                ErrorCode::ExperimentRunning,
+                "variants of a started experiment change only through PUT /v1/experiments/{key}/variants",
+            ));
+        }
+        let mut problems = Problems::new();
+        let next = patch.apply(current, &mut problems);
+        self.save(next, problems, &caller.actor()).await
+    }
+
+    /// Replace variants and weights in any status. Stored assignments are untouched
+    /// (sticky); once started, no variant may be removed (subjects may hold it).
+    pub async fn put_variants(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        body: VariantsUpdate,
+    ) -> Result<Experiment, AppError> {
+        let current = self.experiment(caller, scope, key).await?;
+        let mut problems = Problems::new();
+        let variants = variants_from_input(body.variants, &mut problems);
+        if current.started_at.is_some() {
+            for old in &current.variants {
+                if !variants.iter().any(|v| v.key == old.key) {
+                    problems.push(
+                        "variants",
+                        format!(
+                            "variant '{}' may hold assigned subjects and cannot be removed",
+                            old.key
+                        ),
+                    );
+                }
+            }
+        }
+        let mut next = current;
+        next.variants = variants;
+        next.version = body.version;
+        next.updated_at = now();
+        self.save(next, problems, &caller.actor()).await
+    }
+
+    /// Validate and store an edited experiment (optimistic on `version`); `problems` already
+    /// found in the request are reported with the experiment's own.
+    async fn save(
+        &self,
+        next: Experiment,
+        mut problems: Problems,
+        actor: &str,
+    ) -> Result<Experiment, AppError> {
+        for problem in next.check() {
+            problems.push(problem.field, problem.message);
+        }
+        if !problems.is_empty() {
+            return Err(AppError::validation(problems));
+        }
+        self.check_audience_exists(&next).await?;
+        let saved = match self.0.store.update_experiment(&next, actor).await {
+            Ok(e) => e,
+            Err(StoreError::Conflict(msg)) => {
+                return Err(AppError::new(ErrorCode::ExperimentExists, msg));
+            }
+            Err(StoreError::NotFound) => return Err(AppError::experiment_not_found(&next.key)),
+            Err(e) => return Err(e.into()),
+        };
+        self.0.experiments.clear();
+        Ok(saved)
+    }
+
+    /// Move an experiment to the status named `to` (see [`App::transition`]).
+    pub async fn set_status(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        to: &str,
+    ) -> Result<StatusChangeResult, AppError> {
+        caller.require(KeyScope::Admin)?;
+        let to = parse_status(to).ok_or_else(|| {
+            AppError::new(ErrorCode::InvalidBody, format!("unknown status '{to}'"))
+                .with_details(vec![json!({"field": "status", "message": STATUSES})])
+        })?;
+        self.transition(caller, scope, key, to).await
+    }
+
+    /// Move an experiment to `to`. Idempotent: already there → `changed: false`. Concurrent
+    /// callers race on the store's compare-and-set; exactly one transitions, the others
+    /// re-read and answer `changed: false` (or the refusal the new status implies).
+    pub async fn transition(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        to: Status,
+    ) -> Result<StatusChangeResult, AppError> {
+        caller.require(KeyScope::Admin)?;
+        let scope = caller.scope(scope)?;
+        for _ in 0..3 {
+            let current = self.find(&scope, key).await?;
+            let change = match current.status.transition_to(to) {
+                Ok(Transition::Unchanged) => {
+                    return Ok(StatusChangeResult {
+                        changed: false,
+                        experiment: current,
+                    });
+                }
+                Ok(Transition::Change { from, to }) => StatusChange {
+                    experiment_id: current.id.clone(),
+                    from,
+                    to,
+                    at: now(),
+                    actor: caller.actor(),
+                },
+                Err(e) => {
+                    return Err(AppError::new(ErrorCode::InvalidTransition, e.to_string())
+                        .with_details(vec![json!({
+                            "from": e.from, "to": e.to, "allowed": e.allowed
+                        })]));
+                }
+            };
+            if let Some(updated) = self.0.store.transition_status(&change).await? {
+                self.announce(&current, &updated).await;
+                return Ok(StatusChangeResult {
+                    changed: true,
+                    experiment: updated,
+                });
+            }
+            // Lost the race: re-read and decide again.
+        }
+        Err(AppError::new(
+            ErrorCode::VersionConflict,
+            "the experiment keeps changing; retry",
+        ))
+    }
+
+    /// Drop cached definitions and tell every replica (snapshot written, change published).
+    async fn announce(&self, before: &Experiment, after: &Experiment) {
+        self.0.experiments.clear();
+        verdict_cache::announce(self.0.snapshots.cache(), before, after).await;
+    }
+
+    /// Declare a winner by hand (audited); by default also completes the experiment.
+    pub async fn override_winner(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        body: WinnerOverride,
+    ) -> Result<Experiment, AppError> {
+        let e = self.experiment(caller, scope, key).await?;
+        check_variant(&e, &body.variant)?;
+        let change = WinnerChange {
+            experiment_id: e.id.clone(),
+            winner: Winner {
+                variant: body.variant,
+                decided_at: now(),
+                source: PolicyMode::Manual,
+                details: json!({"reason": body.reason, "by": caller.actor()}),
+            },
+            complete: body.complete,
+            actor: caller.actor(),
+            expected_version: None,
+        };
+        let updated = self.0.store.set_winner(&change).await?;
+        self.announce(&e, &updated).await;
+        Ok(updated)
+    }
+
+    /// Always serve `variant` to `subject` (a QA override, audited).
+    pub async fn force_variant(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        subject: &str,
+        body: ForcedVariant,
+    ) -> Result<ForcedAssignment, AppError> {
+        let e = self.experiment(caller, scope, key).await?;
+        check_variant(&e, &body.variant)?;
+        let subject_key = verdict_domain::assignment::subject_key(&e, subject);
+        self.0
+            .store
+            .set_forced_variant(&e.id, &subject_key, Some(&body.variant), &caller.actor())
+            .await?;
+        self.0.experiments.clear();
+        Ok(ForcedAssignment {
+            experiment: e.key,
+            subject_id: subject.to_owned(),
+            variant: body.variant,
+        })
+    }
+
+    /// Remove a QA override (none is fine).
+    pub async fn unforce_variant(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+        subject: &str,
+    ) -> Result<(), AppError> {
+        let e = self.experiment(caller, scope, key).await?;
+        let subject_key = verdict_domain::assignment::subject_key(&e, subject);
+        self.0
+            .store
+            .set_forced_variant(&e.id, &subject_key, None, &caller.actor())
+            .await?;
+        self.0.experiments.clear();
+        Ok(())
+    }
+
+    /// A page of an experiment's audit log, newest first.
+    pub async fn audit(
+        &self,
+        caller: &Caller,
+        key: &str,
+        params: ScopedPageParams,
+    ) -> Result<Paginated<AuditEntry>, AppError> {
+        caller.require(KeyScope::Admin)?;
+        let (scope, page) = params.split();
+        let page = page.to_request()?;
+        let e = self.find(&caller.scope(&scope)?, key).await?;
+        Ok(Paginated::of(
+            self.0.store.list_audit(&e.id, page).await?,
+            page,
+        ))
+    }
+}
+
+fn check_variant(e: &Experiment, variant: &str) -> Result<(), AppError> {
+    match e.variant(variant) {
+        Some(_) => Ok(()),
+        None => Err(AppError::new(
+            ErrorCode::VariantNotFound,
+            format!("'{variant}' is not a variant of '{}'", e.key),
+        )),
+    }
+}
