@@ -21,6 +21,8 @@
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
 //! - [`event`]: raw events as sent and as stored.
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
+//! - [`webhook`]: webhook endpoints and deliveries, and the rules every store adapter applies
+//!   to them (health, disabling, secret rotation, completing a delivery).
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
 //! - [`api_key`]: API keys, their scopes and what each scope allows.
@@ -39,6 +41,7 @@ pub mod snapshot;
 pub mod status;
 pub mod targeting;
 pub mod validation;
+pub mod webhook;
 
 pub use api_key::{ApiKey, KeyScope};
 pub use assignment::Assignment;
