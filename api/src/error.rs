@@ -139,7 +139,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => Self {
+            StoreError::Unavailable { .. } => Self {
                 retry_after: Some(1),
                 cause: Some(e.into()),
                 ..Self::new(

@@ -1,10 +1,77 @@
-//! Types of the rollup operations: raw events folded into time buckets and per-subject
-//! figures, incrementally from an ingestion watermark.
+//! [`RollupStore`]: raw events folded into time buckets and per-subject figures,
+//! incrementally from an ingestion watermark, and the state the evaluator keeps between
+//! runs.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// What one [`crate::Store::rollup`] call did.
+use crate::jobs::{Fence, JobStore};
+use crate::model::{TimeRange, VariantCounts};
+use crate::{Result, StoreError};
+
+/// Rollups and evaluation state.
+///
+/// A supertrait of it is [`JobStore`]: a fenced rollup step checks the run's lease, which
+/// lives in the same store.
+#[async_trait]
+pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
+    /// Fold up to `max_events` events past the rollup watermark into hour and day buckets
+    /// and per-subject figures (only events at or after the subject's assignment count),
+    /// advancing the watermark in the SAME transaction: a crash leaves all or nothing, and
+    /// running again never counts an event twice. Cost grows with the new events only.
+    async fn rollup(&self, max_events: usize) -> Result<RollupReport>;
+
+    /// [`RollupStore::rollup`] as a step of a job run holding `fence`: refused with
+    /// [`StoreError::Fenced`] (nothing written) once a newer lease holder exists.
+    async fn rollup_fenced(
+        &self,
+        max_events: usize,
+        fence: Option<&Fence>,
+    ) -> Result<RollupReport> {
+        if let Some(fence) = fence {
+            let current = self.get_lease(&fence.job).await?.map(|l| l.token);
+            if current != Some(fence.token) {
+                return Err(StoreError::Fenced {
+                    job: fence.job.clone(),
+                    token: fence.token,
+                });
+            }
+        }
+        self.rollup(max_events).await
+    }
+
+    /// The `seq` of the last event folded into the rollups.
+    async fn rollup_watermark(&self) -> Result<u64>;
+
+    /// Per-variant subject-level figures of `event` read from the rollups (what
+    /// [`crate::EventStore::variant_counts`] computes from raw events, once rolled up).
+    async fn rolled_up_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+    ) -> Result<Vec<VariantCounts>>;
+
+    /// Time buckets of one experiment's `event` (all variants), oldest first.
+    async fn buckets(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<Bucket>>;
+
+    /// State the evaluator carries between runs for one experiment (e.g. the peeking
+    /// guard's running maximum), as JSON.
+    async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<serde_json::Value>>;
+    async fn put_evaluation_state(
+        &self,
+        experiment_id: &str,
+        state: &serde_json::Value,
+    ) -> Result<()>;
+}
+
+/// What one [`RollupStore::rollup`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollupReport {
     /// Raw events read past the watermark (0: caught up).

@@ -7,7 +7,7 @@
 
 use time::macros::datetime;
 use verdict_domain::{Assignment, NewEvent};
-use verdict_store::{MongoStore, Store};
+use verdict_store::{AssignmentStore, EventStore, MongoStore, RollupStore};
 
 fn event(id: &str, s: i64) -> NewEvent {
     let t0 = datetime!(2026-01-01 00:00:00 UTC);

@@ -1,0 +1,358 @@
+//! [`JobStore`] on MongoDB: a lease is one document per job in `leases`, granted with one
+//! `find_one_and_update` + upsert whose filter only matches an expired lease (and, for a
+//! scheduled tick, one not granted for that tick); when the filter does not match, the
+//! upsert's insert collides with the existing `_id` (E11000) or finds nothing: both mean
+//! "not granted" (TESTING.md). Fenced deletes check the token first; the deletes they guard
+//! are idempotent (old, already aggregated data), so a check-then-delete race with a newer
+//! holder can only remove what the newer holder would remove too.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::ReturnDocument;
+
+use time::OffsetDateTime;
+
+use super::webhooks::delivery_id;
+use super::{
+    MongoStore, bdate, collect, db_err, doc_field, encode, get_bson, get_date, get_str, get_u64,
+    is_duplicate,
+};
+use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
+use crate::model::{Page, PageRequest};
+use crate::rollup::RollupStore;
+use crate::{Result, StoreError};
+
+const LEASES: &str = "`leases`";
+
+fn lease_of(d: &Document) -> Result<Lease> {
+    Ok(Lease {
+        job: get_str(d, "_id", LEASES)?.to_owned(),
+        owner: get_str(d, "owner", LEASES)?.to_owned(),
+        token: get_u64(d, "token", LEASES)?,
+        expires_at: get_date(d, "expires_at", LEASES)?,
+    })
+}
+
+fn scope_filter(filter: &RetentionFilter) -> Document {
+    match &filter.only {
+        Some(id) => doc! {"experiment_id": id},
+        None if filter.except.is_empty() => doc! {},
+        None => doc! {"experiment_id": {"$nin": &filter.except}},
+    }
+}
+
+impl MongoStore {
+    async fn check_fence(&self, fence: Option<&Fence>) -> Result<()> {
+        let Some(fence) = fence else { return Ok(()) };
+        let current = self
+            .coll("leases")
+            .find_one(doc! {"_id": &fence.job})
+            .await
+            .map_err(db_err("checking a fencing token"))?;
+        let token = current.map(|d| get_u64(&d, "token", LEASES)).transpose()?;
+        if token == Some(fence.token) {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                job: fence.job.clone(),
+                token: fence.token,
+            })
+        }
+    }
+
+    /// Delete up to `limit` documents of `coll` matching `filter`, taken in `sort` order.
+    async fn bounded_delete(
+        &self,
+        coll: &str,
+        filter: Document,
+        sort: Document,
+        limit: usize,
+    ) -> Result<u64> {
+        let what = format!("`{coll}`");
+        let ids = collect(
+            self.coll(coll)
+                .find(filter)
+                .sort(sort)
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(db_err("finding expired data"))?,
+            "finding expired data",
+        )
+        .await?
+        .iter()
+        .map(|d| get_bson(d, "_id", &what).cloned())
+        .collect::<Result<Vec<Bson>>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let r = self
+            .coll(coll)
+            .delete_many(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(db_err("deleting expired data"))?;
+        Ok(r.deleted_count)
+    }
+}
+
+#[async_trait]
+impl JobStore for MongoStore {
+    async fn acquire_lease(
+        &self,
+        job: &str,
+        owner: &str,
+        ttl: Duration,
+        now: OffsetDateTime,
+        tick: Option<OffsetDateTime>,
+    ) -> Result<LeaseGrant> {
+        let expires_at = now + ttl;
+        let mut filter = doc! {"_id": job, "expires_at": {"$lte": bdate(now)}};
+        let mut set = doc! {"owner": owner, "expires_at": bdate(expires_at)};
+        if let Some(t) = tick {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"last_tick": {"$lt": bdate(t)}},
+                    doc! {"last_tick": Bson::Null},
+                ],
+            );
+            set.insert("last_tick", bdate(t));
+        }
+        let granted = self
+            .coll("leases")
+            .find_one_and_update(filter, doc! {"$set": set, "$inc": {"token": 1_i64}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match granted {
+            Ok(Some(d)) => return Ok(LeaseGrant::Acquired(lease_of(&d)?)),
+            Ok(None) => {}
+            Err(e) if is_duplicate(&e) => {}
+            Err(e) => return Err(db_err("granting a lease")(e)),
+        }
+        // Not granted: tell the caller why.
+        let Some(d) = self
+            .coll("leases")
+            .find_one(doc! {"_id": job})
+            .await
+            .map_err(db_err("reading a lease"))?
+        else {
+            return Err(StoreError::Unavailable {
+                context: format!("granting the lease of job {job}, which vanished meanwhile"),
+                source: None,
+            });
+        };
+        let lease = lease_of(&d)?;
+        if lease.expires_at > now {
+            Ok(LeaseGrant::Held {
+                owner: lease.owner,
+                expires_at: lease.expires_at,
+            })
+        } else {
+            Ok(LeaseGrant::AlreadyRan)
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>> {
+        let expires_at = crate::model::truncate_to_millis(now + ttl);
+        let r = self
+            .coll("leases")
+            .update_one(
+                doc! {"_id": &lease.job, "owner": &lease.owner, "token": lease.token as i64},
+                doc! {"$set": {"expires_at": bdate(expires_at)}},
+            )
+            .await
+            .map_err(db_err("renewing a lease"))?;
+        Ok((r.matched_count == 1).then(|| Lease {
+            expires_at,
+            ..lease.clone()
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease, now: OffsetDateTime) -> Result<()> {
+        self.coll("leases")
+            .update_one(
+                doc! {"_id": &lease.job, "owner": &lease.owner, "token": lease.token as i64,
+                "expires_at": {"$gt": bdate(now)}},
+                doc! {"$set": {"expires_at": bdate(now)}},
+            )
+            .await
+            .map_err(db_err("releasing a lease"))?;
+        Ok(())
+    }
+
+    async fn get_lease(&self, job: &str) -> Result<Option<Lease>> {
+        self.coll("leases")
+            .find_one(doc! {"_id": job})
+            .await
+            .map_err(db_err("reading a lease"))?
+            .map(|d| lease_of(&d))
+            .transpose()
+    }
+
+    async fn put_run(&self, run: &RunRecord) -> Result<()> {
+        let finished = run
+            .finished_at
+            .map_or(Bson::Null, |t| Bson::DateTime(bdate(t)));
+        self.coll("job_runs")
+            .replace_one(
+                doc! {"_id": &run.id},
+                doc! {"_id": &run.id, "job": &run.job, "started_at": bdate(run.started_at),
+                "finished_at": finished, "doc": encode(run)?},
+            )
+            .upsert(true)
+            .await
+            .map_err(db_err("writing a run record"))?;
+        Ok(())
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        self.coll("job_runs")
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_err("reading a run record"))?
+            .map(|d| doc_field(&d, "`job_runs`", "reading a run record"))
+            .transpose()
+    }
+
+    async fn list_runs(&self, job: Option<&str>, page: PageRequest) -> Result<Page<RunRecord>> {
+        let filter = job.map_or_else(|| doc! {}, |j| doc! {"job": j});
+        let c = self.coll("job_runs");
+        let total = c
+            .count_documents(filter.clone())
+            .await
+            .map_err(db_err("counting run records"))?;
+        let docs = collect(
+            c.find(filter)
+                .sort(doc! {"started_at": -1, "_id": -1})
+                .skip(page.offset())
+                .limit(page.limit() as i64)
+                .await
+                .map_err(db_err("listing run records"))?,
+            "listing run records",
+        )
+        .await?;
+        Ok(Page {
+            items: docs
+                .iter()
+                .map(|d| doc_field(d, "`job_runs`", "listing run records"))
+                .collect::<Result<_>>()?,
+            total,
+        })
+    }
+
+    async fn delete_events(
+        &self,
+        filter: &RetentionFilter,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence(fence).await?;
+        let watermark = self.rollup_watermark().await?;
+        let mut f = scope_filter(filter);
+        f.insert("_id", doc! {"$lte": watermark as i64});
+        f.insert("received_at", doc! {"$lt": bdate(filter.before)});
+        self.bounded_delete("events", f, doc! {"_id": 1}, limit)
+            .await
+    }
+
+    async fn delete_buckets(
+        &self,
+        filter: &RetentionFilter,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence(fence).await?;
+        let mut f = scope_filter(filter);
+        f.insert("start", doc! {"$lt": bdate(filter.before)});
+        self.bounded_delete("buckets", f, doc! {"start": 1}, limit)
+            .await
+    }
+
+    async fn delete_webhook_attempts(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence(fence).await?;
+        // The oldest `limit` entries before the cutoff, less those of pending deliveries.
+        let candidates = collect(
+            self.coll("webhook_attempts")
+                .find(doc! {"at": {"$lt": bdate(before)}})
+                .sort(doc! {"_id": 1})
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .projection(doc! {"_id": 1, "endpoint_id": 1, "message_id": 1})
+                .await
+                .map_err(db_err("finding old webhook attempts"))?,
+            "finding old webhook attempts",
+        )
+        .await?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        const ATTEMPTS: &str = "`webhook_attempts`";
+        let delivery = |d: &Document| -> Result<String> {
+            Ok(delivery_id(
+                get_str(d, "endpoint_id", ATTEMPTS)?,
+                get_str(d, "message_id", ATTEMPTS)?,
+            ))
+        };
+        let ids = candidates
+            .iter()
+            .map(delivery)
+            .collect::<Result<std::collections::BTreeSet<_>>>()?;
+        let pending: std::collections::HashSet<String> = collect(
+            self.coll("webhook_deliveries")
+                .find(
+                    doc! {"_id": {"$in": ids.into_iter().collect::<Vec<_>>()}, "status": "pending"},
+                )
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(db_err("reading webhook deliveries"))?,
+            "reading webhook deliveries",
+        )
+        .await?
+        .iter()
+        .map(|d| get_str(d, "_id", "`webhook_deliveries`").map(str::to_owned))
+        .collect::<Result<_>>()?;
+        let mut doomed = Vec::new();
+        for d in &candidates {
+            if !pending.contains(&delivery(d)?) {
+                doomed.push(get_bson(d, "_id", ATTEMPTS)?.clone());
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let r = self
+            .coll("webhook_attempts")
+            .delete_many(doc! {"_id": {"$in": doomed}})
+            .await
+            .map_err(db_err("deleting old webhook attempts"))?;
+        Ok(r.deleted_count)
+    }
+
+    async fn delete_runs(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence(fence).await?;
+        self.bounded_delete(
+            "job_runs",
+            doc! {"finished_at": {"$lt": bdate(before)}},
+            doc! {"finished_at": 1},
+            limit,
+        )
+        .await
+    }
+}
