@@ -1,7 +1,7 @@
 //! The evaluation job: apply each running experiment's winner policy to its rolled-up
 //! figures, and record a decision when the policy reaches one.
 //!
-//! The decision itself is [`crate::policy::evaluate`] (pure). This job reads the figures
+//! The decision itself is [`verdict_policy::evaluate`] (pure). This job reads the figures
 //! ([`crate::counts::variant_counts`]: subjects and converted subjects per variant for the
 //! primary metric, from the rollups unless a metric window or exposure event applies),
 //! carries the peeking guard's state between runs (`Store::*_evaluation_state`), and
@@ -19,7 +19,7 @@ use verdict_domain::{Experiment, PolicyMode, Status, Winner};
 use verdict_store::{DynStore, ExperimentFilter, StoreError, TimeRange, WinnerChange};
 
 use crate::counts;
-use crate::policy::{self, ArmFigures, EvaluationInput, GuardState};
+use verdict_policy::{self as policy, ArmFigures, EvaluationInput, GuardState};
 
 /// Who decisions are attributed to in the audit log.
 pub const ACTOR: &str = "evaluator";

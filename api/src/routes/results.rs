@@ -6,16 +6,16 @@
 //! fresh as the last aggregation run (`aggregated_through` says how far it got); or raw
 //! events at query time when a `from` / `to` range, the metric's window or the experiment's
 //! exposure event applies, since rollups keep no per-subject start. They add the statistics
-//! of `verdict_aggregator::analysis`. Time series serve the hour and day buckets.
+//! of `verdict_policy::analysis`. Time series serve the hour and day buckets.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
-use verdict_aggregator::analysis::{Analysis, MetricSpec, analyze};
 use verdict_aggregator::counts::{self, ResultsSource};
 use verdict_domain::{Experiment, KeyScope, Status, WinnerSnapshot};
+use verdict_policy::analysis::{Analysis, MetricSpec, analyze};
 use verdict_store::{Granularity, TimeRange};
 
 use crate::auth::{Caller, ScopeParams};

@@ -20,6 +20,7 @@
 //! - [`audience`]: reusable rule sets per environment.
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
 //! - [`event`]: raw events as sent and as stored.
+//! - [`figures`]: per-variant figures of a metric event (what results and decisions read).
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
 //! - [`webhook`]: webhook endpoints and deliveries, and the rules every store adapter applies
 //!   to them (health, disabling, secret rotation, completing a delivery).
@@ -34,6 +35,7 @@ pub mod audience;
 pub mod environment;
 pub mod event;
 pub mod experiment;
+pub mod figures;
 pub mod hashing;
 pub mod outbox;
 pub mod scope;
@@ -52,6 +54,7 @@ pub use experiment::{
     Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, RetentionOverride,
     StatMethod, Variant, Winner, WinnerPolicy,
 };
+pub use figures::VariantCounts;
 pub use outbox::{EventType, OutboxMessage};
 pub use scope::Scope;
 pub use snapshot::WinnerSnapshot;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use verdict_domain::Status;
+pub use verdict_domain::VariantCounts;
 
 /// Largest page size any list accepts.
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -175,22 +176,6 @@ impl Attribution {
         self.window
             .map(|w| i64::try_from(w.whole_milliseconds()).unwrap_or(i64::MAX))
     }
-}
-
-/// Subject-level counts of one event for one variant.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct VariantCounts {
-    pub variant: String,
-    /// Subjects assigned to the variant.
-    pub subjects: u64,
-    /// Subjects with at least one counted event.
-    pub converted_subjects: u64,
-    /// Counted events.
-    pub events: u64,
-    /// Σ of event values.
-    pub sum: f64,
-    /// Σ over subjects of (that subject's Σ value)², for per-subject variance.
-    pub sum_of_squares: f64,
 }
 
 /// Stores keep times at millisecond precision (BSON dates are milliseconds); callers

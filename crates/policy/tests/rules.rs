@@ -1,9 +1,9 @@
 //! Each rule of the winner policy blocks or decides as documented in `policy`'s module docs.
 
-use verdict_aggregator::policy::{
+use verdict_domain::{Objective, PolicyMode, StatMethod, WinnerPolicy};
+use verdict_policy::{
     ArmFigures, Blocker, Evaluation, EvaluationInput, GuardState, PolicyError, Verdict, evaluate,
 };
-use verdict_domain::{Objective, PolicyMode, StatMethod, WinnerPolicy};
 
 fn arm(variant: &str, weight: f64, subjects: u64, conversions: u64) -> ArmFigures {
     ArmFigures {

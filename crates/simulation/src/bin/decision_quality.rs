@@ -2,11 +2,11 @@
 //! a real difference is found, with and without the peeking guard.
 //!
 //! ```text
-//! cargo run --release -p verdict-aggregator --bin decision_quality -- --runs 1000 --seed 1
-//! cargo run --release -p verdict-aggregator --bin decision_quality -- --write README.md
+//! cargo run --release -p verdict-simulation --bin decision_quality -- --runs 1000 --seed 1
+//! cargo run --release -p verdict-simulation --bin decision_quality -- --write README.md
 //! ```
 //!
-//! Prints a markdown table (see `verdict_aggregator::policy::simulate` for the set-up) and the
+//! Prints a markdown table (see `verdict_simulation` for the set-up) and the
 //! issue's targets for the guarded policies. `--write FILE` replaces the section between
 //! `<!-- decision-quality:begin -->` and `<!-- decision-quality:end -->` in FILE (appending one
 //! when absent); `--check` exits with status 1 when a target is missed.
@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use verdict_aggregator::policy::simulate::{self, Config};
+use verdict_simulation::{self as simulate, Config};
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure false-winner rate and power of the winner policy by simulation")]

@@ -4,11 +4,11 @@
 //! read from the rollups; no IO here.
 
 use serde::{Deserialize, Serialize};
+use verdict_domain::VariantCounts;
 use verdict_domain::{Experiment, MetricKind, Objective};
 use verdict_stats::{self as stats, BetaPosterior, SummaryStats};
-use verdict_store::VariantCounts;
 
-use crate::policy::{CREDIBLE_LEVEL, to_stats_objective};
+use crate::rules::{CREDIBLE_LEVEL, to_stats_objective};
 
 /// Level of the Welch confidence interval of the difference of means.
 pub const WELCH_ALPHA: f64 = 0.05;

@@ -6,10 +6,10 @@
 //! sd ≈ 0.9 point) against a 5% ceiling, while the bare Bayesian rule's ~48% must show up as at
 //! least 30% (sd ≈ 3.5 points) — the simulation demonstrably catches false winners.
 
-use verdict_aggregator::policy::simulate::{
-    self, BEGIN_MARKER, Config, END_MARKER, PolicyCase, Scenario, Tally,
-};
 use verdict_domain::{StatMethod, WinnerPolicy};
+use verdict_simulation::{
+    self as simulate, BEGIN_MARKER, Config, END_MARKER, PolicyCase, Scenario, Tally,
+};
 
 const RUNS: u32 = 200;
 
