@@ -25,10 +25,17 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// (the assignment, or the first exposure) and inside its range and window; with an
     /// exposure event, only exposed subjects are counted. One entry per variant with at
     /// least one subject counted, ordered by variant.
+    ///
+    /// With a `cap` (winsorising the upper tail), each subject's total `t` counts as
+    /// `min(t, cap)` in `sum`, `sum_of_squares` and `sum_events_value` when `t ≥ 0`;
+    /// negative totals (refunds) are left as they are, and counts are never capped. A
+    /// NaN cap is refused. See [`crate::RollupStore::subject_value_quantile`] for choosing
+    /// one.
     async fn variant_counts(
         &self,
         experiment_id: &str,
         event: &str,
         attribution: &Attribution,
+        cap: Option<f64>,
     ) -> Result<Vec<VariantCounts>>;
 }

@@ -109,7 +109,10 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
         .unwrap();
     let first = store.rollup(1000).await.unwrap();
     assert_eq!(first.events, 5);
-    let counts = store.rolled_up_counts("e1", "conversion").await.unwrap();
+    let counts = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
     let hours = store
         .buckets("e1", "conversion", Granularity::Hour, TimeRange::default())
         .await
@@ -126,7 +129,10 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
     let resumed = store.rollup(1000).await.unwrap();
     assert_eq!((resumed.events, resumed.watermark), (5, first.watermark));
     assert_eq!(
-        store.rolled_up_counts("e1", "conversion").await.unwrap(),
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
         counts,
         "the resumed range is not counted twice"
     );
@@ -179,7 +185,11 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
     );
     assert_eq!(store.rollup(1000).await.unwrap().events, 2);
     assert_eq!(
-        store.rolled_up_counts("e1", "conversion").await.unwrap()[0].events,
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap()[0]
+            .events,
         7
     );
 }

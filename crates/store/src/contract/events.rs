@@ -184,34 +184,42 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
     assert_eq!(store.scan_events(0, 10).await.unwrap().len(), 5);
 
     let counts = store
-        .variant_counts("e1", "conversion", &Attribution::default())
+        .variant_counts("e1", "conversion", &Attribution::default(), None)
         .await
         .unwrap();
-    assert_eq!(counts.len(), 2);
-    let control = &counts[0];
-    assert_eq!(control.variant, "control");
+    // control: s1 has 2 events worth 3.0 in all, s2 none; treatment: s3 1 event worth 4.0.
     assert_eq!(
-        (control.subjects, control.converted_subjects, control.events),
-        (2, 1, 2)
+        counts,
+        [
+            VariantCounts {
+                variant: "control".into(),
+                subjects: 2,
+                converted_subjects: 1,
+                events: 2,
+                sum: 3.0,
+                sum_of_squares: 9.0,
+                sum_events_squared: 4,
+                sum_events_value: 6.0,
+            },
+            VariantCounts {
+                variant: "treatment".into(),
+                subjects: 2,
+                converted_subjects: 1,
+                events: 1,
+                sum: 4.0,
+                sum_of_squares: 16.0,
+                sum_events_squared: 1,
+                sum_events_value: 4.0,
+            },
+        ]
     );
-    assert!((control.sum - 3.0).abs() < 1e-12 && (control.sum_of_squares - 9.0).abs() < 1e-12);
-    let treatment = &counts[1];
-    assert_eq!(
-        (
-            treatment.subjects,
-            treatment.converted_subjects,
-            treatment.events
-        ),
-        (2, 1, 1)
-    );
-    assert!((treatment.sum - 4.0).abs() < 1e-12 && (treatment.sum_of_squares - 16.0).abs() < 1e-12);
 
     let window = crate::model::TimeRange {
         from: Some(T0 + time::Duration::seconds(155)),
         to: Some(T0 + time::Duration::seconds(200)),
     };
     let counts = store
-        .variant_counts("e1", "conversion", &Attribution::in_range(window))
+        .variant_counts("e1", "conversion", &Attribution::in_range(window), None)
         .await
         .unwrap();
     assert_eq!(
@@ -220,7 +228,7 @@ pub async fn variant_counts_count_subjects_and_only_events_after_assignment(stor
         "[from, to) is half-open"
     );
     let exposures = store
-        .variant_counts("e1", "exposure", &Attribution::default())
+        .variant_counts("e1", "exposure", &Attribution::default(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -269,38 +277,32 @@ pub async fn variant_counts_apply_an_exposure_event_and_a_window(store: DynStore
         exposure("x5", "s4", 100),
     ];
     store.append_events(batch).await.unwrap();
-    let figures = |c: &[VariantCounts]| -> Vec<(String, u64, u64, u64, f64, f64)> {
-        c.iter()
-            .map(|c| {
-                (
-                    c.variant.clone(),
-                    c.subjects,
-                    c.converted_subjects,
-                    c.events,
-                    c.sum,
-                    c.sum_of_squares,
-                )
-            })
-            .collect()
-    };
     let count = |attribution: Attribution| {
         let store = store.clone();
         async move {
-            figures(
-                &store
-                    .variant_counts("e1", "conversion", &attribution)
-                    .await
-                    .unwrap(),
-            )
+            store
+                .variant_counts("e1", "conversion", &attribution, None)
+                .await
+                .unwrap()
         }
     };
     let minute = Some(time::Duration::seconds(60));
     let exposed = Some("exposure".to_owned());
-    let row = |v: &str, n: u64, conv: u64, events: u64, sum: f64| {
-        (v.to_owned(), n, conv, events, sum, sum * sum)
+    // A variant whose figures come from at most one converted subject: `events` events
+    // worth `sum` in all.
+    let row = |v: &str, n: u64, conv: u64, events: u64, sum: f64| VariantCounts {
+        variant: v.to_owned(),
+        subjects: n,
+        converted_subjects: conv,
+        events,
+        sum,
+        sum_of_squares: sum * sum,
+        sum_events_squared: events * events,
+        sum_events_value: events as f64 * sum,
     };
 
-    // A 60 s window from the assignment: [100, 160).
+    // A 60 s window from the assignment: [100, 160). Control: s1 2 events (3.0), s2 1
+    // event (1.5).
     let windowed = Attribution {
         window: minute,
         ..Attribution::default()
@@ -308,7 +310,16 @@ pub async fn variant_counts_apply_an_exposure_event_and_a_window(store: DynStore
     assert_eq!(
         count(windowed).await,
         vec![
-            ("control".to_owned(), 2, 2, 3, 4.5, 3.0 * 3.0 + 1.5 * 1.5),
+            VariantCounts {
+                variant: "control".to_owned(),
+                subjects: 2,
+                converted_subjects: 2,
+                events: 3,
+                sum: 4.5,
+                sum_of_squares: 3.0 * 3.0 + 1.5 * 1.5,
+                sum_events_squared: 2 * 2 + 1,
+                sum_events_value: 2.0 * 3.0 + 1.5,
+            },
             row("treatment", 3, 0, 0, 0.0),
         ],
         "window from the assignment"

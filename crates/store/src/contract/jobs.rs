@@ -152,7 +152,7 @@ pub async fn a_stale_holders_fenced_write_is_rejected(store: DynStore) {
     assert_eq!(store.rollup_watermark().await.unwrap(), 0);
     assert!(
         store
-            .rolled_up_counts("e1", "conversion")
+            .rolled_up_counts("e1", "conversion", None)
             .await
             .unwrap()
             .iter()

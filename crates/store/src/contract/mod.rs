@@ -85,6 +85,8 @@ macro_rules! store_contract_suite {
             // rollups
             rollup_matches_raw_counts_and_running_it_again_changes_nothing,
             rollup_in_small_steps_equals_one_step_and_folds_late_events,
+            capping_bounds_each_subjects_total_before_the_sums,
+            subject_value_quantiles_are_nearest_rank_over_subjects_with_events,
             evaluation_state_round_trips,
             // jobs
             leases_grant_one_holder_at_a_time_with_increasing_tokens,

@@ -16,19 +16,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mongodb::bson::{Bson, DateTime, Document, bson, doc};
+use mongodb::bson::{DateTime, Document, doc};
 use mongodb::error::ErrorKind;
 use verdict_domain::{EventRecord, NewEvent};
 
 use super::{
-    DUPLICATE_KEY, MongoStore, bdate, collect, combine, counted, db_err, decode, documents, encode,
+    DUPLICATE_KEY, MongoStore, bdate, collect, combine, db_err, decode, documents, encode,
     get_date, get_f64, get_i64, get_str, get_u64, opt_array, opt_str, per_variant_totals,
-    time_filter,
+    subject_stages,
 };
 use crate::Result;
 use crate::error::StoreError;
 use crate::events::EventStore;
 use crate::model::{AppendOutcome, Attribution, VariantCounts, to_millis};
+use crate::rollup::check_cap;
 
 /// Most seqs one `scan_events` query covers.
 const SCAN_WINDOW: usize = 10_000;
@@ -267,93 +268,21 @@ impl EventStore for MongoStore {
             .collect()
     }
 
-    /// Events carry their subject's `assigned_at`, so without an exposure event the start
-    /// is on every event and one `$group` per subject sums those counted. With one, a
-    /// subject's start depends on its other events: the pipeline groups the metric and
-    /// exposure events per subject (first exposure, metric events), keeps exposed subjects,
-    /// and filters their metric events to the start and window before summing per variant.
+    /// The per-subject figures of `subject_stages`, then per variant
+    /// (`per_variant_totals`). Without an exposure event the population is every assigned
+    /// subject; with one, the exposed subjects.
     async fn variant_counts(
         &self,
         experiment_id: &str,
         event: &str,
         attribution: &Attribution,
+        cap: Option<f64>,
     ) -> Result<Vec<VariantCounts>> {
         const DOING: &str = "counting variants";
         const WHAT: &str = "per-variant figures of `events`";
-        let window = attribution.window_millis();
-        // `ts < start + window` (`$dateAdd`: a test server has no `$add` on dates).
-        let within = |ts: &str, start: &str, window: i64| -> Bson {
-            bson!({"$lt": [ts, {"$dateAdd": {"startDate": start, "unit": "millisecond", "amount": window}}]})
-        };
-        let exposure = attribution.exposure_event.as_deref();
-        let mut stages = Vec::new();
-        match exposure {
-            None => {
-                let mut m = doc! {"experiment_id": experiment_id, "event": event};
-                if let Some(t) = time_filter(attribution.range) {
-                    m.insert("ts", t);
-                }
-                m.extend(counted());
-                stages.push(doc! {"$match": m});
-                if let Some(w) = window {
-                    stages.push(doc! {"$match": {"$expr": within("$ts", "$assigned_at", w)}});
-                }
-                stages.push(doc! {"$group": {
-                    "_id": "$subject",
-                    "variant": {"$first": "$variant"},
-                    "n": {"$sum": 1},
-                    "total": {"$sum": "$value"},
-                }});
-            }
-            Some(exposure) => {
-                let mut m =
-                    doc! {"experiment_id": experiment_id, "event": {"$in": [event, exposure]}};
-                m.extend(counted());
-                let mut keep = vec![
-                    bson!({"$ne": ["$$e", Bson::Null]}),
-                    bson!({"$gte": ["$$e.ts", "$start"]}),
-                ];
-                if let Some(w) = window {
-                    keep.push(within("$$e.ts", "$start", w));
-                }
-                if let Some(from) = attribution.range.from {
-                    keep.push(bson!({"$gte": ["$$e.ts", bdate(from)]}));
-                }
-                if let Some(to) = attribution.range.to {
-                    keep.push(bson!({"$lt": ["$$e.ts", bdate(to)]}));
-                }
-                // (`$reduce`, not `$sum` of "$counted.value": a test server sums array paths
-                // to 0.)
-                stages.extend([
-                    doc! {"$match": m},
-                    doc! {"$group": {
-                        "_id": "$subject",
-                        "variant": {"$first": "$variant"},
-                        "start": {"$min": {"$cond": [{"$eq": ["$event", exposure]}, "$ts", Bson::Null]}},
-                        "events": {"$push": {"$cond": [
-                            {"$eq": ["$event", event]},
-                            {"ts": "$ts", "value": "$value"},
-                            Bson::Null,
-                        ]}},
-                    }},
-                    doc! {"$match": {"start": {"$ne": Bson::Null}}},
-                    doc! {"$project": {
-                        "variant": 1,
-                        "counted": {"$filter": {"input": "$events", "as": "e", "cond": {"$and": keep}}},
-                    }},
-                    doc! {"$project": {
-                        "variant": 1,
-                        "n": {"$size": "$counted"},
-                        "total": {"$reduce": {
-                            "input": "$counted",
-                            "initialValue": 0.0,
-                            "in": {"$add": ["$$value", "$$this.value"]},
-                        }},
-                    }},
-                ]);
-            }
-        }
-        stages.push(per_variant_totals());
+        check_cap(cap, DOING)?;
+        let mut stages = subject_stages(experiment_id, event, attribution);
+        stages.extend(per_variant_totals(cap));
         let figures = collect(
             self.coll("events")
                 .aggregate(stages)
@@ -362,7 +291,7 @@ impl EventStore for MongoStore {
             DOING,
         )
         .await?;
-        let subjects = match exposure {
+        let subjects = match attribution.exposure_event {
             None => self.subjects_per_variant(experiment_id).await?,
             // The exposed subjects are the population.
             Some(_) => figures

@@ -66,7 +66,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, bson, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -75,7 +75,9 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use crate::error::StoreError;
-use crate::model::{Page, PageRequest, TimeRange, VariantCounts, from_millis, to_millis};
+use crate::model::{
+    Attribution, Page, PageRequest, TimeRange, VariantCounts, from_millis, to_millis,
+};
 use crate::{Result, Store};
 
 pub use events::PENDING_LEASE;
@@ -308,22 +310,121 @@ fn counted() -> Document {
     doc! {"$expr": {"$gte": ["$ts", "$assigned_at"]}}
 }
 
-/// `$group` stage from per-subject figures (`n`, `total`) to per-variant ones: subjects,
-/// converted subjects (`n > 0`), events, Σ and Σ² of the per-subject totals.
-fn per_variant_totals() -> Document {
-    doc! {"$group": {
-        "_id": "$variant",
-        "subjects": {"$sum": 1},
-        "converted": {"$sum": {"$cond": [{"$gt": ["$n", 0]}, 1, 0]}},
-        "events": {"$sum": "$n"},
-        "sum": {"$sum": "$total"},
-        "sum_sq": {"$sum": {"$multiply": ["$total", "$total"]}},
-    }}
+/// Stages turning `events` into one document per counted subject of `experiment_id`
+/// (`_id` = subject, `variant`, `n` = counted `event` events, `total` = Σ value), under
+/// `attribution`.
+///
+/// Events carry their subject's `assigned_at`, so without an exposure event the start is on
+/// every event and one `$group` per subject sums those counted (only subjects with a
+/// counted event come out). With one, a subject's start depends on its other events: the
+/// stages group the metric and exposure events per subject (first exposure, metric events),
+/// keep exposed subjects, and filter their metric events to the start and window; every
+/// exposed subject comes out, `n = 0` when none of its events counts.
+fn subject_stages(experiment_id: &str, event: &str, attribution: &Attribution) -> Vec<Document> {
+    let window = attribution.window_millis();
+    // `ts < start + window` (`$dateAdd`: a test server has no `$add` on dates).
+    let within = |ts: &str, start: &str, window: i64| -> Bson {
+        bson!({"$lt": [ts, {"$dateAdd": {"startDate": start, "unit": "millisecond", "amount": window}}]})
+    };
+    let mut stages = Vec::new();
+    match attribution.exposure_event.as_deref() {
+        None => {
+            let mut m = doc! {"experiment_id": experiment_id, "event": event};
+            if let Some(t) = time_filter(attribution.range) {
+                m.insert("ts", t);
+            }
+            m.extend(counted());
+            stages.push(doc! {"$match": m});
+            if let Some(w) = window {
+                stages.push(doc! {"$match": {"$expr": within("$ts", "$assigned_at", w)}});
+            }
+            stages.push(doc! {"$group": {
+                "_id": "$subject",
+                "variant": {"$first": "$variant"},
+                "n": {"$sum": 1},
+                "total": {"$sum": "$value"},
+            }});
+        }
+        Some(exposure) => {
+            let mut m = doc! {"experiment_id": experiment_id, "event": {"$in": [event, exposure]}};
+            m.extend(counted());
+            let mut keep = vec![
+                bson!({"$ne": ["$$e", Bson::Null]}),
+                bson!({"$gte": ["$$e.ts", "$start"]}),
+            ];
+            if let Some(w) = window {
+                keep.push(within("$$e.ts", "$start", w));
+            }
+            if let Some(from) = attribution.range.from {
+                keep.push(bson!({"$gte": ["$$e.ts", bdate(from)]}));
+            }
+            if let Some(to) = attribution.range.to {
+                keep.push(bson!({"$lt": ["$$e.ts", bdate(to)]}));
+            }
+            // (`$reduce`, not `$sum` of "$counted.value": a test server sums array paths
+            // to 0.)
+            stages.extend([
+                doc! {"$match": m},
+                doc! {"$group": {
+                    "_id": "$subject",
+                    "variant": {"$first": "$variant"},
+                    "start": {"$min": {"$cond": [{"$eq": ["$event", exposure]}, "$ts", Bson::Null]}},
+                    "events": {"$push": {"$cond": [
+                        {"$eq": ["$event", event]},
+                        {"ts": "$ts", "value": "$value"},
+                        Bson::Null,
+                    ]}},
+                }},
+                doc! {"$match": {"start": {"$ne": Bson::Null}}},
+                doc! {"$project": {
+                    "variant": 1,
+                    "counted": {"$filter": {"input": "$events", "as": "e", "cond": {"$and": keep}}},
+                }},
+                doc! {"$project": {
+                    "variant": 1,
+                    "n": {"$size": "$counted"},
+                    "total": {"$reduce": {
+                        "input": "$counted",
+                        "initialValue": 0.0,
+                        "in": {"$add": ["$$value", "$$this.value"]},
+                    }},
+                }},
+            ]);
+        }
+    }
+    stages
+}
+
+/// Stages from per-subject figures (`n`, `total`) to per-variant ones: subjects, converted
+/// subjects (`n > 0`), events, and over the subjects' totals capped at `cap` (`t`; negative
+/// totals left as they are) Σt, Σt², Σn² and Σn·t.
+fn per_variant_totals(cap: Option<f64>) -> [Document; 2] {
+    let t = match cap {
+        None => Bson::String("$total".to_owned()),
+        Some(c) => bson!({"$cond": [
+            {"$and": [{"$gte": ["$total", 0]}, {"$gt": ["$total", c]}]},
+            c,
+            "$total",
+        ]}),
+    };
+    [
+        doc! {"$set": {"t": t}},
+        doc! {"$group": {
+            "_id": "$variant",
+            "subjects": {"$sum": 1},
+            "converted": {"$sum": {"$cond": [{"$gt": ["$n", 0]}, 1, 0]}},
+            "events": {"$sum": "$n"},
+            "sum": {"$sum": "$t"},
+            "sum_sq": {"$sum": {"$multiply": ["$t", "$t"]}},
+            "events_sq": {"$sum": {"$multiply": ["$n", "$n"]}},
+            "events_value": {"$sum": {"$multiply": ["$n", "$t"]}},
+        }},
+    ]
 }
 
 /// Join subjects per variant with per-variant figures (`_id` = variant, `converted`,
-/// `events`, `sum`, `sum_sq`, as [`per_variant_totals`] makes them; `what` names their
-/// source), ordered by variant, like the SQL adapter.
+/// `events`, `sum`, `sum_sq`, `events_sq`, `events_value`, as [`per_variant_totals`] makes
+/// them; `what` names their source), ordered by variant, like the SQL adapter.
 fn combine(
     subjects: BTreeMap<String, u64>,
     figures: &[Document],
@@ -343,6 +444,8 @@ fn combine(
                     events: get_u64(d, "events", what)?,
                     sum: get_f64(d, "sum", what)?,
                     sum_of_squares: get_f64(d, "sum_sq", what)?,
+                    sum_events_squared: get_u64(d, "events_sq", what)?,
+                    sum_events_value: get_f64(d, "events_value", what)?,
                     variant,
                 },
                 None => VariantCounts {
@@ -696,10 +799,14 @@ mod tests {
     #[test]
     fn combining_figures_without_a_required_sum_fails() {
         let subjects = BTreeMap::from([("control".to_owned(), 2)]);
-        let figures = [doc! {"_id": "control", "converted": 1, "events": 2, "sum_sq": 4.0}];
+        let figures = [doc! {
+            "_id": "control", "converted": 1, "events": 2, "sum_sq": 4.0, "events_sq": 4,
+            "events_value": 4.0,
+        }];
         assert!(combine(subjects.clone(), &figures, "figures").is_err());
         let figures = [doc! {
-            "_id": "control", "converted": 1, "events": 2, "sum": 2.0, "sum_sq": 4.0
+            "_id": "control", "converted": 1, "events": 2, "sum": 2.0, "sum_sq": 4.0,
+            "events_sq": 4, "events_value": 4.0,
         }];
         assert_eq!(
             combine(subjects, &figures, "figures").unwrap(),
@@ -710,6 +817,8 @@ mod tests {
                 events: 2,
                 sum: 2.0,
                 sum_of_squares: 4.0,
+                sum_events_squared: 4,
+                sum_events_value: 4.0,
             }]
         );
     }

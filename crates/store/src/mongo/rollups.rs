@@ -9,11 +9,11 @@ use serde_json::Value;
 
 use super::{
     MongoStore, collect, combine, counted, db_err, decode, documents, get_date, get_f64, get_i64,
-    get_str, get_u64, is_duplicate, opt_i64, per_variant_totals, time_filter,
+    get_str, get_u64, is_duplicate, opt_i64, per_variant_totals, subject_stages, time_filter,
 };
 use crate::Result;
-use crate::model::{TimeRange, VariantCounts};
-use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore};
+use crate::model::{Attribution, TimeRange, VariantCounts};
+use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore, check_cap, quantile_position};
 
 const ROLLUP_STATE: &str = "`rollup_state`";
 
@@ -306,13 +306,14 @@ impl RollupStore for MongoStore {
         &self,
         experiment_id: &str,
         event: &str,
+        cap: Option<f64>,
     ) -> Result<Vec<VariantCounts>> {
+        check_cap(cap, "reading rolled-up counts")?;
+        let mut stages = vec![doc! {"$match": {"experiment_id": experiment_id, "event": event}}];
+        stages.extend(per_variant_totals(cap));
         let figures = collect(
             self.coll("subject_metrics")
-                .aggregate(vec![
-                    doc! {"$match": {"experiment_id": experiment_id, "event": event}},
-                    per_variant_totals(),
-                ])
+                .aggregate(stages)
                 .await
                 .map_err(db_err("reading rolled-up counts"))?,
             "reading rolled-up counts",
@@ -324,6 +325,67 @@ impl RollupStore for MongoStore {
             &figures,
             "per-variant figures of `subject_metrics`",
         )
+    }
+
+    /// Rollups: the `total`s of `subject_metrics` (every document has at least one event),
+    /// counted, then read with sort + skip from the nearer end. Raw events: the same over
+    /// the per-subject figures of `subject_stages` with at least one counted event.
+    async fn subject_value_quantile(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        attribution: Option<&Attribution>,
+        q: f64,
+    ) -> Result<Option<f64>> {
+        const DOING: &str = "computing a subject value quantile";
+        let (coll, stages) = match attribution {
+            None => (
+                "subject_metrics",
+                vec![doc! {"$match": {"experiment_id": experiment_id, "event": event}}],
+            ),
+            Some(a) => {
+                let mut stages = subject_stages(experiment_id, event, a);
+                stages.push(doc! {"$match": {"n": {"$gt": 0}}});
+                ("events", stages)
+            }
+        };
+        let what = format!("the per-subject totals of `{coll}`");
+        let mut counting = stages.clone();
+        counting.push(doc! {"$count": "n"});
+        let counted = collect(
+            self.coll(coll)
+                .aggregate(counting)
+                .await
+                .map_err(db_err(DOING))?,
+            DOING,
+        )
+        .await?;
+        // `$count` answers nothing at all when nothing matched.
+        let n = match counted.first() {
+            Some(d) => get_u64(d, "n", &what)?,
+            None => 0,
+        };
+        let Some((descending, offset)) = quantile_position(q, n)? else {
+            return Ok(None);
+        };
+        let mut reading = stages;
+        reading.extend([
+            doc! {"$sort": {"total": if descending { -1 } else { 1 }}},
+            doc! {"$skip": offset as i64},
+            doc! {"$limit": 1},
+        ]);
+        let found = collect(
+            self.coll(coll)
+                .aggregate(reading)
+                .await
+                .map_err(db_err(DOING))?,
+            DOING,
+        )
+        .await?;
+        found
+            .first()
+            .map(|d| get_f64(d, "total", &what))
+            .transpose()
     }
 
     async fn buckets(

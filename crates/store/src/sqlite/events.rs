@@ -8,10 +8,14 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 use verdict_domain::{EventRecord, NewEvent};
 
-use super::{Message, SqliteStore, WriteJob, decode, encode, internal};
+use super::{
+    Message, STARTS, SUBJECT_FIGURES, SqliteStore, WriteJob, decode, encode, internal,
+    variant_counts_row, variant_sums,
+};
 use crate::Result;
 use crate::events::EventStore;
 use crate::model::{AppendOutcome, Attribution, VariantCounts, from_millis, to_millis};
+use crate::rollup::check_cap;
 
 /// Append one batch inside `tx`: attribute each event to its subject's assignment, skip
 /// duplicates (confirmed on the full id), insert the rest. Runs inside a group commit of
@@ -157,17 +161,17 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    /// One query for every attribution: `starts` is each counted subject with its start (its
-    /// assignment, or its first exposure at or after it: then only exposed subjects); a
-    /// subject's figures are its `event` events from the start, within the window and range.
-    /// The branch of `starts` not asked for is skipped (a constant-false condition), so the
-    /// plain case scans the events once, the exposure case twice.
+    /// One query for every attribution: `STARTS` is each counted subject with its start;
+    /// a subject's figures are its `event` events from the start, within the window and
+    /// range (`SUBJECT_FIGURES`), its total capped before the sums.
     async fn variant_counts(
         &self,
         experiment_id: &str,
         event: &str,
         attribution: &Attribution,
+        cap: Option<f64>,
     ) -> Result<Vec<VariantCounts>> {
+        check_cap(cap, "counting variants")?;
         let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
         let from = attribution.range.from.map(to_millis);
         let to = attribution.range.to.map(to_millis);
@@ -175,45 +179,19 @@ impl EventStore for SqliteStore {
         let window = attribution.window_millis();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "WITH starts AS (
-                         SELECT a.subject AS subject, a.variant AS variant, a.assigned_at AS start
-                         FROM assignments a
-                         WHERE ?5 IS NULL AND a.experiment_id = ?1
-                         UNION ALL
-                         SELECT e.subject, x.variant, MIN(e.ts)
-                         FROM events e
-                         JOIN assignments x
-                           ON x.experiment_id = e.experiment_id AND x.subject = e.subject
-                         WHERE ?5 IS NOT NULL AND e.experiment_id = ?1 AND e.event = ?5
-                           AND e.ts >= x.assigned_at
-                         GROUP BY e.subject
-                     )
-                     SELECT p.variant, COUNT(*), COUNT(s.n), COALESCE(SUM(s.n), 0),
-                            COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
+                .prepare_cached(&format!(
+                    "WITH {STARTS}
+                     SELECT p.variant, COUNT(*), {sums}
                      FROM starts p
-                     LEFT JOIN (
-                         SELECT e.subject AS subject, COUNT(*) AS n, SUM(e.value) AS total
-                         FROM events e
-                         JOIN starts q ON q.subject = e.subject
-                         WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= q.start
-                           AND (?6 IS NULL OR e.ts < q.start + ?6)
-                           AND (?3 IS NULL OR e.ts >= ?3) AND (?4 IS NULL OR e.ts < ?4)
-                         GROUP BY e.subject
-                     ) s ON s.subject = p.subject
+                     LEFT JOIN ({SUBJECT_FIGURES}) s ON s.subject = p.subject
                      GROUP BY p.variant ORDER BY p.variant",
-                )
+                    sums = variant_sums(7)
+                ))
                 .map_err(internal("counting variants"))?;
-            stmt.query_map(params![eid, ev, from, to, exposure, window], |r| {
-                Ok(VariantCounts {
-                    variant: r.get(0)?,
-                    subjects: r.get::<_, i64>(1)? as u64,
-                    converted_subjects: r.get::<_, i64>(2)? as u64,
-                    events: r.get::<_, i64>(3)? as u64,
-                    sum: r.get(4)?,
-                    sum_of_squares: r.get(5)?,
-                })
-            })
+            stmt.query_map(
+                params![eid, ev, from, to, exposure, window, cap],
+                variant_counts_row,
+            )
             .map_err(internal("counting variants"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal("counting variants"))

@@ -676,6 +676,98 @@ fn get_doc<T: DeserializeOwned>(
     doc.map(|d| decode(&d, what)).transpose()
 }
 
+// ---- per-subject figures (shared by raw-event counts and the rollups) ------------------
+
+/// Each counted subject of experiment `?1` with its start: its assignment, or (with an
+/// exposure event `?5`) its first exposure at or after it, and then only exposed subjects.
+/// The branch not asked for is skipped (a constant-false condition), so the plain case scans
+/// the events once, the exposure case twice.
+const STARTS: &str = "starts AS (
+    SELECT a.subject AS subject, a.variant AS variant, a.assigned_at AS start
+    FROM assignments a
+    WHERE ?5 IS NULL AND a.experiment_id = ?1
+    UNION ALL
+    SELECT e.subject, x.variant, MIN(e.ts)
+    FROM events e
+    JOIN assignments x
+      ON x.experiment_id = e.experiment_id AND x.subject = e.subject
+    WHERE ?5 IS NOT NULL AND e.experiment_id = ?1 AND e.event = ?5
+      AND e.ts >= x.assigned_at
+    GROUP BY e.subject
+)";
+
+/// Per counted subject with at least one counted `?2` event (from its start, within the
+/// window `?6` and the range [`?3`, `?4`)): `subject`, `n` (events), `total` (Σ value).
+const SUBJECT_FIGURES: &str = "SELECT e.subject AS subject, COUNT(*) AS n, SUM(e.value) AS total
+    FROM events e
+    JOIN starts q ON q.subject = e.subject
+    WHERE e.experiment_id = ?1 AND e.event = ?2 AND e.ts >= q.start
+      AND (?6 IS NULL OR e.ts < q.start + ?6)
+      AND (?3 IS NULL OR e.ts >= ?3) AND (?4 IS NULL OR e.ts < ?4)
+    GROUP BY e.subject";
+
+/// The per-variant sums over per-subject rows `s` (`s.n` events, `s.total` Σ value; NULL
+/// for a subject without counted events), each total capped at the value bound to
+/// `?{cap}` (NULL: no cap) as `t`: converted subjects, events, Σt, Σt², Σn², Σn·t. The cap
+/// is `min(total, cap)`, except that negative totals are left as they are.
+fn variant_sums(cap: usize) -> String {
+    let t = format!(
+        "(CASE WHEN ?{cap} IS NOT NULL AND s.total >= 0 AND s.total > ?{cap} THEN ?{cap} \
+         ELSE s.total END)"
+    );
+    format!(
+        "COUNT(s.n), COALESCE(SUM(s.n), 0), COALESCE(SUM({t}), 0.0), \
+         COALESCE(SUM({t} * {t}), 0.0), COALESCE(SUM(s.n * s.n), 0), COALESCE(SUM(s.n * {t}), 0.0)"
+    )
+}
+
+/// Read one row of `SELECT variant, subjects, {variant_sums}`.
+fn variant_counts_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::model::VariantCounts> {
+    Ok(crate::model::VariantCounts {
+        variant: r.get(0)?,
+        subjects: r.get::<_, i64>(1)? as u64,
+        converted_subjects: r.get::<_, i64>(2)? as u64,
+        events: r.get::<_, i64>(3)? as u64,
+        sum: r.get(4)?,
+        sum_of_squares: r.get(5)?,
+        sum_events_squared: r.get::<_, i64>(6)? as u64,
+        sum_events_value: r.get(7)?,
+    })
+}
+
+/// The nearest-rank `q`-quantile of the `total` column of `rows` (a query whose parameters
+/// are `params` and whose CTEs are `with`), counted then read from the nearer end, in one
+/// read transaction so both see the same rows.
+fn quantile_of_totals(
+    c: &Connection,
+    with: &str,
+    rows: &str,
+    params: &[&dyn rusqlite::ToSql],
+    q: f64,
+) -> Result<Option<f64>> {
+    const DOING: &str = "computing a subject value quantile";
+    let tx = c.unchecked_transaction().map_err(internal(DOING))?;
+    let n: i64 = tx
+        .prepare_cached(&format!("{with} SELECT COUNT(*) FROM ({rows})"))
+        .and_then(|mut st| st.query_row(params, |r| r.get(0)))
+        .map_err(internal(DOING))?;
+    let Some((descending, offset)) = crate::rollup::quantile_position(q, n as u64)? else {
+        return Ok(None);
+    };
+    let order = if descending { "DESC" } else { "ASC" };
+    let offset = offset as i64;
+    let mut all = params.to_vec();
+    all.push(&offset);
+    let value = tx
+        .prepare_cached(&format!(
+            "{with} SELECT total FROM ({rows}) ORDER BY total {order} LIMIT 1 OFFSET ?{}",
+            all.len()
+        ))
+        .and_then(|mut st| st.query_row(all.as_slice(), |r| r.get(0)).optional())
+        .map_err(internal(DOING))?;
+    Ok(value)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {

@@ -7,11 +7,14 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-use super::{SqliteStore, begin, check_fence, commit, decode, internal};
+use super::{
+    STARTS, SUBJECT_FIGURES, SqliteStore, begin, check_fence, commit, decode, internal,
+    quantile_of_totals, variant_counts_row, variant_sums,
+};
 use crate::Result;
 use crate::jobs::Fence;
-use crate::model::{TimeRange, VariantCounts, from_millis, to_millis};
-use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore};
+use crate::model::{Attribution, TimeRange, VariantCounts, from_millis, to_millis};
+use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore, check_cap};
 
 #[async_trait]
 impl RollupStore for SqliteStore {
@@ -135,13 +138,14 @@ impl RollupStore for SqliteStore {
         &self,
         experiment_id: &str,
         event: &str,
+        cap: Option<f64>,
     ) -> Result<Vec<VariantCounts>> {
+        check_cap(cap, "reading rolled-up counts")?;
         let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT a.variant, COUNT(*), COUNT(s.subject), COALESCE(SUM(s.n), 0),
-                            COALESCE(SUM(s.total), 0.0), COALESCE(SUM(s.total * s.total), 0.0)
+                .prepare_cached(&format!(
+                    "SELECT a.variant, COUNT(*), {sums}
                      FROM assignments a
                      LEFT JOIN subject_metrics s
                        ON s.experiment = (SELECT id FROM rollup_names WHERE name = ?1)
@@ -149,21 +153,50 @@ impl RollupStore for SqliteStore {
                       AND s.subject = a.subject
                      WHERE a.experiment_id = ?1
                      GROUP BY a.variant ORDER BY a.variant",
-                )
+                    sums = variant_sums(3)
+                ))
                 .map_err(internal("reading rolled-up counts"))?;
-            stmt.query_map(params![eid, ev], |r| {
-                Ok(VariantCounts {
-                    variant: r.get(0)?,
-                    subjects: r.get::<_, i64>(1)? as u64,
-                    converted_subjects: r.get::<_, i64>(2)? as u64,
-                    events: r.get::<_, i64>(3)? as u64,
-                    sum: r.get(4)?,
-                    sum_of_squares: r.get(5)?,
-                })
-            })
-            .map_err(internal("reading rolled-up counts"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(internal("reading rolled-up counts"))
+            stmt.query_map(params![eid, ev, cap], variant_counts_row)
+                .map_err(internal("reading rolled-up counts"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("reading rolled-up counts"))
+        })
+        .await
+    }
+
+    /// Rollups: the totals of `subject_metrics` (every row has at least one event). Raw
+    /// events: the totals of `SUBJECT_FIGURES` under the attribution.
+    async fn subject_value_quantile(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        attribution: Option<&Attribution>,
+        q: f64,
+    ) -> Result<Option<f64>> {
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        let attribution = attribution.cloned();
+        self.read(move |c| match attribution {
+            None => quantile_of_totals(
+                c,
+                "",
+                "SELECT total FROM subject_metrics
+                 WHERE experiment = (SELECT id FROM rollup_names WHERE name = ?1)
+                   AND event = (SELECT id FROM rollup_names WHERE name = ?2)",
+                &[&eid, &ev],
+                q,
+            ),
+            Some(a) => {
+                let from = a.range.from.map(to_millis);
+                let to = a.range.to.map(to_millis);
+                let window = a.window_millis();
+                quantile_of_totals(
+                    c,
+                    &format!("WITH {STARTS}"),
+                    SUBJECT_FIGURES,
+                    &[&eid, &ev, &from, &to, &a.exposure_event, &window],
+                    q,
+                )
+            }
         })
         .await
     }
