@@ -15,14 +15,16 @@
 //! drift between backends.
 //!
 //! # Layout
-//! - The traits, one file per aggregate, each with the types only it uses:
+//! - The traits, one file per aggregate (`rollup`, `jobs` and `webhooks` with their own
+//!   types):
 //!   [`experiments`] ([`ExperimentStore`]: experiments, status, winner, audit, outbox),
-//!   [`assignments`] ([`AssignmentStore`]), [`events`] ([`EventStore`]), [`rollup`]
-//!   ([`RollupStore`]: rollups, buckets, evaluation state), [`jobs`] ([`JobStore`]: leases,
+//!   [`assignments`] ([`AssignmentStore`]), [`events`] ([`EventStore`]: raw events and the
+//!   figures counted from them), [`rollup`] ([`RollupStore`]: rollups, their figures,
+//!   subject value quantiles, buckets, evaluation state), [`jobs`] ([`JobStore`]: leases,
 //!   run records, retention deletes), [`webhooks`] ([`WebhookStore`]), [`environments`]
 //!   ([`EnvironmentStore`]), [`audiences`] ([`AudienceStore`]), [`keys`] ([`KeyStore`]).
-//! - [`model`]: request/response types several traits share (pages, filters, status
-//!   changes, figures, millisecond times).
+//! - [`model`]: the other traits' request/response types (pages, filters, status
+//!   changes, attribution, figures, millisecond times).
 //! - [`error`]: [`StoreError`], the errors callers can act on (conflict, retryable, …),
 //!   each keeping its cause as its `source()`.
 //! - [`sqlite`]: the embedded default, one SQLite file in WAL mode. `sqlite/mod.rs` holds
