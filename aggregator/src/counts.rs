@@ -45,10 +45,12 @@ pub async fn variant_counts(
 ) -> Result<(ResultsSource, Vec<VariantCounts>), StoreError> {
     let attribution = attribution(e, event, range);
     if attribution.is_plain() {
-        let counts = store.rolled_up_counts(&e.id, event).await?;
+        let counts = store.rolled_up_counts(&e.id, event, None).await?;
         return Ok((ResultsSource::Rollups, counts));
     }
-    let counts = store.variant_counts(&e.id, event, &attribution).await?;
+    let counts = store
+        .variant_counts(&e.id, event, &attribution, None)
+        .await?;
     Ok((ResultsSource::RawEvents, counts))
 }
 

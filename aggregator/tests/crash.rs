@@ -156,10 +156,10 @@ async fn killed_and_rerun(spec: &str) {
     );
     for event in ["conversion", "exposure"] {
         let raw = store
-            .variant_counts("exp", event, &Attribution::default())
+            .variant_counts("exp", event, &Attribution::default(), None)
             .await
             .unwrap();
-        let rolled = store.rolled_up_counts("exp", event).await.unwrap();
+        let rolled = store.rolled_up_counts("exp", event, None).await.unwrap();
         assert_eq!(rolled, raw, "{event}");
         // Every raw event is in exactly one bucket of each granularity.
         let events: u64 = raw.iter().map(|c| c.events).sum();

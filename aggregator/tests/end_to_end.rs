@@ -249,7 +249,7 @@ async fn a_sample_ratio_mismatch_blocks_the_decision() {
     assert!(outcome.blockers.contains(&"srm_mismatch"), "{outcome:?}");
     let counts = app
         .store
-        .rolled_up_counts(e["id"].as_str().unwrap(), "conversion")
+        .rolled_up_counts(e["id"].as_str().unwrap(), "conversion", None)
         .await
         .unwrap();
     let (c, t) = (counts[0].subjects as f64, counts[1].subjects as f64);

@@ -91,7 +91,7 @@ async fn deletes_expired_aggregated_events_in_batches_honouring_overrides_and_th
             .await
             .unwrap();
     }
-    verdict_store::Store::rollup(store.as_ref(), 1_000)
+    verdict_store::RollupStore::rollup(store.as_ref(), 1_000)
         .await
         .unwrap();
     let watermark = store.rollup_watermark().await.unwrap();
@@ -137,7 +137,7 @@ async fn deletes_expired_aggregated_events_in_batches_honouring_overrides_and_th
     );
 
     // Once aggregated, the late events go too.
-    verdict_store::Store::rollup(store.as_ref(), 1_000)
+    verdict_store::RollupStore::rollup(store.as_ref(), 1_000)
         .await
         .unwrap();
     let report = verdict_retention::run(&store, &settings(1_000), now, None)

@@ -325,36 +325,31 @@ impl Dispatcher {
             updates.push(update(&d, Some(attempt), next));
         }
         self.store.complete_deliveries(token, &updates, now).await?;
-        if gone {
+        // The endpoint's health after the round, then whether it is to be disabled
+        // (`verdict_domain::webhook::disable_reason`: 410 Gone, or failing too long).
+        if !gone && successes == 0 && failures == 0 {
+            return Ok(report);
+        }
+        let failing_since = if gone {
+            endpoint.failing_since
+        } else if successes > 0 && endpoint.failing_since.is_none() {
+            None
+        } else {
             self.store
-                .set_endpoint_disabled(&endpoint.id, Some("gone"), now)
+                .record_endpoint_health(&endpoint.id, successes > 0, now)
+                .await?
+        };
+        if let Some(reason) = verdict_domain::webhook::disable_reason(
+            gone,
+            failing_since.filter(|_| successes == 0),
+            now,
+            self.config.disable_after,
+        ) {
+            self.store
+                .set_endpoint_disabled(&endpoint.id, Some(reason.as_str()), now)
                 .await?;
             report.disabled += 1;
-            tracing::warn!(endpoint = %endpoint.id, "webhook endpoint answered 410 Gone: disabled");
-        } else if successes > 0 {
-            if endpoint.failing_since.is_some() {
-                self.store
-                    .record_endpoint_health(&endpoint.id, true, now)
-                    .await?;
-            }
-        } else if failures > 0 {
-            let since = self
-                .store
-                .record_endpoint_health(&endpoint.id, false, now)
-                .await?;
-            let disable_after =
-                time::Duration::try_from(self.config.disable_after).unwrap_or(time::Duration::WEEK);
-            if since.is_some_and(|s| now - s >= disable_after) {
-                self.store
-                    .set_endpoint_disabled(&endpoint.id, Some("failing"), now)
-                    .await?;
-                report.disabled += 1;
-                tracing::warn!(
-                    endpoint = %endpoint.id,
-                    failing_since = ?since,
-                    "webhook endpoint failed every attempt for too long: disabled"
-                );
-            }
+            tracing::warn!(endpoint = %endpoint.id, reason = reason.as_str(), ?failing_since, "webhook endpoint disabled");
         }
         Ok(report)
     }

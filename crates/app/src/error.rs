@@ -181,7 +181,13 @@ impl AppError {
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => AppError::new(
+            StoreError::Overloaded { .. } => AppError::new(
+                ErrorCode::Overloaded,
+                "the store is overloaded; retry later",
+            )
+            .retry_after(1)
+            .caused_by(e),
+            StoreError::Unavailable { .. } => AppError::new(
                 ErrorCode::StoreUnavailable,
                 "the store is temporarily unavailable; retry later",
             )
@@ -230,7 +236,11 @@ mod tests {
         }
         .into();
         assert_eq!(fenced.code, ErrorCode::LeaseLost);
-        let down: AppError = StoreError::Unavailable("connection refused".into()).into();
+        let down: AppError = StoreError::Unavailable {
+            context: "pinging".into(),
+            source: Some("connection refused".into()),
+        }
+        .into();
         assert_eq!(
             (down.code, down.retry_after),
             (ErrorCode::StoreUnavailable, Some(1))

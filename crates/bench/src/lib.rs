@@ -109,7 +109,7 @@ pub struct Subject {
     pub assigned_at: OffsetDateTime,
 }
 
-/// Assign `n` subjects (`user-0` …) through [`verdict_store::Store::get_or_create_assignment`],
+/// Assign `n` subjects (`user-0` …) through [`verdict_store::AssignmentStore::get_or_create_assignment`],
 /// `concurrency` at a time, bucketed by the domain's hashing like the API does. Subject
 /// `i` is assigned at `assigned_at(i)`.
 pub async fn assign_subjects(

@@ -22,6 +22,8 @@
 //! - [`event`]: raw events as sent and as stored.
 //! - [`figures`]: per-variant figures of a metric event (what results and decisions read).
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
+//! - [`webhook`]: webhook endpoints and deliveries, and the rules every store adapter applies
+//!   to them (health, disabling, secret rotation, completing a delivery).
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
 //! - [`error_chain`]: an error with its causes on one line.
@@ -43,6 +45,7 @@ pub mod snapshot;
 pub mod status;
 pub mod targeting;
 pub mod validation;
+pub mod webhook;
 
 pub use api_key::{ApiKey, KeyScope};
 pub use assignment::Assignment;

@@ -241,7 +241,7 @@ async fn a_store_error_in_a_job_lands_in_its_run_record_with_its_cause() {
     assert_eq!(run.outcome, RunOutcome::Failed);
     assert_eq!(
         run.error.as_deref(),
-        Some("store failure: rolling up buckets: disk I/O error")
+        Some("store failure while rolling up buckets: disk I/O error")
     );
     let stored = busy(f.store.get_run(&run.id)).await.unwrap().unwrap();
     assert_eq!(stored.error, run.error);

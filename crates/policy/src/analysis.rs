@@ -266,6 +266,7 @@ mod tests {
             events: converted,
             sum,
             sum_of_squares: sum_sq,
+            ..VariantCounts::default()
         }
     }
 

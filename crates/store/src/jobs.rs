@@ -3,7 +3,7 @@
 //!
 //! A **lease** makes one replica the only runner of a job until it expires. Each grant
 //! increments the job's **fencing token**; writes a run makes carry its [`Fence`] and the
-//! store rejects them ([`StoreError::Fenced`]) once a newer grant exists, so a holder that
+//! store rejects them ([`crate::StoreError::Fenced`]) once a newer grant exists, so a holder that
 //! was paused past its expiry (GC, swap, a stopped VM) cannot overwrite its successor's
 //! work. A grant for a scheduled tick also records the tick: a second replica firing on the
 //! same tick after the first released the lease is told the tick already ran, so each
@@ -135,9 +135,9 @@ pub struct RetentionFilter {
     pub except: Vec<String>,
 }
 
-/// Leases, run records and retention deletes. A supertrait of [`crate::Store`].
+/// Leases, run records and retention deletes.
 #[async_trait]
-pub trait JobStore: Send + Sync {
+pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Grant `owner` the lease on `job` until `now + ttl` unless another holder's lease is
     /// unexpired, or (with `tick`) that scheduled tick was already granted. Each grant
     /// increments the job's fencing token. Atomic across processes.

@@ -1,4 +1,4 @@
-//! Request and response types of the [`crate::Store`] trait.
+//! Request and response types of the store traits (see [`crate::Store`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -62,7 +62,7 @@ impl<T> Page<T> {
     }
 }
 
-/// Filters of [`crate::Store::list_experiments`]; `None` means "any".
+/// Filters of [`crate::ExperimentStore::list_experiments`]; `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExperimentFilter {
     pub environment: Option<String>,
@@ -121,7 +121,7 @@ pub struct WinnerChange {
     pub expected_version: Option<u64>,
 }
 
-/// The result of [`crate::Store::delete_audience`].
+/// The result of [`crate::AudienceStore::delete_audience`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudienceDeletion {
     Deleted,
@@ -144,7 +144,7 @@ pub struct TimeRange {
 /// start + `window`, and inside `range`.
 ///
 /// The rollups cannot apply these rules as events arrive (an exposure may arrive after the
-/// metric events it gates), so [`crate::Store::variant_counts`] applies them to raw events at
+/// metric events it gates), so [`crate::EventStore::variant_counts`] applies them to raw events at
 /// query time, in the store (one SQL query; one MongoDB pipeline), as GrowthBook does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attribution {

@@ -1,10 +1,96 @@
-//! Types of the rollup operations: raw events folded into time buckets and per-subject
-//! figures, incrementally from an ingestion watermark.
+//! [`RollupStore`]: raw events folded into time buckets and per-subject figures,
+//! incrementally from an ingestion watermark, and the state the evaluator keeps between
+//! runs.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// What one [`crate::Store::rollup`] call did.
+use crate::jobs::{Fence, JobStore};
+use crate::model::{Attribution, TimeRange, VariantCounts};
+use crate::{Result, StoreError};
+
+/// Rollups and evaluation state.
+///
+/// A supertrait of it is [`JobStore`]: a fenced rollup step checks the run's lease, which
+/// lives in the same store.
+#[async_trait]
+pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
+    /// Fold up to `max_events` events past the rollup watermark into hour and day buckets
+    /// and per-subject figures (only events at or after the subject's assignment count),
+    /// advancing the watermark in the SAME transaction: a crash leaves all or nothing, and
+    /// running again never counts an event twice. Cost grows with the new events only.
+    async fn rollup(&self, max_events: usize) -> Result<RollupReport>;
+
+    /// [`RollupStore::rollup`] as a step of a job run holding `fence`: refused with
+    /// [`StoreError::Fenced`] (nothing written) once a newer lease holder exists.
+    async fn rollup_fenced(
+        &self,
+        max_events: usize,
+        fence: Option<&Fence>,
+    ) -> Result<RollupReport> {
+        if let Some(fence) = fence {
+            let current = self.get_lease(&fence.job).await?.map(|l| l.token);
+            if current != Some(fence.token) {
+                return Err(StoreError::Fenced {
+                    job: fence.job.clone(),
+                    token: fence.token,
+                });
+            }
+        }
+        self.rollup(max_events).await
+    }
+
+    /// The `seq` of the last event folded into the rollups.
+    async fn rollup_watermark(&self) -> Result<u64>;
+
+    /// Per-variant subject-level figures of `event` read from the rollups (what
+    /// [`crate::EventStore::variant_counts`] computes from raw events, once rolled up),
+    /// with the same `cap` rule.
+    async fn rolled_up_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        cap: Option<f64>,
+    ) -> Result<Vec<VariantCounts>>;
+
+    /// The `q`-quantile (nearest rank, `0 ≤ q ≤ 1`) of the per-subject totals of `event`
+    /// over the subjects with at least one counted event: of the rollups when `attribution`
+    /// is `None` (the population of [`RollupStore::rolled_up_counts`]), of raw events under
+    /// `attribution` otherwise (that of [`crate::EventStore::variant_counts`]). Of `N` such
+    /// totals in ascending order it is the one of rank `max(1, ⌈q·N⌉)`; `None` when no
+    /// subject has a counted event. Totals are never capped here: this is how a cap is
+    /// chosen (e.g. the 0.99-quantile). Computed by the store, reading from whichever end of
+    /// the order is nearer the rank. On MongoDB (no transactions) the count and the read are
+    /// two queries: a rollup step between them may shift the rank by the subjects it adds.
+    async fn subject_value_quantile(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        attribution: Option<&Attribution>,
+        q: f64,
+    ) -> Result<Option<f64>>;
+
+    /// Time buckets of one experiment's `event` (all variants), oldest first.
+    async fn buckets(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<Bucket>>;
+
+    /// State the evaluator carries between runs for one experiment (e.g. the peeking
+    /// guard's running maximum), as JSON.
+    async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<serde_json::Value>>;
+    async fn put_evaluation_state(
+        &self,
+        experiment_id: &str,
+        state: &serde_json::Value,
+    ) -> Result<()>;
+}
+
+/// What one [`RollupStore::rollup`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollupReport {
     /// Raw events read past the watermark (0: caught up).
@@ -51,4 +137,62 @@ pub struct Bucket {
     pub count: u64,
     pub sum: f64,
     pub sum_of_squares: f64,
+}
+
+/// A cap is a number or nothing: a NaN would compare differently in each backend.
+pub(crate) fn check_cap(cap: Option<f64>, doing: &'static str) -> Result<()> {
+    match cap {
+        Some(c) if c.is_nan() => Err(StoreError::corrupt(format!(
+            "{doing}: the cap is NaN, not a number"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Where the nearest-rank `q`-quantile of `n` sorted values is read: `None` when `n` is 0,
+/// else `(descending, offset)`, from whichever end of the order is nearer (a top-k read keeps
+/// `offset + 1` values).
+pub(crate) fn quantile_position(q: f64, n: u64) -> Result<Option<(bool, u64)>> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(StoreError::corrupt(format!(
+            "computing a subject value quantile: q = {q} is not in [0, 1]"
+        )));
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // The rank, 1-based: ⌈q·n⌉, at least 1 (q = 0 is the smallest value).
+    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+    let from_bottom = rank - 1;
+    let from_top = n - rank;
+    Ok(Some(if from_top < from_bottom {
+        (true, from_top)
+    } else {
+        (false, from_bottom)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nearest_rank_is_read_from_the_nearer_end() {
+        // Of 5 sorted values: q = 0 is the first, 0.5 the third (⌈2.5⌉), 1 the last.
+        assert_eq!(quantile_position(0.0, 5).unwrap(), Some((false, 0)));
+        assert_eq!(quantile_position(0.5, 5).unwrap(), Some((false, 2)));
+        assert_eq!(quantile_position(0.75, 5).unwrap(), Some((true, 1)));
+        assert_eq!(quantile_position(1.0, 5).unwrap(), Some((true, 0)));
+        assert_eq!(quantile_position(0.99, 1000).unwrap(), Some((true, 10)));
+        assert_eq!(quantile_position(0.5, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_q_outside_zero_to_one_and_a_nan_cap_are_refused() {
+        assert!(quantile_position(1.5, 5).is_err());
+        assert!(quantile_position(f64::NAN, 5).is_err());
+        assert!(check_cap(Some(f64::NAN), "counting").is_err());
+        assert!(check_cap(Some(f64::INFINITY), "counting").is_ok());
+        assert!(check_cap(None, "counting").is_ok());
+    }
 }

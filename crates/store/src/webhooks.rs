@@ -1,7 +1,7 @@
 //! Webhook delivery state: the [`WebhookStore`] trait and its model types.
 //!
-//! The outbox (written with each state change, see [`crate::Store::list_outbox`]) says *what*
-//! to announce. This part of the store says *to whom* and *how it went*:
+//! The outbox (written with each state change, see [`crate::ExperimentStore::list_outbox`])
+//! says *what* to announce. This part of the store says *to whom* and *how it went*:
 //!
 //! - **Endpoints** ([`Endpoint`]): a URL subscribed to event types of one environment, with
 //!   its signing secret (and the previous one while a rotation overlaps), whether it is
@@ -14,6 +14,11 @@
 //! - **Attempts** ([`Attempt`]): every HTTP attempt of a delivery, with status, latency, a
 //!   response snippet or the error.
 //!
+//! What a change does to an endpoint or a delivery (health, disabling, secret rotation, a
+//! completion's fields) is decided once in [`verdict_domain::webhook`]; each adapter applies
+//! it atomically. [`Endpoint`], [`EndpointPatch`], [`DeliveryStatus`] and [`DeliveryNext`]
+//! are that module's types, re-exported here.
+//!
 //! Dispatchers take work with [`WebhookStore::claim_deliveries`]: due, pending deliveries
 //! whose lease is free are leased to one claim (a random token) until `lease_until`, atomically,
 //! so two dispatchers (threads, processes, replicas) never claim the same delivery while the
@@ -25,107 +30,14 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use verdict_domain::{EventType, OutboxMessage};
+use verdict_domain::OutboxMessage;
+use verdict_domain::webhook::AttemptFacts;
+pub use verdict_domain::webhook::{
+    DeliveryNext, DeliveryStatus, DisableReason, Endpoint, EndpointPatch,
+};
 
 use crate::Result;
 use crate::model::{Page, PageRequest};
-
-/// A webhook endpoint. `secret` and `previous_secret` are `whsec_…` texts; they are stored
-/// because every delivery is signed with them, and never shown after creation or rotation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// `ep_<uuid v7>`.
-    pub id: String,
-    pub environment: String,
-    pub url: String,
-    #[serde(default)]
-    pub description: String,
-    /// Event types delivered; empty means every type.
-    #[serde(default)]
-    pub event_types: Vec<EventType>,
-    #[serde(default)]
-    pub disabled: bool,
-    /// Why it was disabled (`manual`, `gone` (HTTP 410), `failing`).
-    #[serde(default)]
-    pub disabled_reason: Option<String>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub disabled_at: Option<OffsetDateTime>,
-    pub secret: String,
-    /// The secret before the last rotation, still used to sign until
-    /// `previous_secret_expires_at`.
-    #[serde(default)]
-    pub previous_secret: Option<String>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub previous_secret_expires_at: Option<OffsetDateTime>,
-    /// The first failed attempt since the last successful one; `None` when the last attempt
-    /// succeeded (or there was none).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub failing_since: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
-impl Endpoint {
-    /// Whether this endpoint receives `message`: same environment, subscribed to its type,
-    /// not disabled.
-    pub fn wants(&self, message: &OutboxMessage) -> bool {
-        !self.disabled
-            && self.environment == message.environment
-            && (self.event_types.is_empty() || self.event_types.contains(&message.event_type))
-    }
-
-    /// The secrets to sign with at `now`: the current one, then the previous one while its
-    /// overlap lasts.
-    pub fn live_secrets(&self, now: OffsetDateTime) -> Vec<&str> {
-        let mut secrets = vec![self.secret.as_str()];
-        if let (Some(previous), Some(until)) =
-            (&self.previous_secret, self.previous_secret_expires_at)
-            && now < until
-        {
-            secrets.push(previous.as_str());
-        }
-        secrets
-    }
-}
-
-/// The editable fields of an endpoint; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EndpointPatch {
-    pub url: Option<String>,
-    pub description: Option<String>,
-    pub event_types: Option<Vec<EventType>>,
-}
-
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt.
-    Pending,
-    /// A 2xx was received.
-    Delivered,
-    /// Given up: rejected (a 4xx), retries exhausted, or its endpoint is disabled or gone.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Delivered, Self::Failed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-    }
-}
 
 /// One outbox message to one endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,18 +123,15 @@ pub struct Attempt {
     pub next_attempt_at: Option<OffsetDateTime>,
 }
 
-/// A delivery's state after a claim, written by [`WebhookStore::complete_deliveries`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryNext {
-    /// Not attempted: give the lease back, keep everything else.
-    Release,
-    /// Try again at this time.
-    RetryAt(OffsetDateTime),
-    Delivered,
-    /// Give up (`reason` is kept as the delivery's `last_error` when no attempt says more).
-    Failed {
-        reason: String,
-    },
+impl Attempt {
+    /// What a completion records of this attempt on its delivery.
+    pub fn facts(&self) -> AttemptFacts<'_> {
+        AttemptFacts {
+            at: self.at,
+            status_code: self.status_code,
+            error: self.error.as_deref(),
+        }
+    }
 }
 
 /// The outcome of one claimed delivery.
@@ -235,9 +144,9 @@ pub struct DeliveryUpdate {
     pub next: DeliveryNext,
 }
 
-/// Webhook endpoints, deliveries and attempts. Every [`crate::Store`] is one.
+/// Webhook endpoints, deliveries and attempts.
 #[async_trait]
-pub trait WebhookStore: Send + Sync {
+pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     // ---- endpoints ---------------------------------------------------------------------
 
     /// [`crate::StoreError::Conflict`] when the id exists.

@@ -49,7 +49,7 @@ verdict_store::store_contract_suite!(mongo);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_twice_keeps_data_and_indexes() {
-    use verdict_store::Store;
+    use verdict_store::{AssignmentStore, Store};
     let test = mongo().await;
     let name = test.store.backend();
     assert_eq!(name, "mongodb");
@@ -109,7 +109,10 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
         .unwrap();
     let first = store.rollup(1000).await.unwrap();
     assert_eq!(first.events, 5);
-    let counts = store.rolled_up_counts("e1", "conversion").await.unwrap();
+    let counts = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
     let hours = store
         .buckets("e1", "conversion", Granularity::Hour, TimeRange::default())
         .await
@@ -126,7 +129,10 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
     let resumed = store.rollup(1000).await.unwrap();
     assert_eq!((resumed.events, resumed.watermark), (5, first.watermark));
     assert_eq!(
-        store.rolled_up_counts("e1", "conversion").await.unwrap(),
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
         counts,
         "the resumed range is not counted twice"
     );
@@ -179,7 +185,89 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
     );
     assert_eq!(store.rollup(1000).await.unwrap().events, 2);
     assert_eq!(
-        store.rolled_up_counts("e1", "conversion").await.unwrap()[0].events,
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap()[0]
+            .events,
         7
+    );
+}
+
+/// Reads are strict: a document missing a required field, or holding it with the wrong
+/// type, is reported as corrupt data naming the collection and the field, never read as 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_missing_a_required_field_is_an_error_not_zero() {
+    use mongodb::bson::{DateTime, Document, doc};
+    use verdict_store::{Granularity, StoreError, TimeRange};
+    let test = mongo().await;
+    let store = test.store.clone();
+    let db = test.guard.downcast_ref::<DropDatabase>().unwrap().0.clone();
+    let at = DateTime::from_millis(1_767_225_600_000);
+    let corrupt = |e: StoreError, collection: &str, field: &str| {
+        let message = e.to_string();
+        assert!(matches!(e, StoreError::Internal { .. }), "{e:?}");
+        assert!(
+            message.contains(&format!("`{collection}`")) && message.contains(&format!("`{field}`")),
+            "{message}"
+        );
+    };
+
+    // An event without its value.
+    db.collection::<Document>("events")
+        .insert_one(doc! {
+            "_id": 1_i64, "seq": 1_i64, "experiment_id": "e1", "event_id": "a", "subject": "s1",
+            "variant": "control", "event": "conversion", "ts": at, "received_at": at,
+            "assigned_at": at,
+        })
+        .await
+        .unwrap();
+    db.collection::<Document>("counters")
+        .insert_one(doc! {"_id": "events", "seq": 1_i64})
+        .await
+        .unwrap();
+    corrupt(
+        store.scan_events(0, 10).await.unwrap_err(),
+        "events",
+        "value",
+    );
+
+    // A bucket whose count is text.
+    db.collection::<Document>("buckets")
+        .insert_one(doc! {
+            "experiment_id": "e1", "event": "conversion", "granularity": "hour", "start": at,
+            "variant": "control", "count": "three", "sum": 1.0, "sum_sq": 1.0,
+        })
+        .await
+        .unwrap();
+    corrupt(
+        store
+            .buckets("e1", "conversion", Granularity::Hour, TimeRange::default())
+            .await
+            .unwrap_err(),
+        "buckets",
+        "count",
+    );
+
+    // A watermark document without its seq.
+    db.collection::<Document>("rollup_state")
+        .insert_one(doc! {"_id": "events"})
+        .await
+        .unwrap();
+    corrupt(
+        store.rollup_watermark().await.unwrap_err(),
+        "rollup_state",
+        "seq",
+    );
+
+    // A lease without its fencing token: never taken for token 0.
+    db.collection::<Document>("leases")
+        .insert_one(doc! {"_id": "aggregate", "owner": "w1", "expires_at": at})
+        .await
+        .unwrap();
+    corrupt(
+        store.get_lease("aggregate").await.unwrap_err(),
+        "leases",
+        "token",
     );
 }

@@ -7,7 +7,7 @@
 
 use time::macros::datetime;
 use verdict_domain::{Assignment, NewEvent};
-use verdict_store::{MongoStore, Store};
+use verdict_store::{AssignmentStore, EventStore, MongoStore, RollupStore};
 
 fn event(id: &str, s: i64) -> NewEvent {
     let t0 = datetime!(2026-01-01 00:00:00 UTC);
@@ -76,7 +76,10 @@ async fn scans_and_rollups_go_on_past_gaps_in_the_seqs() {
     }
     assert_eq!(marks, vec![(2, 2), (1, 3), (2, 11), (1, 12)]);
     assert_eq!(store.rollup_watermark().await.unwrap(), 12);
-    let counts = store.rolled_up_counts("e1", "conversion").await.unwrap();
+    let counts = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
     assert_eq!(counts.iter().map(|c| c.events).sum::<u64>(), 6);
     store.database().drop().await.unwrap();
 }

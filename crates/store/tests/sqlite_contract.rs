@@ -18,7 +18,7 @@ verdict_store::store_contract_suite!(sqlite);
 
 #[tokio::test]
 async fn reopening_a_database_keeps_its_data_and_schema() {
-    use verdict_store::Store;
+    use verdict_store::{AssignmentStore, Store};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/verdict.db");
     {

@@ -245,7 +245,10 @@ async fn wait_caught_up(store: &DynStore, events: u64, within: Duration) {
 }
 
 async fn assert_counted_once(store: &DynStore, events: u64) {
-    let counts = store.rolled_up_counts("exp", "conversion").await.unwrap();
+    let counts = store
+        .rolled_up_counts("exp", "conversion", None)
+        .await
+        .unwrap();
     let total: u64 = counts.iter().map(|c| c.events).sum();
     assert_eq!(
         total, events,

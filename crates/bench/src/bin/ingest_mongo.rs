@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use verdict_bench::{Rng, Subject, T0, assign_subjects, cores, running_experiment, thousands};
 use verdict_domain::NewEvent;
 use verdict_store::model::to_millis;
-use verdict_store::{AppendOutcome, DynStore, MongoStore, Store};
+use verdict_store::{AppendOutcome, DynStore, EventStore, MongoStore, Store};
 
 const SECTION: &str = "verdict-bench-mongo-ingest";
 const EXPERIMENT: &str = "exp-ingest";

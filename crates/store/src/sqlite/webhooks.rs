@@ -7,20 +7,23 @@
 //! delivery. Fan-out inserts a message's deliveries and advances the cursor past it in one
 //! transaction (`INSERT OR IGNORE` on `UNIQUE (endpoint_id, message_id)` on top).
 //! Polls that find nothing (no new outbox row, nothing due) run on a reader and never take
-//! the write lock.
+//! the write lock. What each change does to an endpoint or a delivery is decided by
+//! [`verdict_domain::webhook`]; this module makes it atomic.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 use verdict_domain::OutboxMessage;
 
+use verdict_domain::webhook::Completion;
+
 use super::{SqliteStore, begin, commit, decode, encode, internal, is_unique_violation};
 use crate::Result;
 use crate::error::StoreError;
 use crate::model::{Page, PageRequest, from_millis, to_millis};
 use crate::webhooks::{
-    Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryStatus, DeliveryUpdate, Endpoint,
-    EndpointPatch, WebhookStore,
+    Attempt, AttemptResult, Delivery, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointPatch,
+    WebhookStore,
 };
 
 const DELIVERY_COLUMNS: &str = "seq, endpoint_id, message, status, attempts, next_attempt_at, \
@@ -64,10 +67,14 @@ struct Delivery0 {
 fn to_delivery((d, message): (Delivery0, String)) -> Result<Delivery> {
     Ok(Delivery {
         endpoint_id: d.endpoint_id,
-        message: decode(&message, "stored webhook message")?,
+        message: decode(&message, "reading a webhook delivery's message")?,
         seq: d.seq as u64,
-        status: DeliveryStatus::parse(&d.status)
-            .ok_or_else(|| StoreError::corrupt(format!("delivery status '{}'", d.status)))?,
+        status: DeliveryStatus::parse(&d.status).ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "reading a webhook delivery: unknown status '{}'",
+                d.status
+            ))
+        })?,
         attempts: d.attempts as u32,
         next_attempt_at: d.next_attempt_at.map(from_millis),
         last_attempt_at: d.last_attempt_at.map(from_millis),
@@ -98,8 +105,11 @@ fn attempt_row(r: &Row<'_>) -> rusqlite::Result<(Attempt, String)> {
 }
 
 fn to_attempt((mut a, result): (Attempt, String)) -> Result<Attempt> {
-    a.result = AttemptResult::parse(&result)
-        .ok_or_else(|| StoreError::corrupt(format!("attempt result '{result}'")))?;
+    a.result = AttemptResult::parse(&result).ok_or_else(|| {
+        StoreError::corrupt(format!(
+            "reading a webhook attempt: unknown result '{result}'"
+        ))
+    })?;
     Ok(a)
 }
 
@@ -111,8 +121,8 @@ fn load_endpoint(c: &Connection, id: &str) -> Result<Option<Endpoint>> {
             |r| r.get(0),
         )
         .optional()
-        .map_err(internal("reading webhook endpoint"))?;
-    doc.map(|d| decode(&d, "stored webhook endpoint"))
+        .map_err(internal("reading a webhook endpoint"))?;
+    doc.map(|d| decode(&d, "reading a webhook endpoint"))
         .transpose()
 }
 
@@ -134,7 +144,7 @@ async fn modify_endpoint(
                 "UPDATE webhook_endpoints SET doc = ?2 WHERE id = ?1",
                 params![id, encode(&e)?],
             )
-            .map_err(internal("updating webhook endpoint"))?;
+            .map_err(internal("updating a webhook endpoint"))?;
             commit(tx)?;
             Ok(Some(e))
         })
@@ -264,7 +274,7 @@ impl WebhookStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(internal("listing webhook endpoints"))?
                 .iter()
-                .map(|d| decode(d, "stored webhook endpoint"))
+                .map(|d| decode(d, "listing webhook endpoints"))
                 .collect::<Result<_>>()?;
             Ok(Page {
                 items,
@@ -281,19 +291,7 @@ impl WebhookStore for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<Option<Endpoint>> {
         let patch = patch.clone();
-        modify_endpoint(self, id, move |e| {
-            if let Some(url) = patch.url {
-                e.url = url;
-            }
-            if let Some(description) = patch.description {
-                e.description = description;
-            }
-            if let Some(types) = patch.event_types {
-                e.event_types = types;
-            }
-            e.updated_at = at;
-        })
-        .await
+        modify_endpoint(self, id, move |e| e.apply(&patch, at)).await
     }
 
     async fn set_endpoint_disabled(
@@ -303,14 +301,7 @@ impl WebhookStore for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<Option<Endpoint>> {
         let reason = reason.map(str::to_owned);
-        modify_endpoint(self, id, move |e| {
-            e.disabled = reason.is_some();
-            e.disabled_at = reason.is_some().then_some(at);
-            e.disabled_reason = reason;
-            e.failing_since = None;
-            e.updated_at = at;
-        })
-        .await
+        modify_endpoint(self, id, move |e| e.set_disabled(reason.as_deref(), at)).await
     }
 
     async fn rotate_endpoint_secret(
@@ -322,9 +313,7 @@ impl WebhookStore for SqliteStore {
     ) -> Result<Option<Endpoint>> {
         let secret = secret.to_owned();
         modify_endpoint(self, id, move |e| {
-            e.previous_secret = Some(std::mem::replace(&mut e.secret, secret));
-            e.previous_secret_expires_at = Some(previous_expires_at);
-            e.updated_at = at;
+            e.rotate_secret(secret, previous_expires_at, at)
         })
         .await
     }
@@ -341,14 +330,12 @@ impl WebhookStore for SqliteStore {
             let Some(mut e) = load_endpoint(&tx, &id)? else {
                 return Ok(None);
             };
-            let before = e.failing_since;
-            e.failing_since = if succeeded { None } else { before.or(Some(at)) };
-            if e.failing_since != before {
+            if e.record_health(succeeded, at) {
                 tx.execute(
                     "UPDATE webhook_endpoints SET doc = ?2 WHERE id = ?1",
                     params![id, encode(&e)?],
                 )
-                .map_err(internal("updating webhook endpoint"))?;
+                .map_err(internal("recording a webhook endpoint's health"))?;
                 commit(tx)?;
             }
             Ok(e.failing_since)
@@ -362,7 +349,7 @@ impl WebhookStore for SqliteStore {
             let tx = begin(c)?;
             let n = tx
                 .execute("DELETE FROM webhook_endpoints WHERE id = ?1", [&id])
-                .map_err(internal("deleting webhook endpoint"))?;
+                .map_err(internal("deleting a webhook endpoint"))?;
             tx.execute(
                 "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
                 [&id],
@@ -415,12 +402,13 @@ impl WebhookStore for SqliteStore {
                 })
                 .map_err(internal("reading webhook endpoints"))?
                 .iter()
-                .map(|d| decode(d, "stored webhook endpoint"))
+                .map(|d| decode(d, "fanning out webhooks (reading endpoints)"))
                 .collect::<Result<_>>()?;
             let mut created = 0;
             let ms = to_millis(now);
             for (_, doc) in &rows {
-                let message: OutboxMessage = decode(doc, "stored outbox message")?;
+                let message: OutboxMessage =
+                    decode(doc, "fanning out webhooks (reading the outbox)")?;
                 for e in endpoints.iter().filter(|e| e.wants(&message)) {
                     created += tx
                         .prepare_cached(
@@ -531,8 +519,8 @@ impl WebhookStore for SqliteStore {
                     })
                     .map_err(internal("logging a webhook attempt"))?;
                 }
-                let (status, next, reason) = match &u.next {
-                    DeliveryNext::Release => {
+                let change = match u.next.completion(u.attempt.as_ref().map(Attempt::facts)) {
+                    Completion::Release => {
                         tx.prepare_cached(
                             "UPDATE webhook_deliveries SET lease_token = NULL, lease_until = 0
                              WHERE endpoint_id = ?1 AND message_id = ?2 AND lease_token = ?3",
@@ -541,23 +529,18 @@ impl WebhookStore for SqliteStore {
                         .map_err(internal("releasing a webhook delivery"))?;
                         continue;
                     }
-                    DeliveryNext::RetryAt(t) => {
-                        (DeliveryStatus::Pending, Some(to_millis(*t)), None)
-                    }
-                    DeliveryNext::Delivered => (DeliveryStatus::Delivered, None, None),
-                    DeliveryNext::Failed { reason } => {
-                        (DeliveryStatus::Failed, None, Some(reason.as_str()))
-                    }
+                    Completion::Update(change) => change,
                 };
-                let a = u.attempt.as_ref();
-                let error = a.and_then(|a| a.error.as_deref()).or(reason);
+                let (last_attempt_at, last_status_code) = change
+                    .last_attempt
+                    .map_or((None, None), |(at, code)| (Some(to_millis(at)), code));
                 tx.prepare_cached(
                     "UPDATE webhook_deliveries SET status = ?4, next_attempt_at = ?5,
                        attempts = attempts + ?6,
                        last_attempt_at = COALESCE(?7, last_attempt_at),
-                       last_status_code = CASE WHEN ?6 = 1 THEN ?8 ELSE last_status_code END,
-                       last_error = CASE WHEN ?6 = 1 OR ?9 IS NOT NULL THEN ?9 ELSE last_error END,
-                       lease_token = NULL, lease_until = 0, updated_at = ?10
+                       last_status_code = CASE WHEN ?7 IS NOT NULL THEN ?8 ELSE last_status_code END,
+                       last_error = CASE WHEN ?9 THEN ?10 ELSE last_error END,
+                       lease_token = NULL, lease_until = 0, updated_at = ?11
                      WHERE endpoint_id = ?1 AND message_id = ?2 AND lease_token = ?3",
                 )
                 .and_then(|mut st| {
@@ -565,12 +548,13 @@ impl WebhookStore for SqliteStore {
                         u.endpoint_id,
                         u.message_id,
                         token,
-                        status.as_str(),
-                        next,
-                        i64::from(a.is_some()),
-                        a.map(|a| to_millis(a.at)),
-                        a.and_then(|a| a.status_code),
-                        error,
+                        change.status.as_str(),
+                        change.next_attempt_at.map(to_millis),
+                        change.attempts_added,
+                        last_attempt_at,
+                        last_status_code,
+                        change.last_error.is_some(),
+                        change.last_error.flatten(),
                         at,
                     ])
                 })

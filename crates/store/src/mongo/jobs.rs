@@ -12,21 +12,26 @@ use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 
-use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
-use crate::model::{Page, PageRequest};
-use crate::mongo::{
-    MongoStore, bdate, collect, db_err, decode, doc_field, encode, get_date, get_i64, get_str,
+use time::OffsetDateTime;
+
+use super::webhooks::delivery_id;
+use super::{
+    MongoStore, bdate, collect, db_err, doc_field, encode, get_bson, get_date, get_str, get_u64,
     is_duplicate,
 };
+use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
+use crate::model::{Page, PageRequest};
+use crate::rollup::RollupStore;
 use crate::{Result, StoreError};
-use time::OffsetDateTime;
+
+const LEASES: &str = "`leases`";
 
 fn lease_of(d: &Document) -> Result<Lease> {
     Ok(Lease {
-        job: get_str(d, "_id", "lease")?.to_owned(),
-        owner: get_str(d, "owner", "lease")?.to_owned(),
-        token: get_i64(d, "token") as u64,
-        expires_at: get_date(d, "expires_at", "lease")?,
+        job: get_str(d, "_id", LEASES)?.to_owned(),
+        owner: get_str(d, "owner", LEASES)?.to_owned(),
+        token: get_u64(d, "token", LEASES)?,
+        expires_at: get_date(d, "expires_at", LEASES)?,
     })
 }
 
@@ -46,12 +51,14 @@ impl MongoStore {
             .find_one(doc! {"_id": &fence.job})
             .await
             .map_err(db_err("checking a fencing token"))?;
-        match current {
-            Some(d) if get_i64(&d, "token") as u64 == fence.token => Ok(()),
-            _ => Err(StoreError::Fenced {
+        let token = current.map(|d| get_u64(&d, "token", LEASES)).transpose()?;
+        if token == Some(fence.token) {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
                 job: fence.job.clone(),
                 token: fence.token,
-            }),
+            })
         }
     }
 
@@ -63,7 +70,8 @@ impl MongoStore {
         sort: Document,
         limit: usize,
     ) -> Result<u64> {
-        let ids: Vec<Bson> = collect(
+        let what = format!("`{coll}`");
+        let ids = collect(
             self.coll(coll)
                 .find(filter)
                 .sort(sort)
@@ -74,9 +82,9 @@ impl MongoStore {
             "finding expired data",
         )
         .await?
-        .into_iter()
-        .filter_map(|mut d| d.remove("_id"))
-        .collect();
+        .iter()
+        .map(|d| get_bson(d, "_id", &what).cloned())
+        .collect::<Result<Vec<Bson>>>()?;
         if ids.is_empty() {
             return Ok(0);
         }
@@ -131,9 +139,10 @@ impl JobStore for MongoStore {
             .await
             .map_err(db_err("reading a lease"))?
         else {
-            return Err(StoreError::Unavailable(
-                "lease vanished while being granted; retry".into(),
-            ));
+            return Err(StoreError::Unavailable {
+                context: format!("granting the lease of job {job}, which vanished meanwhile"),
+                source: None,
+            });
         };
         let lease = lease_of(&d)?;
         if lease.expires_at > now {
@@ -209,7 +218,7 @@ impl JobStore for MongoStore {
             .find_one(doc! {"_id": id})
             .await
             .map_err(db_err("reading a run record"))?
-            .map(|d| doc_field(&d, "stored run record"))
+            .map(|d| doc_field(&d, "`job_runs`", "reading a run record"))
             .transpose()
     }
 
@@ -233,7 +242,7 @@ impl JobStore for MongoStore {
         Ok(Page {
             items: docs
                 .iter()
-                .map(|d| decode(get_str(d, "doc", "run record")?, "stored run record"))
+                .map(|d| doc_field(d, "`job_runs`", "listing run records"))
                 .collect::<Result<_>>()?,
             total,
         })
@@ -246,7 +255,7 @@ impl JobStore for MongoStore {
         fence: Option<&Fence>,
     ) -> Result<u64> {
         self.check_fence(fence).await?;
-        let watermark = crate::Store::rollup_watermark(self).await?;
+        let watermark = self.rollup_watermark().await?;
         let mut f = scope_filter(filter);
         f.insert("_id", doc! {"$lte": watermark as i64});
         f.insert("received_at", doc! {"$lt": bdate(filter.before)});
@@ -289,10 +298,11 @@ impl JobStore for MongoStore {
         if candidates.is_empty() {
             return Ok(0);
         }
+        const ATTEMPTS: &str = "`webhook_attempts`";
         let delivery = |d: &Document| -> Result<String> {
-            Ok(crate::mongo::webhooks::delivery_id(
-                get_str(d, "endpoint_id", "webhook attempt")?,
-                get_str(d, "message_id", "webhook attempt")?,
+            Ok(delivery_id(
+                get_str(d, "endpoint_id", ATTEMPTS)?,
+                get_str(d, "message_id", ATTEMPTS)?,
             ))
         };
         let ids = candidates
@@ -311,12 +321,12 @@ impl JobStore for MongoStore {
         )
         .await?
         .iter()
-        .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
-        .collect();
+        .map(|d| get_str(d, "_id", "`webhook_deliveries`").map(str::to_owned))
+        .collect::<Result<_>>()?;
         let mut doomed = Vec::new();
         for d in &candidates {
             if !pending.contains(&delivery(d)?) {
-                doomed.extend(d.get("_id").cloned());
+                doomed.push(get_bson(d, "_id", ATTEMPTS)?.clone());
             }
         }
         if doomed.is_empty() {

@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
+use super::{SqliteStore, begin, check_fence, commit, decode, encode, internal};
+use crate::Result;
 use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
 use crate::model::{Page, PageRequest, from_millis, to_millis};
-use crate::sqlite::{SqliteStore, begin, commit, decode, encode, internal};
-use crate::{Result, StoreError};
 
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
@@ -28,27 +28,6 @@ fn read_lease(c: &Connection, job: &str) -> Result<Option<LeaseRow>> {
     )
     .optional()
     .map_err(internal("reading a lease"))
-}
-
-/// [`StoreError::Fenced`] unless `fence` holds the newest token of its job.
-pub(crate) fn check_fence(c: &Connection, fence: Option<&Fence>) -> Result<()> {
-    let Some(fence) = fence else { return Ok(()) };
-    let token: Option<i64> = c
-        .query_row(
-            "SELECT token FROM leases WHERE job = ?1",
-            [&fence.job],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(internal("checking a fencing token"))?;
-    if token == Some(fence.token as i64) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            job: fence.job.clone(),
-            token: fence.token,
-        })
-    }
 }
 
 /// Names of a [`RetentionFilter`] as SQL: `(clause, parameters)` over `column` (the
@@ -201,7 +180,7 @@ impl JobStore for SqliteStore {
                 })
                 .optional()
                 .map_err(internal("reading a run record"))?;
-            doc.map(|d| decode(&d, "stored run record")).transpose()
+            doc.map(|d| decode(&d, "reading a run record")).transpose()
         })
         .await
     }
@@ -235,7 +214,7 @@ impl JobStore for SqliteStore {
             Ok(Page {
                 items: docs
                     .iter()
-                    .map(|d| decode(d, "stored run record"))
+                    .map(|d| decode(d, "listing run records"))
                     .collect::<Result<_>>()?,
                 total: total as u64,
             })

@@ -1,4 +1,5 @@
-//! The [`crate::WebhookStore`] part of the adapter contract (see [`crate::contract`]).
+//! Contract tests of [`crate::WebhookStore`]: endpoints, fan-out, claims, completions, the
+//! delivery log and endpoint health.
 
 use std::collections::HashSet;
 

@@ -9,7 +9,7 @@
 //!   `webhook_deliveries` (creation order), state fields, and the lease (`lease_token`,
 //!   `lease_until`).
 //! - `webhook_attempts`: `_id` from the `counters` document `webhook_attempts`.
-//! - `outbox` (written by `mongo.rs`): fan-out marks each message `fanned_out: true` *after*
+//! - `outbox` (written by `experiments.rs`): fan-out marks each message `fanned_out: true` *after*
 //!   inserting its deliveries; a crash in between fans it out again, and the `_id`s make
 //!   that harmless.
 //!
@@ -18,6 +18,9 @@
 //! `update_many` that leases those still free *re-checking the due-and-free filter on each
 //! document atomically* (so of two claimers racing for a delivery exactly one matches it);
 //! then read back which of the candidates now carry this claim's token and lease.
+//!
+//! What each change does to an endpoint or a delivery is decided by
+//! [`verdict_domain::webhook`]; this module makes it atomic.
 
 use async_trait::async_trait;
 use mongodb::IndexModel;
@@ -26,16 +29,18 @@ use mongodb::options::IndexOptions;
 use time::OffsetDateTime;
 use verdict_domain::OutboxMessage;
 
+use verdict_domain::webhook::Completion;
+
 use super::{
-    MongoStore, bdate, collect, db_err, decode, doc_field, encode, from_bdate, get_i64, get_str,
-    is_duplicate,
+    MongoStore, bdate, collect, db_err, decode, doc_field, encode, get_bson, get_date, get_i64,
+    get_str, get_u64, is_duplicate, opt_date, opt_i64, opt_str,
 };
 use crate::Result;
 use crate::error::StoreError;
 use crate::model::{Page, PageRequest};
 use crate::webhooks::{
-    Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryStatus, DeliveryUpdate, Endpoint,
-    EndpointPatch, WebhookStore,
+    Attempt, AttemptResult, Delivery, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointPatch,
+    WebhookStore,
 };
 
 const ENDPOINTS: &str = "webhook_endpoints";
@@ -78,59 +83,67 @@ pub(super) fn indexes() -> Vec<(&'static str, Vec<IndexModel>)> {
     ]
 }
 
-pub(crate) fn delivery_id(endpoint_id: &str, message_id: &str) -> String {
+pub(super) fn delivery_id(endpoint_id: &str, message_id: &str) -> String {
     format!("{endpoint_id}/{message_id}")
 }
 
-fn opt_date(d: &Document, key: &str) -> Option<OffsetDateTime> {
-    d.get_datetime(key).ok().map(|t| from_bdate(*t))
-}
-
-fn opt_str(d: &Document, key: &str) -> Option<String> {
-    d.get_str(key).ok().map(str::to_owned)
+/// A status code as stored: an integer that fits a `u16`.
+fn status_code(d: &Document, key: &str, what: &str) -> Result<Option<u16>> {
+    opt_i64(d, key, what)?
+        .map(|c| {
+            u16::try_from(c).map_err(|_| {
+                StoreError::corrupt(format!(
+                    "reading {what}: field `{key}` should be an HTTP status, found {c}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn to_delivery(d: &Document) -> Result<Delivery> {
-    const WHAT: &str = "stored webhook delivery";
+    const WHAT: &str = "`webhook_deliveries`";
     let status = get_str(d, "status", WHAT)?;
     Ok(Delivery {
         endpoint_id: get_str(d, "endpoint_id", WHAT)?.to_owned(),
-        message: decode(get_str(d, "message", WHAT)?, WHAT)?,
-        seq: get_i64(d, "seq") as u64,
-        status: DeliveryStatus::parse(status)
-            .ok_or_else(|| StoreError::corrupt(format!("delivery status '{status}'")))?,
-        attempts: get_i64(d, "attempts") as u32,
-        next_attempt_at: opt_date(d, "next_attempt_at"),
-        last_attempt_at: opt_date(d, "last_attempt_at"),
-        last_status_code: match d.get("last_status_code") {
-            Some(Bson::Int32(_) | Bson::Int64(_)) => Some(get_i64(d, "last_status_code") as u16),
-            _ => None,
-        },
-        last_error: opt_str(d, "last_error"),
-        created_at: opt_date(d, "created_at").unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        updated_at: opt_date(d, "updated_at").unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        message: decode(
+            get_str(d, "message", WHAT)?,
+            "reading a webhook delivery's message",
+        )?,
+        seq: get_u64(d, "seq", WHAT)?,
+        status: DeliveryStatus::parse(status).ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "reading {WHAT}: field `status` holds an unknown status '{status}'"
+            ))
+        })?,
+        attempts: u32::try_from(get_u64(d, "attempts", WHAT)?).unwrap_or(u32::MAX),
+        next_attempt_at: opt_date(d, "next_attempt_at", WHAT)?,
+        last_attempt_at: opt_date(d, "last_attempt_at", WHAT)?,
+        last_status_code: status_code(d, "last_status_code", WHAT)?,
+        last_error: opt_str(d, "last_error", WHAT)?.map(str::to_owned),
+        created_at: get_date(d, "created_at", WHAT)?,
+        updated_at: get_date(d, "updated_at", WHAT)?,
     })
 }
 
 fn to_attempt(d: &Document) -> Result<Attempt> {
-    const WHAT: &str = "stored webhook attempt";
+    const WHAT: &str = "`webhook_attempts`";
     let result = get_str(d, "result", WHAT)?;
     Ok(Attempt {
-        id: get_i64(d, "_id") as u64,
+        id: get_u64(d, "_id", WHAT)?,
         endpoint_id: get_str(d, "endpoint_id", WHAT)?.to_owned(),
         message_id: get_str(d, "message_id", WHAT)?.to_owned(),
-        attempt: get_i64(d, "attempt") as u32,
-        at: opt_date(d, "at").unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        status_code: match d.get("status_code") {
-            Some(Bson::Int32(_) | Bson::Int64(_)) => Some(get_i64(d, "status_code") as u16),
-            _ => None,
-        },
-        latency_ms: get_i64(d, "latency_ms") as u64,
-        response: opt_str(d, "response"),
-        error: opt_str(d, "error"),
-        result: AttemptResult::parse(result)
-            .ok_or_else(|| StoreError::corrupt(format!("attempt result '{result}'")))?,
-        next_attempt_at: opt_date(d, "next_attempt_at"),
+        attempt: u32::try_from(get_u64(d, "attempt", WHAT)?).unwrap_or(u32::MAX),
+        at: get_date(d, "at", WHAT)?,
+        status_code: status_code(d, "status_code", WHAT)?,
+        latency_ms: get_u64(d, "latency_ms", WHAT)?,
+        response: opt_str(d, "response", WHAT)?.map(str::to_owned),
+        error: opt_str(d, "error", WHAT)?.map(str::to_owned),
+        result: AttemptResult::parse(result).ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "reading {WHAT}: field `result` holds an unknown result '{result}'"
+            ))
+        })?,
+        next_attempt_at: opt_date(d, "next_attempt_at", WHAT)?,
     })
 }
 
@@ -148,47 +161,33 @@ fn redeliver_set(now: OffsetDateTime) -> Document {
 }
 
 /// The update applying one claimed delivery's outcome (see
-/// [`WebhookStore::complete_deliveries`]).
+/// [`WebhookStore::complete_deliveries`]): the fields [`verdict_domain::webhook`] decides,
+/// and the lease dropped.
 fn delivery_update(u: &DeliveryUpdate, at: OffsetDateTime) -> Document {
     let mut set = doc! {
         "lease_token": Bson::Null,
         "lease_until": DateTime::from_millis(0),
     };
     let mut update = Document::new();
-    let reason = match &u.next {
-        DeliveryNext::Release => None,
-        DeliveryNext::RetryAt(t) => {
-            set.insert("status", "pending");
-            set.insert("next_attempt_at", bdate(*t));
-            None
-        }
-        DeliveryNext::Delivered => {
-            set.insert("status", "delivered");
-            set.insert("next_attempt_at", Bson::Null);
-            None
-        }
-        DeliveryNext::Failed { reason } => {
-            set.insert("status", "failed");
-            set.insert("next_attempt_at", Bson::Null);
-            Some(reason.clone())
-        }
-    };
-    if !matches!(u.next, DeliveryNext::Release) {
+    if let Completion::Update(change) = u.next.completion(u.attempt.as_ref().map(Attempt::facts)) {
+        set.insert("status", change.status.as_str());
+        set.insert("next_attempt_at", nullable_date(change.next_attempt_at));
         set.insert("updated_at", bdate(at));
-        if let Some(a) = &u.attempt {
-            set.insert("last_attempt_at", bdate(a.at));
+        if let Some((attempted_at, code)) = change.last_attempt {
+            set.insert("last_attempt_at", bdate(attempted_at));
             set.insert(
                 "last_status_code",
-                a.status_code
-                    .map_or(Bson::Null, |c| Bson::Int32(i32::from(c))),
+                code.map_or(Bson::Null, |c| Bson::Int32(i32::from(c))),
             );
+        }
+        if let Some(error) = change.last_error {
             set.insert(
                 "last_error",
-                a.error.clone().or(reason).map_or(Bson::Null, Bson::String),
+                error.map_or(Bson::Null, |e| Bson::String(e.to_owned())),
             );
-            update.insert("$inc", doc! {"attempts": 1_i64});
-        } else if let Some(reason) = reason {
-            set.insert("last_error", reason);
+        }
+        if change.attempts_added > 0 {
+            update.insert("$inc", doc! {"attempts": i64::from(change.attempts_added)});
         }
     }
     update.insert("$set", set);
@@ -197,23 +196,27 @@ fn delivery_update(u: &DeliveryUpdate, at: OffsetDateTime) -> Document {
 
 impl MongoStore {
     /// Compare-and-set one endpoint on its revision until it applies; `None` when absent.
+    /// `change` says whether it changed anything (nothing is written when it did not).
     async fn modify_endpoint(
         &self,
         id: &str,
-        change: impl Fn(&mut Endpoint),
+        change: impl Fn(&mut Endpoint) -> bool,
     ) -> Result<Option<Endpoint>> {
         loop {
             let Some(d) = self
                 .coll(ENDPOINTS)
                 .find_one(doc! {"_id": id})
                 .await
-                .map_err(db_err("reading webhook endpoint"))?
+                .map_err(db_err("reading a webhook endpoint"))?
             else {
                 return Ok(None);
             };
-            let rev = get_i64(&d, "rev");
-            let mut e: Endpoint = doc_field(&d, "stored webhook endpoint")?;
-            change(&mut e);
+            let rev = get_i64(&d, "rev", "`webhook_endpoints`")?;
+            let mut e: Endpoint =
+                doc_field(&d, "`webhook_endpoints`", "reading a webhook endpoint")?;
+            if !change(&mut e) {
+                return Ok(Some(e));
+            }
             let res = self
                 .coll(ENDPOINTS)
                 .update_one(
@@ -221,7 +224,7 @@ impl MongoStore {
                     doc! {"$set": {"doc": encode(&e)?, "rev": rev + 1}},
                 )
                 .await
-                .map_err(db_err("updating webhook endpoint"))?;
+                .map_err(db_err("updating a webhook endpoint"))?;
             if res.matched_count == 1 {
                 return Ok(Some(e));
             }
@@ -257,8 +260,8 @@ impl WebhookStore for MongoStore {
         self.coll(ENDPOINTS)
             .find_one(doc! {"_id": id})
             .await
-            .map_err(db_err("reading webhook endpoint"))?
-            .map(|d| doc_field(&d, "stored webhook endpoint"))
+            .map_err(db_err("reading a webhook endpoint"))?
+            .map(|d| doc_field(&d, "`webhook_endpoints`", "reading a webhook endpoint"))
             .transpose()
     }
 
@@ -282,16 +285,8 @@ impl WebhookStore for MongoStore {
         at: OffsetDateTime,
     ) -> Result<Option<Endpoint>> {
         self.modify_endpoint(id, |e| {
-            if let Some(url) = &patch.url {
-                e.url = url.clone();
-            }
-            if let Some(description) = &patch.description {
-                e.description = description.clone();
-            }
-            if let Some(types) = &patch.event_types {
-                e.event_types = types.clone();
-            }
-            e.updated_at = at;
+            e.apply(patch, at);
+            true
         })
         .await
     }
@@ -303,11 +298,8 @@ impl WebhookStore for MongoStore {
         at: OffsetDateTime,
     ) -> Result<Option<Endpoint>> {
         self.modify_endpoint(id, |e| {
-            e.disabled = reason.is_some();
-            e.disabled_at = reason.is_some().then_some(at);
-            e.disabled_reason = reason.map(str::to_owned);
-            e.failing_since = None;
-            e.updated_at = at;
+            e.set_disabled(reason, at);
+            true
         })
         .await
     }
@@ -320,9 +312,8 @@ impl WebhookStore for MongoStore {
         at: OffsetDateTime,
     ) -> Result<Option<Endpoint>> {
         self.modify_endpoint(id, |e| {
-            e.previous_secret = Some(std::mem::replace(&mut e.secret, secret.to_owned()));
-            e.previous_secret_expires_at = Some(previous_expires_at);
-            e.updated_at = at;
+            e.rotate_secret(secret.to_owned(), previous_expires_at, at);
+            true
         })
         .await
     }
@@ -333,25 +324,10 @@ impl WebhookStore for MongoStore {
         succeeded: bool,
         at: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>> {
-        let Some(current) = self.get_endpoint(id).await? else {
-            return Ok(None);
-        };
-        let wanted = if succeeded {
-            None
-        } else {
-            current.failing_since.or(Some(at))
-        };
-        if wanted == current.failing_since {
-            return Ok(wanted);
-        }
+        // Written only when `failing_since` changes (the first failure, the first
+        // success after failures), so a streak of failures costs one read per round.
         Ok(self
-            .modify_endpoint(id, |e| {
-                e.failing_since = if succeeded {
-                    None
-                } else {
-                    e.failing_since.or(Some(at))
-                };
-            })
+            .modify_endpoint(id, |e| e.record_health(succeeded, at))
             .await?
             .and_then(|e| e.failing_since))
     }
@@ -361,7 +337,7 @@ impl WebhookStore for MongoStore {
             .coll(ENDPOINTS)
             .delete_one(doc! {"_id": id})
             .await
-            .map_err(db_err("deleting webhook endpoint"))?;
+            .map_err(db_err("deleting a webhook endpoint"))?;
         self.coll(DELIVERIES)
             .delete_many(doc! {"endpoint_id": id})
             .await
@@ -399,13 +375,19 @@ impl WebhookStore for MongoStore {
         )
         .await?
         .iter()
-        .map(|d| doc_field(d, "stored webhook endpoint"))
+        .map(|d| {
+            doc_field(
+                d,
+                "`webhook_endpoints`",
+                "fanning out webhooks (reading endpoints)",
+            )
+        })
         .collect::<Result<_>>()?;
         let mut wanted = Vec::new();
         let mut ids = Vec::new();
         for d in &pending {
-            let json = get_str(d, "doc", "stored outbox message")?;
-            let message: OutboxMessage = decode(json, "stored outbox message")?;
+            let json = get_str(d, "doc", "`outbox`")?;
+            let message: OutboxMessage = decode(json, "fanning out webhooks (reading the outbox)")?;
             for e in endpoints.iter().filter(|e| e.wants(&message)) {
                 wanted.push((e.id.clone(), message.id.clone(), json.to_owned()));
             }
@@ -480,9 +462,9 @@ impl WebhookStore for MongoStore {
             "finding due webhook deliveries",
         )
         .await?
-        .into_iter()
-        .filter_map(|d| d.get("_id").cloned())
-        .collect();
+        .iter()
+        .map(|d| get_bson(d, "_id", "`webhook_deliveries`").cloned())
+        .collect::<Result<_>>()?;
         if candidates.is_empty() {
             return Ok(Vec::new());
         }

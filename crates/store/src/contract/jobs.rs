@@ -1,12 +1,12 @@
-//! The [`crate::JobStore`] part of the contract suite: leases, fencing, run records and
-//! retention deletes (instantiated by [`crate::store_contract_suite!`]).
+//! Contract tests of [`crate::JobStore`]: leases, fencing, run records and retention
+//! deletes.
 
 use std::time::Duration;
 
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::contract::{T0, rollup_fixture};
+use super::{T0, rollup_fixture};
 use crate::jobs::{LeaseGrant, RetentionFilter, RunOutcome, RunRecord, Trigger};
 use crate::model::PageRequest;
 use crate::rollup::Granularity;
@@ -152,7 +152,7 @@ pub async fn a_stale_holders_fenced_write_is_rejected(store: DynStore) {
     assert_eq!(store.rollup_watermark().await.unwrap(), 0);
     assert!(
         store
-            .rolled_up_counts("e1", "conversion")
+            .rolled_up_counts("e1", "conversion", None)
             .await
             .unwrap()
             .iter()

@@ -1,0 +1,380 @@
+//! Contract tests of [`crate::RollupStore`]: rollups equal the raw computation, are
+//! incremental and idempotent; capped figures and per-subject quantiles are exact on both
+//! sources; evaluation state round-trips.
+
+use serde_json::json;
+
+use super::{T0, assign, event, rollup_fixture};
+use crate::model::{TimeRange, VariantCounts};
+use crate::{Attribution, DynStore, StoreError};
+
+async fn assert_rollups_match_raw(store: &DynStore) {
+    for exp in ["e1", "e2"] {
+        for ev in ["conversion", "exposure"] {
+            for cap in [None, Some(1.0)] {
+                let raw = store
+                    .variant_counts(exp, ev, &Attribution::default(), cap)
+                    .await
+                    .unwrap();
+                let rolled = store.rolled_up_counts(exp, ev, cap).await.unwrap();
+                assert_eq!(
+                    rolled, raw,
+                    "{exp}/{ev}, cap {cap:?}: rollups must equal the raw computation"
+                );
+            }
+            for q in [0.0, 0.5, 0.9, 1.0] {
+                let plain = Attribution::default();
+                assert_eq!(
+                    store
+                        .subject_value_quantile(exp, ev, None, q)
+                        .await
+                        .unwrap(),
+                    store
+                        .subject_value_quantile(exp, ev, Some(&plain), q)
+                        .await
+                        .unwrap(),
+                    "{exp}/{ev}: the {q}-quantile of rolled-up and raw totals"
+                );
+            }
+            let raw = store
+                .variant_counts(exp, ev, &Attribution::default(), None)
+                .await
+                .unwrap();
+            for g in [crate::Granularity::Hour, crate::Granularity::Day] {
+                let buckets = store
+                    .buckets(exp, ev, g, crate::model::TimeRange::default())
+                    .await
+                    .unwrap();
+                let bucket_events: u64 = buckets.iter().map(|b| b.count).sum();
+                let bucket_sum: f64 = buckets.iter().map(|b| b.sum).sum();
+                let raw_events: u64 = raw.iter().map(|r| r.events).sum();
+                let raw_sum: f64 = raw.iter().map(|r| r.sum).sum();
+                assert_eq!(bucket_events, raw_events, "{exp}/{ev}/{g:?} bucket counts");
+                assert!(
+                    (bucket_sum - raw_sum).abs() < 1e-9,
+                    "{exp}/{ev}/{g:?} bucket sums"
+                );
+                assert!(
+                    buckets
+                        .iter()
+                        .all(|b| b.start.unix_timestamp() % (g.millis() / 1000) == 0)
+                );
+            }
+        }
+    }
+}
+
+pub async fn rollup_matches_raw_counts_and_running_it_again_changes_nothing(store: DynStore) {
+    rollup_fixture(&store, "a", 30).await;
+    let report = store.rollup(10_000).await.unwrap();
+    assert_eq!(report.events, 40);
+    assert_eq!(
+        report.watermark,
+        store.scan_events(0, 100).await.unwrap().last().unwrap().seq
+    );
+    assert!(report.buckets_written > 0 && report.subjects_written > 0);
+    assert_eq!(store.rollup_watermark().await.unwrap(), report.watermark);
+    assert_rollups_match_raw(&store).await;
+    let e1 = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
+    assert!(
+        e1.iter().any(|c| c.events > 0),
+        "the fixture has counted conversions"
+    );
+
+    let again = store.rollup(10_000).await.unwrap();
+    assert_eq!(
+        again,
+        crate::RollupReport {
+            watermark: report.watermark,
+            ..Default::default()
+        }
+    );
+    assert_rollups_match_raw(&store).await;
+    let hours = store
+        .buckets(
+            "e1",
+            "conversion",
+            crate::Granularity::Hour,
+            crate::model::TimeRange::default(),
+        )
+        .await
+        .unwrap();
+    let days = store
+        .buckets(
+            "e1",
+            "conversion",
+            crate::Granularity::Day,
+            crate::model::TimeRange::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        hours.len() > days.len(),
+        "30 hours of events span more hour buckets than days"
+    );
+}
+
+pub async fn rollup_in_small_steps_equals_one_step_and_folds_late_events(store: DynStore) {
+    rollup_fixture(&store, "a", 50).await;
+    let mut steps = 0;
+    loop {
+        let r = store.rollup(3).await.unwrap();
+        if r.events == 0 {
+            break;
+        }
+        assert!(r.events <= 3);
+        steps += 1;
+    }
+    assert_eq!(steps, 14, "40 events in steps of at most 3");
+    assert_rollups_match_raw(&store).await;
+    // Late events: timestamps inside buckets that were already rolled up.
+    let late: Vec<_> = (0..6)
+        .map(|i| {
+            event(
+                "e1",
+                &format!("late{i}"),
+                if i % 2 == 0 { "s3" } else { "s4" },
+                3600 + i * 60,
+            )
+        })
+        .collect();
+    store.append_events(late).await.unwrap();
+    let before = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
+    let r = store.rollup(1000).await.unwrap();
+    assert_eq!(r.events, 6);
+    assert_ne!(
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
+        before
+    );
+    assert_rollups_match_raw(&store).await;
+}
+
+pub async fn evaluation_state_round_trips(store: DynStore) {
+    assert_eq!(store.get_evaluation_state("e1").await.unwrap(), None);
+    store
+        .put_evaluation_state("e1", &json!({"max_log_lambda": 1.5}))
+        .await
+        .unwrap();
+    store
+        .put_evaluation_state("e1", &json!({"max_log_lambda": 2.5}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_evaluation_state("e1").await.unwrap(),
+        Some(json!({"max_log_lambda": 2.5}))
+    );
+    assert_eq!(store.get_evaluation_state("e2").await.unwrap(), None);
+}
+
+/// Subjects whose conversion totals are, in ascending order, -3 (s4, a refund), 1 (s1),
+/// 2 (s2, two events), 4 (s5, two events) and 10 (s3); s6 converts nothing. s3 and s5 are
+/// exposed at 35 s, before their events from 40 s on; s1, s2 convert before 35 s.
+async fn figures_fixture(store: &DynStore) {
+    for (s, v) in [
+        ("s1", "control"),
+        ("s2", "control"),
+        ("s3", "control"),
+        ("s6", "control"),
+        ("s4", "treatment"),
+        ("s5", "treatment"),
+    ] {
+        assign(store, "e1", s, v, 0).await;
+    }
+    let worth = |id: &str, subject: &str, at_s: i64, value: f64| {
+        let mut e = event("e1", id, subject, at_s);
+        e.value = value;
+        e
+    };
+    let exposure = |id: &str, subject: &str| {
+        let mut e = event("e1", id, subject, 35);
+        e.event = "exposure".into();
+        e
+    };
+    store
+        .append_events(vec![
+            worth("c1", "s1", 10, 1.0),
+            worth("c2", "s2", 20, 1.0),
+            worth("c3", "s2", 30, 1.0),
+            worth("c4", "s3", 40, 10.0),
+            worth("c5", "s4", 50, -3.0),
+            worth("c6", "s5", 60, 1.5),
+            worth("c7", "s5", 70, 2.5),
+            exposure("x1", "s3"),
+            exposure("x2", "s5"),
+        ])
+        .await
+        .unwrap();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn figures(
+    variant: &str,
+    subjects: u64,
+    converted_subjects: u64,
+    events: u64,
+    sum: f64,
+    sum_of_squares: f64,
+    sum_events_squared: u64,
+    sum_events_value: f64,
+) -> VariantCounts {
+    VariantCounts {
+        variant: variant.into(),
+        subjects,
+        converted_subjects,
+        events,
+        sum,
+        sum_of_squares,
+        sum_events_squared,
+        sum_events_value,
+    }
+}
+
+pub async fn capping_bounds_each_subjects_total_before_the_sums(store: DynStore) {
+    figures_fixture(&store).await;
+    store.rollup(1_000).await.unwrap();
+    let plain = Attribution::default();
+    let uncapped = vec![
+        // totals 1, 2 (n = 2), 10: Σn² = 1 + 4 + 1, Σn·t = 1 + 4 + 10.
+        figures("control", 4, 3, 4, 13.0, 105.0, 6, 15.0),
+        // totals -3, 4 (n = 2): Σt² = 9 + 16, Σn·t = -3 + 8.
+        figures("treatment", 2, 2, 3, 1.0, 25.0, 5, 5.0),
+    ];
+    // At 3: 10 counts as 3 and 4 as 3; the refund of -3 is left as it is; counts stay.
+    let capped = vec![
+        figures("control", 4, 3, 4, 6.0, 14.0, 6, 8.0),
+        figures("treatment", 2, 2, 3, 0.0, 18.0, 5, 3.0),
+    ];
+    for (cap, expected) in [
+        (None, &uncapped),
+        (Some(100.0), &uncapped),
+        (Some(3.0), &capped),
+    ] {
+        assert_eq!(
+            &store
+                .variant_counts("e1", "conversion", &plain, cap)
+                .await
+                .unwrap(),
+            expected,
+            "raw events, cap {cap:?}"
+        );
+        assert_eq!(
+            &store
+                .rolled_up_counts("e1", "conversion", cap)
+                .await
+                .unwrap(),
+            expected,
+            "rollups, cap {cap:?}"
+        );
+    }
+    // The cap applies to each subject's total under the attribution: from 35 s on, s3 has
+    // 10 (capped to 3), s4 -3, s5 4 (capped to 3).
+    let late = Attribution::in_range(TimeRange {
+        from: Some(T0 + time::Duration::seconds(35)),
+        to: None,
+    });
+    assert_eq!(
+        store
+            .variant_counts("e1", "conversion", &late, Some(3.0))
+            .await
+            .unwrap(),
+        [
+            figures("control", 4, 1, 1, 3.0, 9.0, 1, 3.0),
+            figures("treatment", 2, 2, 3, 0.0, 18.0, 5, 3.0),
+        ]
+    );
+    // Exposed subjects only (s3, s5), from their exposure.
+    let exposed = Attribution {
+        exposure_event: Some("exposure".into()),
+        ..Attribution::default()
+    };
+    assert_eq!(
+        store
+            .variant_counts("e1", "conversion", &exposed, Some(3.0))
+            .await
+            .unwrap(),
+        [
+            figures("control", 1, 1, 1, 3.0, 9.0, 1, 3.0),
+            figures("treatment", 1, 1, 2, 3.0, 9.0, 4, 6.0),
+        ]
+    );
+    assert!(matches!(
+        store
+            .rolled_up_counts("e1", "conversion", Some(f64::NAN))
+            .await,
+        Err(StoreError::Internal { .. })
+    ));
+}
+
+pub async fn subject_value_quantiles_are_nearest_rank_over_subjects_with_events(store: DynStore) {
+    figures_fixture(&store).await;
+    let plain = Attribution::default();
+    let quantile = |attribution: Option<Attribution>, q: f64| {
+        let store = store.clone();
+        async move {
+            store
+                .subject_value_quantile("e1", "conversion", attribution.as_ref(), q)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(quantile(None, 0.5).await, None, "nothing is rolled up yet");
+    assert_eq!(quantile(Some(plain.clone()), 0.5).await, Some(2.0));
+    store.rollup(1_000).await.unwrap();
+    // Totals -3, 1, 2, 4, 10 (s6, without events, is not among them): rank ⌈q·5⌉.
+    for source in [None, Some(plain)] {
+        for (q, value) in [
+            (0.0, -3.0),
+            (0.5, 2.0),
+            (0.75, 4.0),
+            (0.9, 10.0),
+            (1.0, 10.0),
+        ] {
+            assert_eq!(
+                quantile(source.clone(), q).await,
+                Some(value),
+                "{q}-quantile from {}",
+                if source.is_some() {
+                    "raw events"
+                } else {
+                    "rollups"
+                }
+            );
+        }
+    }
+    // Under an attribution: from 35 s on the totals are -3, 4, 10; exposed ones 4, 10.
+    let late = Attribution::in_range(TimeRange {
+        from: Some(T0 + time::Duration::seconds(35)),
+        to: None,
+    });
+    assert_eq!(quantile(Some(late.clone()), 0.5).await, Some(4.0));
+    assert_eq!(quantile(Some(late), 0.0).await, Some(-3.0));
+    let exposed = Attribution {
+        exposure_event: Some("exposure".into()),
+        ..Attribution::default()
+    };
+    assert_eq!(quantile(Some(exposed.clone()), 0.5).await, Some(4.0));
+    assert_eq!(quantile(Some(exposed), 0.51).await, Some(10.0));
+    // No subject with an event: no quantile. A q outside [0, 1] is refused.
+    assert_eq!(
+        store
+            .subject_value_quantile("e1", "purchase", None, 0.5)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .subject_value_quantile("e1", "conversion", None, 1.5)
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,79 @@
+//! [`ExperimentStore`]: experiments, their status compare-and-set and winner, the audit log,
+//! and the webhook outbox their changes write.
+//!
+//! The outbox is listed here rather than by [`crate::WebhookStore`] because it belongs to
+//! the experiment: [`ExperimentStore::transition_status`] and [`ExperimentStore::set_winner`]
+//! write a change's messages atomically with the change (on MongoDB inside the experiment's
+//! own document, relayed to the `outbox` collection afterwards), and only this aggregate
+//! knows how to read them back. Webhook delivery consumes them through
+//! [`crate::WebhookStore::fan_out_webhooks`].
+
+use async_trait::async_trait;
+use verdict_domain::{Experiment, OutboxMessage, Scope};
+
+use crate::Result;
+use crate::model::{AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange};
+
+/// Experiments, status changes, winners, audit entries and outbox messages.
+///
+/// `actor` parameters name who asked (an API key id, `scheduler`, …) for the audit log.
+#[async_trait]
+pub trait ExperimentStore: Send + Sync + std::fmt::Debug {
+    /// Insert a new experiment and its `created` audit entry. [`crate::StoreError::Conflict`]
+    /// when its key already exists in its (environment, organization) or its id is taken.
+    async fn create_experiment(&self, experiment: &Experiment, actor: &str) -> Result<()>;
+
+    /// The experiment of `scope` whose key or id is `key_or_id`.
+    async fn get_experiment(&self, scope: &Scope, key_or_id: &str) -> Result<Option<Experiment>>;
+
+    /// Experiments matching `filter`, oldest first.
+    async fn list_experiments(
+        &self,
+        filter: &ExperimentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Experiment>>;
+
+    /// Every experiment matching `filter`, oldest first (read a page at a time).
+    async fn list_all_experiments(&self, filter: &ExperimentFilter) -> Result<Vec<Experiment>> {
+        const PAGE_SIZE: u32 = 100;
+        let mut all = Vec::new();
+        let mut page = PageRequest {
+            page: 1,
+            page_size: PAGE_SIZE,
+        };
+        loop {
+            let found = self.list_experiments(filter, page).await?;
+            let done = found.items.len() < PAGE_SIZE as usize;
+            all.extend(found.items);
+            if done {
+                return Ok(all);
+            }
+            page.page += 1;
+        }
+    }
+
+    /// Replace an experiment's definition if its stored version is still
+    /// `experiment.version`; returns the stored experiment with the version incremented and
+    /// writes an `updated` audit entry. [`crate::StoreError::VersionConflict`] otherwise.
+    /// Status, winner and lifecycle stamps are not changed here.
+    async fn update_experiment(&self, experiment: &Experiment, actor: &str) -> Result<Experiment>;
+
+    /// Atomically move an experiment from `change.from` to `change.to`, stamping
+    /// `started_at` / `completed_at`, bumping the version and writing one audit entry.
+    /// `Ok(None)` when the stored status is no longer `change.from` (someone else won).
+    async fn transition_status(&self, change: &StatusChange) -> Result<Option<Experiment>>;
+
+    /// Record a winner (and complete a running or paused experiment when
+    /// `change.complete`), with an audit entry, atomically.
+    async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment>;
+
+    /// The audit log of an experiment, newest first.
+    async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>>;
+
+    /// Webhook outbox messages, oldest first. [`ExperimentStore::transition_status`] and
+    /// [`ExperimentStore::set_winner`] write the messages a change causes
+    /// ([`verdict_domain::outbox::messages_for_change`]) atomically with the change: a crash
+    /// can neither lose a message of a change that was made nor leave one of a change that
+    /// was not.
+    async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>>;
+}

@@ -1,0 +1,412 @@
+//! [`ExperimentStore`] on MongoDB: collections `experiments`, `audit` and `outbox`.
+//!
+//! Every change is a compare-and-set on the experiment's `version`. The outbox messages a
+//! change causes ride in the same single-document update (`outbox_pending`), so they exist
+//! if and only if the change does, without a transaction; a relay then moves them to the
+//! `outbox` collection (inserted with stable ids, duplicates ignored, then pulled). A crash
+//! between the two leaves them pending in the experiment document, and the next relay
+//! ([`ExperimentStore::list_outbox`], every webhook fan-out) moves them.
+
+use async_trait::async_trait;
+use mongodb::bson::{Bson, Document, doc};
+use serde_json::json;
+use verdict_domain::outbox::messages_for_change;
+use verdict_domain::{Experiment, OutboxMessage, Scope};
+
+use super::{
+    MongoStore, bdate, collect, db_err, doc_field, documents, encode, get_bson, get_date, get_str,
+    get_u64, is_duplicate, opt_array,
+};
+use crate::Result;
+use crate::error::StoreError;
+use crate::experiments::ExperimentStore;
+use crate::model::{AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange};
+
+const EXPERIMENTS: &str = "`experiments`";
+
+fn org_field(org: &Option<String>) -> &str {
+    org.as_deref().unwrap_or("")
+}
+
+fn experiment_fields(e: &Experiment) -> Result<Document> {
+    Ok(doc! {
+        "environment": &e.scope.environment,
+        "organization": org_field(&e.scope.organization),
+        "key": &e.key,
+        "status": e.status.as_str(),
+        "audience": e.audience.as_deref().unwrap_or(""),
+        "version": e.version as i64,
+        "doc": encode(e)?,
+    })
+}
+
+fn outbox_doc(m: &OutboxMessage) -> Result<Document> {
+    Ok(doc! {
+        "_id": &m.id,
+        "experiment_id": &m.experiment_id,
+        "created_at": bdate(m.created_at),
+        "doc": encode(m)?,
+    })
+}
+
+impl MongoStore {
+    async fn load_experiment(&self, id: &str) -> Result<Option<Experiment>> {
+        self.coll("experiments")
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(db_err("reading an experiment"))?
+            .map(|d| doc_field(&d, EXPERIMENTS, "reading an experiment"))
+            .transpose()
+    }
+
+    /// Replace the experiment if its stored version is still `expected`; `false` when
+    /// another writer changed it first.
+    ///
+    /// `outbox` messages ride in the same single-document update (field `outbox_pending`),
+    /// so they exist if and only if the change does, without a transaction;
+    /// [`MongoStore::relay_outbox`] then moves them to the `outbox` collection. Their ids are
+    /// stable, so a relay interrupted and repeated never duplicates one.
+    async fn save_experiment_if(
+        &self,
+        e: &Experiment,
+        expected: u64,
+        outbox: &[OutboxMessage],
+    ) -> Result<bool> {
+        let mut update = doc! {"$set": experiment_fields(e)?};
+        if !outbox.is_empty() {
+            let pending = outbox
+                .iter()
+                .enumerate()
+                .map(|(pos, m)| {
+                    let mut d = outbox_doc(m)?;
+                    d.insert("version", e.version as i64);
+                    d.insert("pos", pos as i64);
+                    Ok(d)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            update.insert("$push", doc! {"outbox_pending": {"$each": pending}});
+        }
+        let res = self
+            .coll("experiments")
+            .update_one(doc! {"_id": &e.id, "version": expected as i64}, update)
+            .await
+            .map_err(|err| {
+                if is_duplicate(&err) {
+                    StoreError::Conflict(format!(
+                        "an experiment with key '{}' already exists in this environment and \
+                         organization",
+                        e.key
+                    ))
+                } else {
+                    db_err("updating an experiment")(err)
+                }
+            })?;
+        Ok(res.matched_count == 1)
+    }
+
+    /// Move the outbox messages waiting in experiment `id`'s document into the `outbox`
+    /// collection: insert (duplicates ignored: an earlier relay got that far), then pull.
+    async fn relay_outbox(&self, id: &str) -> Result<()> {
+        let Some(d) = self
+            .coll("experiments")
+            .find_one(doc! {"_id": id})
+            .projection(doc! {"outbox_pending": 1})
+            .await
+            .map_err(db_err("reading pending outbox messages"))?
+        else {
+            return Ok(());
+        };
+        let pending: Vec<Document> = documents(
+            opt_array(&d, "outbox_pending", EXPERIMENTS)?,
+            "outbox_pending",
+            EXPERIMENTS,
+        )?
+        .into_iter()
+        .cloned()
+        .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ids = pending
+            .iter()
+            .map(|p| get_bson(p, "_id", "pending outbox messages of `experiments`").cloned())
+            .collect::<Result<Vec<Bson>>>()?;
+        match self
+            .coll("outbox")
+            .insert_many(pending)
+            .ordered(false)
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if is_duplicate(&err) => {}
+            Err(err) => return Err(db_err("writing outbox messages")(err)),
+        }
+        self.coll("experiments")
+            .update_one(
+                doc! {"_id": id},
+                doc! {"$pull": {"outbox_pending": {"_id": {"$in": ids}}}},
+            )
+            .await
+            .map_err(db_err("clearing relayed outbox messages"))?;
+        Ok(())
+    }
+
+    /// Relay every experiment's pending outbox messages (those a crash left behind).
+    pub(super) async fn relay_all_outbox(&self) -> Result<()> {
+        let docs = collect(
+            self.coll("experiments")
+                .find(doc! {"outbox_pending.0": {"$exists": true}})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(db_err("finding pending outbox messages"))?,
+            "finding pending outbox messages",
+        )
+        .await?;
+        for d in docs {
+            self.relay_outbox(get_str(&d, "_id", EXPERIMENTS)?).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExperimentStore for MongoStore {
+    async fn create_experiment(&self, experiment: &Experiment, actor: &str) -> Result<()> {
+        let e = experiment;
+        let mut d = experiment_fields(e)?;
+        d.insert("_id", &e.id);
+        self.insert_record(
+            "experiments",
+            d,
+            format!(
+                "an experiment with key '{}' in this environment and organization (or id '{}')",
+                e.key, e.id
+            ),
+        )
+        .await?;
+        self.audit(
+            &e.id,
+            e.created_at,
+            actor,
+            "created",
+            &json!({"key": e.key}),
+        )
+        .await
+    }
+
+    async fn get_experiment(&self, scope: &Scope, key_or_id: &str) -> Result<Option<Experiment>> {
+        let docs = collect(
+            self.coll("experiments")
+                .find(doc! {
+                    "environment": &scope.environment,
+                    "organization": org_field(&scope.organization),
+                    "$or": [{"key": key_or_id}, {"_id": key_or_id}],
+                })
+                .limit(2)
+                .await
+                .map_err(db_err("reading an experiment"))?,
+            "reading an experiment",
+        )
+        .await?;
+        // A key match wins over an id match, as in the SQL adapter.
+        let mut best = None;
+        for d in &docs {
+            if get_str(d, "key", EXPERIMENTS)? == key_or_id {
+                best = Some(d);
+                break;
+            }
+        }
+        best.or_else(|| docs.first())
+            .map(|d| doc_field(d, EXPERIMENTS, "reading an experiment"))
+            .transpose()
+    }
+
+    async fn list_experiments(
+        &self,
+        filter: &ExperimentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Experiment>> {
+        let mut f = Document::new();
+        if let Some(env) = &filter.environment {
+            f.insert("environment", env);
+        }
+        if let Some(org) = &filter.organization {
+            f.insert("organization", org_field(org));
+        }
+        if let Some(st) = filter.status {
+            f.insert("status", st.as_str());
+        }
+        self.page_of("experiments", f, page, "listing experiments")
+            .await
+    }
+
+    async fn update_experiment(&self, experiment: &Experiment, actor: &str) -> Result<Experiment> {
+        loop {
+            let current = self
+                .load_experiment(&experiment.id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if current.version != experiment.version {
+                return Err(StoreError::VersionConflict {
+                    expected: experiment.version,
+                    actual: current.version,
+                });
+            }
+            let mut next = experiment.clone();
+            // Status, winner and lifecycle stamps change only through their own operations.
+            next.status = current.status;
+            next.winner = current.winner.clone();
+            next.started_at = current.started_at;
+            next.completed_at = current.completed_at;
+            next.created_at = current.created_at;
+            next.version = current.version + 1;
+            if self.save_experiment_if(&next, current.version, &[]).await? {
+                self.audit(
+                    &next.id,
+                    next.updated_at,
+                    actor,
+                    "updated",
+                    &json!({"version": next.version}),
+                )
+                .await?;
+                return Ok(next);
+            }
+            // Changed between the read and the compare-and-set: re-read (the version
+            // check above then reports the conflict).
+        }
+    }
+
+    async fn transition_status(&self, change: &StatusChange) -> Result<Option<Experiment>> {
+        let ch = change;
+        loop {
+            let Some(mut e) = self.load_experiment(&ch.experiment_id).await? else {
+                return Err(StoreError::NotFound);
+            };
+            if e.status != ch.from {
+                return Ok(None);
+            }
+            let read_version = e.version;
+            let before = e.clone();
+            e.apply_status(ch.to, ch.at);
+            let outbox = messages_for_change(&before, &e, ch.at);
+            // Compare-and-set on the version read, hence on the status read.
+            if self.save_experiment_if(&e, read_version, &outbox).await? {
+                self.relay_outbox(&e.id).await?;
+                self.audit(
+                    &e.id,
+                    ch.at,
+                    &ch.actor,
+                    "status_changed",
+                    &json!({"from": ch.from, "to": ch.to}),
+                )
+                .await?;
+                return Ok(Some(e));
+            }
+        }
+    }
+
+    async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment> {
+        let ch = change;
+        loop {
+            let mut e = self
+                .load_experiment(&ch.experiment_id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if let Some(expected) = ch.expected_version
+                && expected != e.version
+            {
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    actual: e.version,
+                });
+            }
+            let read_version = e.version;
+            let at = ch.winner.decided_at;
+            let previous = e.winner.as_ref().map(|w| w.variant.clone());
+            let before = e.clone();
+            let from = e.apply_winner(ch.winner.clone(), ch.complete);
+            let outbox = messages_for_change(&before, &e, at);
+            if !self.save_experiment_if(&e, read_version, &outbox).await? {
+                continue;
+            }
+            self.relay_outbox(&e.id).await?;
+            self.audit(
+                &e.id,
+                at,
+                &ch.actor,
+                "winner_set",
+                &json!({"from": previous, "to": ch.winner.variant, "source": ch.winner.source}),
+            )
+            .await?;
+            if e.status != from {
+                self.audit(
+                    &e.id,
+                    at,
+                    &ch.actor,
+                    "status_changed",
+                    &json!({"from": from, "to": e.status}),
+                )
+                .await?;
+            }
+            return Ok(e);
+        }
+    }
+
+    async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>> {
+        const WHAT: &str = "`audit`";
+        let c = self.coll("audit");
+        let filter = doc! {"experiment_id": experiment_id};
+        let total = c
+            .count_documents(filter.clone())
+            .await
+            .map_err(db_err("counting audit entries"))?;
+        let docs = collect(
+            c.find(filter)
+                .sort(doc! {"_id": -1})
+                .skip(page.offset())
+                .limit(page.limit() as i64)
+                .await
+                .map_err(db_err("listing audit entries"))?,
+            "listing audit entries",
+        )
+        .await?;
+        let items = docs
+            .iter()
+            .map(|d| {
+                Ok(AuditEntry {
+                    id: get_u64(d, "_id", WHAT)?,
+                    experiment_id: experiment_id.to_owned(),
+                    at: get_date(d, "at", WHAT)?,
+                    actor: get_str(d, "actor", WHAT)?.to_owned(),
+                    action: get_str(d, "action", WHAT)?.to_owned(),
+                    details: super::decode(get_str(d, "details", WHAT)?, "listing audit entries")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>> {
+        self.relay_all_outbox().await?;
+        let c = self.coll("outbox");
+        let total = c
+            .count_documents(doc! {})
+            .await
+            .map_err(db_err("counting outbox messages"))?;
+        let docs = collect(
+            c.find(doc! {})
+                .sort(doc! {"created_at": 1, "version": 1, "pos": 1})
+                .skip(page.offset())
+                .limit(page.limit() as i64)
+                .await
+                .map_err(db_err("listing outbox messages"))?,
+            "listing outbox messages",
+        )
+        .await?;
+        let items = docs
+            .iter()
+            .map(|d| doc_field(d, "`outbox`", "listing outbox messages"))
+            .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+}

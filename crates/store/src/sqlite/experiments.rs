@@ -1,0 +1,367 @@
+//! [`ExperimentStore`] on SQLite: table `experiments` (the document and its projected
+//! columns, written together), `audit`, and `outbox`, whose rows are inserted in the
+//! transaction of the change that causes them.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::json;
+use time::OffsetDateTime;
+use verdict_domain::{Experiment, OutboxMessage, Scope};
+
+use super::{
+    SqliteStore, audit, begin, commit, decode, encode, get_doc, insert_doc, internal,
+    is_unique_violation, page_of,
+};
+use crate::Result;
+use crate::error::StoreError;
+use crate::experiments::ExperimentStore;
+use crate::model::{
+    AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange, from_millis,
+    to_millis,
+};
+
+fn org_column(org: &Option<String>) -> &str {
+    org.as_deref().unwrap_or("")
+}
+
+fn load_experiment_by_id(conn: &Connection, id: &str) -> Result<Option<Experiment>> {
+    let doc: Option<String> = conn
+        .query_row("SELECT doc FROM experiments WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(internal("reading an experiment"))?;
+    doc.map(|d| decode(&d, "reading an experiment")).transpose()
+}
+
+/// Write the outbox messages announcing `before` → `after` (inside the change's transaction).
+fn enqueue(
+    tx: &Transaction<'_>,
+    before: &Experiment,
+    after: &Experiment,
+    at: OffsetDateTime,
+) -> Result<()> {
+    for m in verdict_domain::outbox::messages_for_change(before, after, at) {
+        let doc = encode(&m)?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO outbox (id, experiment_id, created_at, doc) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| st.execute(params![m.id, m.experiment_id, to_millis(m.created_at), doc]))
+        .map_err(internal("writing an outbox message"))?;
+    }
+    Ok(())
+}
+
+/// Rewrite the stored document and projections of `e` (inside a transaction).
+fn save_experiment(tx: &Transaction<'_>, e: &Experiment) -> Result<()> {
+    let res = tx.execute(
+        "UPDATE experiments SET key = ?2, status = ?3, audience = ?4, version = ?5, doc = ?6
+         WHERE id = ?1",
+        params![
+            e.id,
+            e.key,
+            e.status.as_str(),
+            e.audience.as_deref().unwrap_or(""),
+            e.version as i64,
+            encode(e)?
+        ],
+    );
+    match res {
+        Ok(_) => Ok(()),
+        Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict(format!(
+            "an experiment with key '{}' already exists in this environment and organization",
+            e.key
+        ))),
+        Err(err) => Err(internal("updating an experiment")(err)),
+    }
+}
+
+#[async_trait]
+impl ExperimentStore for SqliteStore {
+    async fn create_experiment(&self, experiment: &Experiment, actor: &str) -> Result<()> {
+        let e = experiment.clone();
+        let actor = actor.to_owned();
+        let doc = encode(&e)?;
+        self.write(move |c| {
+            let tx = begin(c)?;
+            insert_doc(
+                &tx,
+                "INSERT INTO experiments
+                     (id, environment, organization, key, status, audience, version, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    &e.id,
+                    &e.scope.environment,
+                    &org_column(&e.scope.organization),
+                    &e.key,
+                    &e.status.as_str(),
+                    &e.audience.as_deref().unwrap_or(""),
+                    &(e.version as i64),
+                    &doc,
+                ],
+                &format!(
+                    "an experiment with key '{}' in this environment and organization",
+                    e.key
+                ),
+            )?;
+            audit(
+                &tx,
+                &e.id,
+                e.created_at,
+                &actor,
+                "created",
+                &json!({"key": e.key}),
+            )?;
+            commit(tx)
+        })
+        .await
+    }
+
+    async fn get_experiment(&self, scope: &Scope, key_or_id: &str) -> Result<Option<Experiment>> {
+        let env = scope.environment.clone();
+        let org = org_column(&scope.organization).to_owned();
+        let k = key_or_id.to_owned();
+        self.read(move |c| {
+            get_doc(
+                c,
+                "SELECT doc FROM experiments
+                 WHERE environment = ?1 AND organization = ?2 AND (key = ?3 OR id = ?3)
+                 ORDER BY key = ?3 DESC LIMIT 1",
+                &[&env, &org, &k],
+                "reading an experiment",
+            )
+        })
+        .await
+    }
+
+    async fn list_experiments(
+        &self,
+        filter: &ExperimentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Experiment>> {
+        let f = filter.clone();
+        self.read(move |c| {
+            let mut where_sql = String::from("1 = 1");
+            let mut args: Vec<String> = Vec::new();
+            let mut add = |column: &str, value: String| {
+                args.push(value);
+                where_sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+            };
+            if let Some(env) = f.environment {
+                add("environment", env);
+            }
+            if let Some(org) = f.organization {
+                add("organization", org.unwrap_or_default());
+            }
+            if let Some(st) = f.status {
+                add("status", st.as_str().to_owned());
+            }
+            let n = args.len();
+            let refs: Vec<&dyn rusqlite::ToSql> =
+                args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+            page_of(
+                c,
+                &format!("SELECT COUNT(*) FROM experiments WHERE {where_sql}"),
+                &format!(
+                    "SELECT doc FROM experiments WHERE {where_sql}
+                     ORDER BY rowid LIMIT ?{} OFFSET ?{}",
+                    n + 1,
+                    n + 2
+                ),
+                &refs,
+                page,
+                "listing experiments",
+            )
+        })
+        .await
+    }
+
+    async fn update_experiment(&self, experiment: &Experiment, actor: &str) -> Result<Experiment> {
+        let e = experiment.clone();
+        let actor = actor.to_owned();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let current = load_experiment_by_id(&tx, &e.id)?.ok_or(StoreError::NotFound)?;
+            if current.version != e.version {
+                return Err(StoreError::VersionConflict {
+                    expected: e.version,
+                    actual: current.version,
+                });
+            }
+            let mut next = e;
+            // Status, winner and lifecycle stamps change only through their own operations.
+            next.status = current.status;
+            next.winner = current.winner;
+            next.started_at = current.started_at;
+            next.completed_at = current.completed_at;
+            next.created_at = current.created_at;
+            next.version = current.version + 1;
+            save_experiment(&tx, &next)?;
+            audit(
+                &tx,
+                &next.id,
+                next.updated_at,
+                &actor,
+                "updated",
+                &json!({"version": next.version}),
+            )?;
+            commit(tx)?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn transition_status(&self, change: &StatusChange) -> Result<Option<Experiment>> {
+        let ch = change.clone();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let Some(mut e) = load_experiment_by_id(&tx, &ch.experiment_id)? else {
+                return Err(StoreError::NotFound);
+            };
+            // The compare of the compare-and-set: the writer connection serializes writers,
+            // and the read and write share one IMMEDIATE transaction.
+            if e.status != ch.from {
+                return Ok(None);
+            }
+            let before = e.clone();
+            e.apply_status(ch.to, ch.at);
+            save_experiment(&tx, &e)?;
+            enqueue(&tx, &before, &e, ch.at)?;
+            audit(
+                &tx,
+                &e.id,
+                ch.at,
+                &ch.actor,
+                "status_changed",
+                &json!({"from": ch.from, "to": ch.to}),
+            )?;
+            commit(tx)?;
+            Ok(Some(e))
+        })
+        .await
+    }
+
+    async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment> {
+        let ch = change.clone();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let mut e =
+                load_experiment_by_id(&tx, &ch.experiment_id)?.ok_or(StoreError::NotFound)?;
+            if let Some(expected) = ch.expected_version
+                && expected != e.version
+            {
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    actual: e.version,
+                });
+            }
+            let at = ch.winner.decided_at;
+            let previous = e.winner.as_ref().map(|w| w.variant.clone());
+            let before = e.clone();
+            let from = e.apply_winner(ch.winner.clone(), ch.complete);
+            save_experiment(&tx, &e)?;
+            enqueue(&tx, &before, &e, at)?;
+            audit(
+                &tx,
+                &e.id,
+                at,
+                &ch.actor,
+                "winner_set",
+                &json!({"from": previous, "to": ch.winner.variant, "source": ch.winner.source}),
+            )?;
+            if e.status != from {
+                audit(
+                    &tx,
+                    &e.id,
+                    at,
+                    &ch.actor,
+                    "status_changed",
+                    &json!({"from": from, "to": e.status}),
+                )?;
+            }
+            commit(tx)?;
+            Ok(e)
+        })
+        .await
+    }
+
+    async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>> {
+        let id = experiment_id.to_owned();
+        self.read(move |c| {
+            let total: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM audit WHERE experiment_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(internal("counting audit entries"))?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, at, actor, action, details FROM audit WHERE experiment_id = ?1
+                     ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+                )
+                .map_err(internal("listing audit entries"))?;
+            let rows = stmt
+                .query_map(
+                    params![id, page.limit() as i64, page.offset() as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .map_err(internal("listing audit entries"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("listing audit entries"))?;
+            let items = rows
+                .into_iter()
+                .map(|(aid, at, actor, action, details)| {
+                    Ok(AuditEntry {
+                        id: aid as u64,
+                        experiment_id: id.clone(),
+                        at: from_millis(at),
+                        actor,
+                        action,
+                        details: decode(&details, "listing audit entries")?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
+        })
+        .await
+    }
+
+    async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>> {
+        self.read(move |c| {
+            let total: i64 = c
+                .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+                .map_err(internal("counting outbox messages"))?;
+            let mut stmt = c
+                .prepare_cached("SELECT doc FROM outbox ORDER BY seq LIMIT ?1 OFFSET ?2")
+                .map_err(internal("listing outbox messages"))?;
+            let docs = stmt
+                .query_map(params![page.limit() as i64, page.offset() as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(internal("listing outbox messages"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("listing outbox messages"))?;
+            let items = docs
+                .iter()
+                .map(|d| decode(d, "listing outbox messages"))
+                .collect::<Result<_>>()?;
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,270 @@
+//! [`RollupStore`] on SQLite: tables `buckets`, `subject_metrics` (keyed by the small
+//! integer ids of `rollup_names`), `rollup_state` (the watermark) and `evaluation_state`.
+//! A rollup step is one `BEGIN IMMEDIATE` transaction that folds the events past the
+//! watermark and advances it.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+use super::{
+    STARTS, SUBJECT_FIGURES, SqliteStore, begin, check_fence, commit, decode, internal,
+    quantile_of_totals, variant_counts_row, variant_sums,
+};
+use crate::Result;
+use crate::jobs::Fence;
+use crate::model::{Attribution, TimeRange, VariantCounts, from_millis, to_millis};
+use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore, check_cap};
+
+#[async_trait]
+impl RollupStore for SqliteStore {
+    async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
+        self.rollup_fenced(max_events, None).await
+    }
+
+    /// The fence is checked inside the step's own transaction: a stale holder's step writes
+    /// nothing, whenever it wakes up.
+    async fn rollup_fenced(
+        &self,
+        max_events: usize,
+        fence: Option<&Fence>,
+    ) -> Result<RollupReport> {
+        let fence = fence.cloned();
+        let max = max_events.max(1) as i64;
+        self.write(move |c| {
+            let tx = begin(c)?;
+            check_fence(&tx, fence.as_ref())?;
+            let from: i64 = tx
+                .query_row(
+                    "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(internal("reading the rollup watermark"))?;
+            let (to, events): (i64, i64) = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), ?1), COUNT(*)
+                     FROM (SELECT seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+                    params![from, max],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(internal("choosing the rollup range"))?;
+            if events == 0 {
+                return Ok(RollupReport {
+                    watermark: from as u64,
+                    ..Default::default()
+                });
+            }
+            // Only events at or after the subject's assignment count (attribution).
+            let mut buckets_written = 0;
+            for g in [Granularity::Hour, Granularity::Day] {
+                buckets_written +=
+                    tx.execute(
+                        "INSERT INTO buckets
+                             (experiment_id, event, granularity, start, variant, count, sum, sum_sq)
+                         SELECT e.experiment_id, e.event, ?3, (e.ts / ?4) * ?4, e.variant,
+                                COUNT(*), SUM(e.value), SUM(e.value * e.value)
+                         FROM events e
+                         JOIN assignments a
+                           ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                         WHERE e.seq > ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
+                         GROUP BY e.experiment_id, e.event, (e.ts / ?4) * ?4, e.variant
+                         ON CONFLICT (experiment_id, event, granularity, start, variant) DO UPDATE
+                         SET count = count + excluded.count,
+                             sum = sum + excluded.sum,
+                             sum_sq = sum_sq + excluded.sum_sq",
+                        params![from, to, g.as_str(), g.millis()],
+                    )
+                    .map_err(internal("rolling up buckets"))? as u64;
+            }
+            // Per subject, keyed by the integer ids of the experiment and the event (see the
+            // migration creating `rollup_names`): the range's names get theirs first.
+            tx.execute(
+                "INSERT OR IGNORE INTO rollup_names (name)
+                 SELECT experiment_id FROM events WHERE seq > ?1 AND seq <= ?2
+                 UNION SELECT event FROM events WHERE seq > ?1 AND seq <= ?2",
+                params![from, to],
+            )
+            .map_err(internal("naming rollup keys"))?;
+            let subjects_written =
+                tx.execute(
+                    "INSERT INTO subject_metrics (experiment, event, subject, n, total, first_ts)
+                     SELECT x.id, v.id, e.subject, COUNT(*), SUM(e.value), MIN(e.ts)
+                     FROM events e
+                     JOIN assignments a
+                       ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                     JOIN rollup_names x ON x.name = e.experiment_id
+                     JOIN rollup_names v ON v.name = e.event
+                     WHERE e.seq > ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
+                     GROUP BY x.id, v.id, e.subject
+                     ON CONFLICT (experiment, event, subject) DO UPDATE
+                     SET n = n + excluded.n,
+                         total = total + excluded.total,
+                         first_ts = MIN(first_ts, excluded.first_ts)",
+                    params![from, to],
+                )
+                .map_err(internal("rolling up subjects"))? as u64;
+            tx.execute(
+                "INSERT INTO rollup_state (name, seq) VALUES ('events', ?1)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                [to],
+            )
+            .map_err(internal("advancing the rollup watermark"))?;
+            commit(tx)?;
+            Ok(RollupReport {
+                events: events as u64,
+                buckets_written,
+                subjects_written,
+                watermark: to as u64,
+            })
+        })
+        .await
+    }
+
+    async fn rollup_watermark(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|s| s as u64)
+            .map_err(internal("reading the rollup watermark"))
+        })
+        .await
+    }
+
+    async fn rolled_up_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        cap: Option<f64>,
+    ) -> Result<Vec<VariantCounts>> {
+        check_cap(cap, "reading rolled-up counts")?;
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT a.variant, COUNT(*), {sums}
+                     FROM assignments a
+                     LEFT JOIN subject_metrics s
+                       ON s.experiment = (SELECT id FROM rollup_names WHERE name = ?1)
+                      AND s.event = (SELECT id FROM rollup_names WHERE name = ?2)
+                      AND s.subject = a.subject
+                     WHERE a.experiment_id = ?1
+                     GROUP BY a.variant ORDER BY a.variant",
+                    sums = variant_sums(3)
+                ))
+                .map_err(internal("reading rolled-up counts"))?;
+            stmt.query_map(params![eid, ev, cap], variant_counts_row)
+                .map_err(internal("reading rolled-up counts"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("reading rolled-up counts"))
+        })
+        .await
+    }
+
+    /// Rollups: the totals of `subject_metrics` (every row has at least one event). Raw
+    /// events: the totals of `SUBJECT_FIGURES` under the attribution.
+    async fn subject_value_quantile(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        attribution: Option<&Attribution>,
+        q: f64,
+    ) -> Result<Option<f64>> {
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        let attribution = attribution.cloned();
+        self.read(move |c| match attribution {
+            None => quantile_of_totals(
+                c,
+                "",
+                "SELECT total FROM subject_metrics
+                 WHERE experiment = (SELECT id FROM rollup_names WHERE name = ?1)
+                   AND event = (SELECT id FROM rollup_names WHERE name = ?2)",
+                &[&eid, &ev],
+                q,
+            ),
+            Some(a) => {
+                let from = a.range.from.map(to_millis);
+                let to = a.range.to.map(to_millis);
+                let window = a.window_millis();
+                quantile_of_totals(
+                    c,
+                    &format!("WITH {STARTS}"),
+                    SUBJECT_FIGURES,
+                    &[&eid, &ev, &from, &to, &a.exposure_event, &window],
+                    q,
+                )
+            }
+        })
+        .await
+    }
+
+    async fn buckets(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<Bucket>> {
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        let from = range.from.map(to_millis);
+        let to = range.to.map(to_millis);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT variant, start, count, sum, sum_sq FROM buckets
+                     WHERE experiment_id = ?1 AND event = ?2 AND granularity = ?3
+                       AND (?4 IS NULL OR start >= ?4) AND (?5 IS NULL OR start < ?5)
+                     ORDER BY start, variant",
+                )
+                .map_err(internal("reading buckets"))?;
+            stmt.query_map(params![eid, ev, granularity.as_str(), from, to], |r| {
+                Ok(Bucket {
+                    variant: r.get(0)?,
+                    event: ev.clone(),
+                    start: from_millis(r.get(1)?),
+                    count: r.get::<_, i64>(2)? as u64,
+                    sum: r.get(3)?,
+                    sum_of_squares: r.get(4)?,
+                })
+            })
+            .map_err(internal("reading buckets"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal("reading buckets"))
+        })
+        .await
+    }
+
+    async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<Value>> {
+        let eid = experiment_id.to_owned();
+        self.read(move |c| {
+            let raw: Option<String> = c
+                .query_row(
+                    "SELECT state FROM evaluation_state WHERE experiment_id = ?1",
+                    [&eid],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(internal("reading evaluation state"))?;
+            raw.map(|s| decode(&s, "reading evaluation state"))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_evaluation_state(&self, experiment_id: &str, state: &Value) -> Result<()> {
+        let (eid, state) = (experiment_id.to_owned(), state.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO evaluation_state (experiment_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (experiment_id) DO UPDATE SET state = excluded.state",
+                params![eid, state],
+            )
+            .map_err(internal("writing evaluation state"))?;
+            Ok(())
+        })
+        .await
+    }
+}
