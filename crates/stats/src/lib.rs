@@ -26,19 +26,25 @@
 //!   credible intervals.
 //! * [`bayes`] — [`prob_b_beats_a`], [`prob_best`], [`expected_loss`],
 //!   [`pairwise_expected_loss`], [`summarize`] with an [`Objective`] (maximize / minimize).
+//! * [`ratio`] — [`RatioStats`]: `Σ value / Σ events` with subjects as the unit and its
+//!   delta-method variance.
 //! * [`srm`] — [`srm_check`]: Pearson χ² against configured weights.
 //! * [`welch`] — [`SummaryStats`] (cancellation-free variance) and [`welch_t_test`].
 //! * [`msprt`] — [`mixture_likelihood_ratio`] and [`rejects`].
 //! * `quadrature` (private) — the fixed Gauss–Legendre engine behind P(best) for k ≥ 3.
+//! * `dd` (private) — double-double arithmetic for differences and residuals that would
+//!   otherwise cancel.
 //! * `special` (private) — log-gamma, log-beta, incomplete beta/gamma and Student-t functions
 //!   accurate for arguments up to ~1e8.
 //! * [`StatsError`] — the single error type; only invalid input produces errors.
 
 pub mod bayes;
 pub mod beta;
+mod dd;
 mod error;
 pub mod msprt;
 mod quadrature;
+pub mod ratio;
 mod special;
 pub mod srm;
 pub mod welch;
@@ -50,6 +56,7 @@ pub use bayes::{
 pub use beta::{BetaPosterior, DEFAULT_CREDIBLE_LEVEL};
 pub use error::StatsError;
 pub use msprt::{Msprt, mixture_likelihood_ratio, rejects};
+pub use ratio::RatioStats;
 pub use srm::{
     DEFAULT_SRM_THRESHOLD, SrmResult, equal_weights, srm_check, srm_check_with_threshold,
 };
