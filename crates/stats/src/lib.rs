@@ -29,7 +29,8 @@
 //! * [`ratio`] — [`RatioStats`]: `Σ value / Σ events` with subjects as the unit and its
 //!   delta-method variance.
 //! * [`srm`] — [`srm_check`]: Pearson χ² against configured weights.
-//! * [`welch`] — [`SummaryStats`] (cancellation-free variance) and [`welch_t_test`].
+//! * [`welch`] — [`SummaryStats`] (cancellation-free variance, double-double mean, standard
+//!   error), [`mean_difference`] and [`welch_t_test`].
 //! * [`msprt`] — [`mixture_likelihood_ratio`] and [`rejects`].
 //! * `quadrature` (private) — the fixed Gauss–Legendre engine behind P(best) for k ≥ 3.
 //! * `dd` (private) — double-double arithmetic for differences and residuals that would
@@ -60,4 +61,4 @@ pub use ratio::RatioStats;
 pub use srm::{
     DEFAULT_SRM_THRESHOLD, SrmResult, equal_weights, srm_check, srm_check_with_threshold,
 };
-pub use welch::{SummaryStats, WelchResult, welch_t_test};
+pub use welch::{SummaryStats, WelchResult, mean_difference, welch_t_test};

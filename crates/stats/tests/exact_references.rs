@@ -2,7 +2,7 @@
 //! and dyadic-rational arithmetic from the raw data, and the defining property of a quantity
 //! rather than the crate's formula for it.
 
-use verdict_stats::RatioStats;
+use verdict_stats::{RatioStats, SummaryStats, mean_difference, welch_t_test};
 
 fn rel_err(got: f64, want: f64) -> f64 {
     (got - want).abs() / want.abs()
@@ -137,4 +137,177 @@ fn subjects_without_events_change_the_ratio_variance_only_by_n_over_n_minus_one(
     let (n, m) = (800.0, 1200.0);
     let want = a.variance_of_ratio() * (m / (m - 1.0)) / (n / (n - 1.0));
     assert!(rel_err(b.variance_of_ratio(), want) <= 1e-12);
+}
+
+/// An exact dyadic rational `m · 2^e`.
+#[derive(Debug, Clone, Copy)]
+struct Dyadic {
+    m: i128,
+    e: i32,
+}
+
+impl Dyadic {
+    /// The exact value of a finite double.
+    fn of(x: f64) -> Self {
+        assert!(x.is_finite());
+        if x == 0.0 {
+            return Self { m: 0, e: 0 };
+        }
+        let bits = x.to_bits();
+        let sign = if bits >> 63 == 1 { -1 } else { 1 };
+        let exp = ((bits >> 52) & 0x7ff) as i32;
+        let frac = (bits & ((1 << 52) - 1)) as i128;
+        let (mut m, mut e) = if exp == 0 {
+            (frac, -1074)
+        } else {
+            (frac | (1 << 52), exp - 1075)
+        };
+        while m % 2 == 0 {
+            m /= 2;
+            e += 1;
+        }
+        Self { m: sign * m, e }
+    }
+
+    fn int(n: u64) -> Self {
+        Self::of(n as f64)
+    }
+
+    fn mul(self, other: Self) -> Self {
+        Self {
+            m: self.m.checked_mul(other.m).expect("product fits in i128"),
+            e: self.e + other.e,
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        self.sub(Self {
+            m: -other.m,
+            e: other.e,
+        })
+    }
+
+    fn sub(self, other: Self) -> Self {
+        let e = self.e.min(other.e);
+        let up = |d: Self| {
+            d.m.checked_mul(1i128 << (d.e - e))
+                .expect("aligned mantissa fits in i128")
+        };
+        Self {
+            m: up(self) - up(other),
+            e,
+        }
+    }
+
+    /// Nearest double, give or take one rounding of the mantissa.
+    fn to_f64(self) -> f64 {
+        self.m as f64 * 2f64.powi(self.e)
+    }
+}
+
+/// Arms as `(n, Σx, Σx²)`, the sums exact as doubles.
+struct Arm {
+    n: u64,
+    sum: f64,
+    sum_squares: f64,
+}
+
+impl Arm {
+    fn from_values(values: &[f64]) -> Self {
+        Self {
+            n: values.len() as u64,
+            sum: values.iter().sum(),
+            sum_squares: values.iter().map(|v| v * v).sum(),
+        }
+    }
+
+    fn stats(&self) -> SummaryStats {
+        SummaryStats::from_sums(self.n, self.sum, self.sum_squares).expect("valid sums")
+    }
+
+    /// `n·Σx² − (Σx)² = n · M2`, exactly.
+    fn n_m2(&self) -> Dyadic {
+        Dyadic::int(self.n)
+            .mul(Dyadic::of(self.sum_squares))
+            .sub(Dyadic::of(self.sum).mul(Dyadic::of(self.sum)))
+    }
+
+    /// `var / n = M2 / (n (n − 1))`.
+    fn se2(&self) -> f64 {
+        let n = self.n as f64;
+        self.n_m2().to_f64() / (n * n * (n - 1.0))
+    }
+}
+
+#[test]
+fn welch_difference_and_t_match_exact_rational_arithmetic() {
+    // Means near 1e6 (and -1e9) that differ by ~1e-3 (1e-5 at n = 1e6): rounding each mean
+    // to a double leaves ~1e-10 absolute error, 1e-7 relative to the difference or worse.
+    // The spreads are wide enough for Σx² to hold the variance.
+    let pairs = [
+        (
+            Arm::from_values(&[999_999.0, 1_000_000.0, 1_000_001.001]),
+            Arm::from_values(&[999_999.0, 1_000_000.003, 1_000_001.0]),
+        ),
+        (
+            Arm::from_values(&[999_999.5, 1_000_000.25, 1_000_000.25]),
+            Arm::from_values(&[1_000_000.0, 1_000_000.25, 1_000_000.001, 999_999.75]),
+        ),
+        (
+            Arm {
+                n: 1_000_003,
+                sum: 1_000_003_123_456.75,
+                sum_squares: 1.000_006_246_914e18,
+            },
+            Arm {
+                n: 999_997,
+                sum: 999_997_123_459.5,
+                sum_squares: 9.999_99e17,
+            },
+        ),
+        (
+            Arm::from_values(&[-1e9 - 4000.0, -1e9 + 3000.0, -1e9, -1e9 + 1000.0, -1e9]),
+            Arm::from_values(&[-1e9 + 2000.001, -1e9 - 1000.0, -1e9 - 1000.0, -1e9]),
+        ),
+    ];
+    let mut naive_fails = false;
+    for (a, b) in &pairs {
+        // diff = Σb/n_b − Σa/n_a = (Σb·n_a − Σa·n_b) / (n_a·n_b), exactly.
+        let num = Dyadic::of(b.sum)
+            .mul(Dyadic::int(a.n))
+            .sub(Dyadic::of(a.sum).mul(Dyadic::int(b.n)));
+        let want_diff = num.to_f64() / (a.n as f64 * b.n as f64);
+        let want_t = want_diff / (a.se2() + b.se2()).sqrt();
+
+        let (sa, sb) = (a.stats(), b.stats());
+        let got = welch_t_test(&sa, &sb, 0.05).expect("valid");
+        assert!(
+            rel_err(got.diff, want_diff) <= 1e-12,
+            "diff {} vs {want_diff}",
+            got.diff
+        );
+        assert!(rel_err(got.t, want_t) <= 1e-9, "t {} vs {want_t}", got.t);
+        assert!(rel_err(mean_difference(&sa, &sb), want_diff) <= 1e-12);
+        let naive = b.sum / b.n as f64 - a.sum / a.n as f64;
+        naive_fails |= rel_err(naive, want_diff) > 1e-9;
+    }
+    // The cases are hard enough that subtracting the rounded means would fail the check.
+    assert!(naive_fails);
+}
+
+#[test]
+fn welford_from_values_keeps_the_difference_of_large_close_means() {
+    let a: Vec<f64> = (0..1000).map(|i| 1e9 + f64::from(i % 10) * 0.125).collect();
+    let b: Vec<f64> = a.iter().map(|v| v + 0.001).collect();
+    let got = mean_difference(
+        &SummaryStats::from_values(a.iter().copied()),
+        &SummaryStats::from_values(b.iter().copied()),
+    );
+    // b's values are the doubles nearest to a's + 0.001; the exact mean difference follows.
+    let mut num = Dyadic { m: 0, e: 0 };
+    for (x, y) in a.iter().zip(&b) {
+        num = num.add(Dyadic::of(*y).sub(Dyadic::of(*x)));
+    }
+    let want = num.to_f64() / 1000.0;
+    assert!(rel_err(got, want) <= 1e-9, "{got} vs {want}");
 }
