@@ -31,7 +31,8 @@
 //! * [`srm`] — [`srm_check`]: Pearson χ² against configured weights.
 //! * [`welch`] — [`SummaryStats`] (cancellation-free variance, double-double mean, standard
 //!   error), [`mean_difference`] and [`welch_t_test`].
-//! * [`msprt`] — [`mixture_likelihood_ratio`] and [`rejects`].
+//! * [`msprt`] — [`mixture_likelihood_ratio`] (rates), [`mixture_likelihood_ratio_normal`]
+//!   (means), [`always_valid_interval`] and [`rejects`].
 //! * `quadrature` (private) — the fixed Gauss–Legendre engine behind P(best) for k ≥ 3.
 //! * `dd` (private) — double-double arithmetic for differences and residuals that would
 //!   otherwise cancel.
@@ -56,7 +57,10 @@ pub use bayes::{
 };
 pub use beta::{BetaPosterior, DEFAULT_CREDIBLE_LEVEL};
 pub use error::StatsError;
-pub use msprt::{Msprt, mixture_likelihood_ratio, rejects};
+pub use msprt::{
+    Msprt, always_valid_interval, mixture_likelihood_ratio, mixture_likelihood_ratio_normal,
+    rejects,
+};
 pub use ratio::RatioStats;
 pub use srm::{
     DEFAULT_SRM_THRESHOLD, SrmResult, equal_weights, srm_check, srm_check_with_threshold,

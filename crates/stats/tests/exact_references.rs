@@ -2,7 +2,11 @@
 //! and dyadic-rational arithmetic from the raw data, and the defining property of a quantity
 //! rather than the crate's formula for it.
 
-use verdict_stats::{RatioStats, SummaryStats, mean_difference, welch_t_test};
+use verdict_stats::msprt::rejects_log;
+use verdict_stats::{
+    RatioStats, SummaryStats, always_valid_interval, mean_difference, mixture_likelihood_ratio,
+    mixture_likelihood_ratio_normal, welch_t_test,
+};
 
 fn rel_err(got: f64, want: f64) -> f64 {
     (got - want).abs() / want.abs()
@@ -310,4 +314,49 @@ fn welford_from_values_keeps_the_difference_of_large_close_means() {
     }
     let want = num.to_f64() / 1000.0;
     assert!(rel_err(got, want) <= 1e-9, "{got} vs {want}");
+}
+
+#[test]
+fn always_valid_interval_ends_exactly_where_the_shifted_test_starts_rejecting() {
+    for &(theta, var, tau2, alpha) in &[
+        (0.012, 4e-5, 1e-4, 0.05),
+        (-3.5, 2.25, 1.0, 0.05),
+        (250.0, 900.0, 100.0, 0.01),
+        (1e-6, 1e-14, 1e-10, 0.2),
+    ] {
+        let (lo, hi) = always_valid_interval(theta, var, tau2, alpha).expect("valid");
+        // Λ(θ0) is the mixture ratio of the estimate θ̂ − θ0: at each end it equals 1/α.
+        for end in [lo, hi] {
+            let m = mixture_likelihood_ratio_normal(theta - end, var, tau2).expect("valid");
+            let want = -alpha.ln();
+            assert!(
+                (m.log_lambda - want).abs() <= 1e-12 * want,
+                "θ̂={theta}: ln Λ at {end} is {} (want {want})",
+                m.log_lambda
+            );
+        }
+        // Inside, no θ0 is rejected; just outside, it is.
+        let width = hi - lo;
+        for (theta0, rejected) in [
+            (theta, false),
+            (lo + 1e-6 * width, false),
+            (hi - 1e-6 * width, false),
+            (lo - 1e-6 * width, true),
+            (hi + 1e-6 * width, true),
+        ] {
+            let m = mixture_likelihood_ratio_normal(theta - theta0, var, tau2).expect("valid");
+            assert_eq!(rejects_log(m.log_lambda, alpha), rejected, "θ0 = {theta0}");
+        }
+    }
+}
+
+#[test]
+fn the_rate_and_mean_forms_of_the_mixture_ratio_agree() {
+    let m = mixture_likelihood_ratio((500, 10_000), (560, 10_000), 1e-4).expect("valid");
+    let (pa, pb) = (0.05, 0.056);
+    let v = pa * (1.0 - pa) / 1e4 + pb * (1.0 - pb) / 1e4;
+    let n = mixture_likelihood_ratio_normal(pb - pa, v, 1e-4).expect("valid");
+    assert!((m.log_lambda - n.log_lambda).abs() <= 1e-13 * n.log_lambda.abs());
+    assert!(mixture_likelihood_ratio_normal(0.1, 0.0, 1e-4).is_err());
+    assert!(always_valid_interval(0.1, 1e-4, 1e-4, 1.0).is_err());
 }

@@ -1,7 +1,11 @@
 //! Properties that must hold for any input, checked with proptest.
 
 use proptest::prelude::*;
-use verdict_stats::{Objective, expected_loss, prob_b_beats_a, prob_best, srm_check, summarize};
+use verdict_stats::msprt::rejects_log;
+use verdict_stats::{
+    Objective, always_valid_interval, expected_loss, mixture_likelihood_ratio_normal,
+    prob_b_beats_a, prob_best, srm_check, summarize,
+};
 
 /// One arm: n up to 1e6, conversions anywhere in 0..=n (skewed towards realistic low rates).
 fn arm() -> impl Strategy<Value = (u64, u64)> {
@@ -105,4 +109,27 @@ fn expected_loss_is_smallest_for_the_most_probable_winner_in_a_clear_case() {
     };
     assert_eq!(argmax(&s.prob_best), 1);
     assert_eq!(argmin(&s.expected_loss), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_always_valid_interval_excludes_zero_exactly_when_the_test_rejects(
+        theta in -1.0..1.0f64,
+        log_v in -8.0..0.0f64,
+        log_tau2 in -6.0..0.0f64,
+        alpha in 0.001..0.5f64,
+    ) {
+        let (v, tau2) = (10f64.powf(log_v), 10f64.powf(log_tau2));
+        let (lo, hi) = always_valid_interval(theta, v, tau2, alpha).unwrap();
+        prop_assert!(lo < theta && theta < hi);
+        let m = mixture_likelihood_ratio_normal(theta, v, tau2).unwrap();
+        let excludes_zero = lo > 0.0 || hi < 0.0;
+        // Away from the boundary itself, where rounding may go either way.
+        let margin = (m.log_lambda + alpha.ln()).abs();
+        if margin > 1e-9 {
+            prop_assert_eq!(excludes_zero, rejects_log(m.log_lambda, alpha));
+        }
+    }
 }
