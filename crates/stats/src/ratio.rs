@@ -17,7 +17,8 @@
 //! with `σ_x²`, `σ_y²`, `σ_xy` the subject-level sample (co)variances (divisor `n − 1`). This is
 //! the standard treatment of ratio metrics in online experiments: A. Deng, U. Knoblich, J. Lu,
 //! "Applying the Delta Method in Metric Analytics: A Practical Guide with Novel Ideas", KDD
-//! 2018, §2–3; GrowthBook and Eppo use the same formula.
+//! 2018, §2–3; GrowthBook and Eppo use the same formula. `R` with standard error `sqrt(Var(R))`
+//! is the normal posterior [`crate::normal`] compares arms with.
 //!
 //! Subjects without events (`x_i = y_i = 0`) may be included in `n` or left out: their
 //! residual `y_i − R x_i` is 0, so they change `Var(R)` only through the factor `n/(n − 1)`.

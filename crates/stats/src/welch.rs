@@ -175,6 +175,9 @@ impl SummaryStats {
     }
 
     /// Standard error of the mean, `sqrt(variance / n)`; `None` below two observations.
+    ///
+    /// With the mean this is the normal posterior `N(mean, std_error²)` of the metric mean
+    /// under a flat prior that [`crate::normal`] compares arms with.
     pub fn std_error(&self) -> Option<f64> {
         self.variance().map(|v| (v / self.n as f64).sqrt())
     }

@@ -4,8 +4,9 @@
 
 use verdict_stats::msprt::rejects_log;
 use verdict_stats::{
-    RatioStats, SummaryStats, always_valid_interval, mean_difference, mixture_likelihood_ratio,
-    mixture_likelihood_ratio_normal, welch_t_test,
+    Objective, RatioStats, SummaryStats, always_valid_interval, mean_difference,
+    mixture_likelihood_ratio, mixture_likelihood_ratio_normal, prob_beats_control_normal,
+    prob_best_normal, summarize_normal, welch_t_test,
 };
 
 fn rel_err(got: f64, want: f64) -> f64 {
@@ -359,4 +360,59 @@ fn the_rate_and_mean_forms_of_the_mixture_ratio_agree() {
     assert!((m.log_lambda - n.log_lambda).abs() <= 1e-13 * n.log_lambda.abs());
     assert!(mixture_likelihood_ratio_normal(0.1, 0.0, 1e-4).is_err());
     assert!(always_valid_interval(0.1, 1e-4, 1e-4, 1.0).is_err());
+}
+
+#[test]
+fn identical_normal_arms_have_exactly_one_in_k_chance_of_being_best() {
+    for k in 2..=8 {
+        for &(mean, se) in &[(0.0, 1.0), (1e9, 1e-3), (-42.5, 17.0), (3.0, 1e-12)] {
+            let p = prob_best_normal(&vec![(mean, se); k]).expect("valid");
+            for &x in &p {
+                assert!(
+                    (x - 1.0 / k as f64).abs() <= 1e-13,
+                    "k={k} {mean},{se}: {p:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_hopeless_extra_arm_leaves_the_two_arm_closed_form_unchanged() {
+    // The k ≥ 3 quadrature against the k = 2 closed forms, with the extra arms 40 standard
+    // errors below: nothing may change beyond the quadrature's error.
+    let pairs = [
+        ((10.0, 0.5), (10.8, 0.6)),
+        ((0.0, 1e-6), (1e-6, 1.0)),
+        ((1e6, 1e-3), (1e6 + 0.002, 1.5e-3)),
+        ((5.0, 2.0), (5.0, 0.01)),
+    ];
+    for (a, b) in pairs {
+        let two = summarize_normal(&[a, b], Objective::Maximize).expect("valid");
+        let scale = a.1.max(b.1);
+        let low = a.0.min(b.0) - 40.0 * scale;
+        for extra in 1..=6 {
+            let mut arms = vec![a, b];
+            arms.extend(std::iter::repeat_n((low, scale), extra));
+            let many = summarize_normal(&arms, Objective::Maximize).expect("valid");
+            for i in 0..2 {
+                assert!(
+                    (many.prob_best[i] - two.prob_best[i]).abs() <= 1e-13,
+                    "{a:?} {b:?} +{extra}: {:?} vs {:?}",
+                    many.prob_best,
+                    two.prob_best
+                );
+                assert!(
+                    (many.expected_loss[i] - two.expected_loss[i]).abs() <= 1e-13 * scale,
+                    "{a:?} {b:?} +{extra}: {:?} vs {:?}",
+                    many.expected_loss,
+                    two.expected_loss
+                );
+            }
+        }
+        assert_eq!(
+            prob_beats_control_normal(a, b).expect("valid"),
+            two.prob_best[1]
+        );
+    }
 }
