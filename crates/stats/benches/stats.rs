@@ -7,8 +7,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use verdict_stats::{
-    Objective, SummaryStats, expected_loss, prob_b_beats_a, prob_best, srm_check, summarize,
-    welch_t_test,
+    Objective, RatioStats, SummaryStats, expected_loss, prob_b_beats_a, prob_best,
+    prob_best_normal, srm_check, summarize, summarize_normal, welch_t_test,
 };
 
 fn two_arm(c: &mut Criterion) {
@@ -63,5 +63,59 @@ fn frequentist(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, two_arm, four_arm, frequentist);
+fn normal(c: &mut Criterion) {
+    c.bench_function("normal/prob_best+loss/k=2", |b| {
+        b.iter(|| summarize_normal(black_box(&[(52.1, 0.9), (53.4, 0.95)]), Objective::Maximize))
+    });
+    c.bench_function("normal/prob_best+loss/k=2,far_tail", |b| {
+        b.iter(|| summarize_normal(black_box(&[(0.0, 0.6), (-9.0, 0.8)]), Objective::Maximize))
+    });
+    let latency = [
+        (250.0, 3.0),
+        (248.0, 3.1),
+        (251.5, 2.9),
+        (245.0, 3.3),
+        (249.0, 3.0),
+        (250.5, 2.8),
+        (247.0, 3.4),
+        (252.0, 3.2),
+    ];
+    c.bench_function("normal/prob_best/k=8", |b| {
+        b.iter(|| prob_best_normal(black_box(&latency)))
+    });
+    // Every standard error different: each arm's grid also resolves all narrower arms.
+    let spread = [
+        (0.0, 0.001),
+        (0.002, 0.01),
+        (0.01, 0.1),
+        (-0.05, 1.0),
+        (0.5, 10.0),
+        (0.003, 0.002),
+        (-0.001, 0.05),
+        (0.02, 0.03),
+    ];
+    c.bench_function("normal/prob_best+loss/k=8,unequal_se", |b| {
+        b.iter(|| summarize_normal(black_box(&spread), Objective::Maximize))
+    });
+    c.bench_function("normal/prob_best+loss/k=4", |b| {
+        b.iter(|| summarize_normal(black_box(&latency[..4]), Objective::Maximize))
+    });
+}
+
+fn ratio(c: &mut Criterion) {
+    c.bench_function("ratio/delta_method", |b| {
+        b.iter(|| {
+            RatioStats::from_sums(
+                black_box(20_000),
+                black_box(118_734.0),
+                black_box(29_512_873.0),
+                black_box(1_021_456.0),
+                black_box(5.713_912_7e11),
+                black_box(2.398_112_3e8),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, two_arm, four_arm, frequentist, normal, ratio);
 criterion_main!(benches);

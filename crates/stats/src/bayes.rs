@@ -39,7 +39,7 @@ use crate::quadrature;
 /// Largest number of arms [`prob_best`] and [`expected_loss`] accept.
 pub const MAX_ARMS: usize = 8;
 
-/// Whether a higher or a lower rate is better.
+/// Whether a higher or a lower rate (or metric mean) is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
@@ -47,7 +47,8 @@ pub enum Objective {
     #[default]
     Maximize,
     /// Lower rate wins (errors, churn). Equivalent to maximizing the failure rate's complement:
-    /// every arm `(c, n)` is analysed as `(n − c, n)`.
+    /// every arm `(c, n)` is analysed as `(n − c, n)`. For normal posteriors of means
+    /// ([`crate::summarize_normal`]) the means are negated instead.
     Minimize,
 }
 
@@ -61,8 +62,8 @@ impl Objective {
     }
 }
 
-/// Expected losses of the two possible decisions in a two-arm comparison, in absolute rate
-/// units.
+/// Expected losses of the two possible decisions in a two-arm comparison, in the compared
+/// quantity's units (absolute rate for conversion rates, the metric's units for means).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PairwiseLoss {
     /// `E[(p_b − p_a)⁺]`: what shipping A costs if B is in fact better.
@@ -76,7 +77,8 @@ pub struct PairwiseLoss {
 pub struct BayesSummary {
     /// `P(arm i is the best)` under the objective; sums to 1.
     pub prob_best: Vec<f64>,
-    /// `E[best rate − rate_i]` (for [`Objective::Minimize`]: `E[rate_i − lowest rate]`).
+    /// `E[best rate − rate_i]` (for [`Objective::Minimize`]: `E[rate_i − lowest rate]`); for
+    /// normal posteriors the same with metric means, in the metric's units.
     pub expected_loss: Vec<f64>,
 }
 

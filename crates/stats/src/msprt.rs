@@ -1,19 +1,44 @@
 //! Mixture sequential probability ratio test (mSPRT; Johari, Pekelis & Walsh 2017,
-//! "Always valid inference") for the difference of two conversion rates.
+//! "Always valid inference") for a difference between two arms, with its always-valid
+//! confidence interval.
 //!
-//! With `θ̂ = p̂_b − p̂_a`, `V = p̂_a(1 − p̂_a)/n_a + p̂_b(1 − p̂_b)/n_b` and a normal mixing
-//! distribution `θ ~ N(0, τ²)` over the alternative,
+//! Given an estimate `θ̂` of the difference (arm b minus control a), its variance estimate `V`
+//! and a normal mixing distribution `θ ~ N(θ0, τ²)` over the alternative,
 //!
 //! ```text
-//! Λ = sqrt(V / (V + τ²)) · exp(τ² θ̂² / (2 V (V + τ²)))
+//! Λ(θ0) = sqrt(V / (V + τ²)) · exp(τ² (θ̂ − θ0)² / (2 V (V + τ²)))
 //! ```
 //!
-//! The running maximum of Λ over all looks may be compared with `1/α` at any time without
-//! inflating the type-I error: `H0: θ = 0` is rejected the first time `max Λ ≥ 1/α`. The
-//! always-valid p-value is `min(1, 1 / max Λ)`.
+//! The running maximum of `Λ = Λ(0)` over all looks may be compared with `1/α` at any time
+//! without inflating the type-I error: `H0: θ = 0` is rejected the first time `max Λ ≥ 1/α`.
+//! The always-valid p-value is `min(1, 1 / max Λ)`.
+//!
+//! Two estimates feed the same statistic:
+//!
+//! * rates: `θ̂ = p̂_b − p̂_a`, `V = p̂_a(1 − p̂_a)/n_a + p̂_b(1 − p̂_b)/n_b`
+//!   ([`mixture_likelihood_ratio`], from conversion counts);
+//! * means (count, sum and ratio metrics): `θ̂ = x̄_b − x̄_a`, `V = se_a² + se_b²`
+//!   ([`mixture_likelihood_ratio_normal`], from the caller's estimates; see
+//!   [`crate::mean_difference`], [`crate::SummaryStats::std_error`] and
+//!   [`crate::RatioStats::std_error`]). `τ²` is then in the metric's units squared.
 //!
 //! Λ is computed in log space: the exponent grows linearly with the sample size and overflows
 //! an `f64` once it passes ~709, which happens routinely for a clear effect at n ≈ 1e6.
+//!
+//! # Always-valid confidence interval
+//!
+//! Inverting the test gives, at each look, the set of differences it does not reject,
+//! `{θ0 : Λ(θ0) < 1/α}`, which is the interval
+//!
+//! ```text
+//! θ̂ ± sqrt( V (V + τ²) / τ² · (2 ln(1/α) + ln((V + τ²) / V)) )
+//! ```
+//!
+//! ([`always_valid_interval`]). The *always-valid* confidence interval after `n` looks is the
+//! running intersection of these intervals over looks `1..=n` (Johari et al. 2017): it covers
+//! the true difference at every look simultaneously with probability ≥ `1 − α`, so it may be
+//! shown and acted on at any time. Keeping that running intersection is the caller's job (it
+//! is state across evaluations); each call here returns one look's interval.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +47,8 @@ use crate::StatsError;
 /// Significance level used when the caller has no preference.
 pub const DEFAULT_ALPHA: f64 = 0.05;
 
-/// Default mixing variance τ² on the absolute difference of rates.
+/// Default mixing variance τ² on the absolute difference of *rates* (mean metrics have no
+/// unit-free default: pass τ² in the metric's units squared).
 ///
 /// `τ = 0.01` says "effects of about one percentage point are plausible". The mSPRT is most
 /// powerful for effects near τ (Johari et al., §4), and for the conversion rates Verdict sees
@@ -35,9 +61,9 @@ pub const DEFAULT_TAU_SQUARED: f64 = 1e-4;
 /// One evaluation of the mixture likelihood ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Msprt {
-    /// `θ̂ = p̂_b − p̂_a`.
+    /// `θ̂`, the estimated difference (arm b minus control a).
     pub theta_hat: f64,
-    /// Plug-in variance `V` of `θ̂`.
+    /// Variance `V` of `θ̂`.
     pub variance: f64,
     /// `ln Λ` (finite even when Λ overflows).
     pub log_lambda: f64,
@@ -54,13 +80,7 @@ pub fn mixture_likelihood_ratio(
     b: (u64, u64),
     tau_squared: f64,
 ) -> Result<Msprt, StatsError> {
-    if !(tau_squared.is_finite() && tau_squared > 0.0) {
-        return Err(StatsError::InvalidParameter {
-            name: "tau_squared",
-            value: tau_squared,
-            reason: "must be finite and > 0",
-        });
-    }
+    check_tau_squared(tau_squared)?;
     let rate = |(c, n): (u64, u64), arm: usize| -> Result<(f64, f64), StatsError> {
         if n == 0 {
             return Err(StatsError::TooFewObservations {
@@ -84,15 +104,96 @@ pub fn mixture_likelihood_ratio(
     if variance <= 0.0 {
         return Err(StatsError::ZeroVariance("msprt"));
     }
-    let theta_hat = pb - pa;
-    let log_lambda = 0.5 * (variance / (variance + tau_squared)).ln()
-        + tau_squared * theta_hat * theta_hat / (2.0 * variance * (variance + tau_squared));
-    Ok(Msprt {
+    Ok(evaluate(pb - pa, variance, tau_squared))
+}
+
+/// Mixture likelihood ratio for an estimated difference `theta_hat` with variance `variance`
+/// (for means: `x̄_b − x̄_a` and `se_a² + se_b²`).
+///
+/// Fails when an argument is not finite, when `tau_squared` is not positive, or when
+/// `variance` is negative or zero (Λ is then 0/0).
+pub fn mixture_likelihood_ratio_normal(
+    theta_hat: f64,
+    variance: f64,
+    tau_squared: f64,
+) -> Result<Msprt, StatsError> {
+    check_estimate(theta_hat, variance, tau_squared)?;
+    Ok(evaluate(theta_hat, variance, tau_squared))
+}
+
+/// The differences `θ0` this look does not reject at level `alpha`: `{θ0 : Λ(θ0) < 1/α}`.
+///
+/// Intersect the intervals of all looks so far to get the always-valid confidence interval
+/// (see the module docs). Works for rates and means alike: pass [`Msprt::theta_hat`] and
+/// [`Msprt::variance`], or the mean estimates directly. Fails on the inputs
+/// [`mixture_likelihood_ratio_normal`] rejects and when `alpha` is not in `(0, 1)`.
+pub fn always_valid_interval(
+    theta_hat: f64,
+    variance: f64,
+    tau_squared: f64,
+    alpha: f64,
+) -> Result<(f64, f64), StatsError> {
+    check_estimate(theta_hat, variance, tau_squared)?;
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(StatsError::InvalidParameter {
+            name: "alpha",
+            value: alpha,
+            reason: "must be in (0, 1)",
+        });
+    }
+    // V (V + τ²) / τ² = V (1 + V/τ²); ln((V + τ²)/V) = ln1p(τ²/V), accurate for any ratio.
+    let scale = variance * (1.0 + variance / tau_squared);
+    let half_width = (scale * (-2.0 * alpha.ln() + (tau_squared / variance).ln_1p())).sqrt();
+    Ok((theta_hat - half_width, theta_hat + half_width))
+}
+
+fn check_estimate(theta_hat: f64, variance: f64, tau_squared: f64) -> Result<(), StatsError> {
+    check_tau_squared(tau_squared)?;
+    if !theta_hat.is_finite() {
+        return Err(StatsError::InvalidParameter {
+            name: "theta_hat",
+            value: theta_hat,
+            reason: "must be finite",
+        });
+    }
+    if !(variance.is_finite() && variance >= 0.0) {
+        return Err(StatsError::InvalidParameter {
+            name: "variance",
+            value: variance,
+            reason: "must be finite and >= 0",
+        });
+    }
+    if variance == 0.0 {
+        return Err(StatsError::ZeroVariance("msprt"));
+    }
+    Ok(())
+}
+
+fn check_tau_squared(tau_squared: f64) -> Result<(), StatsError> {
+    if tau_squared.is_finite() && tau_squared > 0.0 {
+        Ok(())
+    } else {
+        Err(StatsError::InvalidParameter {
+            name: "tau_squared",
+            value: tau_squared,
+            reason: "must be finite and > 0",
+        })
+    }
+}
+
+/// Λ at `θ0 = 0` for valid inputs, in log space.
+fn evaluate(theta_hat: f64, variance: f64, tau_squared: f64) -> Msprt {
+    // ln sqrt(V/(V+τ²)) = −½ ln1p(τ²/V); the exponent as ½ z² · τ²/(V+τ²) with z = θ̂/√V,
+    // which neither overflows for large θ̂ nor loses the ratio when V ≪ τ².
+    let z = theta_hat / variance.sqrt();
+    let log_lambda = -0.5 * (tau_squared / variance).ln_1p()
+        + 0.5 * z * z * (tau_squared / (variance + tau_squared));
+    Msprt {
         theta_hat,
         variance,
         log_lambda,
         lambda: log_lambda.exp(),
-    })
+    }
 }
 
 /// Whether the running maximum of Λ crosses the `1/α` boundary.

@@ -41,14 +41,15 @@ const OFFSETS_SD: [f64; 15] = [
 ];
 
 /// Gauss–Legendre rule on `[-1, 1]` plus its spectral integration matrix.
-struct Rule {
-    nodes: [f64; M],
-    weights: [f64; M],
+pub(crate) struct Rule {
+    pub(crate) nodes: [f64; M],
+    pub(crate) weights: [f64; M],
     /// `cumulative[k][l] = ∫_{-1}^{nodes[k]} ℓ_l(t) dt`.
     cumulative: [[f64; M]; M],
 }
 
-fn rule() -> &'static Rule {
+/// The 16-point rule, built once (also used by `normal_quadrature`).
+pub(crate) fn rule() -> &'static Rule {
     static RULE: OnceLock<Rule> = OnceLock::new();
     RULE.get_or_init(build_rule)
 }

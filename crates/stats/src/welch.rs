@@ -13,10 +13,22 @@
 //!   multiply-add error-free transformations (`Σx·Σx = hi + lo` exactly, `hi = q·n + r`
 //!   exactly), so `Σx² − (Σx)²/n` is computed from the given doubles with ~1 ulp error of the
 //!   *result*. It cannot recover information already lost when `Σx²` was rounded to a double.
+//!
+//! # Difference of means
+//!
+//! Two means near 1e6 that differ by 1e-3 each carry a rounding error of ~1e-10 once stored as
+//! doubles, so `mean_b − mean_a` would keep only ~7 digits. [`SummaryStats`] therefore carries
+//! its mean as a double-double `mean + mean_lo` (~106 bits): from sums, `Σx/n` is split with
+//! the exact FMA remainder `Σx − mean·n`; from raw values, the shift subtracted before
+//! Welford's update is kept apart from the shifted mean. [`mean_difference`] subtracts the two
+//! double-double means, which equals `(Σb·n_a − Σa·n_b)/(n_a·n_b)` formed with error-free
+//! products, so the difference (and Welch's `t`) is accurate to ~1e-16 relative to the
+//! *difference* whenever the sums are exact as given; [`welch_t_test`] uses it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::StatsError;
+use crate::dd::Dd;
 use crate::special;
 
 /// Significance level used when the caller has no preference.
@@ -27,6 +39,9 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 pub struct SummaryStats {
     n: u64,
     mean: f64,
+    /// Low part of the mean: `mean + mean_lo` is the mean to ~106 bits (see the module docs).
+    #[serde(default)]
+    mean_lo: f64,
     m2: f64,
 }
 
@@ -36,6 +51,7 @@ impl SummaryStats {
         Self {
             n: 0,
             mean: 0.0,
+            mean_lo: 0.0,
             m2: 0.0,
         }
     }
@@ -56,7 +72,12 @@ impl SummaryStats {
                 reason: "must be finite and >= 0",
             });
         }
-        Ok(Self { n, mean, m2 })
+        Ok(Self {
+            n,
+            mean,
+            mean_lo: 0.0,
+            m2,
+        })
     }
 
     /// From `(n, Σx, Σx²)` with a compensated `Σx² − (Σx)²/n` (see the module docs).
@@ -83,9 +104,11 @@ impl SummaryStats {
         // Σx² and q agree in their leading digits when the spread is small, so this subtraction
         // is exact (Sterbenz); the correction is then applied to the small difference.
         let m2 = ((sum_squares - q) - (r + lo) / nf).max(0.0);
+        let mean = Dd::quotient(sum, nf);
         Ok(Self {
             n,
-            mean: sum / nf,
+            mean: mean.hi,
+            mean_lo: mean.lo,
             m2,
         })
     }
@@ -94,7 +117,8 @@ impl SummaryStats {
     ///
     /// Subtracting the first value is exact for nearby doubles, so the running mean and its
     /// rounding stay at the scale of the *spread*, not of the offset (values near 1e9 with a
-    /// spread of 1 otherwise lose ~7 digits of the variance to the mean's rounding).
+    /// spread of 1 otherwise lose ~7 digits of the variance to the mean's rounding). The shift
+    /// is added back in double-double, so the mean keeps those digits too.
     pub fn from_values(values: impl IntoIterator<Item = f64>) -> Self {
         let mut values = values.into_iter();
         let Some(shift) = values.next() else {
@@ -102,22 +126,32 @@ impl SummaryStats {
         };
         let mut s = Self {
             n: 1,
-            mean: 0.0,
-            m2: 0.0,
+            ..Self::new()
         };
         for x in values {
             s.push(x - shift);
         }
-        s.mean += shift;
+        let mean = Dd::new(shift).add(s.mean_dd());
+        s.mean = mean.hi;
+        s.mean_lo = mean.lo;
         s
     }
 
-    /// Adds one observation (Welford's update).
+    /// Adds one observation (Welford's update, with the mean kept in double-double).
     pub fn push(&mut self, x: f64) {
         self.n += 1;
-        let delta = x - self.mean;
-        self.mean += delta / self.n as f64;
-        self.m2 += delta * (x - self.mean);
+        let delta = (x - self.mean) - self.mean_lo;
+        let mean = self.mean_dd().add(Dd::new(delta / self.n as f64));
+        self.mean = mean.hi;
+        self.mean_lo = mean.lo;
+        self.m2 += delta * ((x - self.mean) - self.mean_lo);
+    }
+
+    fn mean_dd(&self) -> Dd {
+        Dd {
+            hi: self.mean,
+            lo: self.mean_lo,
+        }
     }
 
     /// Number of observations.
@@ -139,6 +173,23 @@ impl SummaryStats {
     pub fn variance(&self) -> Option<f64> {
         (self.n >= 2).then(|| self.m2 / (self.n - 1) as f64)
     }
+
+    /// Standard error of the mean, `sqrt(variance / n)`; `None` below two observations.
+    ///
+    /// With the mean this is the normal posterior `N(mean, std_error²)` of the metric mean
+    /// under a flat prior that [`crate::normal`] compares arms with.
+    pub fn std_error(&self) -> Option<f64> {
+        self.variance().map(|v| (v / self.n as f64).sqrt())
+    }
+}
+
+/// `mean_b − mean_a` without the cancellation of subtracting two rounded means.
+///
+/// Subtracts the double-double means (see the module docs), so the result is accurate to
+/// ~1e-16 relative to the difference itself, however close and large the means are. The
+/// argument order matches [`welch_t_test`] (control first).
+pub fn mean_difference(a: &SummaryStats, b: &SummaryStats) -> f64 {
+    b.mean_dd().sub(a.mean_dd()).to_f64()
 }
 
 impl Default for SummaryStats {
@@ -199,7 +250,7 @@ pub fn welch_t_test(
         return Err(StatsError::ZeroVariance("welch t-test"));
     }
     let std_error = se2.sqrt();
-    let diff = b.mean - a.mean;
+    let diff = mean_difference(a, b);
     let t = diff / std_error;
     let df = se2 * se2 / (sa * sa / (na - 1.0) + sb * sb / (nb - 1.0));
     let p_value = special::student_t_two_sided(t, df);

@@ -1,7 +1,11 @@
 //! Properties that must hold for any input, checked with proptest.
 
 use proptest::prelude::*;
-use verdict_stats::{Objective, expected_loss, prob_b_beats_a, prob_best, srm_check, summarize};
+use verdict_stats::msprt::rejects_log;
+use verdict_stats::{
+    Objective, always_valid_interval, expected_loss, mixture_likelihood_ratio_normal,
+    prob_b_beats_a, prob_best, prob_best_normal, srm_check, summarize, summarize_normal,
+};
 
 /// One arm: n up to 1e6, conversions anywhere in 0..=n (skewed towards realistic low rates).
 fn arm() -> impl Strategy<Value = (u64, u64)> {
@@ -105,4 +109,150 @@ fn expected_loss_is_smallest_for_the_most_probable_winner_in_a_clear_case() {
     };
     assert_eq!(argmax(&s.prob_best), 1);
     assert_eq!(argmin(&s.expected_loss), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_always_valid_interval_excludes_zero_exactly_when_the_test_rejects(
+        theta in -1.0..1.0f64,
+        log_v in -8.0..0.0f64,
+        log_tau2 in -6.0..0.0f64,
+        alpha in 0.001..0.5f64,
+    ) {
+        let (v, tau2) = (10f64.powf(log_v), 10f64.powf(log_tau2));
+        let (lo, hi) = always_valid_interval(theta, v, tau2, alpha).unwrap();
+        prop_assert!(lo < theta && theta < hi);
+        let m = mixture_likelihood_ratio_normal(theta, v, tau2).unwrap();
+        let excludes_zero = lo > 0.0 || hi < 0.0;
+        // Away from the boundary itself, where rounding may go either way.
+        let margin = (m.log_lambda + alpha.ln()).abs();
+        if margin > 1e-9 {
+            prop_assert_eq!(excludes_zero, rejects_log(m.log_lambda, alpha));
+        }
+    }
+}
+
+/// A normal posterior `(mean, std_error)`: means within a few hundred units, standard errors
+/// spread log-uniformly over 1e-3..1e2, so arms range from indistinguishable to hundreds of
+/// standard errors apart and from equally to very unequally precise.
+fn normal_arm() -> impl Strategy<Value = (f64, f64)> {
+    (-300.0..300.0f64, -3.0..2.0f64).prop_map(|(mean, log_se)| (mean, 10f64.powf(log_se)))
+}
+
+/// 2..=8 arms; sometimes clustered within a few standard errors so every arm has a chance.
+fn normal_arms() -> impl Strategy<Value = Vec<(f64, f64)>> {
+    let spread = prop::collection::vec(normal_arm(), 2..=8);
+    let clustered = (
+        normal_arm(),
+        prop::collection::vec((-3.0..3.0f64, 0.3..3.0f64), 2..=8),
+    )
+        .prop_map(|((centre, se), offsets)| {
+            offsets
+                .into_iter()
+                .map(|(z, ratio)| (centre + z * se, se * ratio))
+                .collect()
+        });
+    prop_oneof![spread, clustered]
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn normal_prob_best_sums_to_one(arms in normal_arms()) {
+        let p = prob_best_normal(&arms).unwrap();
+        let total: f64 = p.iter().sum();
+        prop_assert!((total - 1.0).abs() <= 1e-12, "sum {total} for {arms:?}: {p:?}");
+        prop_assert!(p.iter().all(|&x| (0.0..=1.0 + 1e-15).contains(&x)), "{p:?}");
+    }
+
+    #[test]
+    fn identical_normal_arms_each_have_one_in_k_chance(a in normal_arm(), k in 2usize..=8) {
+        let p = prob_best_normal(&vec![a; k]).unwrap();
+        for &x in &p {
+            prop_assert!((x - 1.0 / k as f64).abs() <= 1e-12, "{a:?} x{k}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn raising_an_arms_mean_never_lowers_its_prob_best(
+        arms in normal_arms(),
+        pick in any::<prop::sample::Index>(),
+        raise in 0.0..5.0f64,
+    ) {
+        let i = pick.index(arms.len());
+        let before = prob_best_normal(&arms).unwrap()[i];
+        let mut better = arms.clone();
+        better[i].0 += raise * better[i].1;
+        let after = prob_best_normal(&better).unwrap()[i];
+        prop_assert!(after >= before - 1e-12, "arm {i}: {before} -> {after} for {arms:?}");
+    }
+
+    #[test]
+    fn permuting_normal_arms_permutes_their_results(
+        arms in normal_arms(),
+        rotate in any::<prop::sample::Index>(),
+    ) {
+        let k = arms.len();
+        let r = rotate.index(k);
+        let mut rotated = arms.clone();
+        rotated.rotate_left(r);
+        let mut reversed = arms.clone();
+        reversed.reverse();
+        let base = summarize_normal(&arms, Objective::Maximize).unwrap();
+        let rot = summarize_normal(&rotated, Objective::Maximize).unwrap();
+        let rev = summarize_normal(&reversed, Objective::Maximize).unwrap();
+        let scale = arms.iter().map(|a| a.1).fold(0.0, f64::max);
+        for i in 0..k {
+            let j = (i + k - r) % k; // arms[i] sits at rotated[j]
+            prop_assert!((base.prob_best[i] - rot.prob_best[j]).abs() <= 1e-13);
+            prop_assert!((base.prob_best[i] - rev.prob_best[k - 1 - i]).abs() <= 1e-13);
+            prop_assert!((base.expected_loss[i] - rot.expected_loss[j]).abs() <= 1e-13 * scale);
+            prop_assert!(
+                (base.expected_loss[i] - rev.expected_loss[k - 1 - i]).abs() <= 1e-13 * scale
+            );
+        }
+    }
+
+    #[test]
+    fn normal_expected_losses_are_non_negative_and_differ_by_the_means(arms in normal_arms()) {
+        // loss_i + μ_i = E[max] for every i.
+        let s = summarize_normal(&arms, Objective::Maximize).unwrap();
+        let scale = arms.iter().map(|a| a.1).fold(0.0, f64::max);
+        prop_assert!(s.expected_loss.iter().all(|&l| l >= 0.0), "{:?}", s.expected_loss);
+        let e_max = s.expected_loss[0] + arms[0].0;
+        for (l, a) in s.expected_loss.iter().zip(&arms) {
+            // Clamping at 0 can only raise a loss that is ~0 already.
+            let tol = 1e-12 * (scale + a.0.abs().max(1.0));
+            prop_assert!((l + a.0 - e_max).abs() <= tol, "{:?} for {arms:?}", s.expected_loss);
+        }
+    }
+
+    #[test]
+    fn with_equal_standard_errors_the_likeliest_winner_has_the_smallest_loss(
+        means in prop::collection::vec(-5.0..5.0f64, 2..=8),
+        se in 0.01..10.0f64,
+    ) {
+        let arms: Vec<(f64, f64)> = means.iter().map(|&m| (m * se, se)).collect();
+        let s = summarize_normal(&arms, Objective::Maximize).unwrap();
+        let best = argmax(&s.prob_best);
+        let least = s.expected_loss.iter().copied().fold(f64::INFINITY, f64::min);
+        prop_assert!(
+            s.expected_loss[best] <= least + 1e-13 * se,
+            "{:?} / {:?} for {arms:?}", s.prob_best, s.expected_loss
+        );
+    }
+
+    #[test]
+    fn minimizing_normal_means_is_maximizing_their_negation(arms in normal_arms()) {
+        let min = summarize_normal(&arms, Objective::Minimize).unwrap();
+        let negated: Vec<(f64, f64)> = arms.iter().map(|&(m, s)| (-m, s)).collect();
+        prop_assert_eq!(min, summarize_normal(&negated, Objective::Maximize).unwrap());
+    }
 }
