@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command of the README and of CI: formatting, lints, then every test of the
-# workspace against real services. Runs on a fresh machine with only the Rust toolchain
-# installed: it installs what the tests need (see scripts/test-services.sh).
+# The test command of the README and of CI: formatting, lints, the architecture rules, doc
+# links, then every test of the workspace against real services. Runs on a fresh machine
+# with only the Rust toolchain installed: it installs what the tests need (see
+# scripts/test-services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,12 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> architecture: pure crates depend on no IO crate; no module cycles"
+python3 scripts/check_architecture.py
+
+echo "==> cargo doc (broken doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 # Real services the tests talk to: the MongoDB wire-protocol test server (installed once,
 # started on a free port, stopped on exit) unless VERDICT_TEST_MONGODB_URI names one.

@@ -109,7 +109,7 @@ pub async fn evaluate_one(
         .collect();
     let guard: GuardState = match store.get_evaluation_state(&e.id).await? {
         Some(v) => serde_json::from_value(v).unwrap_or_else(|err| {
-            tracing::warn!(experiment = %e.key, error = %err, "unreadable evaluation state; starting afresh");
+            tracing::warn!(experiment = %e.key, error = %verdict_domain::ErrorChain(&err), "unreadable evaluation state; starting afresh");
             GuardState::default()
         }),
         None => GuardState::default(),

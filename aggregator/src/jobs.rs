@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use verdict_store::{DynStore, Fence, StoreError};
+use verdict_store::{DynStore, Fence, RollupStore, StoreError};
 
 /// Events folded per step (one transaction). Bounds lock hold time and memory.
 pub const DEFAULT_STEP: usize = 50_000;
@@ -35,14 +35,17 @@ mod duration_ms {
 }
 
 /// Roll up every event ingested so far, `step` events per transaction.
-pub async fn aggregate(store: &DynStore, step: usize) -> Result<AggregateReport, StoreError> {
+pub async fn aggregate(
+    store: &dyn RollupStore,
+    step: usize,
+) -> Result<AggregateReport, StoreError> {
     aggregate_fenced(store, step, None).await
 }
 
 /// [`aggregate`] as a job run holding a lease: each step carries `fence`, and the store
 /// refuses it ([`StoreError::Fenced`]) once another holder has taken the job over.
 pub async fn aggregate_fenced(
-    store: &DynStore,
+    store: &dyn RollupStore,
     step: usize,
     fence: Option<&Fence>,
 ) -> Result<AggregateReport, StoreError> {
@@ -98,7 +101,7 @@ impl verdict_jobs::Job for AggregateJob {
         &self,
         ctx: verdict_jobs::RunContext,
     ) -> Result<AggregateReport, verdict_jobs::JobError> {
-        Ok(aggregate_fenced(&self.store, DEFAULT_STEP, Some(&ctx.fence)).await?)
+        Ok(aggregate_fenced(&*self.store, DEFAULT_STEP, Some(&ctx.fence)).await?)
     }
 
     /// Seconds since the oldest raw event not yet aggregated was received (0 when caught

@@ -39,7 +39,7 @@ async fn aggregation_child_process() {
         return;
     };
     let store = open(&spec).await;
-    verdict_aggregator::jobs::aggregate(&store, 25)
+    verdict_aggregator::jobs::aggregate(&*store, 25)
         .await
         .expect("aggregate");
 }
@@ -145,7 +145,7 @@ async fn killed_and_rerun(spec: &str) {
         "killed mid-run: watermark {killed_at} of {last}"
     );
 
-    let report = verdict_aggregator::jobs::aggregate(&store, 1_000)
+    let report = verdict_aggregator::jobs::aggregate(&*store, 1_000)
         .await
         .unwrap();
     assert_eq!(report.watermark, last);
@@ -179,7 +179,7 @@ async fn killed_and_rerun(spec: &str) {
         }
     }
     // And once more: nothing left, nothing changes.
-    let again = verdict_aggregator::jobs::aggregate(&store, 1_000)
+    let again = verdict_aggregator::jobs::aggregate(&*store, 1_000)
         .await
         .unwrap();
     assert_eq!(again.events, 0);

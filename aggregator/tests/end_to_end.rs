@@ -109,7 +109,7 @@ async fn simulate(
             assert_eq!(report["rejected"], 0, "{report}");
         }
         if (i + 1) % look == 0 {
-            verdict_aggregator::jobs::aggregate(&app.store, 10_000)
+            verdict_aggregator::jobs::aggregate(&*app.store, 10_000)
                 .await
                 .unwrap();
             verdict_aggregator::evaluate::evaluate(

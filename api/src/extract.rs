@@ -11,7 +11,7 @@ use verdict_app::json::parse_json;
 use verdict_app::{Caller, ErrorCode};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A JSON body. Wrong content type → 415, over the body limit → 413, broken JSON → 400
 /// `invalid_json`, well-formed JSON of the wrong shape → 422 `invalid_body` naming the field.

@@ -14,13 +14,15 @@
 //! - [`routes`]: one module per resource, each with its `routes()`.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the handlers'
 //!   annotations plus the responses every operation shares, and its rendering (`/docs`).
-//! - [`startup`]: [`AppState`], the router with its middleware, [`Application`].
+//! - [`state`]: [`AppState`], what handlers are given.
+//! - [`startup`]: the router with its middleware, the OpenAPI document, [`Application`].
 
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
+pub mod state;
 
 pub use error::ApiError;
 pub use startup::{AppState, Application, router};

@@ -1,4 +1,5 @@
-//! The OpenAPI document (`GET /openapi.json`) and its rendering (`GET /docs`).
+//! The OpenAPI document's frame, the schemas every operation shares, and how it is served
+//! (`GET /openapi.json`, `GET /docs`: [`crate::routes::docs`]).
 //!
 //! The document is generated from the code: every handler carries a `#[utoipa::path]`
 //! annotation and its module registers it with `utoipa_axum::routes!`, which adds the route
@@ -12,23 +13,17 @@
 //! every authenticated operation; 400/413/415/422 on every operation with a JSON body; 400
 //! on every operation with query parameters.
 
-use std::sync::LazyLock;
-
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
 use serde_json::Value;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use utoipa_scalar::Scalar;
 use verdict_app::ErrorCode;
 use verdict_app::events::EventInput;
 
-use crate::startup::AppState;
+use crate::state::DocPages;
 
 /// The document's frame; paths and their schemas are added by the router.
 #[derive(Debug, OpenApi)]
@@ -90,17 +85,6 @@ impl Modify for BearerScheme {
             ),
         );
     }
-}
-
-pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    router.routes(routes!(openapi_json)).routes(routes!(docs))
-}
-
-/// The complete document: the frame, every routed operation, the shared responses.
-pub fn document() -> Document {
-    let mut doc = crate::startup::routes().into_openapi();
-    add_shared_responses(&mut doc);
-    doc
 }
 
 /// Every operation of `item`.
@@ -209,12 +193,6 @@ fn shared(op: &mut Operation, status: &str, description: &str) {
         });
 }
 
-static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
-    document()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!(r#"{{"error": "cannot serialize the OpenAPI document: {e}"}}"#))
-});
-
 /// The docs page: Scalar renders the embedded document; the raw document is linked.
 const DOCS_TEMPLATE: &str = r#"<!doctype html>
 <html lang="en">
@@ -236,43 +214,17 @@ const DOCS_TEMPLATE: &str = r#"<!doctype html>
 </html>
 "#;
 
-static DOCS_HTML: LazyLock<String> =
-    LazyLock::new(|| Scalar::new(document()).custom_html(DOCS_TEMPLATE).to_html());
-
-/// The OpenAPI document.
-///
-/// Generated from the code; lists every route this server has. No authentication.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "docs",
-    operation_id = "openapi_document",
-    responses(
-        (status = 200, description = "The OpenAPI 3.1 document.", body = Object,
-            content_type = "application/json"),
-    )
-)]
-pub async fn openapi_json() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        DOCUMENT_JSON.as_str(),
-    )
-}
-
-/// The API documentation page.
-///
-/// An HTML page rendering `/openapi.json` (Scalar). No authentication.
-#[utoipa::path(
-    get,
-    path = "/docs",
-    tag = "docs",
-    operation_id = "docs_page",
-    responses(
-        (status = 200, description = "An HTML page.", body = String, content_type = "text/html"),
-    )
-)]
-pub async fn docs() -> Html<&'static str> {
-    Html(DOCS_HTML.as_str())
+impl DocPages {
+    /// The served forms of `doc`.
+    pub fn of(doc: &Document) -> Self {
+        let json = doc.to_pretty_json().unwrap_or_else(|e| {
+            format!(r#"{{"error": "cannot serialize the OpenAPI document: {e}"}}"#)
+        });
+        let html = Scalar::new(doc.clone())
+            .custom_html(DOCS_TEMPLATE)
+            .to_html();
+        Self { json, html }
+    }
 }
 
 /// Every error: `{"error": {"code", "message", "details"}}`.

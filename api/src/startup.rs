@@ -1,6 +1,7 @@
 //! The router, its middleware, and the server's lifecycle.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -14,21 +15,10 @@ use verdict_app::{App, ErrorCode};
 
 use crate::error::ApiError;
 use crate::openapi;
+pub use crate::state::AppState;
+use crate::state::DocPages;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What handlers share: the application. One `Arc` inside: every request clones it several
-/// times (extractors and middleware), so a clone is one reference count.
-#[derive(Clone, Debug)]
-pub struct AppState(pub App);
-
-impl std::ops::Deref for AppState {
-    type Target = App;
-
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
 
 /// After every request: count it by matched route (never the raw path), method and status.
 async fn after_request(
@@ -54,11 +44,18 @@ async fn after_request(
 }
 
 /// Every route the server has, each with its OpenAPI operation. [`router`] serves the router
-/// half, [`crate::openapi::document`] is the document half: one list, so the document names
-/// exactly the routes served. Register routes only with `.routes(routes!(…))` (never
-/// `.route`, which would route without documenting).
+/// half, [`document`] is the document half: one list, so the document names exactly the
+/// routes served. Register routes only with `.routes(routes!(…))` (never `.route`, which
+/// would route without documenting).
 pub fn routes() -> OpenApiRouter<AppState> {
     crate::routes::all(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
+}
+
+/// The complete OpenAPI document: the frame, every routed operation, the shared responses.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().into_openapi();
+    openapi::add_shared_responses(&mut doc);
+    doc
 }
 
 /// The router with every route and middleware, ready to serve `state`.
@@ -67,7 +64,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// fallbacks; the other layers wrap the routed whole once. A layer on a router wraps every
 /// route's service, and a request clones its route's whole stack of boxed services (one
 /// allocation per layer and method): paid per request.
-pub fn router(state: AppState) -> Router {
+pub fn router(app: App) -> Router {
+    let state = AppState {
+        app,
+        docs: Arc::new(DocPages::of(&document())),
+    };
     let body_limit =
         usize::try_from(state.settings().server.request_body_limit_bytes).unwrap_or(usize::MAX);
     let (routes, _document) = routes().split_for_parts();
@@ -120,7 +121,7 @@ impl Application {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let router = router(AppState(app.clone()));
+        let router = router(app.clone());
         Ok(Self {
             listener,
             router,

@@ -17,7 +17,10 @@ use std::time::Instant;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use verdict_config::RetentionSettings;
-use verdict_store::{DynStore, ExperimentFilter, Fence, Result, RetentionFilter, StoreError};
+use verdict_store::{
+    DynStore, ExperimentFilter, ExperimentStore, Fence, JobStore, Result, RetentionFilter,
+    StoreError,
+};
 
 /// What one retention run deleted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -34,8 +37,8 @@ pub struct RetentionReport {
 }
 
 /// Delete what `settings` (and each experiment's override) say has expired at `now`.
-pub async fn run(
-    store: &DynStore,
+pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
+    store: &S,
     settings: &RetentionSettings,
     now: OffsetDateTime,
     fence: Option<&Fence>,
@@ -174,7 +177,7 @@ impl verdict_jobs::Job for RetentionJob {
         ctx: verdict_jobs::RunContext,
     ) -> Result<RetentionReport, verdict_jobs::JobError> {
         Ok(run(
-            &self.store,
+            &*self.store,
             &self.settings,
             ctx.started_at,
             Some(&ctx.fence),

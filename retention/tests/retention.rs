@@ -101,7 +101,7 @@ async fn deletes_expired_aggregated_events_in_batches_honouring_overrides_and_th
         .await
         .unwrap();
 
-    let report = verdict_retention::run(&store, &settings(2), now, None)
+    let report = verdict_retention::run(&*store, &settings(2), now, None)
         .await
         .unwrap();
     // default: the 7 old ones; short (1 day): its 7 old and 3 recent ones.
@@ -140,7 +140,7 @@ async fn deletes_expired_aggregated_events_in_batches_honouring_overrides_and_th
     verdict_store::RollupStore::rollup(store.as_ref(), 1_000)
         .await
         .unwrap();
-    let report = verdict_retention::run(&store, &settings(1_000), now, None)
+    let report = verdict_retention::run(&*store, &settings(1_000), now, None)
         .await
         .unwrap();
     assert_eq!(report.events_deleted, 5);

@@ -33,7 +33,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use verdict_config::WebhooksSettings;
 use verdict_store::{
-    Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryUpdate, DynStore, Endpoint, StoreError,
+    Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryUpdate, Endpoint, StoreError,
+    WebhookStore,
 };
 
 use crate::retry::{AttemptOutcome, Decision, FailReason, RetrySchedule, parse_retry_after};
@@ -112,7 +113,8 @@ type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// Delivers the outbox. Cheap to clone (shares its HTTP connection pool).
 #[derive(Clone)]
 pub struct Dispatcher {
-    store: DynStore,
+    /// Only the webhook aggregate: the dispatcher touches nothing else.
+    store: Arc<dyn WebhookStore>,
     client: reqwest::Client,
     config: DispatcherConfig,
     jitter: Jitter,
@@ -137,7 +139,10 @@ struct Sent {
 
 impl Dispatcher {
     /// A dispatcher on `store`. Jitter is drawn uniformly (see [`Dispatcher::with_jitter`]).
-    pub fn new(store: DynStore, config: DispatcherConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        store: Arc<dyn WebhookStore>,
+        config: DispatcherConfig,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)

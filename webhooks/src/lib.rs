@@ -12,20 +12,11 @@
 //! 3. asks [`RetrySchedule::classify`] what the outcome means: delivered, retry after a
 //!    delay, give up, or give up and disable the endpoint.
 //!
-//! The pure modules ([`signing`], [`retry`], [`ssrf`]) do no IO, read no clock and draw no
-//! randomness: the dispatcher passes the time, the random bytes of a new secret and the
-//! jitter draw. So every rule is tested with plain unit tests, and the signatures are
-//! checked against the reference `standardwebhooks` crate. They must not talk to the store,
-//! the network or DNS; only [`target`] and [`dispatcher`] do.
+//! The pure rules ([`signing`], [`retry`], [`ssrf`]) are their own crate,
+//! `verdict-webhooks-core` (`webhooks/core/`), with no IO and no clock or randomness of
+//! their own; they are re-exported here. This crate is the IO around them.
 //!
 //! # Layout
-//! - [`signing`]: [`Secret`] (`whsec_<base64>`, 24 to 64 bytes, never printed by `Debug`),
-//!   [`sign`], [`signature_header`] and [`headers`] (`webhook-id`, `webhook-timestamp`,
-//!   `webhook-signature`).
-//! - [`retry`]: [`RetrySchedule`] (default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), the
-//!   [`AttemptOutcome`] → [`Decision`] rules, ±20 % jitter, `Retry-After`.
-//! - [`ssrf`]: [`is_forbidden`] (private, loopback, link-local, reserved … addresses,
-//!   IPv4-mapped IPv6 included) and [`check_target`].
 //! - [`target`] (IO): [`check_url`] resolves a URL's host and applies the guard (endpoint
 //!   create/update); [`target::GuardedResolver`] applies it inside the HTTP client at every
 //!   delivery, so the addresses checked are the addresses connected to.
@@ -36,9 +27,6 @@
 
 pub mod dispatcher;
 pub mod job;
-pub mod retry;
-pub mod signing;
-pub mod ssrf;
 pub mod target;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -47,9 +35,8 @@ pub use dispatcher::{DispatchReport, Dispatcher, DispatcherConfig};
 pub use job::DeliveryJob;
 pub use target::check_url;
 
-pub use retry::{
-    AttemptOutcome, Decision, FailReason, MAX_RETRY_AFTER, RetrySchedule, apply_jitter,
-    parse_retry_after,
+pub use verdict_webhooks_core::{
+    AttemptOutcome, Decision, FailReason, MAX_RETRY_AFTER, RetrySchedule, Secret, SecretError,
+    TargetError, apply_jitter, check_target, headers, is_forbidden, parse_retry_after, retry, sign,
+    signature_header, signing, ssrf,
 };
-pub use signing::{Secret, SecretError, headers, sign, signature_header};
-pub use ssrf::{TargetError, check_target, is_forbidden};

@@ -13,7 +13,7 @@ use verdict_domain::targeting::Attributes;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::openapi::ErrorBody;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router

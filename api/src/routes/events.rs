@@ -10,7 +10,7 @@ use verdict_app::{Caller, ScopeParams};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, JsonBytes};
 use crate::openapi::{ErrorBody, EventsRequest};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router

@@ -10,7 +10,7 @@ use verdict_app::health::Readiness;
 
 use crate::error::ApiError;
 use crate::openapi::{ErrorBody, Health};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router

@@ -2,6 +2,7 @@
 //! documents them too) in its `routes()`.
 
 pub mod assignments;
+pub mod docs;
 pub mod environments;
 pub mod events;
 pub mod experiments;
@@ -15,14 +16,14 @@ pub mod ws;
 
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Every resource's routes added to `router`. Their paths carry the `/v1` prefix themselves
 /// (not nested: a nested route would rebuild every request's URI without the prefix).
 pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 12] = [
         health::routes,
-        crate::openapi::routes,
+        docs::routes,
         keys::routes,
         environments::routes,
         experiments::routes,

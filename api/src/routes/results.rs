@@ -11,7 +11,7 @@ use verdict_domain::WinnerSnapshot;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::openapi::ErrorBody;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     // `winner` shares its path with the manual winner: `experiments::routes` adds it.

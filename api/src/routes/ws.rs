@@ -30,7 +30,7 @@ use verdict_domain::{Experiment, Scope};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, bearer};
 use crate::openapi::ErrorBody;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router.routes(routes!(ws))

@@ -291,7 +291,7 @@ impl TestApp {
 
     /// Run the aggregation job to completion, as the scheduler does every minute.
     pub async fn aggregate(&self) {
-        verdict_aggregator::jobs::aggregate(&self.store, verdict_aggregator::jobs::DEFAULT_STEP)
+        verdict_aggregator::jobs::aggregate(&*self.store, verdict_aggregator::jobs::DEFAULT_STEP)
             .await
             .expect("aggregation runs");
     }

@@ -133,7 +133,7 @@ impl App {
     ) -> Result<WinnerSnapshot, AppError> {
         caller.require(KeyScope::Client)?;
         let e = self.find(&caller.scope(scope)?, key).await?;
-        self.0.snapshots.read(&self.0.store, &e).await
+        self.0.snapshots.read(&*self.0.store, &e).await
     }
 
     /// Per-variant figures of one metric with their statistics.
@@ -242,7 +242,7 @@ impl App {
         caller.require(KeyScope::Client)?;
         let changes = self.changes();
         let experiment = self.find(scope, key).await?;
-        let snapshot = self.0.snapshots.read(&self.0.store, &experiment).await?;
+        let snapshot = self.0.snapshots.read(&*self.0.store, &experiment).await?;
         Ok(Followed {
             experiment,
             snapshot,
@@ -253,7 +253,7 @@ impl App {
     /// The current snapshot of an experiment already resolved (e.g. after a push client fell
     /// behind the change stream).
     pub async fn snapshot_of(&self, experiment: &Experiment) -> Result<WinnerSnapshot, AppError> {
-        self.0.snapshots.read(&self.0.store, experiment).await
+        self.0.snapshots.read(&*self.0.store, experiment).await
     }
 
     /// Every change announced by any replica from now on.

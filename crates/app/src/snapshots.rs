@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use verdict_cache::{Cache, DynCache, ResilientCache};
 use verdict_domain::{Experiment, WinnerSnapshot};
-use verdict_store::DynStore;
+use verdict_store::ExperimentStore;
 
 use crate::assignments::ExperimentCache;
 use crate::error::AppError;
@@ -47,7 +47,7 @@ impl Snapshots {
     /// short-lived definition cache).
     pub async fn read(
         &self,
-        store: &DynStore,
+        store: &dyn ExperimentStore,
         known: &Experiment,
     ) -> Result<WinnerSnapshot, AppError> {
         let env = &known.scope.environment;
@@ -66,7 +66,11 @@ impl Snapshots {
         }
     }
 
-    async fn fresh(&self, store: &DynStore, known: &Experiment) -> Result<Experiment, AppError> {
+    async fn fresh(
+        &self,
+        store: &dyn ExperimentStore,
+        known: &Experiment,
+    ) -> Result<Experiment, AppError> {
         Ok(store
             .get_experiment(&known.scope, &known.id)
             .await?

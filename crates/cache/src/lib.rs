@@ -126,7 +126,7 @@ pub async fn announce(
 ) {
     let snapshot = WinnerSnapshot::of(after);
     if let Err(e) = cache.put_snapshot(&snapshot).await {
-        tracing::warn!(experiment = %after.key, error = %e, "cannot write the winner snapshot");
+        tracing::warn!(experiment = %after.key, error = %verdict_domain::ErrorChain(&e), "cannot write the winner snapshot");
     }
     let winner = |e: &verdict_domain::Experiment| e.winner.as_ref().map(|w| w.variant.clone());
     let mut changes = Vec::new();
@@ -140,7 +140,7 @@ pub async fn announce(
     }
     for change in changes {
         if let Err(e) = cache.publish(&change).await {
-            tracing::warn!(experiment = %after.key, error = %e, "cannot publish a change");
+            tracing::warn!(experiment = %after.key, error = %verdict_domain::ErrorChain(&e), "cannot publish a change");
         }
     }
 }

@@ -362,7 +362,7 @@ async fn listen(listener: Listener) {
                 if !failing {
                     tracing::warn!(
                         channel = %listener.channel,
-                        error = %e,
+                        error = %verdict_domain::ErrorChain(&e),
                         "cache change listener cannot subscribe; retrying with backoff"
                     );
                 }
@@ -430,7 +430,7 @@ impl Listener {
             }
             Err(e) => tracing::warn!(
                 channel = %self.channel,
-                error = %e,
+                error = %verdict_domain::ErrorChain(&e),
                 "ignoring an undecodable message on the cache change channel"
             ),
         }

@@ -231,16 +231,16 @@ impl Shared {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if !error.is_unavailable() {
             // A bad value, not an outage: the backend still answers.
-            tracing::warn!(backend = self.inner.backend(), operation, error = %error, "cache operation failed");
+            tracing::warn!(backend = self.inner.backend(), operation, error = %verdict_domain::ErrorChain(error), "cache operation failed");
             return;
         }
         if self.failing.swap(true, Ordering::Relaxed) {
-            tracing::debug!(backend = self.inner.backend(), operation, error = %error, "cache operation failed");
+            tracing::debug!(backend = self.inner.backend(), operation, error = %verdict_domain::ErrorChain(error), "cache operation failed");
         } else {
             tracing::warn!(
                 backend = self.inner.backend(),
                 operation,
-                error = %error,
+                error = %verdict_domain::ErrorChain(error),
                 "cache operation failed; serving from the store and queueing writes until it answers again"
             );
         }

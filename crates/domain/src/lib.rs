@@ -10,7 +10,7 @@
 //! plain function and lets the store, API and jobs share one definition of each rule.
 //!
 //! # Layout
-//! - [`validation`]: [`Problems`](validation::Problems), the "every bad field" error type, and
+//! - [`validation`]: [`Problems`], the "every bad field" error type, and
 //!   key syntax.
 //! - [`scope`]: environment / organization scoping.
 //! - [`experiment`]: experiments, variants, metrics, winner policy; [`ExperimentInput`] and
@@ -26,7 +26,7 @@
 //!   to them (health, disabling, secret rotation, completing a delivery).
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
-//! - [`error_chain`]: an error with its causes on one line.
+//! - [`mod@error_chain`]: an error with its causes on one line.
 //! - [`api_key`]: API keys, their scopes and what each scope allows.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
 

@@ -50,7 +50,7 @@ pub struct RunContext {
 
 /// Why a run failed. `Display` names what failed; the causes follow as `source()`s, so the
 /// run record and the log carry the whole chain
-/// ([`verdict_domain::error_chain`]).
+/// ([`verdict_domain::error_chain()`]).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]

@@ -1,5 +1,5 @@
--- Compact per-subject rollups (issue 5: an incremental rollup's cost must follow the new
--- events, not the history). A rollup upserts the rows of the subjects it saw, at random
+-- Compact per-subject rollups (an incremental rollup's cost must follow the new events,
+-- not the history). A rollup upserts the rows of the subjects it saw, at random
 -- places in `subject_metrics`, so the pages it dirties (and writes at commit) grow with the
 -- table; narrower rows mean fewer pages. Experiment ids and event names are stored once in
 -- `rollup_names` and referenced by integers, and the variant is no longer copied into

@@ -1,4 +1,4 @@
--- Webhook delivery (crates/store/src/sqlite_webhooks.rs).
+-- Webhook delivery (crates/store/src/sqlite/webhooks.rs).
 CREATE TABLE webhook_endpoints (
     id          TEXT PRIMARY KEY,
     environment TEXT NOT NULL,

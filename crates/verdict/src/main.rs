@@ -54,8 +54,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (GET /healthz, /readyz, /metrics, /v1/...) and run the scheduled
-    /// jobs (aggregate, evaluate, retention; see [jobs] in the configuration) until SIGINT or
-    /// SIGTERM.
+    /// jobs (aggregate, evaluate, retention, webhooks; see the jobs section of the
+    /// configuration) until SIGINT or SIGTERM.
     Serve {
         /// Do not run the scheduled jobs in this process (e.g. API-only replicas).
         #[arg(long)]

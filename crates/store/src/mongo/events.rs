@@ -67,7 +67,7 @@ impl MongoStore {
             )
             .await
         {
-            tracing::warn!(error = %e, "could not release a pending event allocation; it expires");
+            tracing::warn!(error = %verdict_domain::ErrorChain(&e), "could not release a pending event allocation; it expires");
         }
     }
 

@@ -320,7 +320,7 @@ fn roll_back_after_panic(conn: &Connection) {
     if !conn.is_autocommit()
         && let Err(e) = conn.execute_batch("ROLLBACK")
     {
-        tracing::error!(error = %e, "could not roll back after a write panicked");
+        tracing::error!(error = %verdict_domain::ErrorChain(&e), "could not roll back after a write panicked");
     }
 }
 

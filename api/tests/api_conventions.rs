@@ -1,5 +1,5 @@
-//! Behaviours the seed APIs promise: idempotent activation, pagination, error bodies,
-//! validation, optimistic concurrency, the status machine, audiences, API keys, request ids.
+//! The API's conventions: idempotent activation, pagination, error bodies, validation,
+//! optimistic concurrency, the status machine, audiences, API keys, request ids.
 
 mod common;
 
