@@ -130,15 +130,14 @@ async fn session(
 ) {
     let mut changes = state.changes();
     let stop = state.stop_token().clone();
-    // Experiment id → (the key it was subscribed by, the experiment).
-    let mut subscribed: HashMap<String, (String, Experiment)> = HashMap::new();
+    let mut followed = Followed::default();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         let out: Vec<Value> = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    vec![handle(&state, &caller, &scope, &mut subscribed, text.as_str()).await]
+                    vec![handle(&state, &caller, &scope, &mut followed, text.as_str()).await]
                 }
                 Some(Ok(Message::Binary(_))) => {
                     vec![error("invalid_message", "send JSON text messages")]
@@ -146,49 +145,70 @@ async fn session(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue, // pings and pongs
             },
-            change = changes.recv() => match change {
-                Ok(change) => {
-                    let snapshot = change.snapshot();
-                    match subscribed.get(&snapshot.experiment_id) {
-                        Some((key, _)) => {
-                            let kind = change_kind(&change);
-                            vec![json!({"type": kind, "experiment": key, "snapshot": snapshot})]
-                        }
-                        None => continue,
-                    }
-                }
-                // Fell behind: send every followed experiment's state as it is now.
-                Err(RecvError::Lagged(_)) => {
-                    let mut all = Vec::new();
-                    for (key, e) in subscribed.values() {
-                        if let Ok(s) = state.snapshot_of(e).await {
-                            all.push(json!({"type": "snapshot", "experiment": key, "snapshot": s}));
-                        }
-                    }
-                    all
-                }
-                Err(RecvError::Closed) => return,
+            change = changes.recv() => match followed.on_change(&state, change).await {
+                Some(out) => out,
+                None => return,
             },
             () = stop.cancelled() => {
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            _ = ping.tick() => vec![],
         };
-        for message in out {
-            if socket
-                .send(Message::Text(message.to_string().into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
+        if send_all(&mut socket, out).await.is_err() {
+            return;
         }
+    }
+}
+
+/// Send `out` (a ping when empty); an error means the client is gone.
+async fn send_all(socket: &mut WebSocket, out: Vec<Value>) -> Result<(), axum::Error> {
+    if out.is_empty() {
+        return socket.send(Message::Ping(Default::default())).await;
+    }
+    for message in out {
+        socket
+            .send(Message::Text(message.to_string().into()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The experiments a connection follows: by id, the key it subscribed with and the
+/// experiment.
+#[derive(Debug, Default)]
+struct Followed(HashMap<String, (String, Experiment)>);
+
+impl Followed {
+    /// What to send for one item of the change stream; `None` when the stream closed.
+    async fn on_change(
+        &self,
+        state: &AppState,
+        change: Result<verdict_app::results::Change, RecvError>,
+    ) -> Option<Vec<Value>> {
+        Some(match change {
+            Ok(change) => {
+                let snapshot = change.snapshot();
+                match self.0.get(&snapshot.experiment_id) {
+                    Some((key, _)) => {
+                        let kind = change_kind(&change);
+                        vec![json!({"type": kind, "experiment": key, "snapshot": snapshot})]
+                    }
+                    None => Vec::new(),
+                }
+            }
+            // Fell behind: send every followed experiment's state as it is now.
+            Err(RecvError::Lagged(_)) => {
+                let mut all = Vec::new();
+                for (key, e) in self.0.values() {
+                    if let Ok(s) = state.snapshot_of(e).await {
+                        all.push(json!({"type": "snapshot", "experiment": key, "snapshot": s}));
+                    }
+                }
+                all
+            }
+            Err(RecvError::Closed) => return None,
+        })
     }
 }
 
@@ -197,7 +217,7 @@ async fn handle(
     state: &AppState,
     caller: &verdict_app::Caller,
     scope: &Scope,
-    subscribed: &mut HashMap<String, (String, Experiment)>,
+    followed: &mut Followed,
     text: &str,
 ) -> Value {
     let message: ClientMessage = match serde_json::from_str(text) {
@@ -213,22 +233,24 @@ async fn handle(
     };
     match message {
         ClientMessage::Subscribe { experiment } => {
-            let followed = match state.follow(caller, scope, &experiment).await {
+            let following = match state.follow(caller, scope, &experiment).await {
                 Ok(f) => f,
                 Err(err) => return app_error(&err),
             };
-            let id = followed.experiment.id.clone();
-            if !subscribed.contains_key(&id) && subscribed.len() >= MAX_SUBSCRIPTIONS {
+            let id = following.experiment.id.clone();
+            if !followed.0.contains_key(&id) && followed.0.len() >= MAX_SUBSCRIPTIONS {
                 return error(
                     "too_many_subscriptions",
                     format!("a connection follows at most {MAX_SUBSCRIPTIONS} experiments"),
                 );
             }
-            subscribed.insert(id, (experiment.clone(), followed.experiment));
-            json!({"type": "snapshot", "experiment": experiment, "snapshot": followed.snapshot})
+            followed
+                .0
+                .insert(id, (experiment.clone(), following.experiment));
+            json!({"type": "snapshot", "experiment": experiment, "snapshot": following.snapshot})
         }
         ClientMessage::Unsubscribe { experiment } => {
-            subscribed.retain(|_, (key, _)| *key != experiment);
+            followed.0.retain(|_, (key, _)| *key != experiment);
             json!({"type": "unsubscribed", "experiment": experiment})
         }
     }
