@@ -50,8 +50,9 @@ pub struct EvaluateReport {
     pub duration_ms: f64,
 }
 
-/// Evaluate every running experiment (all environments and organizations). Decisions are
-/// announced through `cache` (snapshot written, change published to every replica).
+/// Evaluate every running experiment (all environments and organizations) except those an
+/// experimenter decided by hand (a manual winner stands). Decisions are announced through
+/// `cache` (snapshot written, change published to every replica).
 pub async fn evaluate(
     store: &DynStore,
     cache: &DynCache,
@@ -63,7 +64,15 @@ pub async fn evaluate(
         status: Some(Status::Running),
         ..Default::default()
     };
+    let decided_by_hand = |e: &Experiment| {
+        e.winner
+            .as_ref()
+            .is_some_and(|w| w.source == PolicyMode::Manual)
+    };
     for experiment in store.list_all_experiments(&running).await? {
+        if decided_by_hand(&experiment) {
+            continue;
+        }
         let outcome = evaluate_one(store, cache, &experiment, now).await?;
         report.evaluated += 1;
         report.decisions += u64::from(outcome.outcome == "winner");

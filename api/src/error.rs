@@ -29,7 +29,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | WebhookEndpointNotFound
         | WebhookMessageNotFound
         | JobNotFound
-        | RunNotFound => StatusCode::NOT_FOUND,
+        | RunNotFound
+        | MetricNotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Conflict | ExperimentExists | EnvironmentExists | AudienceExists | AudienceInUse
         | VersionConflict | InvalidTransition | ExperimentRunning | LeaseHeld | LeaseLost => {

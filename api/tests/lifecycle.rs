@@ -277,6 +277,17 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
     );
     check_results(app.results("checkout").await);
 
+    // A metric the experiment does not have is 404, naming the ones it has (not zeros).
+    for path in [
+        "/v1/experiments/checkout/results?metric=purchse",
+        "/v1/experiments/checkout/timeseries?metric=purchse",
+    ] {
+        let (status, body) = app.get(path, &client).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(common::error_code(&body), "metric_not_found");
+        assert_eq!(body["error"]["details"][0]["metric"], "purchase", "{body}");
+    }
+
     // The same events as a daily time series: the day buckets add up to the event counts.
     let (status, series) = app
         .get(

@@ -532,3 +532,78 @@ async fn the_delivery_log_lists_attempts_filters_redelivers_and_recovers() {
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_override_variant_completes_the_experiment_with_that_winner_and_announces_it() {
+    let app = spawn_app_with(&[ALLOW_PRIVATE]).await;
+    let receiver = Receiver::start().await;
+    create_endpoint(&app, json!({"url": receiver.url("/hooks")})).await;
+    let created = app.create_experiment(&ab_experiment("checkout")).await;
+    assert_eq!(app.activate("checkout").await.0, StatusCode::OK);
+    let version = created["version"].as_u64().unwrap() + 1;
+    let (status, patched) = app
+        .patch_json(
+            "/v1/experiments/checkout",
+            &app.admin_key,
+            &json!({"version": version, "policy": {"override_variant": "treatment"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["status"], "completed", "{patched}");
+    assert_eq!(patched["winner"]["variant"], "treatment");
+    assert_eq!(patched["winner"]["source"], "manual");
+    assert_eq!(
+        patched["winner"]["details"]["reason"],
+        "policy.override_variant"
+    );
+    // The winner read path and every subject see it.
+    let (_, winner) = app
+        .get("/v1/experiments/checkout/winner", &app.admin_key)
+        .await;
+    assert_eq!(winner["winner"], "treatment", "{winner}");
+    let (_, served) = app
+        .assignment("checkout", &app.admin_key, "someone", &[])
+        .await;
+    assert_eq!(served["variant"], "treatment", "{served}");
+    // Audited, and announced to webhook endpoints like a manual winner.
+    let (_, audit) = app
+        .get("/v1/experiments/checkout/audit", &app.admin_key)
+        .await;
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.iter().any(|a| a.contains("winner")), "{audit}");
+    dispatcher(&app)
+        .run_once(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let types: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        types.iter().any(|t| t == "experiment.winner_changed"),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("experiment.status_changed")
+    );
+    // Setting it again to the same variant changes nothing more.
+    let (status, again) = app
+        .patch_json(
+            "/v1/experiments/checkout",
+            &app.admin_key,
+            &json!({"version": patched["version"], "policy": {"override_variant": "treatment"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        again["winner"]["decided_at"],
+        patched["winner"]["decided_at"]
+    );
+}

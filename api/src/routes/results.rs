@@ -61,7 +61,8 @@ pub async fn winner(
     params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
     responses(
         (status = 200, description = "Per-variant figures.", body = ResultsView),
-        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`, or `metric_not_found`: `metric` \
+            is none of the experiment's metrics (listed in `details`).", body = ErrorBody),
     )
 )]
 pub async fn results(
@@ -86,7 +87,8 @@ pub async fn results(
     params(("key" = String, Path, description = "The experiment key or id."), TimeseriesParams),
     responses(
         (status = 200, description = "One series per variant.", body = TimeseriesView),
-        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`, or `metric_not_found`: `metric` \
+            is none of the experiment's metrics (listed in `details`).", body = ErrorBody),
     )
 )]
 pub async fn timeseries(

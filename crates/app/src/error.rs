@@ -48,6 +48,7 @@ error_codes! {
     WebhookEndpointNotFound => "webhook_endpoint_not_found",
     WebhookMessageNotFound => "webhook_message_not_found",
     VariantNotFound => "variant_not_found",
+    MetricNotFound => "metric_not_found",
     Conflict => "conflict",
     ExperimentExists => "experiment_exists",
     EnvironmentExists => "environment_exists",

@@ -245,7 +245,7 @@ impl App {
         match store.create_experiment(&experiment, &caller.actor()).await {
             Ok(()) => {
                 self.0.experiments.clear();
-                Ok(experiment)
+                self.apply_override(caller, experiment).await
             }
             Err(StoreError::Conflict(msg)) => Err(AppError::new(ErrorCode::ExperimentExists, msg)),
             Err(e) => Err(e.into()),
@@ -317,7 +317,40 @@ impl App {
         }
         let mut problems = Problems::new();
         let next = patch.apply(current, &mut problems);
-        self.save(next, problems, &caller.actor()).await
+        let saved = self.save(next, problems, &caller.actor()).await?;
+        self.apply_override(caller, saved).await
+    }
+
+    /// `policy.override_variant` decides: when it names a variant that is not already the
+    /// winner, the experiment gets that winner through the manual-winner path (audited,
+    /// completing a running or paused experiment, snapshot, webhook, push), as
+    /// `POST …/winner` does.
+    async fn apply_override(
+        &self,
+        caller: &Caller,
+        experiment: Experiment,
+    ) -> Result<Experiment, AppError> {
+        let Some(variant) = experiment.policy.override_variant.clone() else {
+            return Ok(experiment);
+        };
+        if experiment.winner.as_ref().map(|w| w.variant.as_str()) == Some(variant.as_str()) {
+            return Ok(experiment);
+        }
+        let change = WinnerChange {
+            experiment_id: experiment.id.clone(),
+            winner: Winner {
+                variant,
+                decided_at: now(),
+                source: PolicyMode::Manual,
+                details: json!({"reason": "policy.override_variant", "by": caller.actor()}),
+            },
+            complete: true,
+            actor: caller.actor(),
+            expected_version: Some(experiment.version),
+        };
+        let updated = self.0.store.set_winner(&change).await?;
+        self.announce(&experiment, &updated).await;
+        Ok(updated)
     }
 
     /// Replace variants and weights in any status. Stored assignments are untouched

@@ -21,7 +21,7 @@ use verdict_store::{Granularity, TimeRange};
 
 use crate::App;
 use crate::auth::{Caller, ScopeParams};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -121,7 +121,11 @@ impl App {
     ) -> Result<(Experiment, String), AppError> {
         caller.require(KeyScope::Client)?;
         let e = self.find(&caller.scope(&scope)?, key).await?;
-        let metric = metric.unwrap_or_else(|| e.primary_metric.event.clone());
+        let metric = match metric {
+            None => e.primary_metric.event.clone(),
+            Some(m) if e.metric(&m).is_some() => m,
+            Some(m) => return Err(metric_not_found(&e, &m)),
+        };
         Ok((e, metric))
     }
 
@@ -261,6 +265,29 @@ impl App {
     pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.0.snapshots.cache().subscribe()
     }
+}
+
+/// `metric_not_found`, listing the experiment's metrics (primary, secondary, guardrails).
+fn metric_not_found(e: &Experiment, asked: &str) -> AppError {
+    let metrics: Vec<&str> = std::iter::once(&e.primary_metric)
+        .chain(&e.secondary_metrics)
+        .chain(&e.guardrail_metrics)
+        .map(|m| m.event.as_str())
+        .collect();
+    AppError::new(
+        ErrorCode::MetricNotFound,
+        format!(
+            "'{asked}' is not a metric of '{}'; its metrics are {}",
+            e.key,
+            metrics.join(", ")
+        ),
+    )
+    .with_details(
+        metrics
+            .iter()
+            .map(|m| serde_json::json!({"metric": m}))
+            .collect(),
+    )
 }
 
 /// An experiment being followed: its snapshot when following began, and the changes since.
