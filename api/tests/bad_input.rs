@@ -489,6 +489,27 @@ async fn a_10_kb_subject_id_is_refused_for_assignment_and_rejected_as_an_event()
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
+    // Nor may a QA override name a subject that could never be assigned (nothing audited).
+    let (status, answer) = app
+        .put_json(
+            &format!("/v1/experiments/checkout/forced/{long}"),
+            &app.admin_key,
+            &json!({"variant": "treatment"}),
+        )
+        .await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (_, audit) = app
+        .get("/v1/experiments/checkout/audit", &app.admin_key)
+        .await;
+    assert!(
+        !audit.to_string().contains(&long[..300]),
+        "audited: {audit}"
+    );
 
     let (status, report) = app
         .post_events(

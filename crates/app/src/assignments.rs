@@ -41,7 +41,8 @@ pub struct AssignmentView<'a> {
     pub winner: Option<&'a str>,
 }
 
-fn check_subject(subject: &str) -> Result<(), AppError> {
+/// A subject id is 1 to [`MAX_SUBJECT_LEN`] bytes wherever it is given.
+pub(crate) fn check_subject(subject: &str) -> Result<(), AppError> {
     if subject.is_empty() {
         Err(AppError::invalid_field("subject_id", "is required"))
     } else if subject.len() > MAX_SUBJECT_LEN {

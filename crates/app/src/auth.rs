@@ -146,8 +146,10 @@ impl Caller {
             .organization
             .clone()
             .or_else(|| self.key.organization.clone());
-        let wants_other = environment != self.key.environment
-            || (self.key.organization.is_some() && organization != self.key.organization);
+        // A key's organization is fixed by the key: one bound to none (global) may not name
+        // one either; only admin keys act elsewhere.
+        let wants_other =
+            environment != self.key.environment || organization != self.key.organization;
         if wants_other && !self.is_admin() {
             return Err(AppError::new(
                 ErrorCode::Forbidden,
@@ -205,6 +207,50 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn caller(scopes: Vec<KeyScope>, organization: Option<&str>) -> Caller {
+        Caller {
+            key: Arc::new(ApiKey {
+                id: "key_1".into(),
+                name: "k".into(),
+                hash: String::new(),
+                prefix: String::new(),
+                scopes,
+                environment: "production".into(),
+                organization: organization.map(str::to_owned),
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                revoked_at: None,
+            }),
+        }
+    }
+
+    fn params(environment: Option<&str>, organization: Option<&str>) -> ScopeParams {
+        ScopeParams {
+            environment: environment.map(str::to_owned),
+            organization: organization.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_admin_keys_act_outside_their_environment_and_organization() {
+        let global_client = caller(vec![KeyScope::Client], None);
+        assert!(global_client.scope(&params(None, None)).is_ok());
+        for (env, org) in [(None, Some("acme")), (Some("staging"), None)] {
+            let err = global_client.scope(&params(env, org)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Forbidden, "{env:?} {org:?}");
+        }
+        let acme_client = caller(vec![KeyScope::Client], Some("acme"));
+        let scope = acme_client.scope(&params(None, None)).unwrap();
+        assert_eq!(scope.organization.as_deref(), Some("acme"));
+        assert!(acme_client.scope(&params(None, Some("acme"))).is_ok());
+        assert!(acme_client.scope(&params(None, Some("globex"))).is_err());
+        let admin = caller(vec![KeyScope::Admin], None);
+        let scope = admin.scope(&params(Some("staging"), Some("acme"))).unwrap();
+        assert_eq!(
+            (scope.environment.as_str(), scope.organization.as_deref()),
+            ("staging", Some("acme"))
+        );
+    }
 
     #[test]
     fn generated_keys_are_distinct_and_hash_to_what_is_stored() {

@@ -521,6 +521,7 @@ impl App {
         body: ForcedVariant,
     ) -> Result<ForcedAssignment, AppError> {
         let e = self.experiment(caller, scope, key).await?;
+        crate::assignments::check_subject(subject)?;
         check_variant(&e, &body.variant)?;
         let subject_key = verdict_domain::assignment::subject_key(&e, subject);
         self.0
