@@ -17,7 +17,7 @@ use verdict_domain::ErrorChain;
 pub fn status(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
-        InvalidJson | InvalidQuery | InvalidPagination => StatusCode::BAD_REQUEST,
+        InvalidJson | InvalidQuery | InvalidPath | InvalidPagination => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,
         Forbidden => StatusCode::FORBIDDEN,
         RouteNotFound

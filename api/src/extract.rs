@@ -72,7 +72,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
+        let query = utf8_query(parts)?;
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)
@@ -110,5 +110,51 @@ impl FromRequestParts<AppState> for Caller {
         let token = bearer(parts)
             .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
         Ok(state.authenticate(token).await?)
+    }
+}
+
+/// The query string, refused (400 `invalid_query`) when a percent-encoded part is not UTF-8:
+/// decoding it lossily would make different bytes the same text (`%FF` and `%FE` the same
+/// subject).
+pub fn utf8_query(parts: &Parts) -> Result<&str, ApiError> {
+    let query = parts.uri.query().unwrap_or("");
+    check_utf8_query(query)?;
+    Ok(query)
+}
+
+/// [`utf8_query`]'s check of a query string.
+pub fn check_utf8_query(query: &str) -> Result<(), ApiError> {
+    for part in query.split('&') {
+        if percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                "the query string is not valid UTF-8 once percent-decoded",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Path parameters; a segment that is not UTF-8 once percent-decoded (or does not parse)
+/// is 400 `invalid_path` with our error body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| {
+                ApiError::new(
+                    ErrorCode::InvalidPath,
+                    format!("invalid path: {}", rejection.body_text()),
+                )
+            })
     }
 }

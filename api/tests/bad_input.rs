@@ -785,3 +785,24 @@ async fn invalid_event_items_are_rejected_one_by_one_and_the_valid_ones_stored()
     assert_eq!(results[items.len() - 1]["status"], "accepted");
     assert_eq!(total_conversions(&app.results("checkout").await), 1);
 }
+
+#[tokio::test]
+async fn text_that_is_not_utf8_is_refused_with_the_json_error_body_never_decoded_lossily() {
+    let app = spawn_app().await;
+    let client = running_with_subjects(&app, 1).await;
+    // `%FF` and `%FE` are different bytes: decoded lossily they would be the same subject.
+    for path in [
+        "/v1/experiments/checkout/assignment?subject_id=%FF",
+        "/v1/experiments/checkout/results?metric=%FE",
+    ] {
+        let (status, body) = app.get(path, &client).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    let (status, body) = app.get("/v1/experiments/%FF/results", &client).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_path");
+    // Proper UTF-8, percent-encoded, is fine.
+    let (status, body) = app
+        .get("/v1/experiments/checkout/assignment?subject_id=%C3%A9", &client)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

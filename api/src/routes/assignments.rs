@@ -1,7 +1,7 @@
 //! Assignment: which variant a subject sees, with its config (client scope).
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
@@ -11,7 +11,7 @@ use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
 use verdict_domain::targeting::Attributes;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -27,7 +27,9 @@ fn assignment_query(query: Option<String>) -> Result<(String, Attributes, ScopeP
     let mut subject = String::new();
     let mut attributes = Map::new();
     let mut scope = ScopeParams::default();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    let query = query.unwrap_or_default();
+    crate::extract::check_utf8_query(&query)?;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "subject_id" => subject = v.into_owned(),
             "environment" => scope.environment = Some(v.into_owned()),
@@ -81,7 +83,7 @@ fn assignment_query(query: Option<String>) -> Result<(String, Attributes, ScopeP
 pub async fn get_assignment(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (subject, attributes, scope) = assignment_query(query)?;
@@ -110,7 +112,7 @@ pub async fn get_assignment(
 pub async fn post_assignment(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<AssignmentRequest>,
 ) -> Result<Response, ApiError> {

@@ -1,7 +1,7 @@
 //! `/v1/environments` and their audiences (reusable targeting rules).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -10,7 +10,7 @@ use verdict_app::{Caller, PageParams, Paginated};
 use verdict_domain::{Audience, Environment};
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -79,7 +79,7 @@ pub async fn list_environments(
 pub async fn get_environment(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> Result<Json<Environment>, ApiError> {
     Ok(Json(state.environment(&caller, &key).await?))
 }
@@ -104,7 +104,7 @@ pub async fn get_environment(
 pub async fn create_audience(
     State(state): State<AppState>,
     caller: Caller,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
     ApiJson(body): ApiJson<AudienceInput>,
 ) -> Result<(StatusCode, Json<Audience>), ApiError> {
     let audience = state.create_audience(&caller, &env, body).await?;
@@ -127,7 +127,7 @@ pub async fn create_audience(
 pub async fn list_audiences(
     State(state): State<AppState>,
     caller: Caller,
-    Path(env): Path<String>,
+    ApiPath(env): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Paginated<Audience>>, ApiError> {
     Ok(Json(state.list_audiences(&caller, &env, page).await?))
@@ -152,7 +152,7 @@ pub async fn list_audiences(
 pub async fn get_audience(
     State(state): State<AppState>,
     caller: Caller,
-    Path((env, key)): Path<(String, String)>,
+    ApiPath((env, key)): ApiPath<(String, String)>,
 ) -> Result<Json<Audience>, ApiError> {
     Ok(Json(state.audience(&caller, &env, &key).await?))
 }
@@ -179,7 +179,7 @@ pub async fn get_audience(
 pub async fn update_audience(
     State(state): State<AppState>,
     caller: Caller,
-    Path((env, key)): Path<(String, String)>,
+    ApiPath((env, key)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<AudienceUpdate>,
 ) -> Result<Json<Audience>, ApiError> {
     Ok(Json(
@@ -208,7 +208,7 @@ pub async fn update_audience(
 pub async fn delete_audience(
     State(state): State<AppState>,
     caller: Caller,
-    Path((env, key)): Path<(String, String)>,
+    ApiPath((env, key)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.delete_audience(&caller, &env, &key).await?;
     Ok(StatusCode::NO_CONTENT)

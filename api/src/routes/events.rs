@@ -1,14 +1,14 @@
 //! Event ingestion: one event or a batch (client scope).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::events::IngestReport;
 use verdict_app::{Caller, ScopeParams};
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, JsonBytes};
+use crate::extract::{ApiPath, ApiQuery, JsonBytes};
 use crate::openapi::{ErrorBody, EventsRequest};
 use crate::state::AppState;
 
@@ -77,7 +77,7 @@ pub async fn post_events(
 pub async fn post_experiment_events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     JsonBytes(body): JsonBytes,
 ) -> Result<Json<IngestReport>, ApiError> {

@@ -2,7 +2,7 @@
 //! audit (admin scope).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,7 +15,7 @@ use verdict_domain::{Experiment, ExperimentInput, Status};
 use verdict_store::AuditEntry;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -79,7 +79,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
 ) -> Result<Json<Experiment>, ApiError> {
     Ok(Json(state.experiment(&caller, &scope, &key).await?))
@@ -132,7 +132,7 @@ pub async fn list(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(patch): ApiJson<ExperimentPatch>,
 ) -> Result<Json<Experiment>, ApiError> {
@@ -164,7 +164,7 @@ pub async fn update(
 pub async fn put_variants(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<VariantsUpdate>,
 ) -> Result<Json<Experiment>, ApiError> {
@@ -193,7 +193,7 @@ pub async fn put_variants(
 pub async fn set_status(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<StatusRequest>,
 ) -> Result<Json<StatusChangeResult>, ApiError> {
@@ -222,7 +222,7 @@ pub async fn set_status(
 pub async fn activate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
 ) -> Result<Json<StatusChangeResult>, ApiError> {
     let changed = state
@@ -250,7 +250,7 @@ pub async fn activate(
 pub async fn override_winner(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<WinnerOverride>,
 ) -> Result<Json<Experiment>, ApiError> {
@@ -280,7 +280,7 @@ pub async fn override_winner(
 pub async fn put_forced(
     State(state): State<AppState>,
     caller: Caller,
-    Path((key, subject)): Path<(String, String)>,
+    ApiPath((key, subject)): ApiPath<(String, String)>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<ForcedVariant>,
 ) -> Result<Json<ForcedAssignment>, ApiError> {
@@ -308,7 +308,7 @@ pub async fn put_forced(
 pub async fn delete_forced(
     State(state): State<AppState>,
     caller: Caller,
-    Path((key, subject)): Path<(String, String)>,
+    ApiPath((key, subject)): ApiPath<(String, String)>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -333,7 +333,7 @@ pub async fn delete_forced(
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(params): ApiQuery<ScopedPageParams>,
 ) -> Result<Json<Paginated<AuditEntry>>, ApiError> {
     Ok(Json(state.audit(&caller, &key, params).await?))

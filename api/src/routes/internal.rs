@@ -4,7 +4,7 @@
 //! `verdict run` take (lease, fencing token, run record).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use verdict_app::{Caller, PageParams, Paginated};
 use verdict_store::RunRecord;
 
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -72,7 +72,7 @@ fn triggered(t: Triggered) -> Response {
 pub async fn run_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
     ApiQuery(params): ApiQuery<TriggerParams>,
 ) -> Result<Response, ApiError> {
     let run = state.trigger_job(&caller, &job, params.experiment).await?;
@@ -164,7 +164,7 @@ pub async fn list_jobs(
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(job): Path<String>,
+    ApiPath(job): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Paginated<RunRecord>>, ApiError> {
     Ok(Json(state.job_runs(&caller, &job, page).await?))
@@ -190,7 +190,7 @@ pub async fn list_runs(
 pub async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path((job, id)): Path<(String, String)>,
+    ApiPath((job, id)): ApiPath<(String, String)>,
 ) -> Result<Json<RunRecord>, ApiError> {
     Ok(Json(state.job_run(&caller, &job, &id).await?))
 }

@@ -1,7 +1,7 @@
 //! `/v1/api-keys`: create (plaintext shown once), list, revoke.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -10,7 +10,7 @@ use verdict_app::{Caller, PageParams, Paginated};
 use verdict_domain::ApiKey;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -80,7 +80,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.revoke_api_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)

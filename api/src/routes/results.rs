@@ -1,7 +1,7 @@
 //! Winner snapshot, results and time series (client scope).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::results::{ResultsParams, ResultsView, TimeseriesParams, TimeseriesView};
@@ -9,7 +9,7 @@ use verdict_app::{Caller, ScopeParams};
 use verdict_domain::WinnerSnapshot;
 
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -36,7 +36,7 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
 pub async fn winner(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
 ) -> Result<Json<WinnerSnapshot>, ApiError> {
     Ok(Json(state.winner(&caller, &scope, &key).await?))
@@ -68,7 +68,7 @@ pub async fn winner(
 pub async fn results(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(params): ApiQuery<ResultsParams>,
 ) -> Result<Json<ResultsView>, ApiError> {
     Ok(Json(state.results(&caller, &key, params).await?))
@@ -94,7 +94,7 @@ pub async fn results(
 pub async fn timeseries(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(params): ApiQuery<TimeseriesParams>,
 ) -> Result<Json<TimeseriesView>, ApiError> {
     Ok(Json(state.timeseries(&caller, &key, params).await?))

@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -17,7 +17,7 @@ use verdict_app::{Caller, ScopeParams};
 use verdict_domain::WinnerSnapshot;
 
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -54,7 +54,7 @@ fn event(kind: &'static str, snapshot: &WinnerSnapshot) -> Event {
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let scope = state.client_scope(&caller, &scope)?;

@@ -3,7 +3,7 @@
 //! [/attempts|/redeliver]]]]`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,7 +16,7 @@ use verdict_app::{Caller, PageParams, Paginated};
 use verdict_store::Attempt;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -95,7 +95,7 @@ pub async fn list_endpoints(
 pub async fn get_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(state.endpoint(&caller, &id).await?))
 }
@@ -119,7 +119,7 @@ pub async fn get_endpoint(
 pub async fn update_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<EndpointUpdate>,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(state.update_endpoint(&caller, &id, body).await?))
@@ -141,7 +141,7 @@ pub async fn update_endpoint(
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.delete_endpoint(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -164,7 +164,7 @@ pub async fn delete_endpoint(
 pub async fn enable_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(state.set_endpoint_enabled(&caller, &id, true).await?))
 }
@@ -186,7 +186,7 @@ pub async fn enable_endpoint(
 pub async fn disable_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     Ok(Json(state.set_endpoint_enabled(&caller, &id, false).await?))
 }
@@ -209,7 +209,7 @@ pub async fn disable_endpoint(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     Ok(Json(state.rotate_endpoint_secret(&caller, &id).await?))
 }
@@ -232,7 +232,7 @@ pub async fn rotate_secret(
 pub async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<MessageListQuery>,
 ) -> Result<Json<Paginated<MessageView>>, ApiError> {
     Ok(Json(state.list_messages(&caller, &id, query).await?))
@@ -259,7 +259,7 @@ pub async fn list_messages(
 pub async fn list_attempts(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, msg_id)): Path<(String, String)>,
+    ApiPath((id, msg_id)): ApiPath<(String, String)>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Paginated<Attempt>>, ApiError> {
     Ok(Json(
@@ -287,7 +287,7 @@ pub async fn list_attempts(
 pub async fn redeliver(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, msg_id)): Path<(String, String)>,
+    ApiPath((id, msg_id)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let queued = state.redeliver(&caller, &id, &msg_id).await?;
     Ok((StatusCode::ACCEPTED, Json(queued)))
@@ -312,7 +312,7 @@ pub async fn redeliver(
 pub async fn recover(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RecoverRequest>,
 ) -> Result<(StatusCode, Json<Recovered>), ApiError> {
     let recovered = state.recover(&caller, &id, body).await?;

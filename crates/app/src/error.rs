@@ -33,6 +33,7 @@ error_codes! {
     UnsupportedMediaType => "unsupported_media_type",
     PayloadTooLarge => "payload_too_large",
     InvalidQuery => "invalid_query",
+    InvalidPath => "invalid_path",
     InvalidPagination => "invalid_pagination",
     ValidationFailed => "validation_failed",
     BatchTooLarge => "batch_too_large",
