@@ -11,7 +11,7 @@
 //! Handlers declare only what is particular to them. The responses every operation of a
 //! kind can give are declared once, here ([`add_shared_responses`]): 401/403/500/503 on
 //! every authenticated operation; 400/413/415/422 on every operation with a JSON body; 400
-//! on every operation with query parameters.
+//! on every operation with path or query parameters.
 
 use serde_json::Value;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
@@ -113,9 +113,13 @@ pub fn add_shared_responses(doc: &mut Document) {
             let params = op.parameters.as_deref().unwrap_or_default();
             let has_query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
             let paged = params.iter().any(|p| p.name == "page");
+            let has_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
             let mut bad_request = Vec::new();
             if has_body {
                 bad_request.push("`invalid_json`");
+            }
+            if has_path {
+                bad_request.push("`invalid_path`");
             }
             if has_query {
                 bad_request.push("`invalid_query`");

@@ -802,7 +802,10 @@ async fn text_that_is_not_utf8_is_refused_with_the_json_error_body_never_decoded
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_path");
     // Proper UTF-8, percent-encoded, is fine.
     let (status, body) = app
-        .get("/v1/experiments/checkout/assignment?subject_id=%C3%A9", &client)
+        .get(
+            "/v1/experiments/checkout/assignment?subject_id=%C3%A9",
+            &client,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
