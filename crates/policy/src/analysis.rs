@@ -343,12 +343,11 @@ mod tests {
     #[test]
     fn secondary_metrics_use_their_own_kind_and_objective() {
         let mut e = experiment("binomial");
-        e.secondary_metrics.push(verdict_domain::Metric {
-            event: "latency".into(),
-            kind: MetricKind::Mean,
-            objective: Objective::Minimize,
-            window_hours: None,
-        });
+        e.secondary_metrics.push(verdict_domain::Metric::new(
+            "latency",
+            MetricKind::Mean,
+            Objective::Minimize,
+        ));
         assert_eq!(
             MetricSpec::of(&e, "latency"),
             MetricSpec {
