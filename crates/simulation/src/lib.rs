@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand::distr::{Bernoulli, Distribution};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use verdict_domain::{Objective, StatMethod, WinnerPolicy};
+use verdict_domain::{Metric, MetricKind, Objective, StatMethod, WinnerPolicy};
 
 use verdict_policy::{
     ArmFigures, EvaluationInput, GuardState, PolicyError, evaluate_decision_only,
@@ -226,29 +226,21 @@ fn first_decision(
     for (look, conversions) in (1_u32..).zip(path) {
         let subjects = u64::from(look) * subjects_per_look;
         let arms = [
-            ArmFigures {
-                variant: "control".into(),
-                weight: 0.5,
-                subjects,
-                conversions: conversions[0],
-            },
-            ArmFigures {
-                variant: "treatment".into(),
-                weight: 0.5,
-                subjects,
-                conversions: conversions[1],
-            },
+            ArmFigures::binomial("control", 0.5, subjects, conversions[0]),
+            ArmFigures::binomial("treatment", 0.5, subjects, conversions[1]),
         ];
         // The same rules and guard-state handling as `evaluate`, minus the display-only
         // credible intervals.
         let evaluation = evaluate_decision_only(&EvaluationInput {
             policy,
+            metric: &Metric::new("conversion", MetricKind::Binomial, Objective::Maximize),
             objective: Objective::Maximize,
             arms: &arms,
             control: 0,
             // One hour per look; pick_after is 0 in the default policy anyway.
             elapsed: time::Duration::hours(i64::from(look)),
             guard: &guard,
+            guardrails: &[],
         })?;
         if let Some(winner) = evaluation.verdict.winner() {
             let index = usize::from(winner == "treatment");
