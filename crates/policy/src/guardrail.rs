@@ -24,7 +24,10 @@
 //!
 //! The intervals use the guardrail's τ (see [`crate::estimate`]): its `tau`; for `binomial`
 //! otherwise the policy's `tau_squared` or the default; else a quarter of the control's
-//! estimate taken at the first sufficient look and kept in the [`GuardState`].
+//! estimate taken at the first sufficient look and kept in the [`GuardState`]. A look enters
+//! the running intersection once every arm has `min_assignments` subjects (and at least two):
+//! the intersection keeps the narrowest interval it ever saw, so an interval from a handful of
+//! subjects, whose variance estimate is unreliable, must not enter it.
 
 use serde::{Deserialize, Serialize};
 use verdict_domain::{Margin, Metric, MetricKind, Objective, VariantCounts, WinnerPolicy};
@@ -163,6 +166,9 @@ pub(crate) fn assess(
     let kept = prev.filter(|p| p.tau_squared == state.tau_squared);
     let control_name = names[control];
     let control_estimate = estimates[control].as_ref();
+    // The intersection keeps the narrowest interval it ever saw: an interval from a handful
+    // of subjects, whose variance estimate is unreliable, must not enter it.
+    let sufficient = subjects.iter().all(|&n| n >= policy.min_assignments.max(2));
     let margin = metric.guardrail_margin();
     let mut arms = Vec::with_capacity(names.len().saturating_sub(1));
     for (i, &name) in names.iter().enumerate() {
@@ -179,7 +185,7 @@ pub(crate) fn assess(
                 .find(|a| a.variant == name && a.control == control_name)
         });
         let this_look = match (diff, tau.tau_squared) {
-            (Some(d), Some(t)) => {
+            (Some(d), Some(t)) if sufficient => {
                 msprt::always_valid_interval(d.theta_hat, d.variance, t, policy.alpha).ok()
             }
             _ => None,
@@ -232,7 +238,9 @@ pub(crate) fn assess(
             figures: GuardrailFigures {
                 control_estimate: control_estimate.map(|c| c.value),
                 estimate: est.map(|e| e.value),
-                difference: diff.map(|d| estimate::oriented(d.theta_hat, metric.objective)),
+                difference: control_estimate.zip(est).map(|(c, e)| {
+                    estimate::oriented(estimate::point_difference(c, e), metric.objective)
+                }),
                 variance: diff.map(|d| d.variance),
                 interval,
                 p_worse,
@@ -292,17 +300,13 @@ pub(crate) fn assess_all(
     let mut reports = Vec::with_capacity(guardrails.len());
     for g in guardrails {
         let key = MetricKey::of(g.metric);
-        if state.guardrails.iter().any(|s| s.metric == key) {
-            // The same metric listed twice: assessed once more, its state kept once.
-            let prev = state.guardrails.iter().find(|s| s.metric == key).cloned();
-            let (report, _) = assess(g, policy, names, control, prev.as_ref());
-            reports.push(report);
-            continue;
-        }
         let prev = previous.iter().find(|s| s.metric == key);
         let (report, next) = assess(g, policy, names, control, prev);
         reports.push(report);
-        state.guardrails.push(next);
+        // A metric listed twice is assessed twice from the same state, and kept once.
+        if !state.guardrails.iter().any(|s| s.metric == key) {
+            state.guardrails.push(next);
+        }
     }
     reports
 }

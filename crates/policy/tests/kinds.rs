@@ -569,6 +569,36 @@ fn a_guardrail_keeps_the_running_intersection_of_its_intervals() {
 }
 
 #[test]
+fn looks_before_min_assignments_do_not_enter_a_guardrails_intersection() {
+    let primary = metric("purchase", MetricKind::Binomial, Objective::Maximize);
+    let errors = metric("errors", MetricKind::Binomial, Objective::Minimize);
+    let p = WinnerPolicy {
+        min_assignments: 1_000,
+        ..policy(StatMethod::BayesianBeta)
+    };
+    let at = |n: u64, state: &GuardState| {
+        let figures = [rate("a", n, n / 20), rate("b", n, n / 20)];
+        let guardrails = [GuardrailInput {
+            metric: &errors,
+            arms: &figures,
+        }];
+        Look {
+            policy: &p,
+            metric: &primary,
+            guardrails: &guardrails,
+        }
+        .at(&[rate("a", n, n / 10), rate("b", n, n / 10)], state)
+    };
+    let early = at(500, &GuardState::default());
+    assert!(early.guard_state.guardrails[0].arms.is_empty());
+    let arm = &early.guardrails[0].arms[0];
+    assert_eq!(arm.status, GuardrailStatus::NonInferiorityNotShown);
+    assert_eq!(arm.figures.interval, None);
+    let later = at(1_000, &early.guard_state);
+    assert_eq!(later.guard_state.guardrails[0].arms[0].looks, 1);
+}
+
+#[test]
 fn a_guardrail_never_blocks_the_control_and_reports_every_other_arm() {
     let primary = metric("purchase", MetricKind::Binomial, Objective::Maximize);
     let errors = metric("errors", MetricKind::Binomial, Objective::Minimize);
