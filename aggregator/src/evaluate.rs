@@ -108,12 +108,7 @@ pub async fn evaluate_one(
         .iter()
         .map(|v| {
             let c = counts.iter().find(|c| c.variant == v.key);
-            ArmFigures {
-                variant: v.key.clone(),
-                weight: v.weight,
-                subjects: c.map_or(0, |c| c.subjects),
-                conversions: c.map_or(0, |c| c.converted_subjects),
-            }
+            ArmFigures::new(v.key.clone(), v.weight, c.cloned().unwrap_or_default())
         })
         .collect();
     let guard: GuardState = match store.get_evaluation_state(&e.id).await? {
@@ -125,11 +120,13 @@ pub async fn evaluate_one(
     };
     let input = EvaluationInput {
         policy: &e.policy,
+        metric: &e.primary_metric,
         objective: e.decision_objective(),
         arms: &arms,
         control: e.control_index(),
         elapsed: now - e.started_at.unwrap_or(now),
         guard: &guard,
+        guardrails: &[],
     };
     let evaluation = match policy::evaluate(&input) {
         Ok(ev) => ev,

@@ -1,4 +1,5 @@
-//! Experiments, variants, metrics and winner policies, and their validation.
+//! Experiments, variants and winner policies, and their validation (metrics are in
+//! [`crate::metric`]).
 //!
 //! [`ExperimentInput`] is what an experimenter sends; [`ExperimentInput::into_experiment`]
 //! turns it into an [`Experiment`] or returns every problem at once. [`Experiment::check`]
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+pub use crate::metric::{Metric, MetricKind, MetricRole, Objective};
 use crate::scope::Scope;
 use crate::status::Status;
 use crate::targeting::Targeting;
@@ -34,58 +36,6 @@ pub struct Variant {
     /// Marks the control; when no variant is marked, the first one is the control.
     #[serde(default)]
     pub control: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum MetricKind {
-    /// Did the subject convert (at least one event)?
-    #[default]
-    Binomial,
-    /// Number of events per subject.
-    Count,
-    /// Sum of event values per subject.
-    Sum,
-    /// Mean of event values per subject.
-    Mean,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    #[default]
-    Maximize,
-    Minimize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct Metric {
-    /// The event key whose events feed this metric.
-    pub event: String,
-    #[serde(default)]
-    pub kind: MetricKind,
-    #[serde(default)]
-    pub objective: Objective,
-    /// Only events within this many hours of the subject's start count: its assignment, or
-    /// its first exposure when the experiment names an `exposure_event` (none = no limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window_hours: Option<u32>,
-}
-
-impl Metric {
-    fn check(&self, p: &mut Problems, field: &str) {
-        check_key(p, &format!("{field}.event"), &self.event);
-        if self.window_hours == Some(0) {
-            p.push(
-                format!("{field}.window_hours"),
-                "must be at least 1 when set",
-            );
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,24 +69,35 @@ pub struct WinnerPolicy {
     pub pick_after_seconds: u64,
     /// Every variant needs at least this many assigned subjects.
     pub min_assignments: u64,
-    /// Every variant needs at least this many converted subjects.
+    /// Every variant needs at least this many converted subjects (subjects with at least
+    /// one event of the primary metric, whatever its kind).
     pub min_conversions: u64,
-    /// The winner must beat the runner-up by at least this (absolute rate difference).
+    /// The winner must beat the runner-up by at least this, in the primary metric's units:
+    /// rate points for `binomial`, events or value per subject for `count` and `sum`, value
+    /// per event for `mean`.
     pub min_delta: f64,
     /// The decision's direction; defaults to the primary metric's objective.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objective: Option<Objective>,
     /// `bayesian_beta`: P(best) must reach this.
     pub probability_threshold: f64,
-    /// `bayesian_beta`: the winner's expected loss must not exceed this.
+    /// `bayesian_beta`: the winner's expected loss must not exceed this. For a `binomial`
+    /// primary metric an absolute rate (0.0025 = a quarter of a point); for `count`, `sum` and
+    /// `mean` a fraction of the control's estimate (0.0025 = 0.25% of it), so that the
+    /// threshold means the same whatever the metric's unit (cents or dollars, ms or s).
     pub max_expected_loss: f64,
     /// Always-valid (mSPRT) test against the runner-up must also reject "no difference".
     pub peeking_guard: bool,
     /// Significance level of the peeking guard.
     pub alpha: f64,
-    /// Mixing variance τ² of the mSPRT; none = the statistics crate's default.
+    /// Mixing variance τ² of the mSPRT on a difference of rates, for `binomial` metrics
+    /// (primary and guardrails) that set no `tau` of their own; none = the statistics
+    /// crate's default (τ = 0.01). Other kinds take `tau` on the metric.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tau_squared: Option<f64>,
+    /// Guardrails: a variant whose probability of being worse than the control on a
+    /// guardrail metric reaches this gets no decision.
+    pub guardrail_probability: f64,
     /// A variant an experimenter declared the winner by hand.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_variant: Option<String>,
@@ -157,6 +118,7 @@ impl Default for WinnerPolicy {
             peeking_guard: true,
             alpha: 0.05,
             tau_squared: None,
+            guardrail_probability: 0.95,
             override_variant: None,
         }
     }
@@ -173,8 +135,14 @@ impl WinnerPolicy {
         if !(0.0..=1.0).contains(&self.max_expected_loss) {
             p.push("policy.max_expected_loss", "must be between 0 and 1");
         }
-        if !(0.0..=1.0).contains(&self.min_delta) {
-            p.push("policy.min_delta", "must be between 0 and 1");
+        if !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
+            p.push("policy.min_delta", "must be a number ≥ 0");
+        }
+        if !(self.guardrail_probability > 0.5 && self.guardrail_probability < 1.0) {
+            p.push(
+                "policy.guardrail_probability",
+                "must be greater than 0.5 and less than 1",
+            );
         }
         if !(self.alpha > 0.0 && self.alpha <= 0.5) {
             p.push("policy.alpha", "must be greater than 0 and at most 0.5");
@@ -294,12 +262,21 @@ impl Experiment {
         if !matches!(self.assignment.hash_version, 1 | 2) {
             p.push("assignment.hash_version", "must be 1 or 2");
         }
-        self.primary_metric.check(&mut p, "primary_metric");
+        self.primary_metric
+            .check(&mut p, "primary_metric", MetricRole::Primary);
         for (i, m) in self.secondary_metrics.iter().enumerate() {
-            m.check(&mut p, &format!("secondary_metrics[{i}]"));
+            m.check(
+                &mut p,
+                &format!("secondary_metrics[{i}]"),
+                MetricRole::Secondary,
+            );
         }
         for (i, m) in self.guardrail_metrics.iter().enumerate() {
-            m.check(&mut p, &format!("guardrail_metrics[{i}]"));
+            m.check(
+                &mut p,
+                &format!("guardrail_metrics[{i}]"),
+                MetricRole::Guardrail,
+            );
         }
         if let Some(e) = &self.exposure_event {
             check_key(&mut p, "exposure_event", e);
@@ -307,7 +284,44 @@ impl Experiment {
         self.retention.check(&mut p);
         let keys: HashSet<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
         self.policy.check(&mut p, &keys);
+        self.check_policy_against_metrics(&mut p);
         p
+    }
+
+    /// The policy settings whose meaning depends on the metrics' kinds.
+    fn check_policy_against_metrics(&self, p: &mut Problems) {
+        if self.primary_metric.kind == MetricKind::Binomial && self.policy.min_delta > 1.0 {
+            p.push(
+                "policy.min_delta",
+                "must be at most 1 for a binomial primary metric (a difference of rates)",
+            );
+        }
+        let any_binomial = std::iter::once(&self.primary_metric)
+            .chain(&self.guardrail_metrics)
+            .any(|m| m.kind == MetricKind::Binomial);
+        if self.policy.tau_squared.is_some() && !any_binomial {
+            p.push(
+                "policy.tau_squared",
+                "applies to binomial primary and guardrail metrics, and this experiment has \
+                 none: set `tau` on the metric instead",
+            );
+        }
+    }
+
+    /// The metrics of this experiment with their roles: the primary first, then the
+    /// secondary and the guardrail metrics in their configured order.
+    pub fn metrics(&self) -> impl Iterator<Item = (&Metric, MetricRole)> {
+        std::iter::once((&self.primary_metric, MetricRole::Primary))
+            .chain(
+                self.secondary_metrics
+                    .iter()
+                    .map(|m| (m, MetricRole::Secondary)),
+            )
+            .chain(
+                self.guardrail_metrics
+                    .iter()
+                    .map(|m| (m, MetricRole::Guardrail)),
+            )
     }
 
     /// Index of the control variant: the flagged one, else the first.
@@ -355,10 +369,12 @@ impl Experiment {
 
     /// The metric fed by `event`: the primary metric, else a secondary or guardrail metric.
     pub fn metric(&self, event: &str) -> Option<&Metric> {
-        std::iter::once(&self.primary_metric)
-            .chain(&self.secondary_metrics)
-            .chain(&self.guardrail_metrics)
-            .find(|m| m.event == event)
+        self.metric_with_role(event).map(|(m, _)| m)
+    }
+
+    /// [`Experiment::metric`] with the role it has (the first match, in the same order).
+    pub fn metric_with_role(&self, event: &str) -> Option<(&Metric, MetricRole)> {
+        self.metrics().find(|(m, _)| m.event == event)
     }
 
     /// The objective decisions follow: the policy's, else the primary metric's.
@@ -571,11 +587,8 @@ impl ExperimentInput {
                 salt: self.assignment.salt.unwrap_or(provided.salt),
                 hash_version: self.assignment.hash_version.unwrap_or(2),
             },
-            primary_metric: self.primary_metric.unwrap_or_else(|| Metric {
-                event: "conversion".to_owned(),
-                kind: MetricKind::Binomial,
-                objective: Objective::Maximize,
-                window_hours: None,
+            primary_metric: self.primary_metric.unwrap_or_else(|| {
+                Metric::new("conversion", MetricKind::Binomial, Objective::Maximize)
             }),
             secondary_metrics: self.secondary_metrics,
             guardrail_metrics: self.guardrail_metrics,
@@ -706,6 +719,85 @@ mod tests {
             json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}], "colour": "red"}),
         );
         assert!(r.unwrap_err().to_string().contains("colour"));
+    }
+
+    #[test]
+    fn metric_settings_are_validated_with_the_metrics_role() {
+        let err = input(json!({
+            "key": "k",
+            "variants": [{"key": "a"}, {"key": "b"}],
+            "primary_metric": {"event": "revenue", "kind": "sum", "margin": {"relative": 0.1}},
+            "secondary_metrics": [{"event": "signup", "cap": {"value": 3.0}}],
+            "guardrail_metrics": [{"event": "errors", "objective": "minimize",
+                                   "margin": {"absolute": -1.0}, "tau": -2.0}],
+            "policy": {"guardrail_probability": 0.4},
+        }))
+        .into_experiment(Scope::default(), provided())
+        .unwrap_err();
+        for field in [
+            "primary_metric.margin",
+            "secondary_metrics[0].cap",
+            "guardrail_metrics[0].margin.absolute",
+            "guardrail_metrics[0].tau",
+            "policy.guardrail_probability",
+        ] {
+            assert!(err.mentions(field), "{field} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn min_delta_is_in_the_primary_metrics_units() {
+        let with = |kind: &str, min_delta: f64| {
+            input(json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}],
+                         "primary_metric": {"event": "e", "kind": kind},
+                         "policy": {"min_delta": min_delta}}))
+            .into_experiment(Scope::default(), provided())
+        };
+        assert!(with("sum", 5.0).is_ok(), "five currency units per subject");
+        assert!(
+            with("binomial", 5.0)
+                .unwrap_err()
+                .mentions("policy.min_delta")
+        );
+        assert!(with("binomial", 0.01).is_ok());
+        assert!(with("mean", -1.0).unwrap_err().mentions("policy.min_delta"));
+    }
+
+    #[test]
+    fn tau_squared_needs_a_binomial_metric_to_apply_to() {
+        let with = |guardrails: Value| {
+            input(json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}],
+                         "primary_metric": {"event": "revenue", "kind": "sum"},
+                         "guardrail_metrics": guardrails,
+                         "policy": {"tau_squared": 1e-4}}))
+            .into_experiment(Scope::default(), provided())
+        };
+        assert!(with(json!([])).unwrap_err().mentions("policy.tau_squared"));
+        assert!(with(json!([{"event": "errors", "objective": "minimize"}])).is_ok());
+    }
+
+    #[test]
+    fn an_experiment_stored_without_the_metric_settings_still_loads() {
+        let e = input(json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}],
+                             "guardrail_metrics": [{"event": "errors"}]}))
+        .into_experiment(Scope::default(), provided())
+        .unwrap();
+        let mut stored = serde_json::to_value(&e).unwrap();
+        stored["policy"]
+            .as_object_mut()
+            .unwrap()
+            .remove("guardrail_probability");
+        assert!(stored["guardrail_metrics"][0].get("margin").is_none());
+        assert!(stored["primary_metric"].get("cap").is_none());
+        let back: Experiment = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.policy.guardrail_probability, 0.95);
+        let roles: Vec<MetricRole> = back.metrics().map(|(_, r)| r).collect();
+        assert_eq!(roles, [MetricRole::Primary, MetricRole::Guardrail]);
+        assert_eq!(
+            back.metric_with_role("errors").map(|(_, r)| r),
+            Some(MetricRole::Guardrail)
+        );
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! - [`validation`]: [`Problems`], the "every bad field" error type, and
 //!   key syntax.
 //! - [`scope`]: environment / organization scoping.
-//! - [`experiment`]: experiments, variants, metrics, winner policy; [`ExperimentInput`] and
-//!   its validation into an [`Experiment`].
+//! - [`experiment`]: experiments, variants, winner policy; [`ExperimentInput`] and its
+//!   validation into an [`Experiment`].
+//! - [`metric`]: metrics, their kinds and roles, caps, guardrail margins and the mSPRT
+//!   mixing scale τ.
 //! - [`status`]: the status machine (`draft → running ⇄ paused → completed`, any → archived).
 //! - [`targeting`]: rules (OR of AND conditions), operators and their evaluation.
 //! - [`audience`]: reusable rule sets per environment.
@@ -39,6 +41,7 @@ pub mod event;
 pub mod experiment;
 pub mod figures;
 pub mod hashing;
+pub mod metric;
 pub mod outbox;
 pub mod scope;
 pub mod snapshot;
@@ -54,10 +57,13 @@ pub use environment::Environment;
 pub use error_chain::{ErrorChain, error_chain};
 pub use event::{EventRecord, NewEvent};
 pub use experiment::{
-    Experiment, ExperimentInput, Metric, MetricKind, Objective, PolicyMode, RetentionOverride,
-    StatMethod, Variant, Winner, WinnerPolicy,
+    Experiment, ExperimentInput, PolicyMode, RetentionOverride, StatMethod, Variant, Winner,
+    WinnerPolicy,
 };
 pub use figures::VariantCounts;
+pub use metric::{
+    Cap, DEFAULT_GUARDRAIL_MARGIN, Margin, Metric, MetricKind, MetricRole, Objective,
+};
 pub use outbox::{EventType, OutboxMessage};
 pub use scope::Scope;
 pub use snapshot::WinnerSnapshot;

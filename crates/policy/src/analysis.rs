@@ -1,45 +1,120 @@
 //! Pure results analysis: per-variant figures of one metric with the statistics an
-//! experimenter reads (rates with credible intervals, P(best), expected loss, lift, SRM,
-//! Welch's t-test for value metrics). The `results` endpoint calls [`analyze`] on figures
-//! read from the rollups; no IO here.
+//! experimenter reads, the same for every metric kind. The `results` endpoint calls
+//! [`analyze`] on figures read from the rollups; no IO here.
+//!
+//! # Per variant, whatever the kind
+//!
+//! - the **estimate** the policy compares (see [`crate::estimate`]: conversion rate, events
+//!   or value per subject, value per event) with its standard error and a 95% interval:
+//!   credible for rates (Beta(1 + c, 1 + n − c)), of the normal posterior `N(estimate, se²)`
+//!   (flat prior) otherwise;
+//! - **P(best)** and **expected loss** (in the estimate's units) under the metric's objective,
+//!   and the **chance to beat the control**;
+//! - the **lift** over the control, `estimate / control − 1`, with a 95% interval by the delta
+//!   method (both arms' uncertainty);
+//! - the **difference** from the control and its **always-valid confidence interval** at this
+//!   look (level `1 − policy.alpha`): the interval the mSPRT inverts, valid at any time, however
+//!   often the results are looked at (a fixed-sample interval read repeatedly is not). It uses
+//!   the metric's τ (see [`crate::estimate`]); for a metric that takes τ from the control's
+//!   estimate, the τ kept in the [`GuardState`] when one is passed to [`analyze_metric`], else
+//!   a quarter of this look's control estimate once every variant has `min_assignments`
+//!   subjects (no interval before). It is one look's interval, wider than the running
+//!   intersection the policy keeps for guardrails;
+//! - **Welch's t-test** against the control for `count`, `sum` and `mean` metrics, of the
+//!   per-subject totals (for `mean` that compares value per subject, not the per-event ratio
+//!   the estimate is: the chance to beat the control and the always-valid interval compare
+//!   the ratio). Differences are taken without cancellation.
+//!
+//! A guardrail metric also gets each non-control variant's guardrail status at this look
+//! ([`crate::guardrail`]). The SRM check comes with its degrees of freedom and the expected
+//! subjects per variant.
+//!
+//! # Shape
+//!
+//! [`MetricAnalysis`] is one metric's block (its event, role, kind, objective, per-variant
+//! rows and guardrail statuses), so that a response can list several; [`Analysis`] is one
+//! metric's block with the experiment's SRM check, what `GET …/results` serves. Compared with
+//! the rate-only analysis, the row fields `credible_interval`, `p_best`, `expected_loss` and
+//! `lift` are now of the metric's estimate (they were of the conversion rate whatever the
+//! kind); `rate` is still converted subjects / subjects.
 
 use serde::{Deserialize, Serialize};
-use verdict_domain::VariantCounts;
-use verdict_domain::{Experiment, MetricKind, Objective};
-use verdict_stats::{self as stats, BetaPosterior, SummaryStats};
+use verdict_domain::{
+    Cap, Experiment, Margin, Metric, MetricKind, MetricRole, Objective, VariantCounts,
+};
+use verdict_stats::{self as stats, SummaryStats, msprt};
 
-use crate::rules::{CREDIBLE_LEVEL, to_stats_objective};
+use crate::estimate::{self, ArmEstimate, EstimateKind, TauSource};
+use crate::guard::{GuardState, MetricKey, tau_for};
+use crate::guardrail::{self, GuardrailArm, GuardrailInput};
+use crate::rules::{CREDIBLE_Z, bayes_summary, credible_interval};
 
 /// Level of the Welch confidence interval of the difference of means.
 pub const WELCH_ALPHA: f64 = 0.05;
 
-/// How the requested metric is analysed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which metric is analysed, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricSpec {
+    /// The metric's event.
+    pub event: String,
+    /// The metric's role in the experiment; `None` for an event that is none of its metrics.
+    pub role: Option<MetricRole>,
     #[serde(rename = "metric_kind")]
     pub kind: MetricKind,
     pub objective: Objective,
+    /// The cap the figures were computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Cap>,
+    /// The metric's configured τ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tau: Option<f64>,
+    /// Guardrails: the margin in force (configured, or the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<Margin>,
 }
 
 impl MetricSpec {
     /// The spec of `event` in `e`: the primary metric (with the policy's objective, the one
     /// decisions follow), else a secondary or guardrail metric, else a binomial metric to
-    /// maximize.
+    /// maximize without a role.
     pub fn of(e: &Experiment, event: &str) -> Self {
-        match e.metric(event) {
-            Some(m) if m.event == e.primary_metric.event => Self {
-                kind: m.kind,
-                objective: e.decision_objective(),
-            },
-            Some(m) => Self {
-                kind: m.kind,
-                objective: m.objective,
-            },
+        match e.metric_with_role(event) {
+            Some((m, role)) => Self::of_metric(e, m, role),
             None => Self {
+                event: event.to_owned(),
+                role: None,
                 kind: MetricKind::Binomial,
                 objective: Objective::Maximize,
+                cap: None,
+                tau: None,
+                margin: None,
             },
+        }
+    }
+
+    /// The spec of metric `m` with role `role` in `e`.
+    pub fn of_metric(e: &Experiment, m: &Metric, role: MetricRole) -> Self {
+        Self {
+            event: m.event.clone(),
+            role: Some(role),
+            kind: m.kind,
+            objective: match role {
+                MetricRole::Primary => e.decision_objective(),
+                _ => m.objective,
+            },
+            cap: m.cap,
+            tau: m.tau,
+            margin: (role == MetricRole::Guardrail).then(|| m.guardrail_margin()),
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        Metric {
+            cap: self.cap,
+            tau: self.tau,
+            margin: self.margin,
+            ..Metric::new(self.event.clone(), self.kind, self.objective)
         }
     }
 }
@@ -62,29 +137,53 @@ pub struct VariantResult {
     pub conversions: u64,
     /// Subjects with at least one metric event.
     pub converted_subjects: u64,
-    /// converted_subjects / subjects.
+    /// converted_subjects / subjects, whatever the kind.
     pub rate: Option<f64>,
-    /// 95% equal-tailed credible interval of the rate, posterior Beta(1+converted, 1+n−converted).
+    /// The metric's estimate (the analysis' `estimate` says which).
+    pub estimate: Option<f64>,
+    /// Standard error of the estimate.
+    pub std_error: Option<f64>,
+    /// 95% equal-tailed interval of the estimate: credible interval of Beta(1+converted,
+    /// 1+n−converted) for rates, of `N(estimate, se²)` otherwise.
     pub credible_interval: Option<[f64; 2]>,
-    /// P(this variant's rate is the best) under the metric's objective.
+    /// P(this variant's estimate is the best) under the metric's objective.
     pub p_best: Option<f64>,
-    /// Expected loss (absolute rate) of shipping this variant.
+    /// Expected loss of shipping this variant, in the estimate's units.
     pub expected_loss: Option<f64>,
-    /// Relative lift of the rate over the control's.
+    /// P(this variant is better than the control) under the objective (not for the control).
+    pub chance_to_beat_control: Option<f64>,
+    /// Relative lift of the estimate over the control's.
     pub lift: Option<f64>,
-    /// Σ of the metric's values.
+    /// 95% interval of `lift` (delta method).
+    pub lift_interval: Option<[f64; 2]>,
+    /// This estimate − the control's (not oriented by the objective).
+    pub difference: Option<f64>,
+    /// Always-valid confidence interval of `difference` at this look (level `1 − alpha`),
+    /// valid however often it is looked at.
+    pub always_valid_interval: Option<[f64; 2]>,
+    /// Σ of the metric's values (capped totals when a cap applies).
     pub sum: f64,
     /// Per-subject mean of the metric's values (sum / subjects).
     pub mean: Option<f64>,
     /// Standard deviation of the per-subject values.
     pub std_dev: Option<f64>,
-    /// Relative lift of the mean over the control's.
+    /// Relative lift of the per-subject mean over the control's (`count`, `sum`, `mean`).
     pub mean_lift: Option<f64>,
-    /// Two-sided Welch t-test p-value of this variant's mean against the control's
-    /// (`sum` and `mean` metrics).
+    /// Two-sided Welch t-test p-value of this variant's per-subject mean against the
+    /// control's (`count`, `sum` and `mean` metrics).
     pub welch_p_value: Option<f64>,
-    /// 95% confidence interval of (this mean − control mean), Welch.
+    /// 95% confidence interval of (this per-subject mean − control's), Welch.
     pub welch_ci: Option<[f64; 2]>,
+}
+
+/// Expected against observed subjects of one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SrmExpected {
+    pub variant: String,
+    pub observed: u64,
+    /// Subjects expected from the configured weights.
+    pub expected: f64,
 }
 
 /// Sample-ratio check of the assigned subjects against the configured weights.
@@ -92,63 +191,151 @@ pub struct VariantResult {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SrmView {
     pub chi_square: f64,
+    /// Degrees of freedom: variants with a positive weight − 1.
+    pub df: u32,
     pub p_value: f64,
     /// `p_value < threshold`: automatic decisions are blocked.
     pub flagged: bool,
     pub threshold: f64,
+    /// Per variant, in variant order.
+    pub expected: Vec<SrmExpected>,
 }
 
 /// The statistics of one metric across an experiment's variants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MetricAnalysis {
+    #[serde(flatten)]
+    pub spec: MetricSpec,
+    /// What `estimate` is in each variant row.
+    pub estimate: EstimateKind,
+    /// The always-valid intervals have level `1 − alpha` (the policy's α).
+    pub alpha: f64,
+    /// τ² of the always-valid intervals (`None`: not set yet, no interval).
+    pub interval_tau_squared: Option<f64>,
+    pub interval_tau_source: TauSource,
+    pub variants: Vec<VariantResult>,
+    /// Guardrail metrics: each non-control variant's status at this look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<Vec<GuardrailArm>>,
+}
+
+/// One metric's statistics and the experiment's SRM check: what `GET …/results` serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Analysis {
     #[serde(flatten)]
-    pub metric: MetricSpec,
+    pub metric: MetricAnalysis,
     /// `None` when there is nothing to test (no subjects, or fewer than two weighted arms).
     pub srm: Option<SrmView>,
-    pub variants: Vec<VariantResult>,
 }
 
 /// Analyse `metric` (per-variant subject-level figures of the metric's event) and `exposures`
-/// (the same for the exposure event) of experiment `e`.
+/// (the same for the exposure event) of experiment `e`, with the SRM check of the assigned
+/// subjects. Stateless: see [`analyze_metric`] for τ.
 pub fn analyze(
     e: &Experiment,
     spec: MetricSpec,
     metric: &[VariantCounts],
     exposures: &[VariantCounts],
 ) -> Analysis {
-    let find = |list: &[VariantCounts], key: &str| list.iter().find(|c| c.variant == key).cloned();
-    let control = e.control_index();
-    let counts: Vec<VariantCounts> = e
-        .variants
+    let counts = in_variant_order(e, metric);
+    Analysis {
+        srm: srm(e, &counts),
+        metric: analyze_metric(e, &spec, metric, exposures, None),
+    }
+}
+
+/// The figures of every variant of `e`, in variant order (zeros for a variant without any).
+fn in_variant_order(e: &Experiment, list: &[VariantCounts]) -> Vec<VariantCounts> {
+    e.variants
         .iter()
         .map(|v| {
-            find(metric, &v.key).unwrap_or_else(|| VariantCounts {
-                variant: v.key.clone(),
-                ..VariantCounts::default()
-            })
+            list.iter()
+                .find(|c| c.variant == v.key)
+                .cloned()
+                .unwrap_or_else(|| VariantCounts {
+                    variant: v.key.clone(),
+                    ..VariantCounts::default()
+                })
         })
-        .collect();
-    let rate = |c: &VariantCounts| {
-        (c.subjects > 0).then(|| c.converted_subjects as f64 / c.subjects as f64)
-    };
-    let mean = |c: &VariantCounts| (c.subjects > 0).then(|| c.sum / c.subjects as f64);
-    let summary = |c: &VariantCounts| SummaryStats::from_sums(c.subjects, c.sum, c.sum_of_squares);
+        .collect()
+}
+
+/// The SRM check of the subjects in `counts` (variant order) against `e`'s weights.
+pub fn srm(e: &Experiment, counts: &[VariantCounts]) -> Option<SrmView> {
+    let assigned: Vec<u64> = counts.iter().map(|c| c.subjects).collect();
+    stats::srm_check(&assigned, &e.weights())
+        .ok()
+        .filter(|r| r.df > 0 && assigned.iter().sum::<u64>() > 0)
+        .map(|r| SrmView {
+            chi_square: r.statistic,
+            df: r.df,
+            p_value: r.p_value,
+            flagged: r.flagged,
+            threshold: r.threshold,
+            expected: e
+                .variants
+                .iter()
+                .zip(&assigned)
+                .zip(&r.expected_counts)
+                .map(|((v, &observed), &expected)| SrmExpected {
+                    variant: v.key.clone(),
+                    observed,
+                    expected,
+                })
+                .collect(),
+        })
+}
+
+/// One metric's block: the per-variant statistics of the module docs. `state` is the guard
+/// state the evaluate job keeps for `e` (if the caller has it): a τ taken from the control's
+/// estimate and a guardrail's running intervals are then the policy's.
+pub fn analyze_metric(
+    e: &Experiment,
+    spec: &MetricSpec,
+    metric: &[VariantCounts],
+    exposures: &[VariantCounts],
+    state: Option<&GuardState>,
+) -> MetricAnalysis {
+    let control = e.control_index();
+    let counts = in_variant_order(e, metric);
+    let m = spec.metric();
+    let kind = spec.kind;
+    let estimates: Vec<Option<ArmEstimate>> =
+        counts.iter().map(|c| estimate::estimate(kind, c)).collect();
+    let subjects: Vec<u64> = counts.iter().map(|c| c.subjects).collect();
 
     // P(best) and expected loss need every arm to have subjects.
-    let arms: Vec<(u64, u64)> = counts
+    let counts_ref: Vec<&VariantCounts> = counts.iter().collect();
+    let bayes = subjects
         .iter()
-        .map(|c| (c.converted_subjects.min(c.subjects), c.subjects))
-        .collect();
-    let bayes = (arms.iter().all(|&(_, n)| n > 0))
-        .then(|| stats::summarize(&arms, to_stats_objective(spec.objective)).ok())
+        .all(|&n| n > 0)
+        .then(|| bayes_summary(kind, &counts_ref, &estimates, spec.objective).ok())
+        .flatten()
         .flatten();
 
-    let control_counts = &counts[control];
-    let control_rate = rate(control_counts);
-    let control_mean = mean(control_counts);
-    let control_summary = summary(control_counts).ok();
-    let value_metric = matches!(spec.kind, MetricKind::Sum | MetricKind::Mean);
+    let key = MetricKey::of(&m);
+    let kept_baseline = state.and_then(|s| match spec.role {
+        Some(MetricRole::Primary) if s.metric.as_ref() == Some(&key) => s.baseline_tau,
+        Some(MetricRole::Guardrail) => s.guardrail(&key).and_then(|g| g.baseline_tau),
+        _ => None,
+    });
+    let (tau, _) = tau_for(
+        &m,
+        &e.policy,
+        kept_baseline,
+        &subjects,
+        estimates[control].as_ref(),
+    );
+    let alpha = e.policy.alpha;
+
+    let summary = |c: &VariantCounts| SummaryStats::from_sums(c.subjects, c.sum, c.sum_of_squares);
+    let control_summary = summary(&counts[control]).ok();
+    let control_estimate = estimates[control];
+    let control_mean = (counts[control].subjects > 0)
+        .then(|| counts[control].sum / counts[control].subjects as f64);
+    let value_metric = kind != MetricKind::Binomial;
 
     let variants = e
         .variants
@@ -157,50 +344,62 @@ pub fn analyze(
         .enumerate()
         .map(|(i, (v, c))| {
             let is_control = i == control;
-            let x = find(exposures, &v.key);
-            let r = rate(c);
-            let m = mean(c);
+            let x = exposures.iter().find(|x| x.variant == v.key);
+            let est = estimates[i];
             let s = summary(c).ok();
+            let versus = (!is_control).then_some(()).and(control_estimate.zip(est));
+            let diff = versus.and_then(|(ce, ve)| estimate::difference(&ce, &ve));
             let welch = match (&control_summary, &s) {
                 (Some(a), Some(b)) if value_metric && !is_control => {
                     stats::welch_t_test(a, b, WELCH_ALPHA).ok()
                 }
                 _ => None,
             };
-            let relative = |value: Option<f64>, base: Option<f64>| match (value, base) {
-                (Some(value), Some(base)) if base != 0.0 && !is_control => {
-                    Some((value - base) / base)
-                }
-                _ => None,
-            };
+            let mean = (c.subjects > 0).then(|| c.sum / c.subjects as f64);
             VariantResult {
                 variant: v.key.clone(),
                 control: is_control,
                 weight: v.weight,
                 subjects: c.subjects,
-                exposures: x.as_ref().map_or(0, |x| x.events),
-                exposed_subjects: x.as_ref().map_or(0, |x| x.converted_subjects),
+                exposures: x.map_or(0, |x| x.events),
+                exposed_subjects: x.map_or(0, |x| x.converted_subjects),
                 conversions: c.events,
                 converted_subjects: c.converted_subjects,
-                rate: r,
-                credible_interval: BetaPosterior::from_counts(
-                    c.converted_subjects.min(c.subjects),
-                    c.subjects,
-                )
-                .and_then(|p| p.credible_interval(CREDIBLE_LEVEL))
-                .ok()
-                .filter(|_| c.subjects > 0)
-                .map(|(lo, hi)| [lo, hi]),
+                rate: (c.subjects > 0)
+                    .then(|| c.converted_subjects.min(c.subjects) as f64 / c.subjects as f64),
+                estimate: est.map(|e| e.value),
+                std_error: est.and_then(|e| e.std_error()),
+                credible_interval: (c.subjects > 0)
+                    .then(|| credible_interval(kind, c, est.as_ref()))
+                    .flatten(),
                 p_best: bayes.as_ref().map(|b| b.prob_best[i]),
                 expected_loss: bayes.as_ref().map(|b| b.expected_loss[i]),
-                lift: relative(r, control_rate),
+                chance_to_beat_control: versus.and_then(|_| {
+                    chance_to_beat(
+                        kind,
+                        spec.objective,
+                        (&counts[control], control_estimate.as_ref()),
+                        (c, est.as_ref()),
+                    )
+                }),
+                lift: versus.and_then(|(ce, ve)| {
+                    (ce.value != 0.0).then(|| estimate::point_difference(&ce, &ve) / ce.value)
+                }),
+                lift_interval: versus.and_then(|(ce, ve)| lift_interval(&ce, &ve)),
+                difference: versus.map(|(ce, ve)| estimate::point_difference(&ce, &ve)),
+                always_valid_interval: diff.zip(tau.tau_squared).and_then(|(d, t)| {
+                    msprt::always_valid_interval(d.theta_hat, d.variance, t, alpha)
+                        .ok()
+                        .map(|(lo, hi)| [lo, hi])
+                }),
                 sum: c.sum,
-                mean: m,
+                mean,
                 std_dev: s.as_ref().and_then(SummaryStats::variance).map(f64::sqrt),
-                mean_lift: if value_metric {
-                    relative(m, control_mean)
-                } else {
-                    None
+                mean_lift: match (mean, control_mean) {
+                    (Some(m), Some(base)) if value_metric && !is_control && base != 0.0 => {
+                        Some((m - base) / base)
+                    }
+                    _ => None,
                 },
                 welch_p_value: welch.as_ref().map(|w| w.p_value),
                 welch_ci: welch.as_ref().map(|w| [w.ci.0, w.ci.1]),
@@ -208,21 +407,63 @@ pub fn analyze(
         })
         .collect();
 
-    let assigned: Vec<u64> = counts.iter().map(|c| c.subjects).collect();
-    let srm = stats::srm_check(&assigned, &e.weights())
-        .ok()
-        .filter(|r| r.df > 0 && assigned.iter().sum::<u64>() > 0)
-        .map(|r| SrmView {
-            chi_square: r.statistic,
-            p_value: r.p_value,
-            flagged: r.flagged,
-            threshold: r.threshold,
-        });
-    Analysis {
-        metric: spec,
-        srm,
+    let guardrail = (spec.role == Some(MetricRole::Guardrail)).then(|| {
+        let names: Vec<&str> = e.variants.iter().map(|v| v.key.as_str()).collect();
+        let input = GuardrailInput {
+            metric: &m,
+            arms: &counts,
+        };
+        let prev = state.and_then(|s| s.guardrail(&key));
+        guardrail::assess(&input, &e.policy, &names, control, prev)
+            .0
+            .arms
+    });
+
+    MetricAnalysis {
+        spec: spec.clone(),
+        estimate: EstimateKind::of(kind),
+        alpha,
+        interval_tau_squared: tau.tau_squared,
+        interval_tau_source: tau.source,
         variants,
+        guardrail,
     }
+}
+
+/// P(the variant is better than the control) under `objective`.
+fn chance_to_beat(
+    kind: MetricKind,
+    objective: Objective,
+    (control_counts, control): (&VariantCounts, Option<&ArmEstimate>),
+    (arm_counts, arm): (&VariantCounts, Option<&ArmEstimate>),
+) -> Option<f64> {
+    // Better means P(X_high > X_low) with:
+    let ((high_counts, high), (low_counts, low)) = match objective {
+        Objective::Maximize => ((arm_counts, arm), (control_counts, control)),
+        Objective::Minimize => ((control_counts, control), (arm_counts, arm)),
+    };
+    match kind {
+        MetricKind::Binomial => stats::prob_b_beats_a(
+            (low_counts.converted_subjects, low_counts.subjects),
+            (high_counts.converted_subjects, high_counts.subjects),
+        )
+        .ok(),
+        _ => stats::prob_beats_control_normal(low?.posterior()?, high?.posterior()?).ok(),
+    }
+}
+
+/// 95% interval of `arm / control − 1` by the delta method:
+/// `se² = var_arm / c² + arm² var_c / c⁴`.
+fn lift_interval(control: &ArmEstimate, arm: &ArmEstimate) -> Option<[f64; 2]> {
+    let c = control.value;
+    if c == 0.0 {
+        return None;
+    }
+    let lift = estimate::point_difference(control, arm) / c;
+    let se =
+        (arm.variance? / (c * c) + arm.value * arm.value * control.variance? / c.powi(4)).sqrt();
+    se.is_finite()
+        .then_some([lift - CREDIBLE_Z * se, lift + CREDIBLE_Z * se])
 }
 
 #[cfg(test)]
@@ -233,13 +474,15 @@ mod tests {
     use verdict_domain::experiment::Provided;
     use verdict_domain::{ExperimentInput, Scope};
 
-    fn experiment(kind: &str) -> Experiment {
-        let input: ExperimentInput = serde_json::from_value(json!({
+    fn experiment_with(v: serde_json::Value) -> Experiment {
+        let mut input = json!({
             "key": "checkout",
             "variants": [{"key": "a"}, {"key": "b"}],
-            "primary_metric": {"event": "purchase", "kind": kind},
-        }))
-        .unwrap();
+        });
+        for (k, x) in v.as_object().unwrap() {
+            input[k] = x.clone();
+        }
+        let input: ExperimentInput = serde_json::from_value(input).unwrap();
         input
             .into_experiment(
                 Scope::default(),
@@ -250,6 +493,10 @@ mod tests {
                 },
             )
             .unwrap()
+    }
+
+    fn experiment(kind: &str) -> Experiment {
+        experiment_with(json!({"primary_metric": {"event": "purchase", "kind": kind}}))
     }
 
     fn counts(
@@ -266,7 +513,8 @@ mod tests {
             events: converted,
             sum,
             sum_of_squares: sum_sq,
-            ..VariantCounts::default()
+            sum_events_squared: converted,
+            sum_events_value: sum,
         }
     }
 
@@ -278,13 +526,19 @@ mod tests {
             counts("b", 1000, 120, 120.0, 120.0),
         ];
         let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
-        let [va, vb] = &a.variants[..] else { panic!() };
+        assert_eq!(a.metric.estimate, EstimateKind::ConversionRate);
+        assert_eq!(a.metric.spec.role, Some(MetricRole::Primary));
+        let [va, vb] = &a.metric.variants[..] else {
+            panic!()
+        };
         assert_eq!(va.rate, Some(0.1));
+        assert_eq!(va.estimate, Some(0.1));
         assert!((vb.lift.unwrap() - 0.2).abs() < 1e-12);
         assert_eq!(va.lift, None, "the control has no lift over itself");
         // The same numbers the stats crate computes directly.
         let p = stats::prob_b_beats_a((100, 1000), (120, 1000)).unwrap();
         assert!((vb.p_best.unwrap() - p).abs() < 1e-12);
+        assert_eq!(vb.chance_to_beat_control, Some(p));
         assert!((va.p_best.unwrap() + vb.p_best.unwrap() - 1.0).abs() < 1e-12);
         let [lo, hi] = va.credible_interval.unwrap();
         assert!(lo < 0.1 && 0.1 < hi && hi - lo < 0.05);
@@ -292,8 +546,19 @@ mod tests {
             va.welch_p_value.is_none(),
             "no t-test for a binomial metric"
         );
+        // Always valid, so wider than the 95% fixed-sample interval of the difference.
+        let [alo, ahi] = vb.always_valid_interval.unwrap();
+        let se = (0.1 * 0.9 / 1000.0 + 0.12 * 0.88 / 1000.0_f64).sqrt();
+        assert!(
+            alo < 0.02 - 1.96 * se && ahi > 0.02 + 1.96 * se,
+            "{alo} {ahi}"
+        );
+        let [llo, lhi] = vb.lift_interval.unwrap();
+        assert!(llo < 0.2 && 0.2 < lhi);
         let srm = a.srm.unwrap();
         assert!(!srm.flagged && (srm.p_value - 1.0).abs() < 1e-12);
+        assert_eq!(srm.df, 1);
+        assert_eq!(srm.expected[1].expected, 1000.0);
     }
 
     #[test]
@@ -308,26 +573,30 @@ mod tests {
             ],
             &[],
         );
-        assert!(a.srm.unwrap().flagged);
+        let srm = a.srm.unwrap();
+        assert!(srm.flagged);
+        assert_eq!(srm.expected[0].observed, 1000);
+        assert_eq!(srm.expected[0].expected, 900.0);
         let a = analyze(
             &e,
             MetricSpec::of(&e, "purchase"),
             &[counts("a", 10, 1, 0.0, 0.0)],
             &[],
         );
-        assert_eq!(a.variants[1].subjects, 0);
-        assert_eq!(a.variants[1].rate, None);
-        assert_eq!(a.variants[0].p_best, None);
-        assert_eq!(a.variants[1].credible_interval, None);
+        let v = &a.metric.variants;
+        assert_eq!(v[1].subjects, 0);
+        assert_eq!(v[1].rate, None);
+        assert_eq!(v[0].p_best, None);
+        assert_eq!(v[1].credible_interval, None);
     }
 
     #[test]
     fn value_metrics_get_welch_against_the_control() {
-        let e = experiment("mean");
+        let e = experiment("sum");
         // a: 4 subjects with values 1, 2, 3, 4; b: 4 subjects with 2, 3, 4, 5.
         let metric = [counts("a", 4, 4, 10.0, 30.0), counts("b", 4, 4, 14.0, 54.0)];
         let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
-        let b = &a.variants[1];
+        let b = &a.metric.variants[1];
         let direct = stats::welch_t_test(
             &SummaryStats::from_values([1.0, 2.0, 3.0, 4.0]),
             &SummaryStats::from_values([2.0, 3.0, 4.0, 5.0]),
@@ -337,25 +606,148 @@ mod tests {
         assert!((b.welch_p_value.unwrap() - direct.p_value).abs() < 1e-12);
         assert!((b.mean_lift.unwrap() - 0.4).abs() < 1e-12);
         assert!((b.std_dev.unwrap() - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert!(a.variants[0].welch_p_value.is_none());
+        assert!(a.metric.variants[0].welch_p_value.is_none());
+    }
+
+    #[test]
+    fn a_revenue_metric_is_analysed_by_its_mean_per_subject() {
+        let e = experiment("sum");
+        // Equal conversion (10%), b's orders worth twice as much.
+        let metric = [
+            counts("a", 10_000, 1_000, 50_000.0, 1_000.0 * 2_600.0),
+            counts("b", 10_000, 1_000, 100_000.0, 1_000.0 * 10_400.0),
+        ];
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
+        assert_eq!(a.metric.estimate, EstimateKind::ValuePerSubject);
+        let [va, vb] = &a.metric.variants[..] else {
+            panic!()
+        };
+        assert_eq!(va.rate, vb.rate, "the same conversion rate");
+        assert_eq!((va.estimate, vb.estimate), (Some(5.0), Some(10.0)));
+        assert!(vb.p_best.unwrap() > 0.999 && vb.chance_to_beat_control.unwrap() > 0.999);
+        assert!((vb.lift.unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(vb.difference, Some(5.0));
+        // τ is a quarter of the control's value per subject, taken at this look.
+        assert_eq!(a.metric.interval_tau_source, TauSource::ControlBaseline);
+        assert_eq!(a.metric.interval_tau_squared, Some(1.25 * 1.25));
+        let [lo, hi] = vb.always_valid_interval.unwrap();
+        assert!(lo > 0.0 && lo < 5.0 && hi > 5.0);
+        let [clo, chi] = va.credible_interval.unwrap();
+        assert!(clo < 5.0 && 5.0 < chi);
+    }
+
+    #[test]
+    fn a_latency_metric_to_minimize_favours_the_faster_variant() {
+        let e = experiment_with(json!({"primary_metric":
+            {"event": "latency", "kind": "mean", "objective": "minimize", "tau": 10.0}}));
+        // Two events per subject, every event 200 ms in a and 190 ms in b, ±10 ms per subject.
+        let arm = |variant: &str, ms: f64| {
+            let mut c = VariantCounts {
+                variant: variant.into(),
+                ..VariantCounts::default()
+            };
+            for i in 0..1000 {
+                let total = 2.0 * (ms + if i % 2 == 0 { 10.0 } else { -10.0 });
+                c.subjects += 1;
+                c.converted_subjects += 1;
+                c.events += 2;
+                c.sum += total;
+                c.sum_of_squares += total * total;
+                c.sum_events_squared += 4;
+                c.sum_events_value += 2.0 * total;
+            }
+            c
+        };
+        let a = analyze(
+            &e,
+            MetricSpec::of(&e, "latency"),
+            &[arm("a", 200.0), arm("b", 190.0)],
+            &[],
+        );
+        assert_eq!(a.metric.estimate, EstimateKind::ValuePerEvent);
+        assert_eq!(a.metric.interval_tau_source, TauSource::Metric);
+        let vb = &a.metric.variants[1];
+        assert_eq!(vb.estimate, Some(190.0));
+        assert_eq!(vb.difference, Some(-10.0));
+        assert!(vb.p_best.unwrap() > 0.999);
+        assert!(vb.chance_to_beat_control.unwrap() > 0.999);
+        assert!(a.metric.variants[0].expected_loss.unwrap() > 9.0);
+    }
+
+    #[test]
+    fn a_guardrail_reports_each_variants_status() {
+        let e = experiment_with(json!({
+            "guardrail_metrics": [{"event": "errors", "objective": "minimize"}]}));
+        let spec = MetricSpec::of(&e, "errors");
+        assert_eq!(spec.role, Some(MetricRole::Guardrail));
+        assert_eq!(spec.margin, Some(Margin::Relative(0.2)));
+        // 5% vs 8% errors on 20,000 subjects each: credibly worse.
+        let metric = [
+            counts("a", 20_000, 1_000, 1_000.0, 1_000.0),
+            counts("b", 20_000, 1_600, 1_600.0, 1_600.0),
+        ];
+        let a = analyze(&e, spec, &metric, &[]);
+        let g = a.metric.guardrail.unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].variant, "b");
+        assert_eq!(g[0].status, crate::GuardrailStatus::CrediblyWorse);
+        assert!(g[0].figures.p_worse.unwrap() > 0.999);
+        assert!(
+            g[0].figures.difference.unwrap() < 0.0,
+            "oriented: worse is negative"
+        );
+        // A metric that is not a guardrail has no statuses.
+        let e = experiment("binomial");
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
+        assert!(a.metric.guardrail.is_none());
     }
 
     #[test]
     fn secondary_metrics_use_their_own_kind_and_objective() {
         let mut e = experiment("binomial");
-        e.secondary_metrics.push(verdict_domain::Metric {
-            event: "latency".into(),
-            kind: MetricKind::Mean,
-            objective: Objective::Minimize,
-            window_hours: None,
-        });
+        e.secondary_metrics.push(Metric::new(
+            "latency",
+            MetricKind::Mean,
+            Objective::Minimize,
+        ));
+        let spec = MetricSpec::of(&e, "latency");
         assert_eq!(
-            MetricSpec::of(&e, "latency"),
-            MetricSpec {
-                kind: MetricKind::Mean,
-                objective: Objective::Minimize
-            }
+            (spec.kind, spec.objective, spec.role),
+            (
+                MetricKind::Mean,
+                Objective::Minimize,
+                Some(MetricRole::Secondary)
+            )
         );
-        assert_eq!(MetricSpec::of(&e, "other").kind, MetricKind::Binomial);
+        let other = MetricSpec::of(&e, "other");
+        assert_eq!((other.kind, other.role), (MetricKind::Binomial, None));
+    }
+
+    #[test]
+    fn the_json_keeps_the_familiar_fields() {
+        let e = experiment("binomial");
+        let metric = [
+            counts("a", 1000, 100, 100.0, 100.0),
+            counts("b", 1000, 120, 120.0, 120.0),
+        ];
+        let json = serde_json::to_value(analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]))
+            .unwrap();
+        assert_eq!(json["metric_kind"], "binomial");
+        assert_eq!(json["objective"], "maximize");
+        assert_eq!(json["role"], "primary");
+        assert_eq!(json["event"], "purchase");
+        assert_eq!(json["estimate"], "conversion_rate");
+        for field in [
+            "rate",
+            "credible_interval",
+            "p_best",
+            "expected_loss",
+            "subjects",
+        ] {
+            assert!(!json["variants"][0][field].is_null(), "{field}: {json}");
+        }
+        assert!(json["srm"]["p_value"].is_f64());
+        let back: Analysis = serde_json::from_value(json).unwrap();
+        assert_eq!(back.metric.variants.len(), 2);
     }
 }

@@ -1,17 +1,16 @@
 //! Each rule of the winner policy blocks or decides as documented in `policy`'s module docs.
 
-use verdict_domain::{Objective, PolicyMode, StatMethod, WinnerPolicy};
+use verdict_domain::{Metric, MetricKind, Objective, PolicyMode, StatMethod, WinnerPolicy};
 use verdict_policy::{
     ArmFigures, Blocker, Evaluation, EvaluationInput, GuardState, PolicyError, Verdict, evaluate,
 };
 
 fn arm(variant: &str, weight: f64, subjects: u64, conversions: u64) -> ArmFigures {
-    ArmFigures {
-        variant: variant.into(),
-        weight,
-        subjects,
-        conversions,
-    }
+    ArmFigures::binomial(variant, weight, subjects, conversions)
+}
+
+fn conversion() -> Metric {
+    Metric::new("conversion", MetricKind::Binomial, Objective::Maximize)
 }
 
 /// Two even arms: `a` (control) and `b`.
@@ -34,11 +33,13 @@ fn run_with(
 ) -> Evaluation {
     evaluate(&EvaluationInput {
         policy,
+        metric: &conversion(),
         objective,
         arms,
         control: 0,
         elapsed: time::Duration::days(7),
         guard,
+        guardrails: &[],
     })
     .expect("valid input")
 }
@@ -82,15 +83,15 @@ fn a_clear_winner_is_decided_by_both_methods() {
 #[test]
 fn per_arm_numbers_are_reported() {
     let e = run(&policy(StatMethod::BayesianBeta), &clear_win());
-    let total: f64 = e.arms.iter().map(|a| a.prob_best).sum();
+    let total: f64 = e.arms.iter().map(|a| a.prob_best.unwrap()).sum();
     assert!((total - 1.0).abs() < 1e-12);
     for a in &e.arms {
         let rate = a.rate.unwrap();
-        let [lo, hi] = a.credible_interval;
+        let [lo, hi] = a.credible_interval.unwrap();
         assert!(lo < rate && rate < hi && hi - lo < 0.02, "{a:?}");
     }
     assert_eq!(e.arms[0].rate, Some(0.1));
-    assert!(e.arms[0].expected_loss > 0.029 && e.arms[1].expected_loss < 1e-6);
+    assert!(e.arms[0].expected_loss.unwrap() > 0.029 && e.arms[1].expected_loss.unwrap() < 1e-6);
     assert!(!e.srm.flagged && e.srm.p_value == 1.0);
 }
 
@@ -127,7 +128,7 @@ fn minimize_flips_the_winner() {
             (e.delta.unwrap() - 0.03).abs() < 1e-12,
             "delta is objective-oriented"
         );
-        assert!(e.arms[0].prob_best > 0.999_999);
+        assert!(e.arms[0].prob_best.unwrap() > 0.999_999);
         assert!(e.peeking_guard.rejects_no_difference);
     }
 }
@@ -160,11 +161,13 @@ fn every_blocker_that_holds_is_listed_together() {
     let arms = pair((200, 20), (300, 33));
     let e = evaluate(&EvaluationInput {
         policy: &strict,
+        metric: &conversion(),
         objective: Objective::Maximize,
         arms: &arms,
         control: 0,
         elapsed: time::Duration::minutes(1),
         guard: &GuardState::default(),
+        guardrails: &[],
     })
     .unwrap();
     assert_eq!(
@@ -246,11 +249,13 @@ fn pick_after_blocks_until_it_has_elapsed() {
     let at = |elapsed| {
         evaluate(&EvaluationInput {
             policy: &p,
+            metric: &conversion(),
             objective: Objective::Maximize,
             arms: &clear_win(),
             control: 0,
             elapsed,
             guard: &GuardState::default(),
+            guardrails: &[],
         })
         .unwrap()
     };
@@ -300,7 +305,7 @@ fn min_delta_blocks_a_real_but_small_improvement() {
         };
         let e = run(&p, &clear_win());
         assert!(
-            matches!(e.verdict.blockers(), [Blocker::MinDelta { delta, required }]
+            matches!(e.verdict.blockers(), [Blocker::MinDelta { delta, required, .. }]
                 if (delta - 0.03).abs() < 1e-12 && *required == 0.031),
             "{method:?}: {:?}",
             e.verdict
@@ -322,7 +327,7 @@ fn bayesian_needs_both_probability_and_expected_loss() {
         ..policy(StatMethod::BayesianBeta)
     };
     let e = run(&bare, &arms);
-    let pb = e.arms[1].prob_best;
+    let pb = e.arms[1].prob_best.unwrap();
     assert!(pb > 0.9 && pb < 0.95, "{pb}");
     assert_eq!(codes(&e), ["probability_threshold"]);
 
@@ -490,11 +495,13 @@ fn invalid_input_is_an_error_not_a_blocker() {
     let eval = |arms: &[ArmFigures], control| {
         evaluate(&EvaluationInput {
             policy: &p,
+            metric: &conversion(),
             objective: Objective::Maximize,
             arms,
             control,
             elapsed: time::Duration::ZERO,
             guard: &guard,
+            guardrails: &[],
         })
     };
     assert!(matches!(

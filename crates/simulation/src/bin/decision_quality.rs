@@ -1,15 +1,17 @@
-//! Decision-quality simulation of the winner policy: false-winner rate under A/A, and how often
-//! a real difference is found, with and without the peeking guard.
+//! Decision-quality simulation of the winner policy for every metric kind: false-winner rate
+//! under A/A, how often a real difference is found (with and without the peeking guard), the
+//! smallest revenue lift found, and what guardrail metrics block.
 //!
 //! ```text
 //! cargo run --release -p verdict-simulation --bin decision_quality -- --runs 1000 --seed 1
-//! cargo run --release -p verdict-simulation --bin decision_quality -- --write README.md
+//! cargo run --release -p verdict-simulation --bin decision_quality -- --write BENCHMARKS.md
 //! ```
 //!
-//! Prints a markdown table (see `verdict_simulation` for the set-up) and the
-//! issue's targets for the guarded policies. `--write FILE` replaces the section between
+//! Prints markdown tables, one per metric kind (see `verdict_simulation` for the set-up),
+//! and the targets with met / missed. `--write FILE` replaces the section between
 //! `<!-- decision-quality:begin -->` and `<!-- decision-quality:end -->` in FILE (appending one
-//! when absent); `--check` exits with status 1 when a target is missed.
+//! when absent) with the tables and the targets; `--check` exits with status 1 when a target
+//! is missed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,9 @@ struct Args {
     /// Number of looks.
     #[arg(long, default_value_t = 40)]
     looks: u32,
+    /// Threads simulating runs (the results do not depend on it; default: up to 2).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Replace the marked decision-quality section of this file with the table.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -44,31 +49,32 @@ struct Args {
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    let defaults = Config::new(args.runs, args.seed);
     let config = Config {
-        runs: args.runs,
-        seed: args.seed,
         subjects_per_look: args.subjects_per_look,
         looks: args.looks,
+        threads: args.threads.unwrap_or(defaults.threads),
+        ..defaults
     };
     let started = Instant::now();
-    let tallies = simulate::run(
-        &config,
-        &simulate::standard_scenarios(),
-        &simulate::standard_policies(),
-    )?;
+    let tallies = simulate::run(&config, &simulate::standard_studies())?;
     let elapsed = started.elapsed();
-    let table = simulate::markdown_table(&config, &tallies);
-    println!("{table}");
+    let mut table = simulate::markdown_table(&config, &tallies);
 
     let checks = simulate::check_targets(&tallies);
     let mut all_met = true;
-    println!("Targets (guarded policies):");
+    table.push_str("\nTargets:\n\n");
     for c in &checks {
         all_met &= c.met;
         let mark = if c.met { "met" } else { "MISSED" };
-        println!("- {}: {:.1}% — {mark}", c.description, 100.0 * c.value);
+        table.push_str(&format!(
+            "- {}: {:.1}% — {mark}\n",
+            c.description,
+            100.0 * c.value
+        ));
     }
-    println!("\n(simulated in {:.1} s)", elapsed.as_secs_f64());
+    println!("{table}");
+    println!("(simulated in {:.1} s)", elapsed.as_secs_f64());
 
     if let Some(path) = args.write {
         let existing = match std::fs::read_to_string(&path) {
