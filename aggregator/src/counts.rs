@@ -2,10 +2,13 @@
 //! the rollups when only "at or after the assignment" applies (the usual case; cost
 //! independent of raw events), else from raw events at query time, for a `from`/`to` range,
 //! a metric window (`window_hours`) or an exposure event (see `verdict_store::Attribution`).
-//! Results and the evaluation job both read their figures here, so they always agree.
+//! Results and the evaluation job both read their figures here, so they always agree. A
+//! metric's cap applies here too: each subject's total is capped at the metric's fixed value,
+//! or at the configured percentile of the subjects' totals, which the store computes from
+//! the same figures at each read (MongoDB 6 has no `$percentile`).
 
 use serde::{Deserialize, Serialize};
-use verdict_domain::Experiment;
+use verdict_domain::{Cap, Experiment};
 use verdict_store::{Attribution, DynStore, StoreError, TimeRange, VariantCounts};
 
 /// The event counted as an exposure when an experiment names no `exposure_event`.
@@ -44,14 +47,55 @@ pub async fn variant_counts(
     range: TimeRange,
 ) -> Result<(ResultsSource, Vec<VariantCounts>), StoreError> {
     let attribution = attribution(e, event, range);
+    let cap = cap_value(store, e, event, &attribution).await?;
     if attribution.is_plain() {
-        let counts = store.rolled_up_counts(&e.id, event, None).await?;
+        let counts = store.rolled_up_counts(&e.id, event, cap).await?;
         return Ok((ResultsSource::Rollups, counts));
     }
     let counts = store
-        .variant_counts(&e.id, event, &attribution, None)
+        .variant_counts(&e.id, event, &attribution, cap)
         .await?;
     Ok((ResultsSource::RawEvents, counts))
+}
+
+/// The value `event`'s per-subject totals are capped at, if its metric has a cap.
+async fn cap_value(
+    store: &DynStore,
+    e: &Experiment,
+    event: &str,
+    attribution: &Attribution,
+) -> Result<Option<f64>, StoreError> {
+    match e.metric(event).and_then(|m| m.cap) {
+        None => Ok(None),
+        Some(Cap::Value(v)) => Ok(Some(v)),
+        Some(Cap::Percentile(q)) => {
+            let raw = (!attribution.is_plain()).then_some(attribution);
+            store.subject_value_quantile(&e.id, event, raw, q).await
+        }
+    }
+}
+
+/// `e`'s figures of `event` per variant, in the experiment's variant order (zeros for a
+/// variant without subjects yet), as the policy takes them.
+pub async fn in_variant_order(
+    store: &DynStore,
+    e: &Experiment,
+    event: &str,
+) -> Result<Vec<VariantCounts>, StoreError> {
+    let (_, counts) = variant_counts(store, e, event, TimeRange::default()).await?;
+    Ok(e.variants
+        .iter()
+        .map(|v| {
+            counts
+                .iter()
+                .find(|c| c.variant == v.key)
+                .cloned()
+                .unwrap_or_else(|| VariantCounts {
+                    variant: v.key.clone(),
+                    ..VariantCounts::default()
+                })
+        })
+        .collect())
 }
 
 /// What results show of one metric: its figures, where they were read, and the exposures

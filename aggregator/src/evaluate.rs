@@ -16,10 +16,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use verdict_cache::DynCache;
 use verdict_domain::{Experiment, PolicyMode, Status, Winner};
-use verdict_store::{DynStore, ExperimentFilter, StoreError, TimeRange, WinnerChange};
+use verdict_store::{DynStore, ExperimentFilter, StoreError, WinnerChange};
 
 use crate::counts;
-use verdict_policy::{self as policy, ArmFigures, EvaluationInput, GuardState};
+use verdict_policy::{
+    self as policy, ArmFigures, Evaluation, EvaluationInput, GuardState, GuardrailInput,
+    PolicyError,
+};
 
 /// Who decisions are attributed to in the audit log.
 pub const ACTOR: &str = "evaluator";
@@ -101,34 +104,7 @@ pub async fn evaluate_one(
         srm_p_value: None,
         error: None,
     };
-    let (_, counts) =
-        counts::variant_counts(store, e, &e.primary_metric.event, TimeRange::default()).await?;
-    let arms: Vec<ArmFigures> = e
-        .variants
-        .iter()
-        .map(|v| {
-            let c = counts.iter().find(|c| c.variant == v.key);
-            ArmFigures::new(v.key.clone(), v.weight, c.cloned().unwrap_or_default())
-        })
-        .collect();
-    let guard: GuardState = match store.get_evaluation_state(&e.id).await? {
-        Some(v) => serde_json::from_value(v).unwrap_or_else(|err| {
-            tracing::warn!(experiment = %e.key, error = %verdict_domain::ErrorChain(&err), "unreadable evaluation state; starting afresh");
-            GuardState::default()
-        }),
-        None => GuardState::default(),
-    };
-    let input = EvaluationInput {
-        policy: &e.policy,
-        metric: &e.primary_metric,
-        objective: e.decision_objective(),
-        arms: &arms,
-        control: e.control_index(),
-        elapsed: now - e.started_at.unwrap_or(now),
-        guard: &guard,
-        guardrails: &[],
-    };
-    let evaluation = match policy::evaluate(&input) {
+    let evaluation = match evaluation_of(store, e, now).await? {
         Ok(ev) => ev,
         Err(err) => {
             outcome.outcome = "error";
@@ -175,6 +151,57 @@ pub async fn evaluate_one(
         Err(err) => return Err(err),
     }
     Ok(outcome)
+}
+
+/// The peeking-guard state the evaluation job keeps for `e` between runs (empty before the
+/// first run, or when what is stored cannot be read).
+pub async fn guard_state(store: &DynStore, e: &Experiment) -> Result<GuardState, StoreError> {
+    Ok(match store.get_evaluation_state(&e.id).await? {
+        Some(v) => serde_json::from_value(v).unwrap_or_else(|err| {
+            tracing::warn!(experiment = %e.key, error = %verdict_domain::ErrorChain(&err), "unreadable evaluation state; starting afresh");
+            GuardState::default()
+        }),
+        None => GuardState::default(),
+    })
+}
+
+/// The policy's evaluation of `e` at `now` from its current figures (the primary metric and
+/// every guardrail, capped as configured) and its stored peeking-guard state, without
+/// recording anything: the evaluation job records it, results show it.
+pub async fn evaluation_of(
+    store: &DynStore,
+    e: &Experiment,
+    now: OffsetDateTime,
+) -> Result<Result<Evaluation, PolicyError>, StoreError> {
+    let primary = counts::in_variant_order(store, e, &e.primary_metric.event).await?;
+    let arms: Vec<ArmFigures> = e
+        .variants
+        .iter()
+        .zip(primary)
+        .map(|(v, c)| ArmFigures::new(v.key.clone(), v.weight, c))
+        .collect();
+    let mut guardrail_figures = Vec::with_capacity(e.guardrail_metrics.len());
+    for m in &e.guardrail_metrics {
+        guardrail_figures.push(counts::in_variant_order(store, e, &m.event).await?);
+    }
+    let guardrails: Vec<GuardrailInput<'_>> = e
+        .guardrail_metrics
+        .iter()
+        .zip(&guardrail_figures)
+        .map(|(metric, arms)| GuardrailInput { metric, arms })
+        .collect();
+    let guard = guard_state(store, e).await?;
+    let input = EvaluationInput {
+        policy: &e.policy,
+        metric: &e.primary_metric,
+        objective: e.decision_objective(),
+        arms: &arms,
+        control: e.control_index(),
+        elapsed: now - e.started_at.unwrap_or(now),
+        guard: &guard,
+        guardrails: &guardrails,
+    };
+    Ok(policy::evaluate(&input))
 }
 
 /// The `evaluate` job: [`evaluate`] on its schedule (or [`evaluate_one`] when a run names an

@@ -809,3 +809,24 @@ async fn text_that_is_not_utf8_is_refused_with_the_json_error_body_never_decoded
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn non_sticky_assignment_is_refused_with_the_reason_rather_than_losing_events() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post_json(
+            "/v1/experiments",
+            &app.admin_key,
+            &json!({"key": "loose", "variants": [{"key": "a"}, {"key": "b"}],
+                    "assignment": {"sticky": false}}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(body["error"]["details"][0]["field"], "assignment.sticky");
+    assert_eq!(app.experiment_count().await, 0);
+}

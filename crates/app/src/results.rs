@@ -13,10 +13,12 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 use verdict_aggregator::counts::{self, ResultsSource};
+use verdict_aggregator::evaluate;
 use verdict_cache::Cache;
 pub use verdict_cache::Change;
 use verdict_domain::{Experiment, KeyScope, Scope, Status, WinnerSnapshot};
 use verdict_policy::analysis::{Analysis, MetricSpec, analyze};
+use verdict_policy::{Evaluation, GuardOutcome, GuardrailReport, SubjectsNeeded, Verdict};
 use verdict_store::{Granularity, TimeRange};
 
 use crate::App;
@@ -42,7 +44,7 @@ pub struct ResultsParams {
 }
 
 /// Per-variant results of one metric with their statistics.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ResultsView {
     /// The experiment key.
     pub experiment: String,
@@ -57,6 +59,45 @@ pub struct ResultsView {
     pub aggregated_through: u64,
     #[serde(flatten)]
     pub analysis: Analysis,
+    /// For the primary metric: what the winner policy concludes from these figures now (its
+    /// verdict, every blocker with its figures, the subjects per arm still needed where the
+    /// rule allows an estimate, each guardrail's status per arm). The evaluation job records
+    /// the same when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionView>,
+}
+
+/// The winner policy's reading of the primary metric.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// `{"outcome": "winner", …}` or `{"outcome": "no_decision", "blockers": [...]}`.
+    #[schema(value_type = Object)]
+    pub verdict: Verdict,
+    /// The arm that would win, and the best of the others.
+    pub candidate: String,
+    pub runner_up: String,
+    /// How many subjects per arm the rules still need, where they allow an estimate.
+    #[schema(value_type = Vec<Object>)]
+    pub subjects_needed: Vec<SubjectsNeeded>,
+    /// The peeking guard's numbers for the candidate against the runner-up.
+    #[schema(value_type = Object)]
+    pub peeking_guard: GuardOutcome,
+    /// Each guardrail metric's status per arm.
+    #[schema(value_type = Vec<Object>)]
+    pub guardrails: Vec<GuardrailReport>,
+}
+
+impl DecisionView {
+    fn of(evaluation: Evaluation) -> Self {
+        Self {
+            subjects_needed: evaluation.subjects_needed(),
+            verdict: evaluation.verdict,
+            candidate: evaluation.candidate,
+            runner_up: evaluation.runner_up,
+            peeking_guard: evaluation.peeking_guard,
+            guardrails: evaluation.guardrails,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -162,12 +203,23 @@ impl App {
             to: params.to,
         };
         let figures = counts::results_figures(store, &e, &metric, range).await?;
+        let state = evaluate::guard_state(store, &e).await?;
         let analysis = analyze(
             &e,
             MetricSpec::of(&e, &metric),
             &figures.metric,
             &figures.exposures,
+            Some(&state),
         );
+        let decision = if metric == e.primary_metric.event {
+            let at = time::OffsetDateTime::now_utc();
+            evaluate::evaluation_of(store, &e, at)
+                .await?
+                .ok()
+                .map(DecisionView::of)
+        } else {
+            None
+        };
         Ok(ResultsView {
             experiment: e.key,
             experiment_id: e.id,
@@ -177,6 +229,7 @@ impl App {
             source: figures.source,
             aggregated_through,
             analysis,
+            decision,
         })
     }
 

@@ -165,7 +165,9 @@ pub fn decide(
             variant: i,
             in_experiment: true,
             reason: Reason::Assigned,
-            create: experiment.assignment.sticky,
+            // Every assignment is stored: events are attributed to it. (Non-sticky
+            // assignment is refused when an experiment is created.)
+            create: true,
         },
         Bucket::OutsideCoverage => outside(Reason::OutsideCoverage),
     }
@@ -345,11 +347,12 @@ mod tests {
     }
 
     #[test]
-    fn non_sticky_experiments_do_not_store_assignments() {
+    fn every_new_assignment_is_stored_so_that_its_events_count() {
+        // Even an experiment stored with `sticky: false` (refused at creation since).
         let mut e = experiment(Status::Running, 1.0);
         e.assignment.sticky = false;
         let d = decide(&e, None, "u", &us(), SubjectState::default());
-        assert!(d.in_experiment && !d.create);
+        assert!(d.in_experiment && d.create);
     }
 
     #[test]

@@ -453,6 +453,7 @@ pub struct VariantInput {
 pub struct AssignmentInput {
     #[serde(default)]
     pub unit: Option<String>,
+    /// Must be `true` (the default): a subject keeps its first variant.
     #[serde(default)]
     pub sticky: Option<bool>,
     #[serde(default)]
@@ -566,6 +567,14 @@ impl ExperimentInput {
     /// Build a draft experiment in `scope`, or report every problem.
     pub fn into_experiment(self, scope: Scope, provided: Provided) -> Result<Experiment, Problems> {
         let mut p = Problems::new();
+        if self.assignment.sticky == Some(false) {
+            p.push(
+                "assignment.sticky",
+                "false is not supported: a subject keeps the variant of its first assignment, \
+                 so that its events are attributed to it (with GrowthBook hashing, a subject \
+                 gets the same variant anyway while weights and coverage are unchanged)",
+            );
+        }
         let variants = variants_from_input(self.variants, &mut p);
         let experiment = Experiment {
             id: provided.id,

@@ -232,17 +232,19 @@ pub struct Analysis {
 
 /// Analyse `metric` (per-variant subject-level figures of the metric's event) and `exposures`
 /// (the same for the exposure event) of experiment `e`, with the SRM check of the assigned
-/// subjects. Stateless: see [`analyze_metric`] for τ.
+/// subjects. `state` is the evaluation's stored peeking-guard state, if any: see
+/// [`analyze_metric`] for what it brings (τ, guardrail intervals).
 pub fn analyze(
     e: &Experiment,
     spec: MetricSpec,
     metric: &[VariantCounts],
     exposures: &[VariantCounts],
+    state: Option<&GuardState>,
 ) -> Analysis {
     let counts = in_variant_order(e, metric);
     Analysis {
         srm: srm(e, &counts),
-        metric: analyze_metric(e, &spec, metric, exposures, None),
+        metric: analyze_metric(e, &spec, metric, exposures, state),
     }
 }
 
@@ -525,7 +527,7 @@ mod tests {
             counts("a", 1000, 100, 100.0, 100.0),
             counts("b", 1000, 120, 120.0, 120.0),
         ];
-        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[], None);
         assert_eq!(a.metric.estimate, EstimateKind::ConversionRate);
         assert_eq!(a.metric.spec.role, Some(MetricRole::Primary));
         let [va, vb] = &a.metric.variants[..] else {
@@ -572,6 +574,7 @@ mod tests {
                 counts("b", 800, 9, 0.0, 0.0),
             ],
             &[],
+            None,
         );
         let srm = a.srm.unwrap();
         assert!(srm.flagged);
@@ -582,6 +585,7 @@ mod tests {
             MetricSpec::of(&e, "purchase"),
             &[counts("a", 10, 1, 0.0, 0.0)],
             &[],
+            None,
         );
         let v = &a.metric.variants;
         assert_eq!(v[1].subjects, 0);
@@ -595,7 +599,7 @@ mod tests {
         let e = experiment("sum");
         // a: 4 subjects with values 1, 2, 3, 4; b: 4 subjects with 2, 3, 4, 5.
         let metric = [counts("a", 4, 4, 10.0, 30.0), counts("b", 4, 4, 14.0, 54.0)];
-        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[], None);
         let b = &a.metric.variants[1];
         let direct = stats::welch_t_test(
             &SummaryStats::from_values([1.0, 2.0, 3.0, 4.0]),
@@ -617,7 +621,7 @@ mod tests {
             counts("a", 10_000, 1_000, 50_000.0, 1_000.0 * 2_600.0),
             counts("b", 10_000, 1_000, 100_000.0, 1_000.0 * 10_400.0),
         ];
-        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[], None);
         assert_eq!(a.metric.estimate, EstimateKind::ValuePerSubject);
         let [va, vb] = &a.metric.variants[..] else {
             panic!()
@@ -663,6 +667,7 @@ mod tests {
             MetricSpec::of(&e, "latency"),
             &[arm("a", 200.0), arm("b", 190.0)],
             &[],
+            None,
         );
         assert_eq!(a.metric.estimate, EstimateKind::ValuePerEvent);
         assert_eq!(a.metric.interval_tau_source, TauSource::Metric);
@@ -686,7 +691,7 @@ mod tests {
             counts("a", 20_000, 1_000, 1_000.0, 1_000.0),
             counts("b", 20_000, 1_600, 1_600.0, 1_600.0),
         ];
-        let a = analyze(&e, spec, &metric, &[]);
+        let a = analyze(&e, spec, &metric, &[], None);
         let g = a.metric.guardrail.unwrap();
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].variant, "b");
@@ -698,7 +703,7 @@ mod tests {
         );
         // A metric that is not a guardrail has no statuses.
         let e = experiment("binomial");
-        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]);
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[], None);
         assert!(a.metric.guardrail.is_none());
     }
 
@@ -730,8 +735,14 @@ mod tests {
             counts("a", 1000, 100, 100.0, 100.0),
             counts("b", 1000, 120, 120.0, 120.0),
         ];
-        let json = serde_json::to_value(analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[]))
-            .unwrap();
+        let json = serde_json::to_value(analyze(
+            &e,
+            MetricSpec::of(&e, "purchase"),
+            &metric,
+            &[],
+            None,
+        ))
+        .unwrap();
         assert_eq!(json["metric_kind"], "binomial");
         assert_eq!(json["objective"], "maximize");
         assert_eq!(json["role"], "primary");
