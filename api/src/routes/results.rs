@@ -49,14 +49,20 @@ pub async fn winner(
     tag = "results",
     summary = "Per-variant results with statistics",
     description = "Requires the `client` scope (an admin key also passes). Subject-level figures \
-        of one metric event (the primary metric by default) from the rollups, as of the last \
-        aggregation run, with rates and 95% credible intervals, P(best), expected loss, lift, \
-        the SRM check of the split and, for `sum`/`mean` metrics, Welch's t-test against the \
-        control. Only events at or after a subject's assignment count; when the experiment \
-        names an `exposure_event`, only subjects who sent it count, from their first exposure; \
-        a metric's `window_hours` limits its events to that long after the subject's start. \
-        With a window, an exposure event or `from`/`to`, raw events are counted at query time \
-        (`source: raw_events`).",
+        of one metric of the experiment (the primary metric by default), from the rollups as of \
+        the last aggregation run, with the same statistics whatever the metric's kind: each \
+        variant's estimate (a rate, events or value per subject, or value per event) with its \
+        interval, P(best), expected loss, chance to beat the control, lift with its interval, \
+        the always-valid confidence interval of the difference to the control, Welch's t-test \
+        for value metrics, the SRM check (with degrees of freedom and expected counts) and, for \
+        a guardrail metric, its status per arm. For the primary metric, `decision` is the \
+        winner policy's reading of these figures now: its verdict, every blocker with its \
+        figures, the subjects per arm still needed where a rule allows an estimate, and each \
+        guardrail's status. Only events at or after a subject's assignment count; when the \
+        experiment names an `exposure_event`, only subjects who sent it count, from their first \
+        exposure; a metric's `window_hours` limits its events to that long after the subject's \
+        start; a metric's `cap` caps each subject's total. With a window, an exposure event or \
+        `from`/`to`, raw events are counted at query time (`source: raw_events`).",
     security(("bearer" = [])),
     params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
     responses(
