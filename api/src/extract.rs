@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -88,31 +88,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The `Authorization: Bearer <token>` of a request, if well-formed.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let header = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+/// The credential of an `Authorization: Bearer <credential>` header value, if well-formed.
+pub fn bearer_value(value: &HeaderValue) -> Option<String> {
+    let header = value.to_str().ok()?;
     header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
-/// Who makes the request: `Authorization: Bearer <api key>`, or 401.
+/// Who makes the request, as [`crate::rights::authorize`] authenticated it (with the right
+/// its route requires) before any other part of the request was read.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = |msg: &str| ApiError::new(ErrorCode::Unauthorized, msg.to_owned());
-        if parts.headers.get(AUTHORIZATION).is_none() {
-            return Err(unauthorized("send 'Authorization: Bearer <api key>'"));
-        }
-        let token = bearer(parts)
-            .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
-        Ok(state.authenticate(token).await?)
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError(verdict_app::AppError::internal(anyhow::anyhow!(
+                "route {} takes a caller but declares no right",
+                parts.uri.path()
+            )))
+        })
     }
 }
-
 /// The query string, refused (400 `invalid_query`) when a percent-encoded part is not UTF-8:
 /// decoding it lossily would make different bytes the same text (`%FF` and `%FE` the same
 /// subject).

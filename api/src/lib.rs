@@ -10,7 +10,9 @@
 //! - [`error`]: [`ApiError`] (an [`verdict_app::AppError`] as an HTTP response) and the
 //!   code → status table.
 //! - [`extract`]: JSON / query extractors answering bad input with our error body; the
-//!   [`verdict_app::Caller`] of a request (`Authorization: Bearer`).
+//!   [`verdict_app::Caller`] of a request.
+//! - [`rights`]: the right each route declares in its annotation, and the middleware that
+//!   authenticates the caller and checks that right before the request is read.
 //! - [`routes`]: one module per resource, each with its `routes()`.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the handlers'
 //!   annotations plus the responses every operation shares, and its rendering (`/docs`).
@@ -20,6 +22,7 @@
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod rights;
 pub mod routes;
 pub mod startup;
 pub mod state;

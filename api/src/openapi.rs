@@ -32,12 +32,16 @@ use crate::state::DocPages;
         title = "Verdict",
         description = "Experimentation (A/B testing) backend: experiments, assignment, event \
             ingestion, results and winners.\n\n\
-            **Authentication.** Every `/v1` route takes an API key as \
-            `Authorization: Bearer <key>` (security scheme `bearer`). Each operation's \
-            description names the scope it needs: `admin` (management; an admin key passes \
-            every check), `client` (assignment, events, results) or `internal` (job runs). \
-            Keys are bound to an environment and optionally an organization; admin keys may \
-            act in others with the `environment` / `organization` query parameters.\n\n\
+            **Authentication.** Every `/v1` route takes a credential as \
+            `Authorization: Bearer <credential>` (security scheme `bearer`): an API key \
+            (`vk_…`) or, when configured, a JWT. Each operation requires one right, named in \
+            its security requirement and its description (e.g. `experiments:write`); a \
+            caller holds the rights of its roles: built-in `viewer`, `experimenter`, \
+            `operator`, `admin`, `client`, `internal`, or roles the deployment configures. \
+            The right is checked before the request body is read. Callers are bound to an \
+            environment and optionally an organization (an organization also sees the \
+            environment's global experiments); acting in others with the `environment` / \
+            `organization` query parameters needs the right `scope:any`.\n\n\
             **Errors.** Every error answers `{\"error\": {\"code\", \"message\", \"details\"}}` \
             (schema `ErrorBody`); `code` is a stable identifier with exactly one HTTP status. \
             Any route can also answer 404 `route_not_found` (no such path) or 405 \
@@ -49,17 +53,17 @@ use crate::state::DocPages;
     tags(
         (name = "health", description = "Liveness and readiness (no authentication)."),
         (name = "docs", description = "This document and its rendering (no authentication)."),
-        (name = "api-keys", description = "API keys (admin scope)."),
-        (name = "environments", description = "Environments (admin scope)."),
-        (name = "audiences", description = "Reusable targeting rules per environment (admin scope)."),
-        (name = "experiments", description = "Experiments and their lifecycle (admin scope)."),
-        (name = "assignments", description = "Which variant a subject sees (client scope)."),
-        (name = "events", description = "Event ingestion (client scope)."),
-        (name = "results", description = "Winner snapshot and per-variant results (client scope)."),
-        (name = "webhooks", description = "Webhook endpoints, their secrets and delivery log (admin scope). \
+        (name = "api-keys", description = "API keys and the roles they carry."),
+        (name = "environments", description = "Environments."),
+        (name = "audiences", description = "Reusable targeting rules per environment."),
+        (name = "experiments", description = "Experiments and their lifecycle."),
+        (name = "assignments", description = "Which variant a subject sees."),
+        (name = "events", description = "Event ingestion."),
+        (name = "results", description = "Winner snapshot and per-variant results."),
+        (name = "webhooks", description = "Webhook endpoints, their secrets and delivery log. \
             Deliveries follow Standard Webhooks: headers `webhook-id`, `webhook-timestamp`, \
             `webhook-signature` (`v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">`)."),
-        (name = "internal", description = "Job runs for cron operators (internal scope)."),
+        (name = "internal", description = "Job runs for cron operators."),
     )
 )]
 pub struct ApiDoc;
@@ -106,8 +110,10 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 /// Add, to every operation that does not declare them itself, the error responses its kind
 /// can give (see the module docs).
 pub fn add_shared_responses(doc: &mut Document) {
+    let roles = verdict_domain::RoleBook::default();
     for item in doc.paths.paths.values_mut() {
         for op in operations(item) {
+            describe_right(op, &roles);
             let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
             let has_body = op.request_body.is_some();
             let params = op.parameters.as_deref().unwrap_or_default();
@@ -134,14 +140,14 @@ pub fn add_shared_responses(doc: &mut Document) {
                 shared(
                     op,
                     "401",
-                    "`unauthorized`: no API key, or an invalid or revoked one.",
+                    "`unauthorized`: no credential, or an invalid, expired or revoked one.",
                 );
                 shared(
                     op,
                     "403",
-                    "`forbidden`: the key lacks the scope this operation requires (see its \
-                     description), or names another environment or organization without \
-                     being an admin key.",
+                    "`forbidden`: the caller lacks the right this operation requires, or names \
+                     another environment or organization without `scope:any`; \
+                     `details[0].missing_right` names the right.",
                 );
             }
             if has_body {
@@ -176,6 +182,32 @@ pub fn add_shared_responses(doc: &mut Document) {
             }
         }
     }
+}
+
+/// Start the description of a protected operation with the right it requires and the
+/// built-in roles that hold it (from the same declaration the server checks).
+fn describe_right(op: &mut Operation, roles: &verdict_domain::RoleBook) {
+    let declared = op
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|req| serde_json::to_value(req).ok())
+        .filter_map(|v| {
+            v.get(crate::rights::SCHEME)?
+                .get(0)?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .find_map(|name| verdict_domain::Right::parse(&name));
+    let Some(right) = declared else {
+        return;
+    };
+    let holders = roles.holders(right).join(", ");
+    let sentence = format!("Requires the right `{right}` (built-in roles: {holders}).");
+    op.description = Some(match op.description.take() {
+        Some(rest) if !rest.is_empty() => format!("{sentence} {rest}"),
+        _ => sentence,
+    });
 }
 
 /// `status` answered with an `ErrorBody`, unless the operation declares it.

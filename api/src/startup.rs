@@ -15,6 +15,7 @@ use verdict_app::{App, ErrorCode};
 
 use crate::error::ApiError;
 use crate::openapi;
+use crate::rights::{RouteRights, authorize};
 pub use crate::state::AppState;
 use crate::state::DocPages;
 
@@ -60,14 +61,18 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 /// The router with every route and middleware, ready to serve `state`.
 ///
-/// Only `after_request` (which needs the matched route) wraps each route and the
-/// fallbacks; the other layers wrap the routed whole once. A layer on a router wraps every
+/// Only `authorize` and `after_request` (which need the matched route) wrap each route
+/// (and `after_request` the fallbacks too); the other layers wrap the routed whole once. A layer on a router wraps every
 /// route's service, and a request clones its route's whole stack of boxed services (one
 /// allocation per layer and method): paid per request.
 pub fn router(app: App) -> Router {
+    let doc = document();
+    let rights = RouteRights::of(&doc)
+        .unwrap_or_else(|problems| panic!("routes declare unusable rights: {problems:#?}"));
     let state = AppState {
         app,
-        docs: Arc::new(DocPages::of(&document())),
+        docs: Arc::new(DocPages::of(&doc)),
+        rights: Arc::new(rights),
     };
     let body_limit =
         usize::try_from(state.settings().server.request_body_limit_bytes).unwrap_or(usize::MAX);
@@ -80,6 +85,12 @@ pub fn router(app: App) -> Router {
                 "method not allowed on this route",
             )
         })
+        // Inner to outer: check the route's right before any extractor reads the request;
+        // count every request, refused ones too.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             after_request,

@@ -12,6 +12,8 @@ pub struct AppState {
     pub app: App,
     /// `/openapi.json` and `/docs`, rendered once when the router is built.
     pub docs: Arc<DocPages>,
+    /// The right each route requires, read from the same document.
+    pub rights: Arc<crate::rights::RouteRights>,
 }
 
 /// The OpenAPI document as served.

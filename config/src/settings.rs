@@ -1,5 +1,6 @@
 //! The typed settings tree. Field names are the config keys; see `default.toml`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -219,6 +220,10 @@ pub struct AuthSettings {
     pub bootstrap_admin_key: SecretString,
     /// Environment the bootstrap key belongs to.
     pub bootstrap_environment: String,
+    /// Custom roles: role name → the rights it grants (`[auth.roles]`), beside the
+    /// built-in `viewer`, `experimenter`, `operator`, `admin`, `client`, `internal`.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
 }
 
 /// `[ingest]`: event ingestion limits.

@@ -221,6 +221,11 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
 
     crate::webhooks::validate(&s.webhooks, &mut problems);
 
+    // Custom roles: known rights only, no built-in name reused (the domain's rules).
+    if let Err(found) = verdict_domain::RoleBook::with_custom(&s.auth.roles, "auth.roles") {
+        problems.extend(found.into_iter().map(|p| Problem::new(p.field, p.message)));
+    }
+
     problems
 }
 

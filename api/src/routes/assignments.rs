@@ -61,10 +61,10 @@ fn assignment_query(query: Option<String>) -> Result<(String, Attributes, ScopeP
     path = "/v1/experiments/{key}/assignment",
     tag = "assignments",
     summary = "Assign a subject (query)",
-    description = "Requires the `client` scope (an admin key also passes). Which variant `subject_id` sees, with its config; new eligible subjects are \
+    description = "Which variant `subject_id` sees, with its config; new eligible subjects are \
         stored (sticky). Targeting attributes are query parameters `attr.<name>=<value>` \
         (string values), e.g. `attr.country=US`; any other parameter is refused.",
-    security(("bearer" = [])),
+    security(("bearer" = ["assignments:read"])),
     params(("key" = String, Path, description = "The experiment key or id."),
         ("subject_id" = String, Query, description = "The subject (1 to 256 bytes)."),
         ("attr.{name}" = Option<String>, Query,
@@ -98,9 +98,9 @@ pub async fn get_assignment(
     path = "/v1/experiments/{key}/assignment",
     tag = "assignments",
     summary = "Assign a subject",
-    description = "Requires the `client` scope (an admin key also passes). Which variant `subject_id` sees, with its config; attributes may be any JSON \
+    description = "Which variant `subject_id` sees, with its config; attributes may be any JSON \
         values. New eligible subjects are stored (sticky).",
-    security(("bearer" = [])),
+    security(("bearer" = ["assignments:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = AssignmentRequest,
     responses(
@@ -129,11 +129,11 @@ pub async fn post_assignment(
     path = "/v1/assignments",
     tag = "assignments",
     summary = "Assign a subject in every live experiment",
-    description = "Requires the `client` scope (an admin key also passes). Every running or paused experiment of the scope, and every \
+    description = "Every running or paused experiment of the scope, and every \
         completed one with a winner: paused ones serve stored assignments only, completed ones the winner's config to everyone \
         (`reason: winner`), so an app reading its configs in bulk keeps a decided winner rolled out. Drafts, completed \
         experiments without a winner and archived ones are left out.",
-    security(("bearer" = [])),
+    security(("bearer" = ["assignments:read"])),
     params(ScopeParams),
     request_body = AssignmentRequest,
     responses(

@@ -27,8 +27,8 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     path = "/v1/environments",
     tag = "environments",
     summary = "Create an environment",
-    description = "Requires the `admin` scope. `name` defaults to `key`.",
-    security(("bearer" = [])),
+    description = "`name` defaults to `key`.",
+    security(("bearer" = ["environments:write"])),
     request_body = NewEnvironment,
     responses(
         (status = 201, description = "Created.", body = Environment),
@@ -38,10 +38,9 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
 )]
 pub async fn create_environment(
     State(state): State<AppState>,
-    caller: Caller,
     ApiJson(body): ApiJson<NewEnvironment>,
 ) -> Result<(StatusCode, Json<Environment>), ApiError> {
-    let env = state.create_environment(&caller, body).await?;
+    let env = state.create_environment(body).await?;
     Ok((StatusCode::CREATED, Json(env)))
 }
 
@@ -50,17 +49,15 @@ pub async fn create_environment(
     path = "/v1/environments",
     tag = "environments",
     summary = "List environments",
-    description = "Requires the `admin` scope.",
-    security(("bearer" = [])),
+    security(("bearer" = ["environments:read"])),
     params(PageParams),
     responses((status = 200, description = "A page of environments.", body = Paginated<Environment>))
 )]
 pub async fn list_environments(
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Paginated<Environment>>, ApiError> {
-    Ok(Json(state.list_environments(&caller, page).await?))
+    Ok(Json(state.list_environments(page).await?))
 }
 
 #[utoipa::path(
@@ -68,8 +65,7 @@ pub async fn list_environments(
     path = "/v1/environments/{env}",
     tag = "environments",
     summary = "Get an environment",
-    description = "Requires the `admin` scope.",
-    security(("bearer" = [])),
+    security(("bearer" = ["environments:read"])),
     params(("env" = String, Path, description = "The environment key.")),
     responses(
         (status = 200, description = "The environment.", body = Environment),
@@ -89,9 +85,9 @@ pub async fn get_environment(
     path = "/v1/environments/{env}/audiences",
     tag = "audiences",
     summary = "Create an audience",
-    description = "Requires the `admin` scope. An audience is a named set of targeting rules experiments of the \
+    description = "An audience is a named set of targeting rules experiments of the \
         environment can refer to. `name` defaults to `key`.",
-    security(("bearer" = [])),
+    security(("bearer" = ["environments:write"])),
     params(("env" = String, Path, description = "The environment key.")),
     request_body = AudienceInput,
     responses(
@@ -116,8 +112,7 @@ pub async fn create_audience(
     path = "/v1/environments/{env}/audiences",
     tag = "audiences",
     summary = "List an environment's audiences",
-    description = "Requires the `admin` scope.",
-    security(("bearer" = [])),
+    security(("bearer" = ["environments:read"])),
     params(("env" = String, Path, description = "The environment key."), PageParams),
     responses(
         (status = 200, description = "A page of audiences.", body = Paginated<Audience>),
@@ -138,8 +133,7 @@ pub async fn list_audiences(
     path = "/v1/environments/{env}/audiences/{key}",
     tag = "audiences",
     summary = "Get an audience",
-    description = "Requires the `admin` scope.",
-    security(("bearer" = [])),
+    security(("bearer" = ["environments:read"])),
     params(
         ("env" = String, Path, description = "The environment key."),
         ("key" = String, Path, description = "The audience key."),
@@ -162,9 +156,9 @@ pub async fn get_audience(
     path = "/v1/environments/{env}/audiences/{key}",
     tag = "audiences",
     summary = "Replace an audience's rules",
-    description = "Requires the `admin` scope. Experiments using the audience see the new rules for subjects not yet \
+    description = "Experiments using the audience see the new rules for subjects not yet \
         assigned; stored assignments are kept.",
-    security(("bearer" = [])),
+    security(("bearer" = ["environments:write"])),
     params(
         ("env" = String, Path, description = "The environment key."),
         ("key" = String, Path, description = "The audience key."),
@@ -192,8 +186,8 @@ pub async fn update_audience(
     path = "/v1/environments/{env}/audiences/{key}",
     tag = "audiences",
     summary = "Delete an audience",
-    description = "Requires the `admin` scope. Refused while running experiments use it.",
-    security(("bearer" = [])),
+    description = "Refused while running experiments use it.",
+    security(("bearer" = ["environments:write"])),
     params(
         ("env" = String, Path, description = "The environment key."),
         ("key" = String, Path, description = "The audience key."),

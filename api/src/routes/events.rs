@@ -24,10 +24,10 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     path = "/v1/events",
     tag = "events",
     summary = "Ingest events",
-    description = "Requires the `client` scope (an admin key also passes). One event or a batch; each event names its `experiment` (key or id). Items \
+    description = "One event or a batch; each event names its `experiment` (key or id). Items \
         succeed or fail one by one; only a store error fails the whole batch (then nothing \
         was stored). Idempotent per `event_id`.",
-    security(("bearer" = [])),
+    security(("bearer" = ["events:write"])),
     params(ScopeParams),
     request_body = EventsRequest,
     responses(
@@ -57,9 +57,9 @@ pub async fn post_events(
     path = "/v1/experiments/{key}/events",
     tag = "events",
     summary = "Ingest events of one experiment",
-    description = "Requires the `client` scope (an admin key also passes). As `POST /v1/events`, with the experiment taken from the path (an event's \
+    description = "As `POST /v1/events`, with the experiment taken from the path (an event's \
         `experiment`, if given, must match it).",
-    security(("bearer" = [])),
+    security(("bearer" = ["events:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = EventsRequest,
     responses(

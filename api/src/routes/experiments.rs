@@ -38,10 +38,10 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     tag = "experiments",
     operation_id = "create_experiment",
     summary = "Create an experiment",
-    description = "Requires the `admin` scope. The experiment starts as a `draft` in the caller's environment (admin keys may name \
+    description = "The experiment starts as a `draft` in the caller's environment (admin keys may name \
         another with `environment` / `organization`). Weights default to an equal split; \
         every invalid field is reported at once.",
-    security(("bearer" = [])),
+    security(("bearer" = ["experiments:write"])),
     params(ScopeParams),
     request_body = ExperimentInput,
     responses(
@@ -68,8 +68,7 @@ pub async fn create(
     tag = "experiments",
     operation_id = "get_experiment",
     summary = "Get an experiment",
-    description = "Requires the `admin` scope.",
-    security(("bearer" = [])),
+    security(("bearer" = ["experiments:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
         (status = 200, description = "The experiment.", body = Experiment),
@@ -91,8 +90,8 @@ pub async fn get(
     tag = "experiments",
     operation_id = "list_experiments",
     summary = "List experiments",
-    description = "Requires the `admin` scope. Lists the scope's experiments, optionally of one `status`.",
-    security(("bearer" = [])),
+    description = "Lists the scope's experiments, optionally of one `status`.",
+    security(("bearer" = ["experiments:read"])),
     params(ListParams),
     responses(
         (status = 200, description = "A page of experiments.", body = Paginated<Experiment>),
@@ -114,10 +113,10 @@ pub async fn list(
     tag = "experiments",
     operation_id = "update_experiment",
     summary = "Update an experiment",
-    description = "Requires the `admin` scope. Optimistic: send the `version` you read; a stale one answers 409 \
+    description = "Optimistic: send the `version` you read; a stale one answers 409 \
         `version_conflict`. Status and winner change through their own routes; variants \
         change here only while a draft (then through `PUT …/variants`).",
-    security(("bearer" = [])),
+    security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = ExperimentPatch,
     responses(
@@ -149,9 +148,9 @@ pub async fn update(
     path = "/v1/experiments/{key}/variants",
     tag = "experiments",
     summary = "Replace variants and weights",
-    description = "Requires the `admin` scope. Works in any status. Stored assignments are untouched (sticky): only new \
+    description = "Works in any status. Stored assignments are untouched (sticky): only new \
         subjects see the new split. Once started, no variant may be removed.",
-    security(("bearer" = [])),
+    security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = VariantsUpdate,
     responses(
@@ -176,9 +175,9 @@ pub async fn put_variants(
     path = "/v1/experiments/{key}/status",
     tag = "experiments",
     summary = "Change an experiment's status",
-    description = "Requires the `admin` scope. `draft → running ⇄ paused → completed`, any → `archived`. Idempotent: \
+    description = "`draft → running ⇄ paused → completed`, any → `archived`. Idempotent: \
         already there answers `changed: false`.",
-    security(("bearer" = [])),
+    security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = StatusRequest,
     responses(
@@ -208,8 +207,8 @@ pub async fn set_status(
     path = "/v1/experiments/{key}/activate",
     tag = "experiments",
     summary = "Activate an experiment",
-    description = "Requires the `admin` scope. Shorthand for setting the status to `running`; idempotent. Any body is ignored.",
-    security(("bearer" = [])),
+    description = "Shorthand for setting the status to `running`; idempotent. Any body is ignored.",
+    security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
         (status = 200, description = "Running now, or already running.",
@@ -237,8 +236,8 @@ pub async fn activate(
     path = "/v1/experiments/{key}/winner",
     tag = "experiments",
     summary = "Declare a winner by hand",
-    description = "Requires the `admin` scope. Audited; by default also completes a running or paused experiment.",
-    security(("bearer" = [])),
+    description = "Audited; by default also completes a running or paused experiment.",
+    security(("bearer" = ["experiments:decide"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = WinnerOverride,
     responses(
@@ -265,8 +264,8 @@ pub async fn override_winner(
     path = "/v1/experiments/{key}/forced/{subject}",
     tag = "experiments",
     summary = "Force a subject's variant",
-    description = "Requires the `admin` scope. A QA override: the subject always sees `variant`, whatever the split.",
-    security(("bearer" = [])),
+    description = "A QA override: the subject always sees `variant`, whatever the split.",
+    security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."),
         ("subject" = String, Path, description = "The subject id."),
         ScopeParams),
@@ -295,8 +294,8 @@ pub async fn put_forced(
     path = "/v1/experiments/{key}/forced/{subject}",
     tag = "experiments",
     summary = "Remove a forced variant",
-    description = "Requires the `admin` scope. The subject goes back to normal assignment.",
-    security(("bearer" = [])),
+    description = "The subject goes back to normal assignment.",
+    security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."),
         ("subject" = String, Path, description = "The subject id."),
         ScopeParams),
@@ -322,8 +321,8 @@ pub async fn delete_forced(
     path = "/v1/experiments/{key}/audit",
     tag = "experiments",
     summary = "An experiment's audit log",
-    description = "Requires the `admin` scope. Every change to the experiment, with who made it and when.",
-    security(("bearer" = [])),
+    description = "Every change to the experiment, with who made it and when.",
+    security(("bearer" = ["audit:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopedPageParams),
     responses(
         (status = 200, description = "A page of audit entries.", body = Paginated<AuditEntry>),

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::jobs::{JobList, RunAccepted, Triggered};
-use verdict_app::{Caller, PageParams, Paginated};
+use verdict_app::{PageParams, Paginated};
 use verdict_store::RunRecord;
 
 use crate::error::ApiError;
@@ -53,12 +53,12 @@ fn triggered(t: Triggered) -> Response {
     path = "/v1/internal/jobs/{job}/run",
     tag = "internal",
     summary = "Run a job now",
-    description = "Requires the `internal` scope. Runs the job under its lease (as the scheduler \
+    description = "Runs the job under its lease (as the scheduler \
         does) and waits up to `jobs.http_wait_seconds` for it: 200 with the finished run record \
         (its `outcome` says whether the job succeeded, its `report` what it did); 202 with the \
         run's id when it takes longer (it goes on; poll `GET /v1/internal/jobs/{job}/runs/{id}`); \
         409 `lease_held` when another replica is running the job.",
-    security(("bearer" = [])),
+    security(("bearer" = ["jobs:run"])),
     params(("job" = String, Path, description = "The job's name (`GET /v1/internal/jobs` lists them)."), TriggerParams),
     responses(
         (status = 200, description = "The finished run.", body = RunRecord),
@@ -71,11 +71,10 @@ fn triggered(t: Triggered) -> Response {
 )]
 pub async fn run_job(
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath(job): ApiPath<String>,
     ApiQuery(params): ApiQuery<TriggerParams>,
 ) -> Result<Response, ApiError> {
-    let run = state.trigger_job(&caller, &job, params.experiment).await?;
+    let run = state.trigger_job(&job, params.experiment).await?;
     Ok(triggered(run))
 }
 
@@ -85,8 +84,8 @@ pub async fn run_job(
     path = "/v1/internal/experiments/aggregate/run",
     tag = "internal",
     summary = "Run the aggregation job now (alias)",
-    description = "Requires the `internal` scope. Same as `POST /v1/internal/jobs/aggregate/run`.",
-    security(("bearer" = [])),
+    description = "Same as `POST /v1/internal/jobs/aggregate/run`.",
+    security(("bearer" = ["jobs:run"])),
     responses(
         (status = 200, description = "The finished run.", body = RunRecord),
         (status = 202, description = "Still running (it goes on).", body = RunAccepted),
@@ -94,13 +93,8 @@ pub async fn run_job(
         (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorBody),
     )
 )]
-pub async fn run_aggregate_alias(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    Ok(triggered(
-        state.trigger_job(&caller, "aggregate", None).await?,
-    ))
+pub async fn run_aggregate_alias(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(triggered(state.trigger_job("aggregate", None).await?))
 }
 
 /// `POST /v1/internal/experiments/retention/run`
@@ -109,8 +103,8 @@ pub async fn run_aggregate_alias(
     path = "/v1/internal/experiments/retention/run",
     tag = "internal",
     summary = "Run the retention job now (alias)",
-    description = "Requires the `internal` scope. Same as `POST /v1/internal/jobs/retention/run`.",
-    security(("bearer" = [])),
+    description = "Same as `POST /v1/internal/jobs/retention/run`.",
+    security(("bearer" = ["jobs:run"])),
     responses(
         (status = 200, description = "The finished run.", body = RunRecord),
         (status = 202, description = "Still running (it goes on).", body = RunAccepted),
@@ -118,13 +112,8 @@ pub async fn run_aggregate_alias(
         (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorBody),
     )
 )]
-pub async fn run_retention_alias(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    Ok(triggered(
-        state.trigger_job(&caller, "retention", None).await?,
-    ))
+pub async fn run_retention_alias(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(triggered(state.trigger_job("retention", None).await?))
 }
 
 /// `GET /v1/internal/jobs`
@@ -133,17 +122,14 @@ pub async fn run_retention_alias(
     path = "/v1/internal/jobs",
     tag = "internal",
     summary = "The jobs",
-    description = "Requires the `internal` scope. Each job with its schedule, next fire time, \
+    description = "Each job with its schedule, next fire time, \
         last run, current lease holder and lag (for `aggregate`: the age of the oldest raw \
         event not yet aggregated).",
-    security(("bearer" = [])),
+    security(("bearer" = ["jobs:read"])),
     responses((status = 200, description = "Every job.", body = JobList))
 )]
-pub async fn list_jobs(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<JobList>, ApiError> {
-    Ok(Json(state.jobs(&caller).await?))
+pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {
+    Ok(Json(state.jobs().await?))
 }
 
 /// `GET /v1/internal/jobs/{job}/runs`
@@ -152,9 +138,9 @@ pub async fn list_jobs(
     path = "/v1/internal/jobs/{job}/runs",
     tag = "internal",
     summary = "A job's runs",
-    description = "Requires the `internal` scope. Newest first, including attempts skipped \
+    description = "Newest first, including attempts skipped \
         because another replica held the lease.",
-    security(("bearer" = [])),
+    security(("bearer" = ["jobs:read"])),
     params(("job" = String, Path, description = "The job's name."), PageParams),
     responses(
         (status = 200, description = "A page of runs.", body = Paginated<RunRecord>),
@@ -163,11 +149,10 @@ pub async fn list_jobs(
 )]
 pub async fn list_runs(
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath(job): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Paginated<RunRecord>>, ApiError> {
-    Ok(Json(state.job_runs(&caller, &job, page).await?))
+    Ok(Json(state.job_runs(&job, page).await?))
 }
 
 /// `GET /v1/internal/jobs/{job}/runs/{id}`
@@ -176,8 +161,7 @@ pub async fn list_runs(
     path = "/v1/internal/jobs/{job}/runs/{id}",
     tag = "internal",
     summary = "One run",
-    description = "Requires the `internal` scope.",
-    security(("bearer" = [])),
+    security(("bearer" = ["jobs:read"])),
     params(
         ("job" = String, Path, description = "The job's name."),
         ("id" = String, Path, description = "The run's id."),
@@ -189,8 +173,7 @@ pub async fn list_runs(
 )]
 pub async fn get_run(
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath((job, id)): ApiPath<(String, String)>,
 ) -> Result<Json<RunRecord>, ApiError> {
-    Ok(Json(state.job_run(&caller, &job, &id).await?))
+    Ok(Json(state.job_run(&job, &id).await?))
 }

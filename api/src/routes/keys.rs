@@ -26,9 +26,9 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     path = "/v1/api-keys",
     tag = "api-keys",
     summary = "Create an API key",
-    description = "Requires the `admin` scope. The plaintext key is in this answer and nowhere else, ever: only its \
+    description = "The plaintext key is in this answer and nowhere else, ever: only its \
         hash is stored. `environment` defaults to the caller's.",
-    security(("bearer" = [])),
+    security(("bearer" = ["keys:manage"])),
     request_body = NewApiKey,
     responses(
         (status = 201, description = "Created; `key` is the plaintext.", body = CreatedApiKey),
@@ -50,17 +50,16 @@ pub async fn create_key(
     path = "/v1/api-keys",
     tag = "api-keys",
     summary = "List API keys",
-    description = "Requires the `admin` scope. Revoked keys are listed too (with `revoked_at`); plaintexts never are.",
-    security(("bearer" = [])),
+    description = "Revoked keys are listed too (with `revoked_at`); plaintexts never are.",
+    security(("bearer" = ["keys:manage"])),
     params(PageParams),
     responses((status = 200, description = "A page of keys.", body = Paginated<ApiKey>))
 )]
 pub async fn list_keys(
     State(state): State<AppState>,
-    caller: Caller,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Paginated<ApiKey>>, ApiError> {
-    Ok(Json(state.list_api_keys(&caller, page).await?))
+    Ok(Json(state.list_api_keys(page).await?))
 }
 
 /// `DELETE /v1/api-keys/{id}`: revoke (kept for the record, refused from now on).
@@ -69,8 +68,8 @@ pub async fn list_keys(
     path = "/v1/api-keys/{id}",
     tag = "api-keys",
     summary = "Revoke an API key",
-    description = "Requires the `admin` scope. The key is kept for the record and refused from now on.",
-    security(("bearer" = [])),
+    description = "The key is kept for the record and refused from now on.",
+    security(("bearer" = ["keys:manage"])),
     params(("id" = String, Path, description = "The key's id (`key_…`).")),
     responses(
         (status = 204, description = "Revoked."),
@@ -79,9 +78,8 @@ pub async fn list_keys(
 )]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.revoke_api_key(&caller, &id).await?;
+    state.revoke_api_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,9 +24,9 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     path = "/v1/experiments/{key}/winner",
     tag = "results",
     summary = "Winner snapshot",
-    description = "Requires the `client` scope (an admin key also passes). The decided winner (if any), how it was decided and the policy behind it. \
+    description = "The decided winner (if any), how it was decided and the policy behind it. \
         Served from the winner-snapshot cache; when the cache is unavailable, from the store.",
-    security(("bearer" = [])),
+    security(("bearer" = ["results:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
         (status = 200, description = "The snapshot.", body = WinnerSnapshot),
@@ -48,7 +48,7 @@ pub async fn winner(
     path = "/v1/experiments/{key}/results",
     tag = "results",
     summary = "Per-variant results with statistics",
-    description = "Requires the `client` scope (an admin key also passes). Subject-level figures \
+    description = "Subject-level figures \
         of one metric of the experiment (the primary metric by default), from the rollups as of \
         the last aggregation run, with the same statistics whatever the metric's kind: each \
         variant's estimate (a rate, events or value per subject, or value per event) with its \
@@ -63,7 +63,7 @@ pub async fn winner(
         exposure; a metric's `window_hours` limits its events to that long after the subject's \
         start; a metric's `cap` caps each subject's total. With a window, an exposure event or \
         `from`/`to`, raw events are counted at query time (`source: raw_events`).",
-    security(("bearer" = [])),
+    security(("bearer" = ["results:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
     responses(
         (status = 200, description = "Per-variant figures.", body = ResultsView),
@@ -86,10 +86,10 @@ pub async fn results(
     path = "/v1/experiments/{key}/timeseries",
     tag = "results",
     summary = "Metric buckets for charts",
-    description = "Requires the `client` scope (an admin key also passes). Hour or day buckets \
+    description = "Hour or day buckets \
         (UTC) of one metric event per variant: event count, Σ value and Σ value², as of the \
         last aggregation run.",
-    security(("bearer" = [])),
+    security(("bearer" = ["results:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), TimeseriesParams),
     responses(
         (status = 200, description = "One series per variant.", body = TimeseriesView),

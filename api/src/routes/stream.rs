@@ -38,12 +38,12 @@ fn event(kind: &'static str, snapshot: &WinnerSnapshot) -> Event {
     path = "/v1/experiments/{key}/stream",
     tag = "results",
     summary = "Winner and status changes as Server-Sent Events",
-    description = "Requires the `client` scope (an admin key also passes). A `text/event-stream`: \
+    description = "A `text/event-stream`: \
         first a `snapshot` event (the winner snapshot, as `GET …/winner`), then a `winner` or \
         `status` event with the new snapshot whenever the winner or the status changes, on any \
         replica. Keep-alive comments every 15 s. After a gap (the client fell behind) a fresh \
         `snapshot` is sent.",
-    security(("bearer" = [])),
+    security(("bearer" = ["results:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
         (status = 200, description = "The event stream.", content_type = "text/event-stream",
@@ -57,14 +57,22 @@ pub async fn stream(
     ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let scope = state.client_scope(&caller, &scope)?;
-    let followed = state.follow(&caller, &scope, &key).await?;
+    let scope = caller.scope(&scope)?;
+    let followed = state.follow(&scope, &key).await?;
     let first = futures::stream::once(std::future::ready(Ok(event(
         "snapshot",
         &followed.snapshot,
     ))));
+    // The stream ends at shutdown, or once the caller's credential is revoked or expires.
     let stop = state.stop_token().clone().cancelled_owned();
-    let rest = futures::stream::unfold((followed, state), next_event).take_until(stop);
+    let app = state.app.clone();
+    let end = async move {
+        tokio::select! {
+            () = stop => {}
+            () = app.credential_revoked(caller) => {}
+        }
+    };
+    let rest = futures::stream::unfold((followed, state), next_event).take_until(Box::pin(end));
     Ok(Sse::new(first.chain(rest)).keep_alive(KeepAlive::default()))
 }
 

@@ -38,11 +38,11 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     path = "/v1/webhooks/endpoints",
     tag = "webhooks",
     summary = "Create a webhook endpoint",
-    description = "Requires the `admin` scope. Messages of `environment` (default: the caller's) whose type is in \
+    description = "Messages of `environment` (default: the caller's) whose type is in \
         `event_types` (empty: all) are delivered to `url`, signed per Standard Webhooks with the \
         `secret` in this answer (shown only now). The URL's host must resolve to public addresses \
         unless `webhooks.allow_private_targets` is on.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     request_body = NewEndpoint,
     responses(
         (status = 201, description = "Created; `secret` is shown only now.", body = CreatedEndpoint),
@@ -64,8 +64,8 @@ pub async fn create_endpoint(
     path = "/v1/webhooks/endpoints",
     tag = "webhooks",
     summary = "List webhook endpoints",
-    description = "Requires the `admin` scope. Oldest first; of `environment` (default: the caller's).",
-    security(("bearer" = [])),
+    description = "Oldest first; of `environment` (default: the caller's).",
+    security(("bearer" = ["webhooks:manage"])),
     params(PageParams, EndpointFilter),
     responses(
         (status = 200, description = "A page of endpoints.", body = Paginated<EndpointView>),
@@ -84,8 +84,8 @@ pub async fn list_endpoints(
     path = "/v1/webhooks/endpoints/{id}",
     tag = "webhooks",
     summary = "Get a webhook endpoint",
-    description = "Requires the `admin` scope. Secrets are never shown.",
-    security(("bearer" = [])),
+    description = "Secrets are never shown.",
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     responses(
         (status = 200, description = "The endpoint.", body = EndpointView),
@@ -105,9 +105,9 @@ pub async fn get_endpoint(
     path = "/v1/webhooks/endpoints/{id}",
     tag = "webhooks",
     summary = "Update a webhook endpoint",
-    description = "Requires the `admin` scope. Changes the fields given (`url`, `event_types`, `description`); a \
+    description = "Changes the fields given (`url`, `event_types`, `description`); a \
         new URL passes the same checks as at creation.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     request_body = EndpointUpdate,
     responses(
@@ -130,8 +130,8 @@ pub async fn update_endpoint(
     path = "/v1/webhooks/endpoints/{id}",
     tag = "webhooks",
     summary = "Delete a webhook endpoint",
-    description = "Requires the `admin` scope. Deletes the endpoint with its delivery log; nothing more is sent to it.",
-    security(("bearer" = [])),
+    description = "Deletes the endpoint with its delivery log; nothing more is sent to it.",
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     responses(
         (status = 204, description = "Deleted."),
@@ -152,9 +152,9 @@ pub async fn delete_endpoint(
     path = "/v1/webhooks/endpoints/{id}/enable",
     tag = "webhooks",
     summary = "Enable a webhook endpoint",
-    description = "Requires the `admin` scope. New messages are delivered again; messages that failed while it was \
+    description = "New messages are delivered again; messages that failed while it was \
         disabled can be sent with `…/recover`. Idempotent.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     responses(
         (status = 200, description = "The endpoint.", body = EndpointView),
@@ -174,9 +174,9 @@ pub async fn enable_endpoint(
     path = "/v1/webhooks/endpoints/{id}/disable",
     tag = "webhooks",
     summary = "Disable a webhook endpoint",
-    description = "Requires the `admin` scope. Nothing is sent to it until it is enabled; its pending messages fail \
+    description = "Nothing is sent to it until it is enabled; its pending messages fail \
         (`…/recover` sends them later).",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     responses(
         (status = 200, description = "The endpoint.", body = EndpointView),
@@ -196,10 +196,10 @@ pub async fn disable_endpoint(
     path = "/v1/webhooks/endpoints/{id}/rotate-secret",
     tag = "webhooks",
     summary = "Rotate a webhook endpoint's secret",
-    description = "Requires the `admin` scope. Returns the new secret (shown only now). For \
+    description = "Returns the new secret (shown only now). For \
         `webhooks.secret_rotation_overlap_seconds` (default 24 h) deliveries carry two signatures, \
         space-separated: one with the new secret, one with the previous.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     responses(
         (status = 200, description = "The new secret.", body = RotatedSecret),
@@ -219,9 +219,9 @@ pub async fn rotate_secret(
     path = "/v1/webhooks/endpoints/{id}/messages",
     tag = "webhooks",
     summary = "List an endpoint's messages",
-    description = "Requires the `admin` scope. The delivery log: each message sent (or to be sent) to the endpoint \
+    description = "The delivery log: each message sent (or to be sent) to the endpoint \
         with its status, newest first; `status` filters.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`)."), PageParams, MessageFilter),
     responses(
         (status = 200, description = "A page of messages.", body = Paginated<MessageView>),
@@ -243,9 +243,9 @@ pub async fn list_messages(
     path = "/v1/webhooks/endpoints/{id}/messages/{msg_id}/attempts",
     tag = "webhooks",
     summary = "List a message's delivery attempts",
-    description = "Requires the `admin` scope. Every attempt to deliver the message to the endpoint, newest first: \
+    description = "Every attempt to deliver the message to the endpoint, newest first: \
         HTTP status, latency, the start of the response body, or the error.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(
         ("id" = String, Path, description = "The endpoint's id (`ep_…`)."),
         ("msg_id" = String, Path, description = "The message id (its `webhook-id`)."),
@@ -272,9 +272,9 @@ pub async fn list_attempts(
     path = "/v1/webhooks/endpoints/{id}/messages/{msg_id}/redeliver",
     tag = "webhooks",
     summary = "Redeliver a message",
-    description = "Requires the `admin` scope. Sends the message to the endpoint again as soon as the dispatcher \
+    description = "Sends the message to the endpoint again as soon as the dispatcher \
         runs, whatever its status, with a new round of retries and the same `webhook-id`.",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(
         ("id" = String, Path, description = "The endpoint's id (`ep_…`)."),
         ("msg_id" = String, Path, description = "The message id (its `webhook-id`)."),
@@ -298,9 +298,9 @@ pub async fn redeliver(
     path = "/v1/webhooks/endpoints/{id}/recover",
     tag = "webhooks",
     summary = "Recover failed messages",
-    description = "Requires the `admin` scope. Sends every message that failed for this endpoint and was created at \
+    description = "Sends every message that failed for this endpoint and was created at \
         or after `since` again (e.g. after fixing and re-enabling it).",
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     params(("id" = String, Path, description = "The endpoint's id (`ep_…`).")),
     request_body = RecoverRequest,
     responses(

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::request::Parts;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,11 +23,11 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::results::change_kind;
-use verdict_app::{AppError, ErrorCode, ScopeParams};
+use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
 use verdict_domain::{Experiment, Scope};
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, bearer};
+use crate::extract::ApiQuery;
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -46,11 +45,12 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WsParams {
-    /// The API key, when the client cannot send an `Authorization` header.
+    /// The credential, when the client cannot send an `Authorization` header.
+    #[allow(dead_code)] // read by the rights check, declared here for the document
     token: Option<String>,
-    /// Admin keys only: the environment to resolve experiment keys in.
+    /// The environment to resolve experiment keys in (right `scope:any`).
     environment: Option<String>,
-    /// Admin keys only: the organization to resolve experiment keys in.
+    /// The organization to resolve experiment keys in (right `scope:any`).
     organization: Option<String>,
 }
 
@@ -68,14 +68,14 @@ enum ClientMessage {
     path = "/v1/ws",
     tag = "results",
     summary = "Winner and status changes over a WebSocket",
-    description = "Requires the `client` scope (an admin key also passes), as `Authorization: \
+    description = "The credential as `Authorization: \
         Bearer` or `?token=`. Send `{\"type\": \"subscribe\", \"experiment\": KEY}` (answered with \
         `{\"type\": \"snapshot\", ...}`) or `unsubscribe`; the server pushes `{\"type\": \"winner\"}` \
         and `{\"type\": \"status\"}` messages carrying the new snapshot when any replica changes \
         the experiment, and pings every 30 s. Bad messages get `{\"type\": \"error\", \"code\"}` \
         (`invalid_message`, `experiment_not_found`, `too_many_subscriptions`) and the \
         connection stays open. At most 100 subscriptions per connection.",
-    security(("bearer" = [])),
+    security(("bearer" = ["results:read"])),
     params(WsParams),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol."),
@@ -89,24 +89,15 @@ enum ClientMessage {
 )]
 pub async fn ws(
     State(state): State<AppState>,
-    parts: Parts,
+    caller: Caller,
     ApiQuery(params): ApiQuery<WsParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&parts).or(params.token.as_deref()).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "send 'Authorization: Bearer <api key>' or ?token=<api key>",
-        )
+    // `token` was read by the rights check (`crate::rights::authorize`).
+    let scope = caller.scope(&ScopeParams {
+        environment: params.environment,
+        organization: params.organization,
     })?;
-    let caller = state.authenticate(token).await?;
-    let scope = state.client_scope(
-        &caller,
-        &ScopeParams {
-            environment: params.environment,
-            organization: params.organization,
-        },
-    )?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(
             ErrorCode::UpgradeRequired,
@@ -120,16 +111,14 @@ fn error(code: &str, message: impl Into<String>) -> Value {
     json!({"type": "error", "code": code, "message": message.into()})
 }
 
-/// One connection: its subscriptions and the change stream, until the client leaves or the
-/// server shuts down.
-async fn session(
-    mut socket: WebSocket,
-    state: AppState,
-    caller: verdict_app::Caller,
-    scope: Scope,
-) {
+/// One connection: its subscriptions and the change stream, until the client leaves, the
+/// server shuts down, or the caller's credential is revoked or expires (then a close frame
+/// with code 1008, policy violation).
+async fn session(mut socket: WebSocket, state: AppState, caller: Caller, scope: Scope) {
     let mut changes = state.changes();
     let stop = state.stop_token().clone();
+    let revoked = state.app.credential_revoked(caller);
+    tokio::pin!(revoked);
     let mut followed = Followed::default();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -137,7 +126,7 @@ async fn session(
         let out: Vec<Value> = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    vec![handle(&state, &caller, &scope, &mut followed, text.as_str()).await]
+                    vec![handle(&state, &scope, &mut followed, text.as_str()).await]
                 }
                 Some(Ok(Message::Binary(_))) => {
                     vec![error("invalid_message", "send JSON text messages")]
@@ -151,6 +140,14 @@ async fn session(
             },
             () = stop.cancelled() => {
                 let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            () = &mut revoked => {
+                let frame = CloseFrame {
+                    code: close_code::POLICY,
+                    reason: "the credential was revoked or expired".into(),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
                 return;
             }
             _ = ping.tick() => vec![],
@@ -213,13 +210,7 @@ impl Followed {
 }
 
 /// Apply one client message; the answer to send.
-async fn handle(
-    state: &AppState,
-    caller: &verdict_app::Caller,
-    scope: &Scope,
-    followed: &mut Followed,
-    text: &str,
-) -> Value {
+async fn handle(state: &AppState, scope: &Scope, followed: &mut Followed, text: &str) -> Value {
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {
@@ -233,7 +224,7 @@ async fn handle(
     };
     match message {
         ClientMessage::Subscribe { experiment } => {
-            let following = match state.follow(caller, scope, &experiment).await {
+            let following = match state.follow(scope, &experiment).await {
                 Ok(f) => f,
                 Err(err) => return app_error(&err),
             };

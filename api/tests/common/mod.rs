@@ -215,13 +215,13 @@ impl TestApp {
         parts(req.send().await.expect("request reaches the server")).await
     }
 
-    /// Create an API key in `production` with `scopes`; returns `(plaintext, id)`.
-    pub async fn create_key_with_id(&self, scopes: &[&str]) -> (String, String) {
+    /// Create an API key in `production` with `roles`; returns `(plaintext, id)`.
+    pub async fn create_key_with_id(&self, roles: &[&str]) -> (String, String) {
         let (status, body) = self
             .post_json(
                 "/v1/api-keys",
                 &self.admin_key,
-                &json!({"name": format!("test {}", scopes.join("+")), "scopes": scopes}),
+                &json!({"name": format!("test {}", roles.join("+")), "roles": roles}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "create key: {body}");
@@ -231,9 +231,9 @@ impl TestApp {
         )
     }
 
-    /// Create an API key in `production` with `scopes`; returns the plaintext.
-    pub async fn create_key(&self, scopes: &[&str]) -> String {
-        self.create_key_with_id(scopes).await.0
+    /// Create an API key in `production` with `roles`; returns the plaintext.
+    pub async fn create_key(&self, roles: &[&str]) -> String {
+        self.create_key_with_id(roles).await.0
     }
 
     /// Create an experiment as the admin; asserts 201 and returns the body.

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
 use verdict_domain::targeting::Attributes;
-use verdict_domain::{Assignment, Experiment, KeyScope, Scope, Status};
+use verdict_domain::{Assignment, Experiment, Scope, Status};
 use verdict_store::{ExperimentFilter, SubjectRecord};
 
 use crate::auth::{Caller, ScopeParams};
@@ -67,11 +67,12 @@ pub(crate) fn check_subject(subject: &str) -> Result<(), AppError> {
 async fn assign<'a>(
     state: &Inner,
     live_experiment: &'a LiveExperiment,
+    organization: Option<&str>,
     subject: &str,
     attributes: &Attributes,
 ) -> Result<AssignmentView<'a>, AppError> {
     let experiment = &live_experiment.experiment;
-    let subject_key = assignment::subject_key(experiment, subject);
+    let subject_key = assignment::subject_key(organization, subject);
     let mut known = if experiment.winner.is_some() {
         Some(Known::default())
     } else if live_experiment.has_forced {
@@ -266,58 +267,83 @@ pub struct AssignmentRequest {
     pub attributes: Attributes,
 }
 
+/// The experiment an assignment names and the scope it was asked in (whose organization
+/// qualifies the subject): hold it while the answer of [`App::assign`] is serialized.
+#[derive(Debug)]
+pub struct Target {
+    pub experiment: Arc<LiveExperiment>,
+    pub scope: Scope,
+}
+
+/// The live experiments a scope sees and the scope, for [`App::assign_all`].
+#[derive(Debug)]
+pub struct LiveTargets {
+    pub experiments: LiveList,
+    pub scope: Scope,
+}
+
 impl App {
-    /// Which variant `subject` sees in experiment `key`, with its config (SPEC §3); a new
-    /// eligible subject is stored (sticky). The answer borrows from `experiment`, which
+    /// Which variant `subject` sees in the target experiment, with its config (SPEC §3); a
+    /// new eligible subject is stored (sticky). The answer borrows from `target`, which
     /// [`App::assignment_target`] gives.
     pub async fn assign<'a>(
         &self,
-        experiment: &'a LiveExperiment,
+        target: &'a Target,
         subject: &str,
         attributes: &Attributes,
     ) -> Result<AssignmentView<'a>, AppError> {
         check_subject(subject)?;
-        assign(&self.0, experiment, subject, attributes).await
+        let organization = target.scope.organization.as_deref();
+        assign(
+            &self.0,
+            &target.experiment,
+            organization,
+            subject,
+            attributes,
+        )
+        .await
     }
 
-    /// The experiment an assignment names, checked for the caller's `client` right and
-    /// scope: hold it while the answer of [`App::assign`] is serialized.
+    /// The experiment an assignment names, as the caller's scope sees it (its
+    /// organization's own, else the environment's global one).
     pub async fn assignment_target(
         &self,
         caller: &Caller,
         scope: &ScopeParams,
         key: &str,
-    ) -> Result<Arc<LiveExperiment>, AppError> {
-        caller.require(KeyScope::Client)?;
+    ) -> Result<Target, AppError> {
         let scope = caller.scope(scope)?;
-        self.0.experiments.get(&self.0, &scope, key).await
+        let experiment = self.0.experiments.get(&self.0, &scope, key).await?;
+        Ok(Target { experiment, scope })
     }
 
-    /// The scope's live experiments, for [`App::assign_all`].
+    /// The live experiments the caller's scope sees, for [`App::assign_all`].
     pub async fn live_experiments(
         &self,
         caller: &Caller,
         scope: &ScopeParams,
-    ) -> Result<LiveList, AppError> {
-        caller.require(KeyScope::Client)?;
+    ) -> Result<LiveTargets, AppError> {
         let scope = caller.scope(scope)?;
-        self.0.experiments.live(&self.0, &scope).await
+        let experiments = self.0.experiments.live(&self.0, &scope).await?;
+        Ok(LiveTargets { experiments, scope })
     }
 
     /// `subject` in every experiment of `live` (running; paused, serving stored
     /// assignments only; completed with a winner, serving the winner's config to everyone).
     pub async fn assign_all<'a>(
         &self,
-        live: &'a [Arc<LiveExperiment>],
+        live: &'a LiveTargets,
         request: &'a AssignmentRequest,
     ) -> Result<SubjectAssignments<'a>, AppError> {
         check_subject(&request.subject_id)?;
-        let mut assignments = Vec::with_capacity(live.len());
-        for experiment in live {
+        let organization = live.scope.organization.as_deref();
+        let mut assignments = Vec::with_capacity(live.experiments.len());
+        for experiment in live.experiments.iter() {
             assignments.push(
                 assign(
                     &self.0,
                     experiment,
+                    organization,
                     &request.subject_id,
                     &request.attributes,
                 )
@@ -331,15 +357,28 @@ impl App {
     }
 }
 
-/// The scope's live experiments: running, paused, then completed with a winner, each
-/// oldest first.
+/// The live experiments `scope` sees: running, paused, then completed with a winner, each
+/// oldest first; for an organization, its own then the environment's global ones whose key
+/// it does not use itself (its own experiment wins a key clash).
 async fn live_experiments(state: &Inner, scope: &Scope) -> Result<Vec<Experiment>, AppError> {
+    let mut all = live_of(state, scope).await?;
+    if scope.organization.is_some() {
+        let own: std::collections::HashSet<String> = all.iter().map(|e| e.key.clone()).collect();
+        let global = live_of(state, &Scope::global(scope.environment.clone())).await?;
+        all.extend(global.into_iter().filter(|e| !own.contains(&e.key)));
+    }
+    Ok(all)
+}
+
+/// The live experiments of exactly `scope`.
+async fn live_of(state: &Inner, scope: &Scope) -> Result<Vec<Experiment>, AppError> {
     let mut all = Vec::new();
     for status in [Status::Running, Status::Paused, Status::Completed] {
         let filter = ExperimentFilter {
             environment: Some(scope.environment.clone()),
             organization: Some(scope.organization.clone()),
             status: Some(status),
+            with_global: false,
         };
         let listed = state.store.list_all_experiments(&filter).await?;
         all.extend(
@@ -407,9 +446,7 @@ impl ExperimentCache {
                 return Ok(e.clone());
             }
         }
-        let found = state
-            .store
-            .get_experiment(scope, key)
+        let found = crate::experiments::visible_experiment(&*state.store, scope, key)
             .await?
             .ok_or_else(|| AppError::experiment_not_found(key))?;
         let e = Arc::new(LiveExperiment::load(state, found).await?);

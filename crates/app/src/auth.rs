@@ -1,4 +1,11 @@
-//! API keys: `Authorization: Bearer <key>`.
+//! Who calls: API keys (`Authorization: Bearer vk_…`), and what they may do.
+//!
+//! A caller is a [`Caller`]: who it is (for the audit log), the environment and
+//! organization it acts in, and the [`Rights`] of its roles ([`verdict_domain::rights`]).
+//! Each route requires one right, checked before its request body is read (the `api`
+//! crate declares them with the routes); use-cases check the rights that depend on what
+//! is asked ([`Caller::scope`] for `environment` / `organization` parameters,
+//! `experiments:decide` for a winner set by PATCH).
 //!
 //! Keys are `vk_` + 48 random hex characters. Only their SHA-256 is stored; a presented key
 //! is hashed and looked up by hash, and the bootstrap admin key (from configuration) is
@@ -13,13 +20,15 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use verdict_domain::{ApiKey, KeyScope, Scope};
+use verdict_domain::{ApiKey, Right, Rights, RoleBook, Scope};
 
 use crate::App;
 use crate::error::{AppError, ErrorCode};
 
 /// How long a looked-up key is trusted without asking the store again.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How often a long-lived session checks that its caller's credential still holds.
+pub const REVALIDATE_EVERY: Duration = Duration::from_secs(2);
 /// Bound on cached keys; the cache is cleared when full (keys are few; this only stops
 /// unbounded growth).
 const KEY_CACHE_MAX: usize = 10_000;
@@ -38,12 +47,12 @@ pub fn generate_key() -> (String, String) {
     (plaintext, hash)
 }
 
-/// The bootstrap admin key's identity and hash.
+/// The bootstrap admin key's hash and the caller it authenticates.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     hash: [u8; 32],
-    /// The caller it authenticates, made once.
-    key: Arc<ApiKey>,
+    /// Made once: role `admin` in the bootstrap environment.
+    caller: Caller,
 }
 
 impl Bootstrap {
@@ -53,16 +62,12 @@ impl Bootstrap {
         }
         Some(Self {
             hash: Sha256::digest(plaintext.as_bytes()).into(),
-            key: Arc::new(ApiKey {
-                id: "bootstrap".into(),
-                name: "bootstrap admin key (configuration)".into(),
-                hash: String::new(),
-                prefix: String::new(),
-                scopes: vec![KeyScope::Admin],
-                environment: environment.into(),
+            caller: Caller::new(Principal {
+                actor: "key:bootstrap".to_owned(),
+                credential: Credential::Configured,
+                environments: vec![environment.to_owned()],
                 organization: None,
-                created_at: time::OffsetDateTime::UNIX_EPOCH,
-                revoked_at: None,
+                rights: Rights::all(),
             }),
         })
     }
@@ -75,15 +80,22 @@ impl Bootstrap {
 /// A presented key's SHA-256 digest (the stored hash is its hex form).
 type Digest32 = [u8; 32];
 
+/// A looked-up key: its id and the caller it authenticates (`None` once revoked).
+#[derive(Debug, Clone)]
+struct Known {
+    id: String,
+    caller: Option<Caller>,
+}
+
 /// In-process cache of key lookups.
 #[derive(Debug, Default)]
 pub struct KeyCache {
     /// By digest: the key and when it was read.
-    entries: Mutex<HashMap<Digest32, (Arc<ApiKey>, Instant)>>,
+    entries: Mutex<HashMap<Digest32, (Known, Instant)>>,
 }
 
 impl KeyCache {
-    fn get(&self, digest: &Digest32) -> Option<Arc<ApiKey>> {
+    fn get(&self, digest: &Digest32) -> Option<Known> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(digest)
@@ -91,12 +103,12 @@ impl KeyCache {
             .map(|(k, _)| k.clone())
     }
 
-    fn put(&self, digest: Digest32, key: Arc<ApiKey>) {
+    fn put(&self, digest: Digest32, known: Known) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= KEY_CACHE_MAX {
             entries.clear();
         }
-        entries.insert(digest, (key, Instant::now()));
+        entries.insert(digest, (known, Instant::now()));
     }
 
     /// Forget a key (after revocation through this process).
@@ -106,54 +118,117 @@ impl KeyCache {
     }
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request: cheap to clone (one `Arc`).
 #[derive(Debug, Clone)]
-pub struct Caller {
-    /// Shared with the key cache: a request clones a reference, not the key.
-    pub key: Arc<ApiKey>,
+pub struct Caller(Arc<Principal>);
+
+/// Who a caller is and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Who, as audit logs record it: `key:<id>` or `jwt:<subject>`.
+    pub actor: String,
+    /// What it authenticated with, so that a long-lived session can ask again.
+    pub credential: Credential,
+    /// The environments it may act in; the first is its default.
+    pub environments: Vec<String>,
+    /// Its organization; `None` for a global caller.
+    pub organization: Option<String>,
+    /// The rights of its roles.
+    pub rights: Rights,
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The bootstrap key of the configuration.
+    Configured,
+    /// A stored API key, by the SHA-256 of its plaintext.
+    Key([u8; 32]),
+    /// A token, valid until `expires_at` (Unix seconds).
+    Token { expires_at: i64 },
 }
 
 impl Caller {
-    /// 403 unless the key allows `scope` (admin allows everything).
-    pub fn require(&self, scope: KeyScope) -> Result<(), AppError> {
-        if self.key.allows(scope) {
+    pub fn new(principal: Principal) -> Self {
+        Self(Arc::new(principal))
+    }
+
+    /// The caller a stored key (or the bootstrap key) authenticates.
+    pub fn of_key(key: &ApiKey, digest: [u8; 32], roles: &RoleBook) -> Self {
+        Self::new(Principal {
+            actor: format!("key:{}", key.id),
+            credential: Credential::Key(digest),
+            environments: vec![key.environment.clone()],
+            organization: key.organization.clone(),
+            rights: roles.resolve(key.roles.iter().map(String::as_str)),
+        })
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.0
+    }
+
+    /// 403 `forbidden` naming the missing right unless the caller holds `right`.
+    pub fn require(&self, right: Right) -> Result<(), AppError> {
+        if self.0.rights.contains(right) {
             Ok(())
         } else {
-            Err(AppError::new(
-                ErrorCode::Forbidden,
-                format!("this API key lacks the '{}' scope", scope.as_str()),
-            ))
+            Err(missing_right(right))
         }
     }
 
-    pub fn is_admin(&self) -> bool {
-        self.key.allows(KeyScope::Admin)
+    pub fn holds(&self, right: Right) -> bool {
+        self.0.rights.contains(right)
     }
 
-    /// Who to write in audit logs.
-    pub fn actor(&self) -> String {
-        format!("key:{}", self.key.id)
+    /// Who to write in audit logs (`key:<id>`, `jwt:<subject>`).
+    pub fn actor(&self) -> &str {
+        &self.0.actor
     }
 
-    /// The scope a request acts in: the key's environment and organization; admin keys may
-    /// name others with `environment` / `organization` query parameters.
+    /// The environment the caller acts in when it names none.
+    pub fn environment(&self) -> &str {
+        self.0
+            .environments
+            .first()
+            .map_or(verdict_domain::scope::DEFAULT_ENVIRONMENT, String::as_str)
+    }
+
+    /// 403 unless the caller may act in environment `env`: one of its own, or any with
+    /// `scope:any`.
+    pub fn require_environment(&self, env: &str) -> Result<(), AppError> {
+        if self.0.environments.iter().any(|e| e == env) || self.holds(Right::ScopeAny) {
+            Ok(())
+        } else {
+            Err(missing_right(Right::ScopeAny).with_message(format!(
+                "this caller is bound to another environment than '{env}' (acting in another \
+                 needs the right 'scope:any')"
+            )))
+        }
+    }
+
+    /// The scope a request acts in: the caller's environment and organization. Naming
+    /// another with the `environment` / `organization` parameters needs `scope:any`, except
+    /// an environment among the caller's own (a token may name several). An
+    /// organization-bound caller also sees its environment's global experiments (see
+    /// [`crate::experiments`]).
     pub fn scope(&self, params: &ScopeParams) -> Result<Scope, AppError> {
         let environment = params
             .environment
             .clone()
-            .unwrap_or_else(|| self.key.environment.clone());
+            .unwrap_or_else(|| self.environment().to_owned());
         let organization = params
             .organization
             .clone()
-            .or_else(|| self.key.organization.clone());
-        // A key's organization is fixed by the key: one bound to none (global) may not name
-        // one either; only admin keys act elsewhere.
+            .or_else(|| self.0.organization.clone());
+        // A caller's organization is fixed by its credentials: one bound to none (global)
+        // may not name one either.
         let wants_other =
-            environment != self.key.environment || organization != self.key.organization;
-        if wants_other && !self.is_admin() {
-            return Err(AppError::new(
-                ErrorCode::Forbidden,
-                "this API key is bound to another environment or organization",
+            !self.0.environments.contains(&environment) || organization != self.0.organization;
+        if wants_other && !self.holds(Right::ScopeAny) {
+            return Err(missing_right(Right::ScopeAny).with_message(
+                "this caller is bound to another environment or organization \
+                 (naming another needs the right 'scope:any')",
             ));
         }
         Ok(Scope {
@@ -163,14 +238,24 @@ impl Caller {
     }
 }
 
-/// Optional `environment` / `organization` parameters (admin keys only).
+/// 403 `forbidden`: the caller lacks `right` (named in the message and the details).
+pub fn missing_right(right: Right) -> AppError {
+    AppError::new(
+        ErrorCode::Forbidden,
+        format!("this caller lacks the right '{right}'"),
+    )
+    .with_details(vec![serde_json::json!({"missing_right": right.as_str()})])
+}
+
+/// Optional `environment` / `organization` parameters (right `scope:any`).
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeParams {
-    /// Act in this environment instead of the key's (admin keys only).
+    /// Act in this environment instead of the caller's (needs `scope:any` unless it is one
+    /// of the caller's own).
     pub environment: Option<String>,
-    /// Act in this organization instead of the key's (admin keys only).
+    /// Act in this organization instead of the caller's (needs `scope:any`).
     pub organization: Option<String>,
 }
 
@@ -184,23 +269,60 @@ impl App {
         if let Some(bootstrap) = &state.bootstrap
             && bootstrap.matches(&digest)
         {
-            return Ok(Caller {
-                key: bootstrap.key.clone(),
-            });
+            return Ok(bootstrap.caller.clone());
         }
-        let key = match state.keys.get(&digest) {
-            Some(k) => k,
-            None => {
-                let hash = hex::encode(digest);
-                let k = Arc::new(state.store.find_api_key(&hash).await?.ok_or_else(invalid)?);
-                state.keys.put(digest, k.clone());
-                k
-            }
+        self.stored_key(digest).await?.ok_or_else(invalid)
+    }
+
+    /// The caller of the stored key whose plaintext hashes to `digest`; `None` when there is
+    /// none or it is revoked. Cached for [`KEY_CACHE_TTL`].
+    async fn stored_key(&self, digest: Digest32) -> Result<Option<Caller>, AppError> {
+        let state = &self.0;
+        if let Some(known) = state.keys.get(&digest) {
+            return Ok(known.caller);
+        }
+        let Some(key) = state.store.find_api_key(&hex::encode(digest)).await? else {
+            return Ok(None);
         };
-        if key.revoked_at.is_some() {
-            return Err(invalid());
+        let known = Known {
+            caller: key
+                .revoked_at
+                .is_none()
+                .then(|| Caller::of_key(&key, digest, &state.roles)),
+            id: key.id,
+        };
+        state.keys.put(digest, known.clone());
+        Ok(known.caller)
+    }
+
+    /// Whether `caller`'s credential still holds: a stored key not revoked (as known within
+    /// the key cache's few seconds), a token not expired. When the store cannot answer, the
+    /// caller is kept (asked again at the next check).
+    pub async fn still_authenticated(&self, caller: &Caller) -> bool {
+        match &caller.principal().credential {
+            Credential::Configured => true,
+            Credential::Key(digest) => self.stored_key(*digest).await.map_or(true, |c| c.is_some()),
+            Credential::Token { expires_at } => {
+                time::OffsetDateTime::now_utc().unix_timestamp() < *expires_at
+            }
         }
-        Ok(Caller { key })
+    }
+
+    /// Completes once `caller`'s credential no longer holds (checked every
+    /// [`REVALIDATE_EVERY`]): long-lived sessions (WebSocket, Server-Sent Events) end with it,
+    /// so a revoked key or an expired token is cut off there too.
+    pub async fn credential_revoked(&self, caller: Caller) {
+        loop {
+            tokio::time::sleep(REVALIDATE_EVERY).await;
+            if !self.still_authenticated(&caller).await {
+                return;
+            }
+        }
+    }
+
+    /// The role names this deployment knows (built-in and configured).
+    pub fn roles(&self) -> &RoleBook {
+        &self.0.roles
     }
 }
 
@@ -208,20 +330,19 @@ impl App {
 mod tests {
     use super::*;
 
-    fn caller(scopes: Vec<KeyScope>, organization: Option<&str>) -> Caller {
-        Caller {
-            key: Arc::new(ApiKey {
-                id: "key_1".into(),
-                name: "k".into(),
-                hash: String::new(),
-                prefix: String::new(),
-                scopes,
-                environment: "production".into(),
-                organization: organization.map(str::to_owned),
-                created_at: time::OffsetDateTime::UNIX_EPOCH,
-                revoked_at: None,
-            }),
-        }
+    fn caller(roles: &[&str], organization: Option<&str>) -> Caller {
+        let key = ApiKey {
+            id: "key_1".into(),
+            name: "k".into(),
+            hash: String::new(),
+            prefix: String::new(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            environment: "production".into(),
+            organization: organization.map(str::to_owned),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            revoked_at: None,
+        };
+        Caller::of_key(&key, [0; 32], &RoleBook::default())
     }
 
     fn params(environment: Option<&str>, organization: Option<&str>) -> ScopeParams {
@@ -232,24 +353,39 @@ mod tests {
     }
 
     #[test]
-    fn only_admin_keys_act_outside_their_environment_and_organization() {
-        let global_client = caller(vec![KeyScope::Client], None);
+    fn only_callers_with_scope_any_act_outside_their_environment_and_organization() {
+        let global_client = caller(&["client"], None);
         assert!(global_client.scope(&params(None, None)).is_ok());
         for (env, org) in [(None, Some("acme")), (Some("staging"), None)] {
             let err = global_client.scope(&params(env, org)).unwrap_err();
             assert_eq!(err.code, ErrorCode::Forbidden, "{env:?} {org:?}");
+            assert_eq!(err.details[0]["missing_right"], "scope:any");
         }
-        let acme_client = caller(vec![KeyScope::Client], Some("acme"));
+        let acme_client = caller(&["client"], Some("acme"));
         let scope = acme_client.scope(&params(None, None)).unwrap();
         assert_eq!(scope.organization.as_deref(), Some("acme"));
         assert!(acme_client.scope(&params(None, Some("acme"))).is_ok());
         assert!(acme_client.scope(&params(None, Some("globex"))).is_err());
-        let admin = caller(vec![KeyScope::Admin], None);
+        let admin = caller(&["admin"], None);
         let scope = admin.scope(&params(Some("staging"), Some("acme"))).unwrap();
         assert_eq!(
             (scope.environment.as_str(), scope.organization.as_deref()),
             ("staging", Some("acme"))
         );
+    }
+
+    #[test]
+    fn a_caller_holds_the_rights_of_its_roles_and_names_the_one_it_lacks() {
+        let viewer = caller(&["viewer"], None);
+        assert!(viewer.require(Right::ResultsRead).is_ok());
+        let err = viewer.require(Right::ExperimentsWrite).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden);
+        assert!(err.message.contains("experiments:write"), "{}", err.message);
+        assert_eq!(err.details[0]["missing_right"], "experiments:write");
+        assert_eq!(viewer.actor(), "key:key_1");
+        let both = caller(&["viewer", "client"], None);
+        assert!(both.require(Right::EventsWrite).is_ok() && both.require(Right::AuditRead).is_ok());
+        assert!(caller(&["no-such-role"], None).principal().rights == Rights::NONE);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
-use verdict_domain::{Audience, Environment, KeyScope, Targeting};
+use verdict_domain::{Audience, Environment, Targeting};
 use verdict_store::{AudienceDeletion, StoreError};
 
 use crate::auth::Caller;
@@ -47,12 +47,7 @@ fn audience_not_found(env: &str, key: &str) -> AppError {
 
 impl App {
     /// Create an environment; `name` defaults to `key`.
-    pub async fn create_environment(
-        &self,
-        caller: &Caller,
-        body: NewEnvironment,
-    ) -> Result<Environment, AppError> {
-        caller.require(KeyScope::Admin)?;
+    pub async fn create_environment(&self, body: NewEnvironment) -> Result<Environment, AppError> {
         let env = Environment {
             name: body.name.unwrap_or_else(|| body.key.clone()),
             key: body.key,
@@ -69,10 +64,8 @@ impl App {
 
     pub async fn list_environments(
         &self,
-        caller: &Caller,
         page: PageParams,
     ) -> Result<Paginated<Environment>, AppError> {
-        caller.require(KeyScope::Admin)?;
         let page = page.to_request()?;
         Ok(Paginated::of(
             self.0.store.list_environments(page).await?,
@@ -81,7 +74,7 @@ impl App {
     }
 
     pub async fn environment(&self, caller: &Caller, key: &str) -> Result<Environment, AppError> {
-        caller.require(KeyScope::Admin)?;
+        caller.require_environment(key)?;
         self.find_environment(key).await
     }
 
@@ -120,7 +113,7 @@ impl App {
         env: &str,
         body: AudienceInput,
     ) -> Result<Audience, AppError> {
-        caller.require(KeyScope::Admin)?;
+        caller.require_environment(env)?;
         self.find_environment(env).await?;
         let at = now();
         let audience = Audience {
@@ -145,7 +138,7 @@ impl App {
         env: &str,
         page: PageParams,
     ) -> Result<Paginated<Audience>, AppError> {
-        caller.require(KeyScope::Admin)?;
+        caller.require_environment(env)?;
         let page = page.to_request()?;
         self.find_environment(env).await?;
         Ok(Paginated::of(
@@ -160,7 +153,7 @@ impl App {
         env: &str,
         key: &str,
     ) -> Result<Audience, AppError> {
-        caller.require(KeyScope::Admin)?;
+        caller.require_environment(env)?;
         self.0
             .store
             .get_audience(env, key)
@@ -198,7 +191,7 @@ impl App {
         env: &str,
         key: &str,
     ) -> Result<(), AppError> {
-        caller.require(KeyScope::Admin)?;
+        caller.require_environment(env)?;
         match self.0.store.delete_audience(env, key).await? {
             AudienceDeletion::Deleted => Ok(()),
             AudienceDeletion::NotFound => Err(audience_not_found(env, key)),

@@ -119,6 +119,12 @@ impl AppError {
         }
     }
 
+    /// The same error with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn with_details(mut self, details: Vec<Value>) -> Self {
         self.details = details;
         self

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use verdict_domain::assignment::{MAX_SUBJECT_LEN, subject_key};
 use verdict_domain::validation::is_valid_key;
-use verdict_domain::{KeyScope, NewEvent, Scope};
+use verdict_domain::{NewEvent, Scope};
 use verdict_store::AppendOutcome;
 
 use crate::assignments::LiveExperiment;
@@ -293,7 +293,7 @@ async fn ingest(
                 event_id: input
                     .event_id
                     .unwrap_or_else(|| format!("srv_{}", uuid::Uuid::now_v7())),
-                subject: subject_key(experiment, &input.subject_id).into_owned(),
+                subject: subject_key(scope.organization.as_deref(), &input.subject_id).into_owned(),
                 variant: input.variant,
                 event: input.event,
                 value: input.value.unwrap_or(1.0),
@@ -361,7 +361,6 @@ impl App {
         path_experiment: Option<&str>,
         body: &[u8],
     ) -> Result<IngestReport, AppError> {
-        caller.require(KeyScope::Client)?;
         let scope = caller.scope(scope)?;
         let state = &self.0;
         let items = items(body, state.settings.ingest.max_batch)?;
@@ -380,7 +379,7 @@ impl App {
         }
         state
             .rate
-            .try_take(&caller.key.id, items.len())
+            .try_take(caller.actor(), items.len())
             .map_err(|wait| {
                 AppError::new(
                     ErrorCode::RateLimited,

@@ -9,10 +9,11 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
+use verdict_domain::assignment::subject_key;
 use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
-    Experiment, ExperimentInput, KeyScope, Metric, PolicyMode, Problems, RetentionOverride, Scope,
+    Experiment, ExperimentInput, Metric, PolicyMode, Problems, RetentionOverride, Right, Scope,
     Status, Targeting, Winner, WinnerPolicy,
 };
 use verdict_store::{AuditEntry, ExperimentFilter, StatusChange, StoreError, WinnerChange};
@@ -198,7 +199,17 @@ fn random_salt() -> String {
 
 impl App {
     /// The experiment of `scope` whose key or id is `key`, or `experiment_not_found`.
+    /// The experiment `key` (or id) as `scope` sees it: its own, else for an organization
+    /// the environment's global one ([`visible_experiment`]).
     pub(crate) async fn find(&self, scope: &Scope, key: &str) -> Result<Experiment, AppError> {
+        visible_experiment(&*self.0.store, scope, key)
+            .await?
+            .ok_or_else(|| AppError::experiment_not_found(key))
+    }
+
+    /// The experiment `key` (or id) of exactly `scope`: what a change may touch. An
+    /// organization reads the environment's global experiments but does not change them.
+    async fn find_own(&self, scope: &Scope, key: &str) -> Result<Experiment, AppError> {
         self.0
             .store
             .get_experiment(scope, key)
@@ -206,15 +217,24 @@ impl App {
             .ok_or_else(|| AppError::experiment_not_found(key))
     }
 
-    /// The experiment `key` in the caller's scope (admin).
+    /// The experiment `key` as the caller sees it (its organization's, else global).
     pub async fn experiment(
         &self,
         caller: &Caller,
         scope: &ScopeParams,
         key: &str,
     ) -> Result<Experiment, AppError> {
-        caller.require(KeyScope::Admin)?;
         self.find(&caller.scope(scope)?, key).await
+    }
+
+    /// The experiment `key` of exactly the caller's scope, for a change.
+    async fn own_experiment(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+    ) -> Result<Experiment, AppError> {
+        self.find_own(&caller.scope(scope)?, key).await
     }
 
     /// Create a draft: every invalid field at once; `experiment_exists` when the key is taken.
@@ -224,8 +244,10 @@ impl App {
         scope: &ScopeParams,
         input: ExperimentInput,
     ) -> Result<Experiment, AppError> {
-        caller.require(KeyScope::Admin)?;
         let scope = caller.scope(scope)?;
+        if input.policy.override_variant.is_some() {
+            caller.require(Right::ExperimentsDecide)?;
+        }
         let store = &self.0.store;
         if store.get_environment(&scope.environment).await?.is_none() {
             return Err(AppError::new(
@@ -242,7 +264,7 @@ impl App {
             .into_experiment(scope, provided)
             .map_err(AppError::validation)?;
         self.check_audience_exists(&experiment).await?;
-        match store.create_experiment(&experiment, &caller.actor()).await {
+        match store.create_experiment(&experiment, caller.actor()).await {
             Ok(()) => {
                 self.0.experiments.clear();
                 self.apply_override(caller, experiment).await
@@ -269,13 +291,14 @@ impl App {
         Ok(())
     }
 
-    /// A page of the scope's experiments, optionally of one status.
+    /// A page of the experiments the caller's scope sees, optionally of one status: an
+    /// organization's own and the environment's global ones (both when their keys clash;
+    /// each has its id).
     pub async fn list_experiments(
         &self,
         caller: &Caller,
         params: ListParams,
     ) -> Result<Paginated<Experiment>, AppError> {
-        caller.require(KeyScope::Admin)?;
         let page = PageParams {
             page: params.page,
             page_size: params.page_size,
@@ -287,13 +310,23 @@ impl App {
                 AppError::invalid_query("status", format!("unknown status '{s}'; {STATUSES}"))
             })?),
         };
+        let named_organization = params.organization.is_some();
         let scope = caller.scope(&ScopeParams {
             environment: params.environment,
             organization: params.organization,
         })?;
+        // An organization sees its own experiments and the environment's global ones; a
+        // global caller sees the global ones, and with `scope:any` (naming no organization)
+        // every organization's too.
+        let organization = match scope.organization {
+            Some(org) => Some(Some(org)),
+            None if caller.holds(Right::ScopeAny) && !named_organization => None,
+            None => Some(None),
+        };
         let filter = ExperimentFilter {
             environment: Some(scope.environment),
-            organization: scope.organization.map(Some),
+            with_global: matches!(organization, Some(Some(_))),
+            organization,
             status,
         };
         let found = self.0.store.list_experiments(&filter, page).await?;
@@ -308,16 +341,20 @@ impl App {
         key: &str,
         patch: ExperimentPatch,
     ) -> Result<Experiment, AppError> {
-        let current = self.experiment(caller, scope, key).await?;
+        let current = self.own_experiment(caller, scope, key).await?;
         if patch.variants.is_some() && current.status != Status::Draft {
             return Err(AppError::new(
                 ErrorCode::ExperimentRunning,
                 "variants of a started experiment change only through PUT /v1/experiments/{key}/variants",
             ));
         }
+        let overridden = current.policy.override_variant.clone();
         let mut problems = Problems::new();
         let next = patch.apply(current, &mut problems);
-        let saved = self.save(next, problems, &caller.actor()).await?;
+        if next.policy.override_variant.is_some() && next.policy.override_variant != overridden {
+            caller.require(Right::ExperimentsDecide)?;
+        }
+        let saved = self.save(next, problems, caller.actor()).await?;
         self.apply_override(caller, saved).await
     }
 
@@ -345,7 +382,7 @@ impl App {
                 details: json!({"reason": "policy.override_variant", "by": caller.actor()}),
             },
             complete: true,
-            actor: caller.actor(),
+            actor: caller.actor().to_owned(),
             expected_version: Some(experiment.version),
         };
         let updated = self.0.store.set_winner(&change).await?;
@@ -362,7 +399,7 @@ impl App {
         key: &str,
         body: VariantsUpdate,
     ) -> Result<Experiment, AppError> {
-        let current = self.experiment(caller, scope, key).await?;
+        let current = self.own_experiment(caller, scope, key).await?;
         let mut problems = Problems::new();
         let variants = variants_from_input(body.variants, &mut problems);
         if current.started_at.is_some() {
@@ -382,7 +419,7 @@ impl App {
         next.variants = variants;
         next.version = body.version;
         next.updated_at = now();
-        self.save(next, problems, &caller.actor()).await
+        self.save(next, problems, caller.actor()).await
     }
 
     /// Validate and store an edited experiment (optimistic on `version`); `problems` already
@@ -420,7 +457,6 @@ impl App {
         key: &str,
         to: &str,
     ) -> Result<StatusChangeResult, AppError> {
-        caller.require(KeyScope::Admin)?;
         let to = parse_status(to).ok_or_else(|| {
             AppError::new(ErrorCode::InvalidBody, format!("unknown status '{to}'"))
                 .with_details(vec![json!({"field": "status", "message": STATUSES})])
@@ -438,10 +474,9 @@ impl App {
         key: &str,
         to: Status,
     ) -> Result<StatusChangeResult, AppError> {
-        caller.require(KeyScope::Admin)?;
         let scope = caller.scope(scope)?;
         for _ in 0..3 {
-            let current = self.find(&scope, key).await?;
+            let current = self.find_own(&scope, key).await?;
             let change = match current.status.transition_to(to) {
                 Ok(Transition::Unchanged) => {
                     return Ok(StatusChangeResult {
@@ -454,7 +489,7 @@ impl App {
                     from,
                     to,
                     at: now(),
-                    actor: caller.actor(),
+                    actor: caller.actor().to_owned(),
                 },
                 Err(e) => {
                     return Err(AppError::new(ErrorCode::InvalidTransition, e.to_string())
@@ -492,7 +527,7 @@ impl App {
         key: &str,
         body: WinnerOverride,
     ) -> Result<Experiment, AppError> {
-        let e = self.experiment(caller, scope, key).await?;
+        let e = self.own_experiment(caller, scope, key).await?;
         check_variant(&e, &body.variant)?;
         let change = WinnerChange {
             experiment_id: e.id.clone(),
@@ -503,7 +538,7 @@ impl App {
                 details: json!({"reason": body.reason, "by": caller.actor()}),
             },
             complete: body.complete,
-            actor: caller.actor(),
+            actor: caller.actor().to_owned(),
             expected_version: None,
         };
         let updated = self.0.store.set_winner(&change).await?;
@@ -511,7 +546,8 @@ impl App {
         Ok(updated)
     }
 
-    /// Always serve `variant` to `subject` (a QA override, audited).
+    /// Always serve `variant` to `subject` (a QA override, audited). In a global
+    /// experiment seen by an organization, the override is for that organization's subject.
     pub async fn force_variant(
         &self,
         caller: &Caller,
@@ -520,13 +556,14 @@ impl App {
         subject: &str,
         body: ForcedVariant,
     ) -> Result<ForcedAssignment, AppError> {
-        let e = self.experiment(caller, scope, key).await?;
+        let scope = caller.scope(scope)?;
+        let e = self.find(&scope, key).await?;
         crate::assignments::check_subject(subject)?;
         check_variant(&e, &body.variant)?;
-        let subject_key = verdict_domain::assignment::subject_key(&e, subject);
+        let subject_key = subject_key(scope.organization.as_deref(), subject);
         self.0
             .store
-            .set_forced_variant(&e.id, &subject_key, Some(&body.variant), &caller.actor())
+            .set_forced_variant(&e.id, &subject_key, Some(&body.variant), caller.actor())
             .await?;
         self.0.experiments.clear();
         Ok(ForcedAssignment {
@@ -544,11 +581,12 @@ impl App {
         key: &str,
         subject: &str,
     ) -> Result<(), AppError> {
-        let e = self.experiment(caller, scope, key).await?;
-        let subject_key = verdict_domain::assignment::subject_key(&e, subject);
+        let scope = caller.scope(scope)?;
+        let e = self.find(&scope, key).await?;
+        let subject_key = subject_key(scope.organization.as_deref(), subject);
         self.0
             .store
-            .set_forced_variant(&e.id, &subject_key, None, &caller.actor())
+            .set_forced_variant(&e.id, &subject_key, None, caller.actor())
             .await?;
         self.0.experiments.clear();
         Ok(())
@@ -561,7 +599,6 @@ impl App {
         key: &str,
         params: ScopedPageParams,
     ) -> Result<Paginated<AuditEntry>, AppError> {
-        caller.require(KeyScope::Admin)?;
         let (scope, page) = params.split();
         let page = page.to_request()?;
         let e = self.find(&caller.scope(&scope)?, key).await?;
@@ -580,4 +617,23 @@ fn check_variant(e: &Experiment, variant: &str) -> Result<(), AppError> {
             format!("'{variant}' is not a variant of '{}'", e.key),
         )),
     }
+}
+
+/// The experiment `key` (or id) as `scope` sees it: the scope's own; for an organization
+/// without one of that key, the environment's global experiment of that key or id. So an
+/// organization's own experiment wins a key clash, and the global one stays reachable by
+/// its id.
+pub(crate) async fn visible_experiment(
+    store: &dyn verdict_store::ExperimentStore,
+    scope: &Scope,
+    key: &str,
+) -> Result<Option<Experiment>, AppError> {
+    if let Some(own) = store.get_experiment(scope, key).await? {
+        return Ok(Some(own));
+    }
+    if scope.organization.is_none() {
+        return Ok(None);
+    }
+    let global = Scope::global(scope.environment.clone());
+    Ok(store.get_experiment(&global, key).await?)
 }

@@ -13,7 +13,6 @@ use verdict_aggregator::evaluate::EvaluateJob;
 use verdict_aggregator::jobs::AggregateJob;
 use verdict_cache::DynCache;
 use verdict_config::Settings;
-use verdict_domain::KeyScope;
 use verdict_jobs::{JobStatus, Registry, Runner, RunnerConfig, Start, StartError};
 use verdict_metrics::Metrics;
 use verdict_retention::RetentionJob;
@@ -21,7 +20,6 @@ use verdict_store::{DynStore, RunRecord, Trigger};
 use verdict_webhooks::{DeliveryJob, Dispatcher, DispatcherConfig};
 
 use crate::App;
-use crate::auth::Caller;
 use crate::error::{AppError, ErrorCode};
 use crate::pages::{PageParams, Paginated};
 
@@ -132,11 +130,9 @@ impl App {
     /// `jobs.http_wait_seconds` for it; `lease_held` when another replica is running it.
     pub async fn trigger_job(
         &self,
-        caller: &Caller,
         job: &str,
         experiment: Option<String>,
     ) -> Result<Triggered, AppError> {
-        caller.require(KeyScope::Internal)?;
         let wait = self.0.settings.jobs.http_wait();
         match self
             .0
@@ -180,8 +176,7 @@ impl App {
     }
 
     /// Every job with its schedule, next fire time, last run, lease holder and lag.
-    pub async fn jobs(&self, caller: &Caller) -> Result<JobList, AppError> {
-        caller.require(KeyScope::Internal)?;
+    pub async fn jobs(&self) -> Result<JobList, AppError> {
         let data = self
             .0
             .runner
@@ -197,11 +192,9 @@ impl App {
     /// A page of `job`'s runs, newest first.
     pub async fn job_runs(
         &self,
-        caller: &Caller,
         job: &str,
         page: PageParams,
     ) -> Result<Paginated<RunRecord>, AppError> {
-        caller.require(KeyScope::Internal)?;
         self.check_job(job)?;
         let page = page.to_request()?;
         Ok(Paginated::of(
@@ -211,13 +204,7 @@ impl App {
     }
 
     /// One run of `job`.
-    pub async fn job_run(
-        &self,
-        caller: &Caller,
-        job: &str,
-        id: &str,
-    ) -> Result<RunRecord, AppError> {
-        caller.require(KeyScope::Internal)?;
+    pub async fn job_run(&self, job: &str, id: &str) -> Result<RunRecord, AppError> {
         self.check_job(job)?;
         match self.0.store.get_run(id).await? {
             Some(run) if run.job == job => Ok(run),

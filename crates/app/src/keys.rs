@@ -4,10 +4,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use verdict_config::ExposeSecret;
 use verdict_domain::validation::check_key;
-use verdict_domain::{ApiKey, KeyScope, Problems};
+use verdict_domain::{ApiKey, Problems, RoleBook};
 use verdict_store::PageRequest;
 
-use crate::auth::{Caller, generate_key};
+use crate::auth::{Caller, ScopeParams, generate_key};
 use crate::error::{AppError, ErrorCode};
 use crate::pages::{PageParams, Paginated};
 use crate::{App, now};
@@ -16,7 +16,11 @@ use crate::{App, now};
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     pub name: String,
-    pub scopes: Vec<KeyScope>,
+    /// Role names: built-in (`viewer`, `experimenter`, `operator`, `admin`, `client`,
+    /// `internal`) or configured in `[auth.roles]`. `scopes` is accepted as another name for
+    /// this field (the original scopes are the roles of the same names).
+    #[serde(alias = "scopes")]
+    pub roles: Vec<String>,
     #[serde(default)]
     pub environment: Option<String>,
     #[serde(default)]
@@ -33,13 +37,24 @@ pub struct CreatedApiKey {
 }
 
 impl NewApiKey {
-    fn check(&self, environment: &str) -> Result<(), AppError> {
+    fn check(&self, environment: &str, book: &RoleBook) -> Result<(), AppError> {
         let mut p = Problems::new();
         if self.name.trim().is_empty() || self.name.len() > 200 {
             p.push("name", "must be 1 to 200 characters");
         }
-        if self.scopes.is_empty() {
-            p.push("scopes", "give at least one of admin, client, internal");
+        if self.roles.is_empty() {
+            p.push(
+                "roles",
+                format!("give at least one of {}", book.names().join(", ")),
+            );
+        }
+        for (i, role) in self.roles.iter().enumerate() {
+            if book.rights_of(role).is_none() {
+                p.push(
+                    format!("roles[{i}]"),
+                    format!("unknown role '{role}' (known: {})", book.names().join(", ")),
+                );
+            }
         }
         check_key(&mut p, "environment", environment);
         if let Some(org) = &self.organization {
@@ -58,7 +73,7 @@ fn key_for(
     plaintext: &str,
     hash: String,
     name: String,
-    scopes: Vec<KeyScope>,
+    roles: Vec<String>,
     environment: String,
     organization: Option<String>,
 ) -> ApiKey {
@@ -67,7 +82,7 @@ fn key_for(
         name,
         prefix: plaintext[..10].to_owned(),
         hash,
-        scopes,
+        roles,
         environment,
         organization,
         created_at: now(),
@@ -76,27 +91,40 @@ fn key_for(
 }
 
 impl App {
-    /// Create a key; `environment` defaults to the caller's. The plaintext is in the
-    /// answer and nowhere else, ever.
+    /// Create a key; `environment` and `organization` default to the caller's (naming
+    /// others needs `scope:any`). A caller grants only rights it holds itself: 403
+    /// `forbidden` naming the first it lacks. The plaintext is in the answer and nowhere
+    /// else, ever.
     pub async fn create_api_key(
         &self,
         caller: &Caller,
         body: NewApiKey,
     ) -> Result<CreatedApiKey, AppError> {
-        caller.require(KeyScope::Admin)?;
+        let book = &self.0.roles;
         let environment = body
             .environment
             .clone()
-            .unwrap_or_else(|| caller.key.environment.clone());
-        body.check(&environment)?;
+            .unwrap_or_else(|| caller.environment().to_owned());
+        body.check(&environment, book)?;
+        let scope = caller.scope(&ScopeParams {
+            environment: Some(environment),
+            organization: body.organization.clone(),
+        })?;
+        let granted = book.resolve(body.roles.iter().map(String::as_str));
+        if let Some(lacking) = granted.iter().find(|r| !caller.holds(*r)) {
+            return Err(crate::auth::missing_right(lacking).with_message(format!(
+                "a key may only be given rights its creator holds; this caller lacks \
+                 '{lacking}'"
+            )));
+        }
         let (plaintext, hash) = generate_key();
         let key = key_for(
             &plaintext,
             hash,
             body.name,
-            body.scopes,
-            environment,
-            body.organization,
+            body.roles,
+            scope.environment,
+            scope.organization,
         );
         self.0.store.create_api_key(&key).await?;
         Ok(CreatedApiKey {
@@ -106,20 +134,14 @@ impl App {
     }
 
     /// A page of keys, revoked ones included (never a plaintext).
-    pub async fn list_api_keys(
-        &self,
-        caller: &Caller,
-        page: PageParams,
-    ) -> Result<Paginated<ApiKey>, AppError> {
-        caller.require(KeyScope::Admin)?;
+    pub async fn list_api_keys(&self, page: PageParams) -> Result<Paginated<ApiKey>, AppError> {
         let page = page.to_request()?;
         Ok(Paginated::of(self.0.store.list_api_keys(page).await?, page))
     }
 
     /// Revoke a key: kept for the record, refused from now on (at once through this
     /// process; within the key cache's few seconds through others).
-    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
-        caller.require(KeyScope::Admin)?;
+    pub async fn revoke_api_key(&self, id: &str) -> Result<(), AppError> {
         if !self.0.store.revoke_api_key(id, now()).await? {
             return Err(AppError::new(
                 ErrorCode::ApiKeyNotFound,
@@ -151,7 +173,7 @@ impl App {
             &plaintext,
             hash,
             "first-run admin key".into(),
-            vec![KeyScope::Admin],
+            vec!["admin".to_owned()],
             settings.auth.bootstrap_environment.clone(),
             None,
         );

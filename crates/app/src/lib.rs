@@ -73,6 +73,8 @@ pub struct Inner {
     settings: Arc<Settings>,
     bootstrap: Option<Arc<Bootstrap>>,
     keys: KeyCache,
+    /// Role names to rights: built-in and `[auth.roles]`.
+    roles: verdict_domain::RoleBook,
     rate: RateLimiter,
     experiments: Arc<ExperimentCache>,
     /// Stored assignments of repeat subjects (never stale: assignments never change).
@@ -100,6 +102,8 @@ impl App {
             &settings.auth.bootstrap_environment,
         )
         .map(Arc::new);
+        let roles = verdict_domain::RoleBook::with_custom(&settings.auth.roles, "auth.roles")
+            .map_err(|p| anyhow::anyhow!("auth.roles: {p}"))?;
         let rate = RateLimiter::new(
             settings.ingest.rate_limit_per_second,
             settings.ingest.rate_limit_burst,
@@ -113,6 +117,7 @@ impl App {
             settings,
             bootstrap,
             keys: KeyCache::default(),
+            roles,
             rate,
             experiments,
             assignments: AssignmentCache::default(),

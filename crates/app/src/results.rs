@@ -16,7 +16,7 @@ use verdict_aggregator::counts::{self, ResultsSource};
 use verdict_aggregator::evaluate;
 use verdict_cache::Cache;
 pub use verdict_cache::Change;
-use verdict_domain::{Experiment, KeyScope, Scope, Status, WinnerSnapshot};
+use verdict_domain::{Experiment, Scope, Status, WinnerSnapshot};
 use verdict_policy::analysis::{Analysis, MetricSpec, analyze};
 use verdict_policy::{Evaluation, GuardOutcome, GuardrailReport, SubjectsNeeded, Verdict};
 use verdict_store::{Granularity, TimeRange};
@@ -160,7 +160,6 @@ impl App {
         key: &str,
         metric: Option<String>,
     ) -> Result<(Experiment, String), AppError> {
-        caller.require(KeyScope::Client)?;
         let e = self.find(&caller.scope(&scope)?, key).await?;
         let metric = match metric {
             None => e.primary_metric.event.clone(),
@@ -177,7 +176,6 @@ impl App {
         scope: &ScopeParams,
         key: &str,
     ) -> Result<WinnerSnapshot, AppError> {
-        caller.require(KeyScope::Client)?;
         let e = self.find(&caller.scope(scope)?, key).await?;
         self.0.snapshots.read(&*self.0.store, &e).await
     }
@@ -281,23 +279,10 @@ impl App {
         })
     }
 
-    /// The scope a push client (WebSocket, SSE) follows experiments in: the caller needs
-    /// the `client` right.
-    pub fn client_scope(&self, caller: &Caller, scope: &ScopeParams) -> Result<Scope, AppError> {
-        caller.require(KeyScope::Client)?;
-        caller.scope(scope)
-    }
-
-    /// Follow winner and status changes: the experiment `key` resolves in the caller's
-    /// scope (`client` right). Subscribe before reading the current snapshot, so that no
-    /// change between the two is missed.
-    pub async fn follow(
-        &self,
-        caller: &Caller,
-        scope: &Scope,
-        key: &str,
-    ) -> Result<Followed, AppError> {
-        caller.require(KeyScope::Client)?;
+    /// Follow winner and status changes: the experiment `key` as `scope` sees it.
+    /// Subscribe before reading the current snapshot, so that no change between the two is
+    /// missed.
+    pub async fn follow(&self, scope: &Scope, key: &str) -> Result<Followed, AppError> {
         let changes = self.changes();
         let experiment = self.find(scope, key).await?;
         let snapshot = self.0.snapshots.read(&*self.0.store, &experiment).await?;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use verdict_domain::validation::check_key;
-use verdict_domain::{EventType, KeyScope, Problems};
+use verdict_domain::{EventType, Problems};
 use verdict_store::{Attempt, Delivery, DeliveryStatus, Endpoint, EndpointPatch};
 use verdict_webhooks::{Secret, TargetError, check_url};
 
@@ -287,11 +287,13 @@ fn new_secret() -> Result<String, AppError> {
         .map_err(AppError::internal)
 }
 
-async fn load(app: &App, id: &str) -> Result<Endpoint, AppError> {
+/// Endpoint `id`, if the caller may act in its environment (else it is not found).
+async fn load(app: &App, caller: &Caller, id: &str) -> Result<Endpoint, AppError> {
     app.0
         .store
         .get_endpoint(id)
         .await?
+        .filter(|e| caller.require_environment(&e.environment).is_ok())
         .ok_or_else(|| endpoint_not_found(id))
 }
 
@@ -304,8 +306,9 @@ async fn create(
     let mut p = Problems::new();
     let environment = body
         .environment
-        .unwrap_or_else(|| caller.key.environment.clone());
+        .unwrap_or_else(|| caller.environment().to_owned());
     check_key(&mut p, "environment", &environment);
+    caller.require_environment(&environment)?;
     if !p.mentions("environment") && app.0.store.get_environment(&environment).await?.is_none() {
         p.push("environment", format!("no environment '{environment}'"));
     }
@@ -342,7 +345,6 @@ async fn create(
 
 /// Change an endpoint's URL, event types or description.
 async fn update(app: &App, id: &str, body: EndpointUpdate) -> Result<EndpointView, AppError> {
-    load(app, id).await?;
     let mut p = Problems::new();
     if let Some(url) = &body.url {
         check_endpoint_url(app, &mut p, url).await;
@@ -399,7 +401,6 @@ impl App {
         caller: &Caller,
         body: NewEndpoint,
     ) -> Result<CreatedEndpoint, AppError> {
-        caller.require(KeyScope::Admin)?;
         create(self, caller, body).await
     }
 
@@ -409,11 +410,11 @@ impl App {
         caller: &Caller,
         query: EndpointListQuery,
     ) -> Result<Paginated<EndpointView>, AppError> {
-        caller.require(KeyScope::Admin)?;
         let page = page_of(query.page, query.page_size)?;
         let environment = query
             .environment
-            .unwrap_or_else(|| caller.key.environment.clone());
+            .unwrap_or_else(|| caller.environment().to_owned());
+        caller.require_environment(&environment)?;
         let at = now();
         let endpoints = self
             .0
@@ -424,8 +425,7 @@ impl App {
     }
 
     pub async fn endpoint(&self, caller: &Caller, id: &str) -> Result<EndpointView, AppError> {
-        caller.require(KeyScope::Admin)?;
-        Ok(EndpointView::of(load(self, id).await?, now()))
+        Ok(EndpointView::of(load(self, caller, id).await?, now()))
     }
 
     /// Change an endpoint's URL, event types or description.
@@ -435,13 +435,13 @@ impl App {
         id: &str,
         body: EndpointUpdate,
     ) -> Result<EndpointView, AppError> {
-        caller.require(KeyScope::Admin)?;
+        load(self, caller, id).await?;
         update(self, id, body).await
     }
 
     /// Delete an endpoint with its delivery log.
     pub async fn delete_endpoint(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
-        caller.require(KeyScope::Admin)?;
+        load(self, caller, id).await?;
         if self.0.store.delete_endpoint(id).await? {
             Ok(())
         } else {
@@ -456,7 +456,7 @@ impl App {
         id: &str,
         enabled: bool,
     ) -> Result<EndpointView, AppError> {
-        caller.require(KeyScope::Admin)?;
+        load(self, caller, id).await?;
         let at = now();
         let reason = (!enabled).then_some("manual");
         let e = self
@@ -474,7 +474,7 @@ impl App {
         caller: &Caller,
         id: &str,
     ) -> Result<RotatedSecret, AppError> {
-        caller.require(KeyScope::Admin)?;
+        load(self, caller, id).await?;
         rotate(self, id).await
     }
 
@@ -485,7 +485,6 @@ impl App {
         id: &str,
         query: MessageListQuery,
     ) -> Result<Paginated<MessageView>, AppError> {
-        caller.require(KeyScope::Admin)?;
         let status = match query.status.as_deref() {
             None => None,
             Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
@@ -496,7 +495,7 @@ impl App {
             })?),
         };
         let page = page_of(query.page, query.page_size)?;
-        load(self, id).await?;
+        load(self, caller, id).await?;
         let log = self.0.store.list_deliveries(id, status, page).await?;
         Ok(Paginated::of(log, page).map(MessageView::from))
     }
@@ -509,9 +508,8 @@ impl App {
         message_id: &str,
         page: PageParams,
     ) -> Result<Paginated<Attempt>, AppError> {
-        caller.require(KeyScope::Admin)?;
         let page = page.to_request()?;
-        load(self, id).await?;
+        load(self, caller, id).await?;
         if self.0.store.get_delivery(id, message_id).await?.is_none() {
             return Err(message_not_found(id, message_id));
         }
@@ -529,8 +527,7 @@ impl App {
         id: &str,
         message_id: &str,
     ) -> Result<MessageView, AppError> {
-        caller.require(KeyScope::Admin)?;
-        load(self, id).await?;
+        load(self, caller, id).await?;
         let d = self
             .0
             .store
@@ -547,8 +544,7 @@ impl App {
         id: &str,
         body: RecoverRequest,
     ) -> Result<Recovered, AppError> {
-        caller.require(KeyScope::Admin)?;
-        load(self, id).await?;
+        load(self, caller, id).await?;
         let recovered = self.0.store.recover_failed(id, body.since, now()).await?;
         Ok(Recovered { recovered })
     }

@@ -86,7 +86,7 @@ async fn every_registered_job_runs_through_the_runner_and_records_its_report() {
     assert_eq!(delivered["claimed"], 0, "no endpoint, nothing to deliver");
 
     // Each run is in the job's history.
-    let internal = app.jobs(&admin).await.unwrap();
+    let internal = app.jobs().await.unwrap();
     for status in internal.data {
         let last = status.last_run.expect("a recorded run");
         assert_eq!(last.job, status.job);

@@ -370,7 +370,7 @@ async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
         reqwest::Method::POST,
         format!("{verdict}/v1/api-keys"),
         ADMIN_KEY,
-        Some(json!({"name": "bench", "scopes": ["client"]})),
+        Some(json!({"name": "bench", "roles": ["client"]})),
     )
     .await?;
     let client_key = key["key"]

@@ -1,33 +1,10 @@
 //! API keys: who may call what.
 //!
 //! Keys are random secrets shown once; only their SHA-256 is stored (hashing happens at the
-//! edge, this module only models the record and the scope rules).
+//! edge, this module only models the record; what its roles allow is [`crate::rights`]).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum KeyScope {
-    /// Administer experiments, environments, audiences, keys, webhooks.
-    Admin,
-    /// Assignment, events, winner and results reads.
-    Client,
-    /// Trigger internal jobs.
-    Internal,
-}
-
-impl KeyScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyScope::Admin => "admin",
-            KeyScope::Client => "client",
-            KeyScope::Internal => "internal",
-        }
-    }
-}
 
 /// A stored API key (never the plaintext).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +17,11 @@ pub struct ApiKey {
     pub hash: String,
     /// First characters of the key, to recognise it in lists.
     pub prefix: String,
-    pub scopes: Vec<KeyScope>,
+    /// Role names ([`crate::rights`]): built-in (`admin`, `client`, `internal`, `viewer`,
+    /// `experimenter`, `operator`) or configured. Keys stored with `scopes` read as the
+    /// roles of the same names.
+    #[serde(alias = "scopes")]
+    pub roles: Vec<String>,
     /// The environment requests with this key act in.
     pub environment: String,
     /// When set, the key only sees this organization's experiments.
@@ -52,10 +33,19 @@ pub struct ApiKey {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-impl ApiKey {
-    /// Admin keys may do everything; other scopes only what they name.
-    pub fn allows(&self, scope: KeyScope) -> bool {
-        self.revoked_at.is_none()
-            && (self.scopes.contains(&scope) || self.scopes.contains(&KeyScope::Admin))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stored_with_scopes_read_as_the_roles_of_the_same_names() {
+        let stored = r#"{"id": "key_1", "name": "app", "prefix": "vk_0123456",
+            "scopes": ["client", "internal"], "environment": "production",
+            "created_at": "2026-01-01T00:00:00Z"}"#;
+        let key: ApiKey = serde_json::from_str(stored).unwrap();
+        assert_eq!(key.roles, ["client", "internal"]);
+        let written = serde_json::to_value(&key).unwrap();
+        assert_eq!(written["roles"], serde_json::json!(["client", "internal"]));
+        assert!(written.get("scopes").is_none());
     }
 }

@@ -50,10 +50,13 @@ pub fn bucket(experiment: &Experiment, subject: &str) -> Bucket {
     }
 }
 
-/// The key under which a subject's assignment is stored: per-organization experiments
-/// include the organization so that the same subject id in two organizations is two subjects.
-pub fn subject_key<'a>(experiment: &Experiment, subject: &'a str) -> Cow<'a, str> {
-    match &experiment.scope.organization {
+/// The key under which a subject's assignment and events are stored: an organization's
+/// subjects are qualified by it (`org:subject`), so that the same subject id in two
+/// organizations is two subjects, in the organization's own experiments and in global ones
+/// it is served. Bucketing ([`bucket`]) always hashes the bare subject id, as a GrowthBook
+/// SDK given that id would.
+pub fn subject_key<'a>(organization: Option<&str>, subject: &'a str) -> Cow<'a, str> {
+    match organization {
         Some(org) => Cow::Owned(format!("{org}:{subject}")),
         None => Cow::Borrowed(subject),
     }

@@ -29,7 +29,8 @@
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
 //! - [`environment`]: environments (`production`, `staging`, …).
 //! - [`mod@error_chain`]: an error with its causes on one line.
-//! - [`api_key`]: API keys, their scopes and what each scope allows.
+//! - [`api_key`]: API keys and the roles they carry.
+//! - [`rights`]: rights, the built-in roles and custom ones.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
 
 pub mod api_key;
@@ -43,6 +44,7 @@ pub mod figures;
 pub mod hashing;
 pub mod metric;
 pub mod outbox;
+pub mod rights;
 pub mod scope;
 pub mod snapshot;
 pub mod status;
@@ -50,7 +52,7 @@ pub mod targeting;
 pub mod validation;
 pub mod webhook;
 
-pub use api_key::{ApiKey, KeyScope};
+pub use api_key::ApiKey;
 pub use assignment::Assignment;
 pub use audience::Audience;
 pub use environment::Environment;
@@ -65,6 +67,7 @@ pub use metric::{
     Cap, DEFAULT_GUARDRAIL_MARGIN, Margin, Metric, MetricKind, MetricRole, Objective,
 };
 pub use outbox::{EventType, OutboxMessage};
+pub use rights::{Right, Rights, RoleBook};
 pub use scope::Scope;
 pub use snapshot::WinnerSnapshot;
 pub use status::{Status, TransitionError};

@@ -68,6 +68,8 @@ pub struct ExperimentFilter {
     pub environment: Option<String>,
     /// `Some(None)` selects global experiments only; `Some(Some(org))` one organization's.
     pub organization: Option<Option<String>>,
+    /// With `organization: Some(Some(org))`: that organization's and the global ones.
+    pub with_global: bool,
     pub status: Option<Status>,
 }
 

@@ -83,6 +83,28 @@ pub async fn experiment_keys_are_unique_within_environment_and_organization(stor
             .id,
         "e4"
     );
+    // An organization's list may take the environment's global experiments with its own,
+    // and no other organization's nor environment's.
+    store
+        .create_experiment(
+            &experiment(Scope::new("production", Some("globex".into())), "g", "e6"),
+            "test",
+        )
+        .await
+        .unwrap();
+    let with_global = ExperimentFilter {
+        environment: Some("production".into()),
+        organization: Some(Some("acme".into())),
+        with_global: true,
+        status: None,
+    };
+    let listed = store
+        .list_experiments(&with_global, PageRequest::DEFAULT)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = listed.items.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!((ids, listed.total), (vec!["e1", "e3"], 2));
 }
 
 pub async fn experiments_list_with_filters_and_pagination(store: DynStore) {

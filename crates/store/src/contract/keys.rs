@@ -10,7 +10,7 @@ pub async fn api_keys_are_found_by_hash_listed_and_revoked(store: DynStore) {
         name: "app".into(),
         hash: "ab".repeat(32),
         prefix: "vk_abcd".into(),
-        scopes: vec![verdict_domain::KeyScope::Client],
+        roles: vec!["client".into()],
         environment: "production".into(),
         organization: Some("acme".into()),
         created_at: T0,
@@ -38,5 +38,4 @@ pub async fn api_keys_are_found_by_hash_listed_and_revoked(store: DynStore) {
     assert!(!store.revoke_api_key("key_2", T0).await.unwrap());
     let revoked = store.find_api_key(&"ab".repeat(32)).await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(T0));
-    assert!(!revoked.allows(verdict_domain::KeyScope::Client));
 }

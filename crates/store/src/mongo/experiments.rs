@@ -230,8 +230,14 @@ impl ExperimentStore for MongoStore {
         if let Some(env) = &filter.environment {
             f.insert("environment", env);
         }
-        if let Some(org) = &filter.organization {
-            f.insert("organization", org_field(org));
+        match &filter.organization {
+            Some(Some(org)) if filter.with_global => {
+                f.insert("organization", doc! {"$in": [org, ""]});
+            }
+            Some(org) => {
+                f.insert("organization", org_field(org));
+            }
+            None => {}
         }
         if let Some(st) = filter.status {
             f.insert("status", st.as_str());

@@ -143,18 +143,24 @@ impl ExperimentStore for SqliteStore {
         self.read(move |c| {
             let mut where_sql = String::from("1 = 1");
             let mut args: Vec<String> = Vec::new();
-            let mut add = |column: &str, value: String| {
+            // `condition` with `?` for the parameter `value`.
+            let mut add = |condition: &str, value: String| {
                 args.push(value);
-                where_sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+                let at = format!("?{}", args.len());
+                where_sql.push_str(" AND ");
+                where_sql.push_str(&condition.replace('?', &at));
             };
             if let Some(env) = f.environment {
-                add("environment", env);
+                add("environment = ?", env);
             }
-            if let Some(org) = f.organization {
-                add("organization", org.unwrap_or_default());
+            match f.organization {
+                // Global experiments have organization ''.
+                Some(Some(org)) if f.with_global => add("organization IN (?, '')", org),
+                Some(org) => add("organization = ?", org.unwrap_or_default()),
+                None => {}
             }
             if let Some(st) = f.status {
-                add("status", st.as_str().to_owned());
+                add("status = ?", st.as_str().to_owned());
             }
             let n = args.len();
             let refs: Vec<&dyn rusqlite::ToSql> =
