@@ -21,9 +21,9 @@
 //! - be bypassed: no other crate reads `VERDICT_*` variables; they get a [`Settings`].
 //!   Within this crate the process environment is read only by [`Settings::load`]; tests
 //!   inject variables through [`Settings::load_from`].
-//! - print secrets: `mongodb.uri`, `redis.url` and `auth.bootstrap_admin_key` are
-//!   `SecretString`s, redacted in `Debug`, never quoted in error messages, and left out of
-//!   [`Settings::redacted_summary`].
+//! - print secrets: `mongodb.uri`, `redis.url`, `auth.bootstrap_admin_key` and
+//!   `auth.jwt.hs256_secret` are `SecretString`s, redacted in `Debug`, never quoted in error
+//!   messages, and left out of [`Settings::redacted_summary`].
 //!
 //! # Layout
 //!
@@ -56,8 +56,9 @@ use std::path::Path;
 pub use error::{ConfigError, Problem};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use settings::{
-    AuthSettings, CacheKind, IngestSettings, JobsSettings, LogFormat, LogSettings, MongodbSettings,
-    RedisSettings, RetentionSettings, ServerSettings, Settings, SqliteSettings, StoreKind,
+    AuthSettings, CacheKind, IngestSettings, JobsSettings, JwtClaimNames, JwtSettings, LogFormat,
+    LogSettings, MongodbSettings, RedisSettings, RetentionSettings, ServerSettings, Settings,
+    SqliteSettings, StoreKind,
 };
 pub use validate::{next_fire, parse_schedule, tick_of};
 pub use webhooks::WebhooksSettings;

@@ -27,7 +27,12 @@ const CONFIG_FILE_ENV: &str = "VERDICT_CONFIG";
 const ENV_NESTING: &str = "__";
 
 /// Keys whose values must never appear in messages.
-const SECRET_KEYS: [&str; 3] = ["mongodb.uri", "redis.url", "auth.bootstrap_admin_key"];
+const SECRET_KEYS: [&str; 4] = [
+    "mongodb.uri",
+    "redis.url",
+    "auth.bootstrap_admin_key",
+    "auth.jwt.hs256_secret",
+];
 
 /// Where a layer came from, for error messages.
 enum Source {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Every Verdict setting, after layering. Build it with [`Settings::load`].
@@ -224,6 +224,73 @@ pub struct AuthSettings {
     /// built-in `viewer`, `experimenter`, `operator`, `admin`, `client`, `internal`.
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    /// JWT bearer tokens (`[auth.jwt]`); off unless a secret or a key set is configured.
+    pub jwt: JwtSettings,
+}
+
+/// `[auth.jwt]`: verification of JWT bearer tokens, beside API keys.
+///
+/// Off when `hs256_secret`, `jwks_url` and `jwks_file` are all empty. Empty strings mean
+/// "not set" (TOML has no null).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Shared secret for HS256 tokens; empty means HS256 is refused (secret).
+    pub hs256_secret: SecretString,
+    /// JWKS endpoint (http or https) whose keys verify RS*/PS*/ES*/EdDSA tokens.
+    pub jwks_url: String,
+    /// JWKS file read at start-up, instead of `jwks_url`.
+    pub jwks_file: PathBuf,
+    /// Required `iss`; empty means not checked.
+    pub issuer: String,
+    /// Required `aud` (one of the token's audiences); empty means not checked.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+    /// Time limit of one JWKS fetch, in seconds.
+    pub jwks_timeout_seconds: u64,
+    /// Least time between two JWKS fetches caused by tokens with an unknown `kid`, in seconds.
+    pub jwks_min_refresh_seconds: u64,
+    /// A fetched key set older than this is fetched again, in seconds.
+    pub jwks_max_age_seconds: u64,
+    /// Which claims carry the caller's identity.
+    pub claims: JwtClaimNames,
+}
+
+impl JwtSettings {
+    /// `true` when a secret, a JWKS URL or a JWKS file is configured.
+    pub fn enabled(&self) -> bool {
+        !self.hs256_secret.expose_secret().is_empty()
+            || !self.jwks_url.trim().is_empty()
+            || !self.jwks_file.as_os_str().is_empty()
+    }
+
+    pub fn jwks_timeout(&self) -> Duration {
+        Duration::from_secs(self.jwks_timeout_seconds)
+    }
+
+    pub fn jwks_min_refresh(&self) -> Duration {
+        Duration::from_secs(self.jwks_min_refresh_seconds)
+    }
+
+    pub fn jwks_max_age(&self) -> Duration {
+        Duration::from_secs(self.jwks_max_age_seconds)
+    }
+}
+
+/// `[auth.jwt.claims]`: claim names, each a top-level name or a dotted path into nested
+/// objects (`realm_access.roles`). A name present as-is at the top level wins over the path.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtClaimNames {
+    /// The caller's identity (required in every token).
+    pub subject: String,
+    /// The caller's organization (optional).
+    pub organization: String,
+    /// Environments the caller may act in: a string or an array of strings.
+    pub environments: String,
+    /// The caller's roles: a string or an array of strings.
+    pub roles: String,
 }
 
 /// `[ingest]`: event ingestion limits.

@@ -99,7 +99,9 @@ fn every_default_key_documents_its_env_var() {
             let var = if section.is_empty() {
                 format!("VERDICT_{}", key.to_uppercase())
             } else {
-                format!("VERDICT_{}__{}", section.to_uppercase(), key.to_uppercase())
+                // `[auth.jwt]` nests like its variables: VERDICT_AUTH__JWT__<KEY>.
+                let section = section.to_uppercase().replace('.', "__");
+                format!("VERDICT_{section}__{}", key.to_uppercase())
             };
             assert_eq!(
                 previous,
@@ -570,4 +572,126 @@ fn ticks_are_the_latest_occurrence_and_next_fires_follow() {
         Some(datetime!(2026-03-02 03:30:00 UTC))
     );
     assert_eq!(crate::tick_of("not cron", now), None);
+}
+
+// --- [auth.jwt] -----------------------------------------------------------------------
+
+#[test]
+fn jwt_is_off_by_default_with_the_documented_defaults() {
+    let jwt = load_ok(None, &[]).auth.jwt;
+    assert!(!jwt.enabled());
+    assert_eq!(jwt.hs256_secret.expose_secret(), "");
+    assert_eq!(jwt.jwks_url, "");
+    assert_eq!(jwt.jwks_file, PathBuf::new());
+    assert_eq!(jwt.issuer, "");
+    assert_eq!(jwt.audience, "");
+    assert_eq!(jwt.leeway_seconds, 30);
+    assert_eq!(jwt.jwks_timeout_seconds, 5);
+    assert_eq!(jwt.jwks_min_refresh_seconds, 60);
+    assert_eq!(jwt.jwks_max_age_seconds, 3600);
+    assert_eq!(jwt.claims.subject, "sub");
+    assert_eq!(jwt.claims.organization, "org");
+    assert_eq!(jwt.claims.environments, "env");
+    assert_eq!(jwt.claims.roles, "roles");
+}
+
+#[test]
+fn jwt_settings_nest_in_files_and_the_environment() {
+    let s = load_ok(
+        Some(
+            "[auth.jwt]\njwks_url = \"https://idp.example/jwks.json\"\n\
+             [auth.jwt.claims]\nroles = \"realm_access.roles\"\n",
+        ),
+        &[
+            ("VERDICT_AUTH__JWT__AUDIENCE", "verdict"),
+            ("VERDICT_AUTH__JWT__CLAIMS__SUBJECT", "email"),
+            ("VERDICT_AUTH__JWT__JWKS_MIN_REFRESH_SECONDS", "5"),
+        ],
+    );
+    let jwt = s.auth.jwt;
+    assert!(jwt.enabled());
+    assert_eq!(jwt.jwks_url, "https://idp.example/jwks.json");
+    assert_eq!(jwt.audience, "verdict");
+    assert_eq!(jwt.claims.roles, "realm_access.roles");
+    assert_eq!(jwt.claims.subject, "email");
+    assert_eq!(jwt.jwks_min_refresh_seconds, 5);
+    // The rest of `[auth]` is untouched.
+    assert_eq!(s.auth.bootstrap_environment, "production");
+}
+
+#[test]
+fn bad_jwt_settings_are_reported_together_naming_each_key() {
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_AUTH__JWT__HS256_SECRET", "too-short-secret"),
+            ("VERDICT_AUTH__JWT__JWKS_URL", "ftp://idp.example/jwks.json"),
+            ("VERDICT_AUTH__JWT__JWKS_FILE", "/etc/verdict/jwks.json"),
+            ("VERDICT_AUTH__JWT__LEEWAY_SECONDS", "601"),
+            ("VERDICT_AUTH__JWT__JWKS_TIMEOUT_SECONDS", "0"),
+            ("VERDICT_AUTH__JWT__JWKS_MIN_REFRESH_SECONDS", "120"),
+            ("VERDICT_AUTH__JWT__JWKS_MAX_AGE_SECONDS", "60"),
+            ("VERDICT_AUTH__JWT__CLAIMS__SUBJECT", " "),
+        ],
+    );
+    assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+    let mut keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "auth.jwt.claims.subject",
+            "auth.jwt.hs256_secret",
+            "auth.jwt.jwks_file",
+            "auth.jwt.jwks_max_age_seconds",
+            "auth.jwt.jwks_timeout_seconds",
+            "auth.jwt.jwks_url",
+            "auth.jwt.leeway_seconds",
+        ],
+        "{err}"
+    );
+    assert!(
+        line_for(&err, "auth.jwt.jwks_file").contains("not both"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("too-short-secret"), "{err}");
+}
+
+#[test]
+fn jwt_boundaries_are_accepted() {
+    let jwt = load_ok(
+        None,
+        &[
+            ("VERDICT_AUTH__JWT__HS256_SECRET", &"s".repeat(32)),
+            ("VERDICT_AUTH__JWT__JWKS_URL", "http://127.0.0.1:8081/jwks"),
+            ("VERDICT_AUTH__JWT__LEEWAY_SECONDS", "600"),
+            ("VERDICT_AUTH__JWT__JWKS_MIN_REFRESH_SECONDS", "1"),
+            ("VERDICT_AUTH__JWT__JWKS_MAX_AGE_SECONDS", "1"),
+        ],
+    )
+    .auth
+    .jwt;
+    assert!(jwt.enabled());
+    let err = load_err(
+        None,
+        &[("VERDICT_AUTH__JWT__HS256_SECRET", &"s".repeat(31))],
+    );
+    assert_invalid_only(&err, "auth.jwt.hs256_secret");
+    let err = load_err(None, &[("VERDICT_AUTH__JWT__JWKS_URL", "https://")]);
+    assert_invalid_only(&err, "auth.jwt.jwks_url");
+}
+
+#[test]
+fn the_jwt_secret_is_never_printed() {
+    let secret = "jwt-secret-0123456789-0123456789-abc";
+    let s = load_ok(None, &[("VERDICT_AUTH__JWT__HS256_SECRET", secret)]);
+    let debug = format!("{s:?} {s:#?}");
+    assert!(!debug.contains(secret), "{debug}");
+    assert!(!s.redacted_summary().contains(secret));
+    let err = load_err(
+        Some("[auth.jwt]\nhs256_secret = 1234567890123456789\n"),
+        &[],
+    );
+    let line = line_for(&err, "auth.jwt.hs256_secret");
+    assert!(!line.contains("1234567890123456789"), "{line}");
 }

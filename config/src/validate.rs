@@ -4,7 +4,7 @@
 use secrecy::ExposeSecret;
 
 use crate::error::Problem;
-use crate::settings::{CacheKind, Settings, StoreKind};
+use crate::settings::{CacheKind, JwtSettings, Settings, StoreKind};
 
 const MIN_BODY_LIMIT_BYTES: u64 = 1024;
 const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
@@ -147,6 +147,8 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         format!("must be empty or at least {MIN_ADMIN_KEY_CHARS} characters"),
     );
 
+    validate_jwt(&s.auth.jwt, &mut check);
+
     check(
         (1..=MAX_BATCH).contains(&s.ingest.max_batch),
         "ingest.max_batch",
@@ -228,6 +230,95 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
 
     problems
 }
+
+/// The `[auth.jwt]` rules.
+fn validate_jwt(jwt: &JwtSettings, check: &mut impl FnMut(bool, &str, String)) {
+    let secret_bytes = jwt.hs256_secret.expose_secret().len();
+    check(
+        secret_bytes == 0 || secret_bytes >= MIN_JWT_SECRET_BYTES,
+        "auth.jwt.hs256_secret",
+        format!("must be empty or at least {MIN_JWT_SECRET_BYTES} bytes"),
+    );
+    let url = jwt.jwks_url.trim();
+    check(
+        url.is_empty() || is_http_url(url),
+        "auth.jwt.jwks_url",
+        "must be an http:// or https:// URL with a host".to_owned(),
+    );
+    check(
+        url.is_empty() || jwt.jwks_file.as_os_str().is_empty(),
+        "auth.jwt.jwks_file",
+        "set either auth.jwt.jwks_url or auth.jwt.jwks_file, not both".to_owned(),
+    );
+    check(
+        jwt.leeway_seconds <= MAX_JWT_LEEWAY_SECONDS,
+        "auth.jwt.leeway_seconds",
+        format!(
+            "must be at most {MAX_JWT_LEEWAY_SECONDS} (got {})",
+            jwt.leeway_seconds
+        ),
+    );
+    check(
+        (1..=MAX_JWKS_TIMEOUT_SECONDS).contains(&jwt.jwks_timeout_seconds),
+        "auth.jwt.jwks_timeout_seconds",
+        format!(
+            "must be between 1 and {MAX_JWKS_TIMEOUT_SECONDS} (got {})",
+            jwt.jwks_timeout_seconds
+        ),
+    );
+    check(
+        (1..=MAX_JWKS_MIN_REFRESH_SECONDS).contains(&jwt.jwks_min_refresh_seconds),
+        "auth.jwt.jwks_min_refresh_seconds",
+        format!(
+            "must be between 1 and {MAX_JWKS_MIN_REFRESH_SECONDS} (got {})",
+            jwt.jwks_min_refresh_seconds
+        ),
+    );
+    check(
+        (jwt.jwks_min_refresh_seconds..=MAX_JWKS_MAX_AGE_SECONDS)
+            .contains(&jwt.jwks_max_age_seconds),
+        "auth.jwt.jwks_max_age_seconds",
+        format!(
+            "must be between auth.jwt.jwks_min_refresh_seconds ({}) and \
+             {MAX_JWKS_MAX_AGE_SECONDS} (got {})",
+            jwt.jwks_min_refresh_seconds, jwt.jwks_max_age_seconds
+        ),
+    );
+    for (key, name) in [
+        ("auth.jwt.claims.subject", &jwt.claims.subject),
+        ("auth.jwt.claims.organization", &jwt.claims.organization),
+        ("auth.jwt.claims.environments", &jwt.claims.environments),
+        ("auth.jwt.claims.roles", &jwt.claims.roles),
+    ] {
+        check(
+            !name.trim().is_empty(),
+            key,
+            "must name a claim (a name or a dotted path)".to_owned(),
+        );
+    }
+}
+
+/// `http://host...` or `https://host...` (a non-empty host, no spaces).
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        !host.is_empty() && !host.starts_with(':') && !url.contains(char::is_whitespace)
+    })
+}
+
+/// Shortest HS256 secret, in bytes (RFC 7518 3.2: at least the hash size).
+const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Largest clock-skew allowance on `exp` / `nbf`, in seconds.
+const MAX_JWT_LEEWAY_SECONDS: u64 = 600;
+/// Longest JWKS fetch, in seconds.
+const MAX_JWKS_TIMEOUT_SECONDS: u64 = 60;
+/// Longest interval between unknown-kid refetches, in seconds.
+const MAX_JWKS_MIN_REFRESH_SECONDS: u64 = 3600;
+/// Longest a fetched key set is used without fetching again (7 days), in seconds.
+const MAX_JWKS_MAX_AGE_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Longest job lease and HTTP wait, in seconds.
 const MAX_LEASE_SECONDS: u64 = 3600;
