@@ -33,8 +33,9 @@ async fn spawn() -> App {
     let cache: DynCache = Arc::new(MemoryCache::new());
     // The server runs until the test's runtime ends (its shutdown signal is never cancelled).
     let stop = tokio_util::sync::CancellationToken::new();
-    let app =
-        verdict_app::App::new(store.clone(), cache.clone(), Arc::new(settings), stop).unwrap();
+    let app = verdict_app::App::new(store.clone(), cache.clone(), Arc::new(settings), stop)
+        .await
+        .unwrap();
     let server = verdict_api::Application::build(app).await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());
     tokio::spawn(server.run_until_stopped());

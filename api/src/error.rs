@@ -42,7 +42,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        StoreUnavailable | Overloaded | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        StoreUnavailable | AuthUnavailable | Overloaded | ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -151,7 +151,7 @@ async fn keys_carry_roles_and_grant_only_what_their_creator_holds() {
     // A caller with keys:manage but not every right cannot mint an admin key.
     let app = common::spawn_app_with(&[(
         "VERDICT_AUTH__ROLES__KEYMANAGER",
-        "[\"keys:manage\", \"results:read\"]",
+        "keys:manage,results:read",
     )])
     .await;
     let manager = app.create_key(&["keymanager"]).await;

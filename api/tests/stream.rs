@@ -124,3 +124,84 @@ async fn the_stream_needs_a_client_key_and_a_known_experiment() {
         (StatusCode::NOT_FOUND, "experiment_not_found")
     );
 }
+
+#[tokio::test]
+async fn revoking_the_key_ends_its_open_stream() {
+    let app = spawn_app().await;
+    app.create_experiment(&ab_experiment("watched")).await;
+    let (client_key, id) = app.create_key_with_id(&["client"]).await;
+    let response = app
+        .client
+        .get(app.url("/v1/experiments/watched/stream"))
+        .bearer_auth(&client_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = Events {
+        response,
+        buffer: String::new(),
+    };
+    let (kind, _) = events.next(Duration::from_secs(2)).await;
+    assert_eq!(kind, "snapshot");
+
+    let (status, body) = app
+        .delete(&format!("/v1/api-keys/{id}"), &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // The stream ends (the body completes) within a few revalidation intervals.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.response.chunk().await {
+                Ok(Some(_)) => continue, // keep-alive comments until then
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a revoked key stays open");
+    let (status, _) = app.get("/v1/experiments/watched/winner", &client_key).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn revoking_the_key_closes_its_websocket_with_a_policy_violation() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let app = spawn_app().await;
+    app.create_experiment(&ab_experiment("watched")).await;
+    let (client_key, id) = app.create_key_with_id(&["client"]).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={client_key}", app.addr))
+            .await
+            .expect("the WebSocket upgrade succeeds");
+    ws.send(Message::text(
+        json!({"type": "subscribe", "experiment": "watched"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .expect("a snapshot")
+        .unwrap()
+        .unwrap();
+    assert!(first.to_text().unwrap().contains("snapshot"), "{first:?}");
+
+    let (status, _) = app
+        .delete(&format!("/v1/api-keys/{id}"), &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = ws.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the connection of a revoked key is closed");
+    assert_eq!(closed.expect("a close frame").code, CloseCode::Policy);
+}

@@ -190,6 +190,9 @@ fn layer_dict(figment: &Figment) -> Dict {
         .unwrap_or_default()
 }
 
+/// Sections whose keys are names the user chooses (checked by validation instead).
+const OPEN_SECTIONS: &[&str] = &["auth.roles"];
+
 /// Reports keys of `data` that `schema` (the defaults) does not have, and sections given
 /// as plain values.
 fn check_keys(schema: &Dict, data: &Dict, prefix: &str, layer: &Layer, out: &mut Vec<Problem>) {
@@ -211,6 +214,8 @@ fn check_keys(schema: &Dict, data: &Dict, prefix: &str, layer: &Layer, out: &mut
                     ),
                 ));
             }
+            // A section whose keys are the user's own names (custom roles).
+            (Some(Value::Dict(..)), Value::Dict(..)) if OPEN_SECTIONS.contains(&key.as_str()) => {}
             (Some(Value::Dict(_, inner_schema)), Value::Dict(_, inner)) => {
                 check_keys(inner_schema, inner, &key, layer, out);
             }

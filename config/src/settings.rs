@@ -222,10 +222,40 @@ pub struct AuthSettings {
     pub bootstrap_environment: String,
     /// Custom roles: role name → the rights it grants (`[auth.roles]`), beside the
     /// built-in `viewer`, `experimenter`, `operator`, `admin`, `client`, `internal`.
-    #[serde(default)]
+    /// In the environment a role's rights are one comma-separated value
+    /// (`VERDICT_AUTH__ROLES__ANALYST=results:read,experiments:read`).
+    #[serde(default, deserialize_with = "role_map")]
     pub roles: BTreeMap<String, Vec<String>>,
     /// JWT bearer tokens (`[auth.jwt]`); off unless a secret or a key set is configured.
     pub jwt: JwtSettings,
+}
+
+/// `[auth.roles]`: each role's rights as a list, or as one comma-separated text.
+fn role_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rights {
+        List(Vec<String>),
+        Text(String),
+    }
+    let raw = BTreeMap::<String, Rights>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(role, rights)| {
+            let rights = match rights {
+                Rights::List(list) => list,
+                Rights::Text(text) => text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            (role, rights)
+        })
+        .collect())
 }
 
 /// `[auth.jwt]`: verification of JWT bearer tokens, beside API keys.

@@ -695,3 +695,30 @@ fn the_jwt_secret_is_never_printed() {
     let line = line_for(&err, "auth.jwt.hs256_secret");
     assert!(!line.contains("1234567890123456789"), "{line}");
 }
+
+#[test]
+fn custom_roles_come_from_files_and_the_environment_and_bad_ones_are_named() {
+    let s = load_ok(
+        Some("[auth.roles]\nanalyst = [\"experiments:read\", \"results:read\"]\n"),
+        &[(
+            "VERDICT_AUTH__ROLES__RELEASER",
+            "experiments:read, experiments:decide",
+        )],
+    );
+    assert_eq!(
+        s.auth.roles["analyst"],
+        ["experiments:read", "results:read"]
+    );
+    assert_eq!(
+        s.auth.roles["releaser"],
+        ["experiments:read", "experiments:decide"]
+    );
+
+    let err = load_err(
+        Some("[auth.roles]\nadmin = [\"results:read\"]\ntypo = [\"result:read\"]\n"),
+        &[],
+    );
+    let mut keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["auth.roles.admin", "auth.roles.typo"], "{err:?}");
+}

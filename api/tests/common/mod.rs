@@ -136,6 +136,7 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
         Arc::new(settings),
         stop.clone(),
     )
+    .await
     .expect("application builds");
     let server = Application::build(app.clone()).await.expect("server binds");
     let addr = server.local_addr().expect("bound address");

@@ -238,6 +238,12 @@ impl Caller {
     }
 }
 
+/// 401 `unauthorized` for a token, with the reason code in the details.
+fn token_refused(reason: &str, message: &str) -> AppError {
+    AppError::new(ErrorCode::Unauthorized, format!("token refused: {message}"))
+        .with_details(vec![serde_json::json!({"reason": reason})])
+}
+
 /// 403 `forbidden`: the caller lacks `right` (named in the message and the details).
 pub fn missing_right(right: Right) -> AppError {
     AppError::new(
@@ -260,9 +266,14 @@ pub struct ScopeParams {
 }
 
 impl App {
-    /// Who presents `token` (an API key): the bootstrap key, else a stored key (cached for a
-    /// few seconds). 401 `unauthorized` when unknown or revoked.
+    /// Who presents `token`: a JWT when it has a JWT's shape, else an API key (the bootstrap
+    /// key, else a stored key, cached for a few seconds). 401 `unauthorized` when unknown,
+    /// revoked, or a token that does not verify (`details[0].reason` says why); 503
+    /// `auth_unavailable` when a token's signing key cannot be fetched.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AppError> {
+        if verdict_jwt::looks_like_jwt(token) {
+            return self.authenticate_token(token).await;
+        }
         let state = &self.0;
         let invalid = || AppError::new(ErrorCode::Unauthorized, "invalid or revoked API key");
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -272,6 +283,41 @@ impl App {
             return Ok(bootstrap.caller.clone());
         }
         self.stored_key(digest).await?.ok_or_else(invalid)
+    }
+
+    /// The caller a JWT names: `jwt:<subject>`, the environments of its claim (else the
+    /// bootstrap environment), its organization, the rights of its roles.
+    async fn authenticate_token(&self, token: &str) -> Result<Caller, AppError> {
+        let state = &self.0;
+        let Some(verifier) = &state.tokens else {
+            return Err(token_refused(
+                "tokens_not_configured",
+                "this server accepts API keys only ([auth.jwt] configures tokens)",
+            ));
+        };
+        let claims = verifier.verify(token).await.map_err(|e| {
+            if e.code.is_unavailable() {
+                AppError::new(ErrorCode::AuthUnavailable, e.message)
+                    .with_details(vec![serde_json::json!({"reason": e.code.as_str()})])
+                    .retry_after(5)
+            } else {
+                token_refused(e.code.as_str(), &e.message)
+            }
+        })?;
+        let environments = if claims.environments.is_empty() {
+            vec![state.settings.auth.bootstrap_environment.clone()]
+        } else {
+            claims.environments
+        };
+        Ok(Caller::new(Principal {
+            actor: format!("jwt:{}", claims.subject),
+            credential: Credential::Token {
+                expires_at: claims.expires_at.unwrap_or(i64::MAX),
+            },
+            environments,
+            organization: claims.organization,
+            rights: state.roles.resolve(claims.roles.iter().map(String::as_str)),
+        }))
     }
 
     /// The caller of the stored key whose plaintext hashes to `digest`; `None` when there is

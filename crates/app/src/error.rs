@@ -60,6 +60,7 @@ error_codes! {
     ExperimentRunning => "experiment_running",
     RateLimited => "rate_limited",
     StoreUnavailable => "store_unavailable",
+    AuthUnavailable => "auth_unavailable",
     Overloaded => "overloaded",
     JobNotFound => "job_not_found",
     RunNotFound => "run_not_found",

@@ -75,6 +75,8 @@ pub struct Inner {
     keys: KeyCache,
     /// Role names to rights: built-in and `[auth.roles]`.
     roles: verdict_domain::RoleBook,
+    /// JWT bearer tokens, when `[auth.jwt]` configures them.
+    tokens: Option<verdict_jwt::JwtVerifier>,
     rate: RateLimiter,
     experiments: Arc<ExperimentCache>,
     /// Stored assignments of repeat subjects (never stale: assignments never change).
@@ -87,9 +89,9 @@ pub struct Inner {
 impl App {
     /// The application over `store` and `cache`, with the job runner of every job
     /// (`aggregate`, `evaluate`, `retention`, `webhooks`). `stop` is the process's shutdown
-    /// signal: jobs, push streams and the HTTP server all watch it. Must be called inside a
-    /// Tokio runtime (it subscribes to the cache's change stream).
-    pub fn new(
+    /// signal: jobs, push streams and the HTTP server all watch it. Subscribes to the cache's
+    /// change stream and, when JWTs are configured, loads their key set.
+    pub async fn new(
         store: DynStore,
         cache: DynCache,
         settings: Arc<Settings>,
@@ -104,6 +106,9 @@ impl App {
         .map(Arc::new);
         let roles = verdict_domain::RoleBook::with_custom(&settings.auth.roles, "auth.roles")
             .map_err(|p| anyhow::anyhow!("auth.roles: {p}"))?;
+        let tokens = verdict_jwt::JwtVerifier::new(&settings.auth.jwt)
+            .await
+            .map_err(|e| anyhow::anyhow!("auth.jwt: {e}"))?;
         let rate = RateLimiter::new(
             settings.ingest.rate_limit_per_second,
             settings.ingest.rate_limit_burst,
@@ -118,6 +123,7 @@ impl App {
             bootstrap,
             keys: KeyCache::default(),
             roles,
+            tokens,
             rate,
             experiments,
             assignments: AssignmentCache::default(),

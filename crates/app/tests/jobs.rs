@@ -24,6 +24,7 @@ async fn app(dir: &tempfile::TempDir) -> App {
         Arc::new(settings),
         CancellationToken::new(),
     )
+    .await
     .unwrap();
     app.ensure_bootstrap_environment().await.unwrap();
     app

@@ -56,7 +56,7 @@ pub async fn run(
     let store = crate::adapters::open_store(&settings).await?;
     let cache = crate::adapters::open_cache(&settings)?;
     let stop = CancellationToken::new();
-    let app = App::new(store, cache, settings.clone(), stop.clone())?;
+    let app = App::new(store, cache, settings.clone(), stop.clone()).await?;
     let jobs = app.runner().clone();
     let server = Application::build(app).await?;
     let base = format!("http://{}", server.local_addr()?);

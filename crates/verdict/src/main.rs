@@ -182,7 +182,7 @@ async fn open_app(settings: Settings, stop: &CancellationToken) -> anyhow::Resul
     let settings = Arc::new(settings);
     let store = adapters::open_store(&settings).await?;
     let cache = adapters::open_cache(&settings)?;
-    App::new(store, cache, settings, stop.clone())
+    App::new(store, cache, settings, stop.clone()).await
 }
 
 async fn serve(settings: Settings, scheduler_wanted: bool) -> anyhow::Result<()> {
