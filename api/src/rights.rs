@@ -37,17 +37,18 @@ pub struct Requirement {
     pub query_token: bool,
 }
 
-/// The right of every protected route, by method and route template.
+/// The right of every protected route, by route template then method (looked up per
+/// request without allocating).
 #[derive(Debug, Clone, Default)]
 pub struct RouteRights {
-    routes: HashMap<(Method, String), Requirement>,
+    routes: HashMap<String, Vec<(Method, Requirement)>>,
 }
 
 impl RouteRights {
     /// The rights the document's operations declare. Errors name every operation whose
     /// declaration is unusable (no right, several, or an unknown name).
     pub fn of(doc: &utoipa::openapi::OpenApi) -> Result<Self, Vec<String>> {
-        let mut routes = HashMap::new();
+        let mut routes: HashMap<String, Vec<(Method, Requirement)>> = HashMap::new();
         let mut problems = Vec::new();
         for (path, item) in &doc.paths.paths {
             for (method, op) in operations(item) {
@@ -82,7 +83,11 @@ impl RouteRights {
                     .iter()
                     .flatten()
                     .any(|p| p.name == "token" && p.parameter_in == ParameterIn::Query);
-                routes.insert((method, path.clone()), Requirement { right, query_token });
+                let requirement = Requirement { right, query_token };
+                routes
+                    .entry(path.clone())
+                    .or_default()
+                    .push((method, requirement));
             }
         }
         if problems.is_empty() {
@@ -100,12 +105,18 @@ impl RouteRights {
         } else {
             method
         };
-        self.routes.get(&(method.clone(), path.to_owned())).copied()
+        self.routes
+            .get(path)?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, r)| *r)
     }
 
     /// Every protected route: method, template, requirement.
     pub fn iter(&self) -> impl Iterator<Item = (&Method, &str, Requirement)> {
-        self.routes.iter().map(|((m, p), r)| (m, p.as_str(), *r))
+        self.routes
+            .iter()
+            .flat_map(|(p, methods)| methods.iter().map(move |(m, r)| (m, p.as_str(), *r)))
     }
 }
 
