@@ -183,7 +183,11 @@ mod tests {
     fn zero_means_unlimited_and_counts_are_forgotten_when_a_peer_leaves() {
         let peers = Peers::default();
         let slots: Vec<_> = (0..1000)
-            .map(|i| peers.admit(addr(&format!("10.0.0.1:{}", 1000 + i)), 0).unwrap())
+            .map(|i| {
+                peers
+                    .admit(addr(&format!("10.0.0.1:{}", 1000 + i)), 0)
+                    .unwrap()
+            })
             .collect();
         drop(slots);
         assert!(peers.0.lock().unwrap().is_empty());

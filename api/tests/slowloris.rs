@@ -27,7 +27,10 @@ async fn connect_from_other_peer(server: SocketAddr) -> TcpStream {
     socket
         .bind("127.0.0.2:0".parse().unwrap())
         .expect("bind 127.0.0.2");
-    socket.connect(server).await.expect("connect from 127.0.0.2")
+    socket
+        .connect(server)
+        .await
+        .expect("connect from 127.0.0.2")
 }
 
 /// Read until the server closes the connection (EOF or reset); everything it sent first.
@@ -134,7 +137,9 @@ async fn one_peer_cannot_hold_more_connections_than_the_cap() {
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: verdict\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        let answer = read_until_closed(&mut stream, SLACK).await.unwrap_or_default();
+        let answer = read_until_closed(&mut stream, SLACK)
+            .await
+            .unwrap_or_default();
         if answer.starts_with(b"HTTP/1.1 200") {
             break;
         }

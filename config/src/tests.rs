@@ -591,12 +591,18 @@ fn a_request_timeout_not_longer_than_the_job_wait_is_rejected() {
             ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "30"),
         ],
     );
-    assert_eq!(s.server.request_timeout(), std::time::Duration::from_secs(31));
+    assert_eq!(
+        s.server.request_timeout(),
+        std::time::Duration::from_secs(31)
+    );
 }
 
 #[test]
 fn a_zero_header_read_timeout_is_rejected() {
-    let err = load_err(None, &[("VERDICT_SERVER__HEADER_READ_TIMEOUT_SECONDS", "0")]);
+    let err = load_err(
+        None,
+        &[("VERDICT_SERVER__HEADER_READ_TIMEOUT_SECONDS", "0")],
+    );
     assert_invalid_only(&err, "server.header_read_timeout_seconds");
 }
 

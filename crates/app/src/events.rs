@@ -196,7 +196,9 @@ fn check(
         // JSON cannot carry a non-finite number; the comparison refuses one all the same.
         return Err((
             "value_out_of_range",
-            format!("value must be a finite number between -{max_abs_value:e} and {max_abs_value:e}"),
+            format!(
+                "value must be a finite number between -{max_abs_value:e} and {max_abs_value:e}"
+            ),
         ));
     }
     check_fields(e, now).map_err(|message| ("invalid", message))
@@ -437,17 +439,23 @@ mod tests {
     fn a_value_beyond_the_bound_is_out_of_range_and_the_bound_itself_is_not() {
         let now = OffsetDateTime::now_utc();
         let event = |value: f64| {
-            let mut e = parse_item(
-                serde_json::from_str(r#"{"subject_id": "u", "event": "x"}"#).unwrap(),
-            )
-            .unwrap();
+            let mut e =
+                parse_item(serde_json::from_str(r#"{"subject_id": "u", "event": "x"}"#).unwrap())
+                    .unwrap();
             e.value = Some(value);
             e
         };
         for ok in [0.0, 1e12, -1e12, 5e-324] {
             assert_eq!(check(&event(ok), now, 1e12), Ok(()), "{ok}");
         }
-        for bad in [1.000_001e12, -2e12, 1.3e154, f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+        for bad in [
+            1.000_001e12,
+            -2e12,
+            1.3e154,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
             let (code, message) = check(&event(bad), now, 1e12).unwrap_err();
             assert_eq!(code, "value_out_of_range", "{bad}");
             assert!(message.contains("1e12"), "{message}");

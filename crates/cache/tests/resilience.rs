@@ -224,8 +224,7 @@ async fn stats_count_hits_misses_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_redis_is_frozen_reads_skip_it_after_one_timeout_and_use_it_again_once_it_answers()
-{
+async fn while_redis_is_frozen_reads_skip_it_after_one_timeout_and_use_it_again_once_it_answers() {
     let mut server = RedisServer::start();
     let url = server.url();
     let redis = RedisCache::connect(&url, &random_prefix()).unwrap();
@@ -267,7 +266,12 @@ async fn while_redis_is_frozen_reads_skip_it_after_one_timeout_and_use_it_again_
         "10 reads and a ping took {:?}, one timed-out read {one_timeout:?}",
         started.elapsed()
     );
-    assert_eq!(cache.stats().skipped - skipped_before, 11, "{:?}", cache.stats());
+    assert_eq!(
+        cache.stats().skipped - skipped_before,
+        11,
+        "{:?}",
+        cache.stats()
+    );
     // Writes meanwhile are queued, not waited for.
     let v2 = snapshot("production", "exp-1", 2);
     cache.put_snapshot(&v2).await.unwrap();

@@ -628,7 +628,10 @@ mod tests {
         // The finite arm keeps its own figures; nothing compares the two.
         assert_eq!(va.sum, Some(5000.0));
         assert!(va.estimate.is_some() && va.std_dev.is_some());
-        assert_eq!((vb.sum, vb.mean, vb.std_dev, vb.estimate), (None, None, None, None));
+        assert_eq!(
+            (vb.sum, vb.mean, vb.std_dev, vb.estimate),
+            (None, None, None, None)
+        );
         assert_eq!((vb.p_best, vb.lift, vb.welch_p_value), (None, None, None));
         assert_eq!(vb.subjects, 1000);
         // Every number served is finite (serde_json would write a non-finite one as null).
