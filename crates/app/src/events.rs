@@ -191,9 +191,9 @@ fn check(
     max_abs_value: f64,
 ) -> Result<(), (&'static str, String)> {
     if let Some(v) = e.value
-        && !(v.abs() <= max_abs_value)
+        && (!v.is_finite() || v.abs() > max_abs_value)
     {
-        // JSON cannot carry a non-finite number; the comparison refuses one all the same.
+        // JSON cannot carry a non-finite number; refused here all the same.
         return Err((
             "value_out_of_range",
             format!(
