@@ -40,6 +40,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         InvalidBody | ValidationFailed | VariantNotFound => StatusCode::UNPROCESSABLE_ENTITY,
         UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+        RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
         StoreUnavailable | AuthUnavailable | Overloaded | ShuttingDown => {

@@ -17,13 +17,17 @@
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the handlers'
 //!   annotations plus the responses every operation shares, and its rendering (`/docs`).
 //! - [`state`]: [`AppState`], what handlers are given.
-//! - [`startup`]: the router with its middleware, the OpenAPI document, [`Application`].
+//! - [`startup`]: the router with its middleware (the request time limit among them), the
+//!   OpenAPI document, [`Application`].
+//! - `serve`: the connection loop [`Application`] runs: HTTP/1 with a header-read timeout,
+//!   a cap on connections per peer address, graceful stop.
 
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod rights;
 pub mod routes;
+mod serve;
 pub mod startup;
 pub mod state;
 

@@ -111,9 +111,18 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 /// can give (see the module docs).
 pub fn add_shared_responses(doc: &mut Document) {
     let roles = verdict_domain::RoleBook::default();
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let push = crate::startup::PUSH_ROUTES.contains(&path.as_str());
         for op in operations(item) {
             describe_right(op, &roles);
+            if !push {
+                shared(
+                    op,
+                    "408",
+                    "`request_timeout`: the request took longer than \
+                     `server.request_timeout_seconds`.",
+                );
+            }
             let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
             let has_body = op.request_body.is_some();
             let params = op.parameters.as_deref().unwrap_or_default();

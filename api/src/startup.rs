@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
+use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -21,7 +22,14 @@ use crate::state::DocPages;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// After every request: count it by matched route (never the raw path), method and status.
+/// The push routes: they answer with a stream that stays open (SSE) or upgrade the
+/// connection (WebSocket), so the request time limit does not apply to them.
+pub(crate) const PUSH_ROUTES: [&str; 2] = ["/v1/experiments/{key}/stream", "/v1/ws"];
+
+/// Around every request: apply the request time limit (`server.request_timeout_seconds`,
+/// except on the push routes), then count the request by matched route (never the raw
+/// path), method and status. The limit covers reading the body and the handler; a request
+/// over it is answered 408 `request_timeout` (and, its body unread, the connection closes).
 async fn after_request(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
@@ -34,7 +42,25 @@ async fn after_request(
         .cloned();
     let method = req.method().clone();
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
+    let push = route
+        .as_ref()
+        .is_some_and(|p| PUSH_ROUTES.contains(&p.as_str()));
+    let response = if push {
+        next.run(req).await
+    } else {
+        let limit = state.settings().server.request_timeout();
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request took longer than {} s (server.request_timeout_seconds)",
+                    limit.as_secs()
+                ),
+            )
+            .into_response(),
+        }
+    };
     state.metrics().request(
         route.as_ref().map_or("unmatched", |p| p.as_str()),
         method.as_str(),
@@ -149,11 +175,16 @@ impl Application {
     }
 
     /// Serve until the application's shutdown signal, then stop accepting and let in-flight
-    /// requests end (push streams end on the same signal).
+    /// requests end (push streams end on the same signal). Connections get
+    /// `server.header_read_timeout_seconds` to send their headers, and one peer address at
+    /// most `server.max_connections_per_peer` open connections (see `serve.rs`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let server = &self.app.settings().server;
+        let limits = crate::serve::Limits {
+            header_read_timeout: server.header_read_timeout(),
+            max_connections_per_peer: server.max_connections_per_peer,
+        };
         let stop = self.app.stop_token().clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        crate::serve::serve(self.listener, self.router, limits, stop).await
     }
 }

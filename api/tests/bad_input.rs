@@ -830,3 +830,60 @@ async fn non_sticky_assignment_is_refused_with_the_reason_rather_than_losing_eve
     assert_eq!(body["error"]["details"][0]["field"], "assignment.sticky");
     assert_eq!(app.experiment_count().await, 0);
 }
+
+#[tokio::test]
+async fn an_event_value_beyond_the_bound_is_rejected_alone_and_totals_stay_finite() {
+    let app = spawn_app_with(&[("VERDICT_INGEST__MAX_ABS_VALUE", "1000000")]).await;
+    let client = running_with_subjects(&app, 2).await;
+    let valued = |subject: &str, id: &str, value: Value| {
+        let mut e = purchase(subject, id);
+        e["value"] = value;
+        e
+    };
+    let (status, report) = app
+        .post_events(
+            &client,
+            vec![
+                valued("user-0", "v-1", json!(1e6)),
+                valued("user-0", "v-2", json!(1.5e6)),
+                // A value whose square overflows f64: once in a sum of squares, forever.
+                valued("user-1", "v-3", json!(-1.5e154)),
+                valued("user-1", "v-4", json!(-1e6)),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let outcome: Vec<(&str, Option<&str>)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap(), r["code"].as_str()))
+        .collect();
+    assert_eq!(
+        outcome,
+        vec![
+            ("accepted", None),
+            ("rejected", Some("value_out_of_range")),
+            ("rejected", Some("value_out_of_range")),
+            ("accepted", None),
+        ],
+        "{report}"
+    );
+    let message = report["results"][1]["message"].as_str().unwrap();
+    assert!(message.contains("1e6"), "{message}");
+
+    // JSON has no literal for a non-finite number; one out of f64's range is not JSON.
+    let (status, answer) = app
+        .post_raw(
+            "/v1/events",
+            &client,
+            Some("application/json"),
+            r#"{"events": [{"experiment": "checkout", "subject_id": "user-0", "event": "purchase", "value": 1e400}]}"#,
+        )
+        .await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_json");
+
+    // What was accepted is counted, what was refused is not.
+    let results = app.results("checkout").await;
+    assert_eq!(total_conversions(&results), 2, "{results}");
+}

@@ -131,8 +131,13 @@ pub struct ServerSettings {
     pub request_body_limit_bytes: u64,
     /// Drain time for in-flight requests on shutdown (<= 3600).
     pub shutdown_grace_seconds: u64,
-    /// Per-request time limit.
+    /// Time limit of a whole request (headers, body, handler), except the push routes;
+    /// longer than `jobs.http_wait_seconds`.
     pub request_timeout_seconds: u64,
+    /// Time a client has to send a request's headers (1..=3600).
+    pub header_read_timeout_seconds: u64,
+    /// Most open connections from one peer IP address; 0 means unlimited.
+    pub max_connections_per_peer: usize,
 }
 
 impl ServerSettings {
@@ -153,6 +158,11 @@ impl ServerSettings {
     /// `request_timeout_seconds` as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+
+    /// `header_read_timeout_seconds` as a [`Duration`].
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_seconds)
     }
 }
 
@@ -324,7 +334,7 @@ pub struct JwtClaimNames {
 }
 
 /// `[ingest]`: event ingestion limits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     /// Most events per ingest request (1..=1000).
@@ -333,6 +343,8 @@ pub struct IngestSettings {
     pub rate_limit_per_second: u32,
     /// Token bucket capacity; >= `rate_limit_per_second` when limiting is on.
     pub rate_limit_burst: u32,
+    /// Largest accepted `|value|` of an event (finite, > 0); a larger one is rejected.
+    pub max_abs_value: f64,
 }
 
 impl IngestSettings {

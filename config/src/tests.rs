@@ -69,7 +69,9 @@ fn defaults_load_and_validate() {
     assert_eq!(s.server.port, 8080);
     assert_eq!(s.server.request_body_limit_bytes, 1_048_576);
     assert_eq!(s.server.shutdown_grace_seconds, 30);
-    assert_eq!(s.server.request_timeout_seconds, 30);
+    assert_eq!(s.server.request_timeout_seconds, 60);
+    assert_eq!(s.server.header_read_timeout_seconds, 10);
+    assert_eq!(s.server.max_connections_per_peer, 256);
     assert_eq!(s.log.level, "info");
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.sqlite.path, PathBuf::new());
@@ -721,4 +723,42 @@ fn custom_roles_come_from_files_and_the_environment_and_bad_ones_are_named() {
     let mut keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["auth.roles.admin", "auth.roles.typo"], "{err:?}");
+}
+
+#[test]
+fn a_request_timeout_not_longer_than_the_job_wait_is_rejected() {
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_SERVER__REQUEST_TIMEOUT_SECONDS", "30"),
+            ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "30"),
+        ],
+    );
+    assert_invalid_only(&err, "server.request_timeout_seconds");
+    let s = load_ok(
+        None,
+        &[
+            ("VERDICT_SERVER__REQUEST_TIMEOUT_SECONDS", "31"),
+            ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "30"),
+        ],
+    );
+    assert_eq!(
+        s.server.request_timeout(),
+        std::time::Duration::from_secs(31)
+    );
+}
+
+#[test]
+fn a_zero_header_read_timeout_is_rejected() {
+    let err = load_err(
+        None,
+        &[("VERDICT_SERVER__HEADER_READ_TIMEOUT_SECONDS", "0")],
+    );
+    assert_invalid_only(&err, "server.header_read_timeout_seconds");
+}
+
+#[test]
+fn zero_connections_per_peer_means_unlimited_and_is_accepted() {
+    let s = load_ok(None, &[("VERDICT_SERVER__MAX_CONNECTIONS_PER_PEER", "0")]);
+    assert_eq!(s.server.max_connections_per_peer, 0);
 }

@@ -11,6 +11,11 @@ const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
 const MAX_BATCH: usize = 1000;
 const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
 const MIN_ADMIN_KEY_CHARS: usize = 16;
+/// The square of a subject's total of such values (1e200 for one event) leaves f64's
+/// ~1.8e308 room for any realistic number of events and subjects.
+const MAX_ABS_VALUE: f64 = 1e100;
+const MAX_REQUEST_TIMEOUT_SECONDS: u64 = 86_400;
+const MAX_HEADER_READ_TIMEOUT_SECONDS: u64 = 3600;
 
 /// Parse a 6-field cron expression (seconds first) as the scheduler does.
 pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
@@ -83,6 +88,15 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         format!(
             "must be at most {MAX_SHUTDOWN_GRACE_SECONDS} (got {})",
             s.server.shutdown_grace_seconds
+        ),
+    );
+
+    check(
+        (1..=MAX_HEADER_READ_TIMEOUT_SECONDS).contains(&s.server.header_read_timeout_seconds),
+        "server.header_read_timeout_seconds",
+        format!(
+            "must be between 1 and {MAX_HEADER_READ_TIMEOUT_SECONDS} (got {})",
+            s.server.header_read_timeout_seconds
         ),
     );
 
@@ -166,6 +180,14 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
             s.ingest.rate_limit_per_second, s.ingest.rate_limit_burst
         ),
     );
+    check(
+        s.ingest.max_abs_value > 0.0 && s.ingest.max_abs_value <= MAX_ABS_VALUE,
+        "ingest.max_abs_value",
+        format!(
+            "must be a number above 0 and at most {MAX_ABS_VALUE:e} (got {})",
+            s.ingest.max_abs_value
+        ),
+    );
 
     for (key, expr) in [
         ("jobs.aggregate_schedule", &s.jobs.aggregate_schedule),
@@ -195,6 +217,17 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         format!(
             "must be between 1 and {MAX_LEASE_SECONDS} (got {})",
             s.jobs.http_wait_seconds
+        ),
+    );
+    // A job run requested over HTTP must be able to answer before the request times out.
+    check(
+        (1..=MAX_REQUEST_TIMEOUT_SECONDS).contains(&s.server.request_timeout_seconds)
+            && s.server.request_timeout_seconds > s.jobs.http_wait_seconds,
+        "server.request_timeout_seconds",
+        format!(
+            "must be more than jobs.http_wait_seconds ({}) and at most \
+             {MAX_REQUEST_TIMEOUT_SECONDS} (got {})",
+            s.jobs.http_wait_seconds, s.server.request_timeout_seconds
         ),
     );
     for (key, days) in [

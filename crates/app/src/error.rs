@@ -59,6 +59,7 @@ error_codes! {
     InvalidTransition => "invalid_transition",
     ExperimentRunning => "experiment_running",
     RateLimited => "rate_limited",
+    RequestTimeout => "request_timeout",
     StoreUnavailable => "store_unavailable",
     AuthUnavailable => "auth_unavailable",
     Overloaded => "overloaded",

@@ -37,6 +37,8 @@ pub struct EventInput {
     pub experiment: Option<String>,
     pub subject_id: String,
     pub event: String,
+    /// The event's value (1 when absent); `|value|` at most `ingest.max_abs_value`
+    /// (default 1e12), else the item is rejected with `value_out_of_range`.
     #[serde(default)]
     pub value: Option<f64>,
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -61,6 +63,9 @@ pub struct ItemResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     pub status: ItemStatus,
+    /// Why a `rejected` item was: `invalid` (shape, sizes, timestamp), `value_out_of_range`
+    /// (`|value|` over `ingest.max_abs_value`), `unknown_experiment`, `not_in_experiment`
+    /// or `variant_mismatch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,8 +182,30 @@ fn parse_item(raw: &RawValue) -> Result<EventInput, Option<String>> {
     })
 }
 
-/// Check one parsed event; `Err` is the rejection message.
-fn check(e: &EventInput, now: OffsetDateTime) -> Result<(), String> {
+/// Check one parsed event; `Err` is the rejection's code and message. `max_abs_value`
+/// (`ingest.max_abs_value`) bounds the value so that stored totals, which only ever grow,
+/// stay finite (a sum of squares overflows from values around 1.3e154).
+fn check(
+    e: &EventInput,
+    now: OffsetDateTime,
+    max_abs_value: f64,
+) -> Result<(), (&'static str, String)> {
+    if let Some(v) = e.value
+        && (!v.is_finite() || v.abs() > max_abs_value)
+    {
+        // JSON cannot carry a non-finite number; refused here all the same.
+        return Err((
+            "value_out_of_range",
+            format!(
+                "value must be a finite number between -{max_abs_value:e} and {max_abs_value:e}"
+            ),
+        ));
+    }
+    check_fields(e, now).map_err(|message| ("invalid", message))
+}
+
+/// [`check`] of everything but the value; `Err` is the rejection message.
+fn check_fields(e: &EventInput, now: OffsetDateTime) -> Result<(), String> {
     if e.subject_id.is_empty() || e.subject_id.len() > MAX_SUBJECT_LEN {
         return Err("subject_id must be 1 to 256 bytes".into());
     }
@@ -189,9 +216,6 @@ fn check(e: &EventInput, now: OffsetDateTime) -> Result<(), String> {
         && (id.is_empty() || id.len() > MAX_EVENT_ID_LEN)
     {
         return Err("event_id must be 1 to 128 bytes".into());
-    }
-    if e.value.is_some_and(|v| !v.is_finite()) {
-        return Err("value must be a finite number".into());
     }
     if let Some(ts) = e.ts
         && (ts > now + time::Duration::days(1) || ts.year() < 2000)
@@ -236,8 +260,8 @@ async fn ingest(
                 ));
             }
         };
-        if let Err(msg) = check(&input, received_at) {
-            results[index] = Some(rejected(index, input.event_id, "invalid", msg));
+        if let Err((code, msg)) = check(&input, received_at, state.settings.ingest.max_abs_value) {
+            results[index] = Some(rejected(index, input.event_id, code, msg));
             continue;
         }
         let key = match (path_experiment, input.experiment.as_deref()) {
@@ -408,6 +432,36 @@ mod tests {
         items(body.as_bytes(), 3)
             .map(|items| items.iter().map(|i| i.get().to_owned()).collect())
             .map_err(|e| e.code)
+    }
+
+    #[test]
+    fn a_value_beyond_the_bound_is_out_of_range_and_the_bound_itself_is_not() {
+        let now = OffsetDateTime::now_utc();
+        let event = |value: f64| {
+            let mut e =
+                parse_item(serde_json::from_str(r#"{"subject_id": "u", "event": "x"}"#).unwrap())
+                    .unwrap();
+            e.value = Some(value);
+            e
+        };
+        for ok in [0.0, 1e12, -1e12, 5e-324] {
+            assert_eq!(check(&event(ok), now, 1e12), Ok(()), "{ok}");
+        }
+        for bad in [
+            1.000_001e12,
+            -2e12,
+            1.3e154,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            let (code, message) = check(&event(bad), now, 1e12).unwrap_err();
+            assert_eq!(code, "value_out_of_range", "{bad}");
+            assert!(message.contains("1e12"), "{message}");
+        }
+        let mut unnamed = event(1.0);
+        unnamed.event = String::new();
+        assert_eq!(check(&unnamed, now, 1e12).unwrap_err().0, "invalid");
     }
 
     #[test]

@@ -127,8 +127,11 @@ pub struct Point {
     #[serde(with = "time::serde::rfc3339")]
     pub start: OffsetDateTime,
     pub count: u64,
-    pub sum: f64,
-    pub sum_of_squares: f64,
+    /// Σ of the bucket's values; `null` only when the stored total is not finite (it was
+    /// accumulated from values beyond what ingestion now accepts, `ingest.max_abs_value`).
+    pub sum: Option<f64>,
+    /// Σ of the squared values; `null` only when the stored total is not finite.
+    pub sum_of_squares: Option<f64>,
 }
 
 /// The buckets of one variant, oldest first.
@@ -264,8 +267,8 @@ impl App {
                     .map(|b| Point {
                         start: b.start,
                         count: b.count,
-                        sum: b.sum,
-                        sum_of_squares: b.sum_of_squares,
+                        sum: Some(b.sum).filter(|x| x.is_finite()),
+                        sum_of_squares: Some(b.sum_of_squares).filter(|x| x.is_finite()),
                     })
                     .collect(),
             })

@@ -330,6 +330,9 @@ async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
         ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY.into()),
         ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "0".into()),
         ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "3600".into()),
+        ("VERDICT_SERVER__REQUEST_TIMEOUT_SECONDS", "7200".into()),
+        // The load generator's connections all come from one address.
+        ("VERDICT_SERVER__MAX_CONNECTIONS_PER_PEER", "0".into()),
         ("VERDICT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true".into()),
         ("VERDICT_LOG__LEVEL", "warn".into()),
     ]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast};
@@ -18,6 +18,13 @@ use crate::{Cache, CacheError, Change, DynCache};
 /// How often pending writes are retried (besides right after any successful operation).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long, after the inner cache failed as unavailable, requests skip it (the circuit
+/// breaker is open): reads and pings answer `Unavailable` at once, writes are queued. Then
+/// one request probes it again (the others keep skipping) and its outcome closes the breaker
+/// or opens it for another cool-down. The background retry task probes every
+/// [`FLUSH_INTERVAL`] meanwhile, so a recovered backend is used again within about a second.
+pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(2);
+
 /// Counters of a [`ResilientCache`] since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -27,6 +34,9 @@ pub struct CacheStats {
     pub misses: u64,
     /// Operations on the inner cache that failed (including failed retries of pending writes).
     pub errors: u64,
+    /// Reads and pings answered `Unavailable` without asking the inner cache, because it was
+    /// failing (the circuit breaker was open).
+    pub skipped: u64,
     /// Keys with a write waiting to be retried.
     pub pending_writes: u64,
 }
@@ -36,6 +46,9 @@ pub struct CacheStats {
 /// Behaviour, method by method:
 /// - [`get_snapshot`](Cache::get_snapshot) passes the inner result through, counting a hit, a
 ///   miss or an error. An error is returned so that the caller falls back to the store.
+///   While the circuit breaker is open (for [`BREAKER_COOL_DOWN`] after the inner cache
+///   failed as unavailable) it answers `Unavailable` without asking the inner cache, so a
+///   frozen backend costs one timeout, not one per request.
 /// - [`put_snapshot`](Cache::put_snapshot) and [`invalidate`](Cache::invalidate) always return
 ///   `Ok` once the write is either applied or *queued*. A write is queued instead of tried
 ///   when the inner cache failed with [`CacheError::Unavailable`], when the last operation on
@@ -53,8 +66,9 @@ pub struct CacheStats {
 /// - [`publish`](Cache::publish) returns `Ok` even when the inner cache fails (counted and
 ///   logged): pub/sub is at most once anyway, and a change is not worth failing a request.
 ///   [`crate::RedisCache`] has already delivered it to this replica's own subscribers.
-/// - [`ping`](Cache::ping), [`subscribe`](Cache::subscribe) and
-///   [`backend`](Cache::backend) are the inner cache's.
+/// - [`ping`](Cache::ping) is the inner cache's, except that it answers `Unavailable` at once
+///   while the breaker is open (readiness reports the cache failing without waiting).
+/// - [`subscribe`](Cache::subscribe) and [`backend`](Cache::backend) are the inner cache's.
 ///
 /// Errors are logged with `tracing::warn!` once when the inner cache starts failing and with
 /// `tracing::info!` when it answers again; the errors in between are logged at debug level
@@ -90,6 +104,12 @@ struct Shared {
     errors: AtomicU64,
     /// The last operation on the inner cache failed.
     failing: AtomicBool,
+    skipped: AtomicU64,
+    /// The circuit breaker: 0 when closed, else the end of its cool-down in milliseconds
+    /// since `epoch` (plus one, so that it is never 0).
+    open_until: AtomicU64,
+    cool_down: Duration,
+    epoch: Instant,
     pending: Mutex<HashMap<Key, Pending>>,
     next_seq: AtomicU64,
     wake: Arc<Notify>,
@@ -114,6 +134,12 @@ impl std::fmt::Debug for ResilientCache {
 impl ResilientCache {
     /// Wrap `inner` and start the retry task (needs a Tokio runtime).
     pub fn new(inner: DynCache) -> Self {
+        Self::with_cool_down(inner, BREAKER_COOL_DOWN)
+    }
+
+    /// [`ResilientCache::new`] with another circuit-breaker cool-down than
+    /// [`BREAKER_COOL_DOWN`].
+    pub fn with_cool_down(inner: DynCache, cool_down: Duration) -> Self {
         let wake = Arc::new(Notify::new());
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let flusher = tokio::spawn(flush_loop(weak.clone(), wake.clone())).abort_handle();
@@ -123,6 +149,10 @@ impl ResilientCache {
                 misses: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
+                skipped: AtomicU64::new(0),
+                open_until: AtomicU64::new(0),
+                cool_down,
+                epoch: Instant::now(),
                 pending: Mutex::new(HashMap::new()),
                 next_seq: AtomicU64::new(0),
                 wake,
@@ -143,6 +173,7 @@ impl ResilientCache {
             hits: s.hits.load(Ordering::Relaxed),
             misses: s.misses.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
+            skipped: s.skipped.load(Ordering::Relaxed),
             pending_writes: s.with_pending(|p| p.len()) as u64,
         }
     }
@@ -218,7 +249,39 @@ impl Shared {
         });
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Whether a request may use the inner cache now: always while the breaker is closed;
+    /// while it is open, only the first caller after the cool-down (the probe; the breaker
+    /// stays open for the others until the probe's outcome closes or reopens it).
+    fn admit(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        if now < until {
+            return false;
+        }
+        let probe_until = now.saturating_add(millis(self.cool_down));
+        self.open_until
+            .compare_exchange(until, probe_until, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The answer to a request the open breaker kept from the inner cache.
+    fn skip(&self) -> CacheError {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        CacheError::Unavailable {
+            context: "failing; not asked again until its cool-down ends".to_owned(),
+            source: None,
+        }
+    }
+
     fn succeeded(&self) {
+        self.open_until.store(0, Ordering::Release);
         if self.failing.swap(false, Ordering::Relaxed) {
             tracing::info!(backend = self.inner.backend(), "cache answers again");
         }
@@ -234,6 +297,8 @@ impl Shared {
             tracing::warn!(backend = self.inner.backend(), operation, error = %verdict_domain::ErrorChain(error), "cache operation failed");
             return;
         }
+        let reopen = self.now_ms().saturating_add(millis(self.cool_down));
+        self.open_until.store(reopen, Ordering::Release);
         if self.failing.swap(true, Ordering::Relaxed) {
             tracing::debug!(backend = self.inner.backend(), operation, error = %verdict_domain::ErrorChain(error), "cache operation failed");
         } else {
@@ -306,6 +371,10 @@ impl Shared {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 async fn flush_loop(shared: Weak<Shared>, wake: Arc<Notify>) {
     loop {
         tokio::select! {
@@ -328,6 +397,9 @@ impl Cache for ResilientCache {
 
     async fn ping(&self) -> Result<(), CacheError> {
         let s = &self.shared;
+        if !s.admit() {
+            return Err(s.skip());
+        }
         match s.inner.ping().await {
             Ok(()) => {
                 s.succeeded();
@@ -346,6 +418,9 @@ impl Cache for ResilientCache {
         experiment_id: &str,
     ) -> Result<Option<WinnerSnapshot>, CacheError> {
         let s = &self.shared;
+        if !s.admit() {
+            return Err(s.skip());
+        }
         match s.inner.get_snapshot(environment, experiment_id).await {
             Ok(found) => {
                 let counter = if found.is_some() { &s.hits } else { &s.misses };

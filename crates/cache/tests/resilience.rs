@@ -217,6 +217,82 @@ async fn stats_count_hits_misses_and_errors() {
     assert!(down.ping().await.is_err());
     let stats = down.stats();
     assert_eq!((stats.hits, stats.misses), (0, 0));
-    assert!(stats.errors >= 2, "{stats:?}");
+    // The failed read opened the breaker: the ping was answered without asking Redis.
+    assert!(stats.errors >= 1, "{stats:?}");
+    assert_eq!(stats.skipped, 1, "{stats:?}");
     assert_eq!(down.backend(), "redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_frozen_reads_skip_it_after_one_timeout_and_use_it_again_once_it_answers() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let redis = RedisCache::connect(&url, &random_prefix()).unwrap();
+    let cache = ResilientCache::new(Arc::new(redis));
+    let v1 = snapshot("production", "exp-1", 1);
+    cache.put_snapshot(&v1).await.unwrap();
+    assert_eq!(
+        cache.get_snapshot("production", "exp-1").await.unwrap(),
+        Some(v1.clone())
+    );
+
+    // Frozen: the connection stays up, and Redis answers nothing. The first read waits for
+    // the command's timeout.
+    server.freeze();
+    let started = Instant::now();
+    let first = cache.get_snapshot("production", "exp-1").await;
+    let one_timeout = started.elapsed();
+    assert!(
+        matches!(first, Err(CacheError::Unavailable { .. })),
+        "{first:?}"
+    );
+
+    // The breaker is open: the next reads and the readiness ping do not wait for Redis.
+    let skipped_before = cache.stats().skipped;
+    let started = Instant::now();
+    for _ in 0..10 {
+        let read = cache.get_snapshot("production", "exp-1").await;
+        assert!(
+            matches!(read, Err(CacheError::Unavailable { .. })),
+            "{read:?}"
+        );
+    }
+    assert!(
+        matches!(cache.ping().await, Err(CacheError::Unavailable { .. })),
+        "ping while open"
+    );
+    assert!(
+        started.elapsed() < one_timeout,
+        "10 reads and a ping took {:?}, one timed-out read {one_timeout:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        cache.stats().skipped - skipped_before,
+        11,
+        "{:?}",
+        cache.stats()
+    );
+    // Writes meanwhile are queued, not waited for.
+    let v2 = snapshot("production", "exp-1", 2);
+    cache.put_snapshot(&v2).await.unwrap();
+
+    // Thawed, Redis is asked again: the queued write lands and reads are served by it.
+    server.thaw();
+    let deadline = Instant::now() + RECOVERY_LIMIT;
+    while cache.get_snapshot("production", "exp-1").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redis was never used again: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_no_pending(&cache).await;
+    let hits_before = cache.stats().hits;
+    assert_eq!(
+        cache.get_snapshot("production", "exp-1").await.unwrap(),
+        Some(v2)
+    );
+    assert_eq!(cache.stats().hits, hits_before + 1);
+    cache.ping().await.expect("ping once Redis answers again");
 }

@@ -161,8 +161,9 @@ pub struct VariantResult {
     /// Always-valid confidence interval of `difference` at this look (level `1 − alpha`),
     /// valid however often it is looked at.
     pub always_valid_interval: Option<[f64; 2]>,
-    /// Σ of the metric's values (capped totals when a cap applies).
-    pub sum: f64,
+    /// Σ of the metric's values (capped totals when a cap applies); `null` only when the
+    /// stored total is not finite (see `totals_not_finite`).
+    pub sum: Option<f64>,
     /// Per-subject mean of the metric's values (sum / subjects).
     pub mean: Option<f64>,
     /// Standard deviation of the per-subject values.
@@ -174,6 +175,11 @@ pub struct VariantResult {
     pub welch_p_value: Option<f64>,
     /// 95% confidence interval of (this per-subject mean − control's), Welch.
     pub welch_ci: Option<[f64; 2]>,
+    /// This variant's stored value totals (sum, sum of squares) are not finite: they were
+    /// accumulated from values beyond what ingestion now accepts (`ingest.max_abs_value`)
+    /// and cannot be analysed. Its value statistics are `null`.
+    #[serde(default)]
+    pub totals_not_finite: bool,
 }
 
 /// Expected against observed subjects of one variant.
@@ -218,6 +224,12 @@ pub struct MetricAnalysis {
     /// Guardrail metrics: each non-control variant's status at this look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<Vec<GuardrailArm>>,
+    /// Some variant's stored value totals are not finite (see the variant rows): every
+    /// comparison on this metric (P(best), lifts, intervals, Welch, guardrail status) is
+    /// `null`, and the evaluation job decides nothing on it (its run records an error
+    /// naming the variant) until the totals are rebuilt.
+    #[serde(default)]
+    pub totals_not_finite: bool,
 }
 
 /// One metric's statistics and the experiment's SRM check: what `GET …/results` serves.
@@ -339,7 +351,7 @@ pub fn analyze_metric(
         .then(|| counts[control].sum / counts[control].subjects as f64);
     let value_metric = kind != MetricKind::Binomial;
 
-    let variants = e
+    let variants: Vec<VariantResult> = e
         .variants
         .iter()
         .zip(&counts)
@@ -394,7 +406,7 @@ pub fn analyze_metric(
                         .ok()
                         .map(|(lo, hi)| [lo, hi])
                 }),
-                sum: c.sum,
+                sum: Some(c.sum),
                 mean,
                 std_dev: s.as_ref().and_then(SummaryStats::variance).map(f64::sqrt),
                 mean_lift: match (mean, control_mean) {
@@ -405,11 +417,18 @@ pub fn analyze_metric(
                 },
                 welch_p_value: welch.as_ref().map(|w| w.p_value),
                 welch_ci: welch.as_ref().map(|w| [w.ci.0, w.ci.1]),
+                totals_not_finite: !totals_finite(c),
             }
         })
         .collect();
+    let totals_not_finite = counts.iter().any(|c| !totals_finite(c));
+    let variants = if totals_not_finite {
+        variants.into_iter().map(withhold_values).collect()
+    } else {
+        variants
+    };
 
-    let guardrail = (spec.role == Some(MetricRole::Guardrail)).then(|| {
+    let guardrail = (spec.role == Some(MetricRole::Guardrail) && !totals_not_finite).then(|| {
         let names: Vec<&str> = e.variants.iter().map(|v| v.key.as_str()).collect();
         let input = GuardrailInput {
             metric: &m,
@@ -429,7 +448,37 @@ pub fn analyze_metric(
         interval_tau_source: tau.source,
         variants,
         guardrail,
+        totals_not_finite,
     }
+}
+
+/// Whether `c`'s value totals are numbers the statistics can use.
+fn totals_finite(c: &VariantCounts) -> bool {
+    c.sum.is_finite() && c.sum_of_squares.is_finite() && c.sum_events_value.is_finite()
+}
+
+/// A row of a metric with non-finite totals: no comparison holds, and the flagged
+/// variant's own value figures are withheld (counts of subjects and events still hold).
+fn withhold_values(mut r: VariantResult) -> VariantResult {
+    r.p_best = None;
+    r.expected_loss = None;
+    r.chance_to_beat_control = None;
+    r.lift = None;
+    r.lift_interval = None;
+    r.difference = None;
+    r.always_valid_interval = None;
+    r.mean_lift = None;
+    r.welch_p_value = None;
+    r.welch_ci = None;
+    if r.totals_not_finite {
+        r.estimate = None;
+        r.std_error = None;
+        r.credible_interval = None;
+        r.sum = None;
+        r.mean = None;
+        r.std_dev = None;
+    }
+    r
 }
 
 /// P(the variant is better than the control) under `objective`.
@@ -561,6 +610,45 @@ mod tests {
         assert!(!srm.flagged && (srm.p_value - 1.0).abs() < 1e-12);
         assert_eq!(srm.df, 1);
         assert_eq!(srm.expected[1].expected, 1000.0);
+    }
+
+    #[test]
+    fn non_finite_totals_are_flagged_and_no_figure_is_non_finite() {
+        let e = experiment("sum");
+        let metric = [
+            counts("a", 1000, 100, 5000.0, 400_000.0),
+            counts("b", 1000, 120, 1.5e154, f64::INFINITY),
+        ];
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[], None);
+        assert!(a.metric.totals_not_finite);
+        let [va, vb] = &a.metric.variants[..] else {
+            panic!()
+        };
+        assert!(!va.totals_not_finite && vb.totals_not_finite);
+        // The finite arm keeps its own figures; nothing compares the two.
+        assert_eq!(va.sum, Some(5000.0));
+        assert!(va.estimate.is_some() && va.std_dev.is_some());
+        assert_eq!(
+            (vb.sum, vb.mean, vb.std_dev, vb.estimate),
+            (None, None, None, None)
+        );
+        assert_eq!((vb.p_best, vb.lift, vb.welch_p_value), (None, None, None));
+        assert_eq!(vb.subjects, 1000);
+        // Every number served is finite (serde_json would write a non-finite one as null).
+        fn all_finite(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Number(n) => n.as_f64().is_some_and(f64::is_finite),
+                serde_json::Value::Array(a) => a.iter().all(all_finite),
+                serde_json::Value::Object(o) => o.values().all(all_finite),
+                _ => true,
+            }
+        }
+        let row = serde_json::to_value(vb).unwrap();
+        assert!(all_finite(&row) && row["sum"].is_null(), "{row}");
+        assert_eq!(row["totals_not_finite"], true);
+
+        let fine = analyze(&e, MetricSpec::of(&e, "purchase"), &metric[..1], &[], None);
+        assert!(!fine.metric.totals_not_finite);
     }
 
     #[test]

@@ -77,6 +77,26 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Freeze the server (SIGSTOP): connections stay open and accept commands, but nothing
+    /// is answered until [`RedisServer::thaw`]. A frozen server is still killed on drop.
+    pub fn freeze(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a frozen server run again (SIGCONT); it answers what it was sent meanwhile.
+    pub fn thaw(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed: {status}");
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
