@@ -75,6 +75,45 @@ async fn a_tokens_roles_give_its_rights_and_its_claims_its_scope() {
         .collect();
     assert!(actors.contains(&"jwt:erin"), "{audit}");
 
+    // Changes other than experiments' are audited too, with the token's subject.
+    let admin = hs256("ada", json!({"roles": ["admin"]}));
+    let (status, created) = app
+        .post_json(
+            "/v1/api-keys",
+            &admin,
+            &json!({"name": "app", "roles": ["client"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let key_id = created["id"].as_str().unwrap();
+    let (status, body) = app
+        .delete(&format!("/v1/api-keys/{key_id}"), &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, log) = app
+        .get(&format!("/v1/audit?subject=api_key:{key_id}"), &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let entries: Vec<(&str, &str)> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("key:bootstrap", "api_key.revoked"),
+            ("jwt:ada", "api_key.created")
+        ]
+    );
+    // The viewer reads experiments' audit logs, not the deployment's.
+    let (status, body) = app
+        .get(&format!("/v1/audit?subject=api_key:{key_id}"), &viewer)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["details"][0]["missing_right"], "scope:any");
+
     // The environment and organization come from the claims.
     let staging = hs256("sam", json!({"roles": ["viewer"], "env": "staging"}));
     let (status, body) = app.get("/v1/experiments/checkout", &staging).await;

@@ -38,9 +38,10 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
 )]
 pub async fn create_environment(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<NewEnvironment>,
 ) -> Result<(StatusCode, Json<Environment>), ApiError> {
-    let env = state.create_environment(body).await?;
+    let env = state.create_environment(&caller, body).await?;
     Ok((StatusCode::CREATED, Json(env)))
 }
 

@@ -78,8 +78,9 @@ pub async fn list_keys(
 )]
 pub async fn revoke_key(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.revoke_api_key(&id).await?;
+    state.revoke_api_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

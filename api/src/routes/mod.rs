@@ -2,6 +2,7 @@
 //! documents them too) in its `routes()`.
 
 pub mod assignments;
+pub mod audit;
 pub mod docs;
 pub mod environments;
 pub mod events;
@@ -21,10 +22,11 @@ use crate::state::AppState;
 /// Every resource's routes added to `router`. Their paths carry the `/v1` prefix themselves
 /// (not nested: a nested route would rebuild every request's URI without the prefix).
 pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 12] = [
+    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 13] = [
         health::routes,
         docs::routes,
         keys::routes,
+        audit::routes,
         environments::routes,
         experiments::routes,
         assignments::routes,

@@ -47,7 +47,11 @@ fn audience_not_found(env: &str, key: &str) -> AppError {
 
 impl App {
     /// Create an environment; `name` defaults to `key`.
-    pub async fn create_environment(&self, body: NewEnvironment) -> Result<Environment, AppError> {
+    pub async fn create_environment(
+        &self,
+        caller: &Caller,
+        body: NewEnvironment,
+    ) -> Result<Environment, AppError> {
         let env = Environment {
             name: body.name.unwrap_or_else(|| body.key.clone()),
             key: body.key,
@@ -56,7 +60,13 @@ impl App {
         };
         env.check().map_err(AppError::validation)?;
         match self.0.store.create_environment(&env).await {
-            Ok(()) => Ok(env),
+            Ok(()) => {
+                let subject = format!("environment:{}", env.key);
+                let details = json!({"name": env.name});
+                self.audited(caller, &subject, "environment.created", details)
+                    .await;
+                Ok(env)
+            }
             Err(StoreError::Conflict(m)) => Err(AppError::new(ErrorCode::EnvironmentExists, m)),
             Err(e) => Err(e.into()),
         }
@@ -126,7 +136,13 @@ impl App {
         };
         audience.check().map_err(AppError::validation)?;
         match self.0.store.create_audience(&audience).await {
-            Ok(()) => Ok(audience),
+            Ok(()) => {
+                let subject = format!("audience:{env}/{}", audience.key);
+                let details = json!({"rules": audience.rules});
+                self.audited(caller, &subject, "audience.created", details)
+                    .await;
+                Ok(audience)
+            }
             Err(StoreError::Conflict(m)) => Err(AppError::new(ErrorCode::AudienceExists, m)),
             Err(e) => Err(e.into()),
         }
@@ -178,7 +194,13 @@ impl App {
         };
         next.check().map_err(AppError::validation)?;
         match self.0.store.update_audience(&next).await {
-            Ok(a) => Ok(a),
+            Ok(a) => {
+                let subject = format!("audience:{env}/{key}");
+                let details = json!({"rules": a.rules});
+                self.audited(caller, &subject, "audience.updated", details)
+                    .await;
+                Ok(a)
+            }
             Err(StoreError::NotFound) => Err(audience_not_found(env, key)),
             Err(e) => Err(e.into()),
         }
@@ -193,7 +215,12 @@ impl App {
     ) -> Result<(), AppError> {
         caller.require_environment(env)?;
         match self.0.store.delete_audience(env, key).await? {
-            AudienceDeletion::Deleted => Ok(()),
+            AudienceDeletion::Deleted => {
+                let subject = format!("audience:{env}/{key}");
+                self.audited(caller, &subject, "audience.deleted", json!({}))
+                    .await;
+                Ok(())
+            }
             AudienceDeletion::NotFound => Err(audience_not_found(env, key)),
             AudienceDeletion::InUse(users) => Err(AppError::new(
                 ErrorCode::AudienceInUse,

@@ -127,6 +127,14 @@ impl App {
             scope.organization,
         );
         self.0.store.create_api_key(&key).await?;
+        self.audited(
+            caller,
+            &format!("api_key:{}", key.id),
+            "api_key.created",
+            serde_json::json!({"name": key.name, "roles": key.roles,
+                "environment": key.environment, "organization": key.organization}),
+        )
+        .await;
         Ok(CreatedApiKey {
             api_key: key,
             key: plaintext,
@@ -141,7 +149,7 @@ impl App {
 
     /// Revoke a key: kept for the record, refused from now on (at once through this
     /// process; within the key cache's few seconds through others).
-    pub async fn revoke_api_key(&self, id: &str) -> Result<(), AppError> {
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
         if !self.0.store.revoke_api_key(id, now()).await? {
             return Err(AppError::new(
                 ErrorCode::ApiKeyNotFound,
@@ -149,6 +157,13 @@ impl App {
             ));
         }
         self.0.keys.forget_id(id);
+        self.audited(
+            caller,
+            &format!("api_key:{id}"),
+            "api_key.revoked",
+            serde_json::json!({}),
+        )
+        .await;
         Ok(())
     }
 

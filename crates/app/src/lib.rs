@@ -27,6 +27,7 @@
 //! - [`health`]: readiness and the figures of a metrics scrape.
 
 pub mod assignments;
+pub mod audit;
 pub mod auth;
 pub mod environments;
 pub mod error;

@@ -8,7 +8,7 @@
 //! shown in the answer that creates it (creation, rotation) and never again.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use verdict_domain::validation::check_key;
@@ -287,6 +287,11 @@ fn new_secret() -> Result<String, AppError> {
         .map_err(AppError::internal)
 }
 
+/// The audit subject of endpoint `id`.
+fn endpoint_subject(id: &str) -> String {
+    format!("webhook_endpoint:{id}")
+}
+
 /// Endpoint `id`, if the caller may act in its environment (else it is not found).
 async fn load(app: &App, caller: &Caller, id: &str) -> Result<Endpoint, AppError> {
     app.0
@@ -401,7 +406,17 @@ impl App {
         caller: &Caller,
         body: NewEndpoint,
     ) -> Result<CreatedEndpoint, AppError> {
-        create(self, caller, body).await
+        let created = create(self, caller, body).await?;
+        let e = &created.endpoint;
+        let details = json!({"url": e.url, "environment": e.environment});
+        self.audited(
+            caller,
+            &endpoint_subject(&e.id),
+            "webhook_endpoint.created",
+            details,
+        )
+        .await;
+        Ok(created)
     }
 
     /// A page of `environment`'s endpoints (default: the caller's), oldest first.
@@ -436,13 +451,29 @@ impl App {
         body: EndpointUpdate,
     ) -> Result<EndpointView, AppError> {
         load(self, caller, id).await?;
-        update(self, id, body).await
+        let updated = update(self, id, body).await?;
+        let details = json!({"url": updated.url});
+        self.audited(
+            caller,
+            &endpoint_subject(id),
+            "webhook_endpoint.updated",
+            details,
+        )
+        .await;
+        Ok(updated)
     }
 
     /// Delete an endpoint with its delivery log.
     pub async fn delete_endpoint(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
         load(self, caller, id).await?;
         if self.0.store.delete_endpoint(id).await? {
+            self.audited(
+                caller,
+                &endpoint_subject(id),
+                "webhook_endpoint.deleted",
+                json!({}),
+            )
+            .await;
             Ok(())
         } else {
             Err(endpoint_not_found(id))
@@ -465,6 +496,13 @@ impl App {
             .set_endpoint_disabled(id, reason, at)
             .await?
             .ok_or_else(|| endpoint_not_found(id))?;
+        let action = if enabled {
+            "webhook_endpoint.enabled"
+        } else {
+            "webhook_endpoint.disabled"
+        };
+        self.audited(caller, &endpoint_subject(id), action, json!({}))
+            .await;
         Ok(EndpointView::of(e, at))
     }
 
@@ -475,7 +513,15 @@ impl App {
         id: &str,
     ) -> Result<RotatedSecret, AppError> {
         load(self, caller, id).await?;
-        rotate(self, id).await
+        let rotated = rotate(self, id).await?;
+        self.audited(
+            caller,
+            &endpoint_subject(id),
+            "webhook_endpoint.secret_rotated",
+            json!({}),
+        )
+        .await;
+        Ok(rotated)
     }
 
     /// A page of an endpoint's delivery log, newest first, optionally of one status.
@@ -534,6 +580,13 @@ impl App {
             .redeliver(id, message_id, now())
             .await?
             .ok_or_else(|| message_not_found(id, message_id))?;
+        self.audited(
+            caller,
+            &endpoint_subject(id),
+            "webhook_endpoint.redelivered",
+            json!({"message_id": message_id}),
+        )
+        .await;
         Ok(d.into())
     }
 
@@ -546,6 +599,14 @@ impl App {
     ) -> Result<Recovered, AppError> {
         load(self, caller, id).await?;
         let recovered = self.0.store.recover_failed(id, body.since, now()).await?;
+        let details = json!({"since": body.since, "recovered": recovered});
+        self.audited(
+            caller,
+            &endpoint_subject(id),
+            "webhook_endpoint.recovered",
+            details,
+        )
+        .await;
         Ok(Recovered { recovered })
     }
 }

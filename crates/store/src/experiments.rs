@@ -67,8 +67,20 @@ pub trait ExperimentStore: Send + Sync + std::fmt::Debug {
     /// `change.complete`), with an audit entry, atomically.
     async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment>;
 
-    /// The audit log of an experiment, newest first.
-    async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>>;
+    /// The audit log of an experiment (its id), or of another subject of changes
+    /// (`api_key:<id>`, `environment:<key>`, `audience:<env>/<key>`,
+    /// `webhook_endpoint:<id>`), newest first.
+    async fn list_audit(&self, subject: &str, page: PageRequest) -> Result<Page<AuditEntry>>;
+
+    /// Record a change of `subject` other than an experiment's (whose changes record their
+    /// own entries atomically): who, what, and its details.
+    async fn record_audit(
+        &self,
+        subject: &str,
+        actor: &str,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<()>;
 
     /// Webhook outbox messages, oldest first. [`ExperimentStore::transition_status`] and
     /// [`ExperimentStore::set_winner`] write the messages a change causes

@@ -568,3 +568,52 @@ pub async fn changes_write_their_outbox_messages_exactly_once(store: DynStore) {
     assert_eq!(second.items.len(), 1);
     assert_eq!(second.items[0].id, "msg_e1_v5_winner");
 }
+
+pub async fn changes_of_other_subjects_are_audited(store: DynStore) {
+    store
+        .record_audit(
+            "api_key:key_1",
+            "key:bootstrap",
+            "api_key.created",
+            &serde_json::json!({"roles": ["client"]}),
+        )
+        .await
+        .unwrap();
+    store
+        .record_audit(
+            "api_key:key_1",
+            "jwt:alice",
+            "api_key.revoked",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    store
+        .record_audit(
+            "environment:staging",
+            "jwt:alice",
+            "environment.created",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    let audit = store
+        .list_audit("api_key:key_1", PageRequest::DEFAULT)
+        .await
+        .unwrap();
+    assert_eq!(audit.total, 2);
+    let seen: Vec<(&str, &str)> = audit
+        .items
+        .iter()
+        .map(|a| (a.actor.as_str(), a.action.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("jwt:alice", "api_key.revoked"),
+            ("key:bootstrap", "api_key.created")
+        ],
+        "newest first"
+    );
+    assert_eq!(audit.items[1].details["roles"][0], "client");
+}

@@ -64,6 +64,7 @@ macro_rules! store_contract_suite {
             experiment_round_trips_by_key_and_by_id,
             experiment_keys_are_unique_within_environment_and_organization,
             experiments_list_with_filters_and_pagination,
+            changes_of_other_subjects_are_audited,
             listing_all_experiments_reads_every_page,
             update_succeeds_on_the_current_version_and_conflicts_on_a_stale_one,
             status_compare_and_set_applies_only_from_the_expected_status,

@@ -10,6 +10,7 @@
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::json;
+use time::OffsetDateTime;
 use verdict_domain::outbox::messages_for_change;
 use verdict_domain::{Experiment, OutboxMessage, Scope};
 
@@ -390,6 +391,17 @@ impl ExperimentStore for MongoStore {
             })
             .collect::<Result<_>>()?;
         Ok(Page { items, total })
+    }
+
+    async fn record_audit(
+        &self,
+        subject: &str,
+        actor: &str,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
+        self.audit(subject, OffsetDateTime::now_utc(), actor, action, details)
+            .await
     }
 
     async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>> {

@@ -344,6 +344,34 @@ impl ExperimentStore for SqliteStore {
         .await
     }
 
+    async fn record_audit(
+        &self,
+        subject: &str,
+        actor: &str,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
+        let (subject, actor, action, details) = (
+            subject.to_owned(),
+            actor.to_owned(),
+            action.to_owned(),
+            details.clone(),
+        );
+        self.write(move |c| {
+            let tx = begin(c)?;
+            audit(
+                &tx,
+                &subject,
+                OffsetDateTime::now_utc(),
+                &actor,
+                &action,
+                &details,
+            )?;
+            commit(tx)
+        })
+        .await
+    }
+
     async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>> {
         self.read(move |c| {
             let total: i64 = c

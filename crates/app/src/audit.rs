@@ -1,0 +1,63 @@
+//! The audit log of changes other than experiments' (which have their own, per experiment):
+//! API keys, environments, audiences and webhook endpoints, each entry naming who (a key id
+//! or a token's subject), what and when.
+
+use serde::Deserialize;
+use utoipa::IntoParams;
+use verdict_domain::Right;
+use verdict_store::AuditEntry;
+
+use crate::App;
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::pages::{PageParams, Paginated};
+
+/// `GET /v1/audit`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Whose changes: `api_key:<id>`, `environment:<key>`, `audience:<env>/<key>` or
+    /// `webhook_endpoint:<id>`.
+    pub subject: String,
+    /// Page number, from 1 (default 1; give with `page_size`).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page, 1 to 100 (default 20; give with `page`).
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u32>,
+}
+
+/// The kinds of subject [`App::audit_log`] serves (experiments have their own route).
+const SUBJECT_KINDS: &[&str] = &["api_key", "environment", "audience", "webhook_endpoint"];
+
+impl App {
+    /// A page of one subject's changes, newest first. These subjects belong to the whole
+    /// deployment, so reading them also needs `scope:any`.
+    pub async fn audit_log(
+        &self,
+        caller: &Caller,
+        query: AuditQuery,
+    ) -> Result<Paginated<AuditEntry>, AppError> {
+        caller.require(Right::ScopeAny)?;
+        let kind = query.subject.split_once(':').map(|(kind, _)| kind);
+        if !kind.is_some_and(|k| SUBJECT_KINDS.contains(&k)) {
+            return Err(AppError::invalid_query(
+                "subject",
+                format!(
+                    "give <kind>:<id> with a kind among {}",
+                    SUBJECT_KINDS.join(", ")
+                ),
+            ));
+        }
+        let page = PageParams {
+            page: query.page,
+            page_size: query.page_size,
+        }
+        .to_request()?;
+        Ok(Paginated::of(
+            self.0.store.list_audit(&query.subject, page).await?,
+            page,
+        ))
+    }
+}
