@@ -69,6 +69,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_webhooks",
         include_str!("../../migrations/0006_webhooks.sql"),
     ),
+    (
+        "0007_events_by_experiment",
+        include_str!("../../migrations/0007_events_by_experiment.sql"),
+    ),
 ];
 
 const READERS: usize = 4;

@@ -359,13 +359,14 @@ fn every_migration_file_is_applied_in_the_order_of_its_number() {
 /// pinned: a schema change is a new migration (a pin changes only with a comment).
 #[test]
 fn applied_migrations_are_never_edited() {
-    const PINNED: [(&str, u64); 6] = [
+    const PINNED: [(&str, u64); 7] = [
         ("0001_core", 0xaa46_8c87_e86e_9caa),
         ("0002_rollups", 0x3e1a_1c10_21f8_1df4),
         ("0003_outbox", 0x2171_bcdf_e975_a1a9),
         ("0004_jobs", 0x876b_b37a_073f_977b),
         ("0005_compact_subject_metrics", 0x8a5e_ad8e_4c51_fd86),
         ("0006_webhooks", 0xa26c_0786_b224_39f0),
+        ("0007_events_by_experiment", 0x39cd_c201_484e_444f),
     ];
     let fnv = |text: &str| {
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -376,4 +377,50 @@ fn applied_migrations_are_never_edited() {
         assert_eq!(*name, pinned_name);
         assert_eq!(fnv(sql), hash, "migration {name} was edited");
     }
+}
+
+/// Counting raw events at query time (attribution windows, exposure events) reads one
+/// experiment's events through `events_by_experiment`, never the whole table.
+#[test]
+fn raw_event_counts_read_only_the_experiments_own_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = writer_connection(&dir);
+    let sql = format!(
+        "EXPLAIN QUERY PLAN WITH {STARTS}
+         SELECT p.variant, COUNT(*), {sums}
+         FROM starts p
+         LEFT JOIN ({SUBJECT_FIGURES}) s ON s.subject = p.subject
+         GROUP BY p.variant",
+        sums = variant_sums(7)
+    );
+    let mut stmt = conn.prepare(&sql).unwrap();
+    let plan: Vec<String> = stmt
+        .query_map(
+            rusqlite::params![
+                "e1",
+                "purchase",
+                None::<i64>,
+                None::<i64>,
+                "exposure",
+                3_600_000,
+                None::<f64>
+            ],
+            |r| r.get::<_, String>(3),
+        )
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let events: Vec<&String> = plan.iter().filter(|step| step.contains(" e")).collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("events_by_experiment")),
+        "{plan:#?}"
+    );
+    for step in &plan {
+        assert!(
+            !(step.starts_with("SCAN e") || step == "SCAN events"),
+            "a full scan of the events table: {plan:#?}"
+        );
+    }
+    assert!(!events.is_empty(), "{plan:#?}");
 }
