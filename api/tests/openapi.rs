@@ -24,6 +24,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("GET", "/docs"),
     ("POST", "/v1/api-keys"),
     ("GET", "/v1/api-keys"),
+    ("GET", "/v1/audit"),
     ("DELETE", "/v1/api-keys/{id}"),
     ("POST", "/v1/environments"),
     ("GET", "/v1/environments"),
@@ -245,23 +246,20 @@ async fn every_operation_is_fully_described() {
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .collect();
         assert_eq!(declared, in_template, "{name}: path parameters");
-        // Authenticated routes: the bearer scheme, the scope in the description, 401 and 403.
+        // Authenticated routes: the bearer scheme with one right, the right at the head of
+        // the description, 401 and 403.
         if PUBLIC.contains(&path.as_str()) {
             assert!(op.get("security").is_none(), "{name} asks for a key");
             continue;
         }
-        assert!(
-            op["security"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some())),
-            "{name}: no bearer security"
-        );
+        let right = op["security"][0]["bearer"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no bearer security with a right"));
+        assert!(verdict_domain::Right::parse(right).is_some(), "{name}: {right}");
         let description = op["description"].as_str().unwrap_or_default();
         assert!(
-            description.contains("Requires the `admin` scope")
-                || description.contains("Requires the `client` scope")
-                || description.contains("Requires the `internal` scope"),
-            "{name}: the description names no scope: {description}"
+            description.starts_with(&format!("Requires the right `{right}` (built-in roles: ")),
+            "{name}: the description does not start with its right: {description}"
         );
         for status in ["401", "403", "500", "503"] {
             assert!(responses.contains_key(status), "{name}: no {status}");
