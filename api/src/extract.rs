@@ -2,7 +2,6 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -88,18 +87,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The credential of an `Authorization: Bearer <credential>` header value, if well-formed.
-pub fn bearer_value(value: &HeaderValue) -> Option<String> {
-    let header = value.to_str().ok()?;
-    header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-}
-
-/// Who makes the request, as [`crate::rights::authorize`] authenticated it (with the right
+/// Who makes the request, as [`crate::authorize::authorize`] authenticated it (with the right
 /// its route requires) before any other part of the request was read.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;

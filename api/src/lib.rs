@@ -11,8 +11,9 @@
 //!   code → status table.
 //! - [`extract`]: JSON / query extractors answering bad input with our error body; the
 //!   [`verdict_app::Caller`] of a request.
-//! - [`rights`]: the right each route declares in its annotation, and the middleware that
-//!   authenticates the caller and checks that right before the request is read.
+//! - [`rights`]: the right each route declares in its annotation.
+//! - [`authorize`]: the middleware that authenticates the caller and checks the route's
+//!   right before the request is read.
 //! - [`routes`]: one module per resource, each with its `routes()`.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the handlers'
 //!   annotations plus the responses every operation shares, and its rendering (`/docs`).
@@ -22,6 +23,7 @@
 //! - `serve`: the connection loop [`Application`] runs: HTTP/1 with a header-read timeout,
 //!   a cap on connections per peer address, graceful stop.
 
+pub mod authorize;
 pub mod error;
 pub mod extract;
 pub mod openapi;

@@ -107,12 +107,16 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
+/// The push routes: they answer with a stream that stays open (SSE) or upgrade the
+/// connection (WebSocket), so the request time limit does not apply to them (nor its 408).
+pub(crate) const PUSH_ROUTES: [&str; 2] = ["/v1/experiments/{key}/stream", "/v1/ws"];
+
 /// Add, to every operation that does not declare them itself, the error responses its kind
 /// can give (see the module docs).
 pub fn add_shared_responses(doc: &mut Document) {
     let roles = verdict_domain::RoleBook::default();
     for (path, item) in doc.paths.paths.iter_mut() {
-        let push = crate::startup::PUSH_ROUTES.contains(&path.as_str());
+        let push = PUSH_ROUTES.contains(&path.as_str());
         for op in operations(item) {
             describe_right(op, &roles);
             if !push {

@@ -1,29 +1,16 @@
-//! Which right each route requires, and the middleware that checks it before anything else
-//! of the request is read.
+//! Which right each route requires.
 //!
 //! Each route declares its right once, in its OpenAPI annotation:
 //! `security(("bearer" = ["experiments:write"]))`. [`RouteRights::of`] reads them back from
 //! the generated document, so the document and the check cannot disagree; an operation with
-//! no `security` is public (health, metrics, the document itself). [`authorize`] runs after
-//! routing and before the handler's extractors: it authenticates the caller, refuses a
-//! caller lacking the route's right (403 `forbidden`, naming the right), and hands the
-//! [`Caller`] to the handler through the request's extensions. So a caller without the right
-//! learns nothing from a request body it may not send.
+//! no `security` is public (health, metrics, the document itself). The middleware
+//! [`crate::authorize`] checks them.
 
 use std::collections::HashMap;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use verdict_app::{Caller, ErrorCode};
 use verdict_domain::Right;
-
-use crate::error::ApiError;
-use crate::extract::check_utf8_query;
-use crate::state::AppState;
 
 /// The security scheme every protected operation names.
 pub const SCHEME: &str = "bearer";
@@ -134,91 +121,4 @@ pub fn operations(item: &PathItem) -> impl Iterator<Item = (Method, &Operation)>
     ]
     .into_iter()
     .filter_map(|(m, op)| op.as_ref().map(|op| (m, op)))
-}
-
-/// The middleware: authenticate, check the route's right, pass the [`Caller`] on.
-pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(route) = req.extensions().get::<MatchedPath>() else {
-        return next.run(req).await;
-    };
-    let Some(required) = state.rights.get(req.method(), route.as_str()) else {
-        return next.run(req).await;
-    };
-    // Read what is needed from the request before awaiting (a body is not `Sync`).
-    let token = match credential(&req, required) {
-        Ok(token) => token,
-        Err(e) => return e.into_response(),
-    };
-    match authenticate(&state, &token, required.right).await {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-/// The credential `req` presents: its `Authorization: Bearer` header or, where the route
-/// allows it, its `?token=`.
-fn credential(req: &Request, required: Requirement) -> Result<String, ApiError> {
-    let token = match req.headers().get(AUTHORIZATION) {
-        Some(value) => Some(crate::extract::bearer_value(value).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "the Authorization header must be 'Bearer <credential>'",
-            )
-        })?),
-        None if required.query_token => query_token(req)?,
-        None => None,
-    };
-    token.ok_or_else(|| {
-        let how = if required.query_token {
-            "send 'Authorization: Bearer <credential>' or ?token=<credential>"
-        } else {
-            "send 'Authorization: Bearer <credential>' (an API key or a token)"
-        };
-        ApiError::new(ErrorCode::Unauthorized, how)
-    })
-}
-
-/// The caller `token` authenticates, if it holds `right`.
-async fn authenticate(state: &AppState, token: &str, right: Right) -> Result<Caller, ApiError> {
-    let caller = state.authenticate(token).await?;
-    caller.require(right)?;
-    Ok(caller)
-}
-
-/// `?token=` of the request's query, percent-decoded.
-fn query_token(req: &Request) -> Result<Option<String>, ApiError> {
-    let query = req.uri().query().unwrap_or("");
-    check_utf8_query(query)?;
-    Ok(form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_protected_operation_declares_one_known_right() {
-        let doc = crate::startup::document();
-        let rights = RouteRights::of(&doc).unwrap_or_else(|p| panic!("{p:#?}"));
-        assert!(rights.iter().count() >= 40);
-        let ws = rights.get(&Method::GET, "/v1/ws").unwrap();
-        assert_eq!(ws.right, Right::ResultsRead);
-        assert!(ws.query_token);
-        let create = rights.get(&Method::POST, "/v1/experiments").unwrap();
-        assert_eq!(create.right, Right::ExperimentsWrite);
-        assert!(!create.query_token);
-        assert_eq!(
-            rights
-                .get(&Method::HEAD, "/v1/experiments/{key}")
-                .unwrap()
-                .right,
-            Right::ExperimentsRead
-        );
-        assert!(rights.get(&Method::GET, "/healthz").is_none());
-    }
 }

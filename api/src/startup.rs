@@ -14,17 +14,14 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use verdict_app::{App, ErrorCode};
 
+use crate::authorize::authorize;
 use crate::error::ApiError;
 use crate::openapi;
-use crate::rights::{RouteRights, authorize};
+use crate::rights::RouteRights;
 pub use crate::state::AppState;
 use crate::state::DocPages;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The push routes: they answer with a stream that stays open (SSE) or upgrade the
-/// connection (WebSocket), so the request time limit does not apply to them.
-pub(crate) const PUSH_ROUTES: [&str; 2] = ["/v1/experiments/{key}/stream", "/v1/ws"];
 
 /// Around every request: apply the request time limit (`server.request_timeout_seconds`,
 /// except on the push routes), then count the request by matched route (never the raw
@@ -44,7 +41,7 @@ async fn after_request(
     let started = std::time::Instant::now();
     let push = route
         .as_ref()
-        .is_some_and(|p| PUSH_ROUTES.contains(&p.as_str()));
+        .is_some_and(|p| openapi::PUSH_ROUTES.contains(&p.as_str()));
     let response = if push {
         next.run(req).await
     } else {

@@ -255,7 +255,10 @@ async fn every_operation_is_fully_described() {
         let right = op["security"][0]["bearer"][0]
             .as_str()
             .unwrap_or_else(|| panic!("{name}: no bearer security with a right"));
-        assert!(verdict_domain::Right::parse(right).is_some(), "{name}: {right}");
+        assert!(
+            verdict_domain::Right::parse(right).is_some(),
+            "{name}: {right}"
+        );
         let description = op["description"].as_str().unwrap_or_default();
         assert!(
             description.starts_with(&format!("Requires the right `{right}` (built-in roles: ")),

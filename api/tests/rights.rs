@@ -122,6 +122,25 @@ async fn the_document_names_each_operations_right() {
     );
     let security = serde_json::to_value(&create.security).unwrap();
     assert_eq!(security, json!([{"bearer": ["experiments:write"]}]));
+
+    // The table the server checks, read back from the same document.
+    let rights = RouteRights::of(&doc).unwrap_or_else(|p| panic!("{p:#?}"));
+    let ws = rights.get(&Method::GET, "/v1/ws").unwrap();
+    assert_eq!(ws.right.as_str(), "results:read");
+    assert!(
+        ws.query_token,
+        "a WebSocket may send its credential as ?token="
+    );
+    let create = rights.get(&Method::POST, "/v1/experiments").unwrap();
+    assert_eq!(create.right.as_str(), "experiments:write");
+    assert!(!create.query_token);
+    let head = rights.get(&Method::HEAD, "/v1/experiments/{key}").unwrap();
+    assert_eq!(
+        head.right.as_str(),
+        "experiments:read",
+        "HEAD needs what GET needs"
+    );
+    assert!(rights.get(&Method::GET, "/healthz").is_none());
 }
 
 #[tokio::test]

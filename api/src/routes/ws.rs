@@ -93,7 +93,7 @@ pub async fn ws(
     ApiQuery(params): ApiQuery<WsParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    // `token` was read by the rights check (`crate::rights::authorize`).
+    // `token` was read by the rights check (`crate::authorize::authorize`).
     let scope = caller.scope(&ScopeParams {
         environment: params.environment,
         organization: params.organization,
