@@ -1,4 +1,4 @@
-//! Assignment: which variant a subject sees, with its config (client scope).
+//! Assignment: which variant a subject sees, with its config.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -70,9 +70,9 @@ fn assignment_query(query: Option<String>) -> Result<(String, Attributes, ScopeP
         ("attr.{name}" = Option<String>, Query,
             description = "A targeting attribute, e.g. `attr.country=US`; repeat for more."),
         ("environment" = Option<String>, Query,
-            description = "Act in this environment instead of the key's (admin keys only)."),
+            description = "Act in this environment instead of the caller's (right `scope:any`)."),
         ("organization" = Option<String>, Query,
-            description = "Act in this organization instead of the key's (admin keys only).")),
+            description = "Act in this organization instead of the caller's (right `scope:any`).")),
     responses(
         (status = 200, description = "The subject's variant and config.", body = AssignmentView),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),

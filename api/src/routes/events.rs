@@ -1,4 +1,4 @@
-//! Event ingestion: one event or a batch (client scope).
+//! Event ingestion: one event or a batch.
 
 use axum::Json;
 use axum::extract::State;

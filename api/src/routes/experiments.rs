@@ -1,5 +1,5 @@
 //! `/v1/experiments`: create, read, list, edit, lifecycle, manual winner, QA overrides,
-//! audit (admin scope).
+//! audit.
 
 use axum::Json;
 use axum::extract::State;

@@ -1,4 +1,4 @@
-//! Winner snapshot, results and time series (client scope).
+//! Winner snapshot, results and time series.
 
 use axum::Json;
 use axum::extract::State;

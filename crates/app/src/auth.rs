@@ -95,12 +95,13 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    fn get(&self, digest: &Digest32) -> Option<Known> {
+    /// The cached caller of `digest` (`Some(None)`: a revoked key), if fresh.
+    fn get(&self, digest: &Digest32) -> Option<Option<Caller>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(digest)
             .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.caller.clone())
     }
 
     fn put(&self, digest: Digest32, known: Known) {
@@ -324,8 +325,8 @@ impl App {
     /// none or it is revoked. Cached for [`KEY_CACHE_TTL`].
     async fn stored_key(&self, digest: Digest32) -> Result<Option<Caller>, AppError> {
         let state = &self.0;
-        if let Some(known) = state.keys.get(&digest) {
-            return Ok(known.caller);
+        if let Some(caller) = state.keys.get(&digest) {
+            return Ok(caller);
         }
         let Some(key) = state.store.find_api_key(&hex::encode(digest)).await? else {
             return Ok(None);

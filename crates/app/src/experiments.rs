@@ -138,9 +138,9 @@ pub struct ForcedAssignment {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// List this environment instead of the key's (admin keys only).
+    /// List this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
-    /// List this organization instead of the key's (admin keys only).
+    /// List this organization instead of the caller's (right `scope:any`).
     pub organization: Option<String>,
     /// Only experiments in this status.
     #[param(value_type = Option<Status>)]
@@ -158,9 +158,9 @@ pub struct ListParams {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScopedPageParams {
-    /// Act in this environment instead of the key's (admin keys only).
+    /// Act in this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
-    /// Act in this organization instead of the key's (admin keys only).
+    /// Act in this organization instead of the caller's (right `scope:any`).
     pub organization: Option<String>,
     /// Page number, from 1 (default 1; give with `page_size`).
     #[param(minimum = 1)]

@@ -37,9 +37,9 @@ pub struct ResultsParams {
     /// Count events before this time (RFC 3339); counts raw events.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub to: Option<OffsetDateTime>,
-    /// Act in this environment instead of the key's (admin keys only).
+    /// Act in this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
-    /// Act in this organization instead of the key's (admin keys only).
+    /// Act in this organization instead of the caller's (right `scope:any`).
     pub organization: Option<String>,
 }
 
@@ -115,9 +115,9 @@ pub struct TimeseriesParams {
     /// Buckets starting before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub to: Option<OffsetDateTime>,
-    /// Act in this environment instead of the key's (admin keys only).
+    /// Act in this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
-    /// Act in this organization instead of the key's (admin keys only).
+    /// Act in this organization instead of the caller's (right `scope:any`).
     pub organization: Option<String>,
 }
 

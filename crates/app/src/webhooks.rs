@@ -1,4 +1,4 @@
-//! Webhook endpoints and their delivery log (admin scope), svix-like:
+//! Webhook endpoints and their delivery log, svix-like:
 //! `/v1/webhooks/endpoints[/{id}[/enable|/disable|/rotate-secret|/recover|/messages[/{msg_id}
 //! [/attempts|/redeliver]]]]`.
 //!

@@ -17,14 +17,27 @@ use crate::error::{JwtError, JwtErrorCode};
 /// token has an empty third one: it is a JWT, to be refused as such). API keys (`vk_...`)
 /// have no dots.
 pub fn looks_like_jwt(token: &str) -> bool {
-    let segments: Vec<&str> = token.split('.').collect();
+    // Checked on every request's credential: no allocation (an API key has no dot).
     let base64url = |s: &str| {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    matches!(segments.as_slice(), [header, payload, signature]
-        if !header.is_empty() && !payload.is_empty()
-            && base64url(header) && base64url(payload) && base64url(signature))
+    let mut segments = token.split('.');
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some(header), Some(payload), Some(signature), None) => {
+            !header.is_empty()
+                && !payload.is_empty()
+                && base64url(header)
+                && base64url(payload)
+                && base64url(signature)
+        }
+        _ => false,
+    }
 }
 
 /// The parts of a token's header that choose its key.
