@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README and of CI: formatting, lints, the architecture rules, doc
-# links, then every test of the workspace against real services. Runs on a fresh machine
-# with only the Rust toolchain installed: it installs what the tests need (see
-# scripts/test-services.sh).
+# links, then every test of the workspace against real services, then the HTTP API fuzz.
+# Runs on a fresh machine with only the Rust toolchain and Python installed: it installs what
+# the tests need (see scripts/test-services.sh and scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +37,13 @@ echo "==> cargo test -p verdict-api --tests (VERDICT_TEST_BACKEND=mongodb: Mongo
 VERDICT_TEST_BACKEND=mongodb cargo test -p verdict-api --tests --locked 2>&1 | tee -a "$log"
 status_mongodb=${PIPESTATUS[0]}
 [[ "$status" == 0 ]] && status=$status_mongodb
+# The HTTP API fuzzed from its own OpenAPI document (schemathesis in a cached virtualenv),
+# one time-boxed run per identity against the server built above.
+echo "==> HTTP API fuzz (scripts/fuzz.sh: schemathesis as admin, client and viewer)"
+cargo build -p verdict --locked --quiet
+bash scripts/fuzz.sh target/debug/verdict
+status_fuzz=$?
+[[ "$status" == 0 ]] && status=$status_fuzz
 set -e
 # cargo's last line is the last crate's doc-tests; close with the whole run's totals.
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }

@@ -49,7 +49,7 @@ use crate::state::DocPages;
             **Request ids.** Every response carries `x-request-id` (the client's, or a new one)."
     ),
     modifiers(&BearerScheme),
-    components(schemas(ErrorBody, ErrorObject)),
+    components(schemas(ErrorBody, ErrorObject, EventInput)),
     tags(
         (name = "health", description = "Liveness and readiness (no authentication)."),
         (name = "docs", description = "This document and its rendering (no authentication)."),
@@ -308,20 +308,4 @@ fn error_code_schema() -> Schema {
 pub struct Health {
     #[schema(example = "ok")]
     pub status: String,
-}
-
-/// One event, or a batch `{"events": [...]}` of up to `ingest.max_batch` events. (The body
-/// is parsed item by item, so that one bad item is rejected alone; this type describes it.)
-#[derive(Debug, ToSchema)]
-#[serde(untagged)]
-pub enum EventsRequest {
-    One(EventInput),
-    Batch(EventBatch),
-}
-
-/// A batch of events; each succeeds or fails on its own.
-#[derive(Debug, ToSchema)]
-pub struct EventBatch {
-    #[schema(min_items = 1)]
-    pub events: Vec<EventInput>,
 }

@@ -9,7 +9,7 @@ use verdict_app::{Caller, ScopeParams};
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, JsonBytes};
-use crate::openapi::{ErrorBody, EventsRequest};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -29,7 +29,10 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         was stored). Idempotent per `event_id`.",
     security(("bearer" = ["events:write"])),
     params(ScopeParams),
-    request_body = EventsRequest,
+    request_body(content = Object, description = "One event (an `EventInput`) or a batch \
+        `{\"events\": [...]}` of 1 to `ingest.max_batch` of them. Each item is checked on its \
+        own, its shape too (an item that is not an `EventInput` is answered `rejected` with code \
+        `invalid`), so the body is any JSON object here; `EventInput` describes an item."),
     responses(
         (status = 200, description = "Per-item results: each event is `accepted`, `duplicate` \
             (same `event_id` seen before) or `rejected` (with a `code`).", body = IngestReport),
@@ -61,7 +64,10 @@ pub async fn post_events(
         `experiment`, if given, must match it).",
     security(("bearer" = ["events:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
-    request_body = EventsRequest,
+    request_body(content = Object, description = "One event (an `EventInput`) or a batch \
+        `{\"events\": [...]}` of 1 to `ingest.max_batch` of them. Each item is checked on its \
+        own, its shape too (an item that is not an `EventInput` is answered `rejected` with code \
+        `invalid`), so the body is any JSON object here; `EventInput` describes an item."),
     responses(
         (status = 200, description = "Per-item results: each event is `accepted`, `duplicate` \
             (same `event_id` seen before) or `rejected` (with a `code`).", body = IngestReport),

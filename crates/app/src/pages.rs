@@ -3,6 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use verdict_store::model::MAX_PAGE_SIZE;
+
+/// The largest page number: the document declares pages as 32-bit integers.
+const MAX_PAGE: u32 = i32::MAX as u32;
 use verdict_store::{Page, PageRequest};
 
 use crate::error::{AppError, ErrorCode};
@@ -26,6 +29,8 @@ impl PageParams {
             (None, None) => Ok(PageRequest::DEFAULT),
             (Some(_), None) | (None, Some(_)) => bad("give both page and page_size, or neither"),
             (Some(0), _) => bad("page starts at 1"),
+            // The document declares 32-bit integers (OpenAPI `int32`).
+            (Some(page), _) if page > MAX_PAGE => bad("page must be at most 2147483647"),
             (_, Some(size)) if size == 0 || size > MAX_PAGE_SIZE => {
                 bad("page_size must be between 1 and 100")
             }
@@ -70,5 +75,28 @@ impl<T> Paginated<T> {
             data: self.data.into_iter().map(f).collect(),
             pagination: self.pagination,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_1_to_the_largest_32_bit_integer_and_sizes_1_to_100() {
+        let req = |page, page_size| PageParams { page, page_size }.to_request();
+        assert!(req(Some(MAX_PAGE), Some(100)).is_ok());
+        for (page, size) in [
+            (Some(MAX_PAGE + 1), Some(5)),
+            (Some(0), Some(5)),
+            (Some(1), Some(0)),
+            (Some(1), Some(101)),
+            (Some(1), None),
+            (None, Some(1)),
+        ] {
+            let err = req(page, size).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidPagination, "{page:?} {size:?}");
+        }
+        assert_eq!(req(None, None).unwrap(), PageRequest::DEFAULT);
     }
 }

@@ -118,8 +118,9 @@ pub struct RunRecord {
     pub finished_at: Option<OffsetDateTime>,
     pub outcome: RunOutcome,
     /// The job's report: its counts (events rolled up, buckets written, decisions, rows
-    /// deleted, deliveries, …) and details (e.g. each experiment's evaluation outcome).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// deleted, deliveries, …) and details (e.g. each experiment's evaluation outcome);
+    /// `null` while running and when the run failed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub report: serde_json::Value,
     pub error: Option<String>,
 }
