@@ -101,7 +101,12 @@ impl verdict_jobs::Job for AggregateJob {
         &self,
         ctx: verdict_jobs::RunContext,
     ) -> Result<AggregateReport, verdict_jobs::JobError> {
-        Ok(aggregate_fenced(&*self.store, DEFAULT_STEP, Some(&ctx.fence)).await?)
+        let report = aggregate_fenced(&*self.store, DEFAULT_STEP, Some(&ctx.fence)).await?;
+        // The lag gauge as of this run, so a scrape right after it reads the new figure.
+        if let Err(e) = verdict_jobs::Job::lag(self, ctx.started_at).await {
+            tracing::debug!(error = %verdict_domain::ErrorChain(&e), "aggregation lag unknown after the run");
+        }
+        Ok(report)
     }
 
     /// Seconds since the oldest raw event not yet aggregated was received (0 when caught

@@ -1,6 +1,7 @@
 //! Totals stored before event values were bounded: one value ≳ 1.3e154 made a sum of squares
 //! infinite, and rollups only ever add. Results flag the metric instead of serving `null`
-//! where a number is documented, and no decision is made on it.
+//! where a number is documented, and no decision is made on it: the decision names the
+//! `totals_not_finite` blocker.
 
 mod common;
 
@@ -72,7 +73,17 @@ async fn results_flag_a_metric_whose_stored_totals_overflowed_and_no_decision_is
     let fine = variant_row(&results, &other);
     assert_eq!(fine["totals_not_finite"], false, "{fine}");
     assert!(fine["sum"].as_f64().unwrap() > 0.0, "{fine}");
-    assert!(results["decision"].is_null(), "{results}");
+    // No decision, and the decision names why rather than failing.
+    let verdict = &results["decision"]["verdict"];
+    assert_eq!(verdict["outcome"], "no_decision", "{results}");
+    assert!(
+        verdict["blockers"].as_array().unwrap().contains(&json!({
+            "reason": "totals_not_finite",
+            "metric": "purchase",
+            "variants": [overflowing_variant],
+        })),
+        "{verdict}"
+    );
     assert!(no_non_finite(&results), "{results}");
 
     let (status, series) = app

@@ -145,4 +145,18 @@ async fn a_mongodb_outage_is_a_503_with_retry_after_and_nothing_is_acknowledged(
     assert_eq!(error_code(&body), "store_unavailable");
     let (status, _) = app.get("/healthz", "").await;
     assert_eq!(status, StatusCode::OK, "the process itself is alive");
+
+    // A scrape is served from memory: it does not wait on the store. Here every store call
+    // waits out the 1 s server selection before failing, so a scrape that read the store
+    // could not meet a deadline below that; one rendered from memory takes microseconds.
+    let scrape = app
+        .client
+        .get(app.url("/metrics"))
+        .timeout(Duration::from_millis(800))
+        .send()
+        .await
+        .expect("/metrics answers while the store is gone");
+    assert_eq!(scrape.status(), StatusCode::OK);
+    let text = scrape.text().await.unwrap();
+    assert!(text.contains("verdict_aggregation_lag_seconds"), "{text}");
 }

@@ -138,6 +138,8 @@ pub struct ServerSettings {
     pub header_read_timeout_seconds: u64,
     /// Most open connections from one peer IP address; 0 means unlimited.
     pub max_connections_per_peer: usize,
+    /// Memory for the in-process cache of repeat subjects' assignments, in MiB (1..=65536).
+    pub assignment_cache_mb: u64,
 }
 
 impl ServerSettings {
@@ -158,6 +160,11 @@ impl ServerSettings {
     /// `request_timeout_seconds` as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+
+    /// `assignment_cache_mb` in bytes.
+    pub fn assignment_cache_bytes(&self) -> u64 {
+        self.assignment_cache_mb.saturating_mul(1024 * 1024)
     }
 
     /// `header_read_timeout_seconds` as a [`Duration`].

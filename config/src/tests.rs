@@ -72,6 +72,7 @@ fn defaults_load_and_validate() {
     assert_eq!(s.server.request_timeout_seconds, 60);
     assert_eq!(s.server.header_read_timeout_seconds, 10);
     assert_eq!(s.server.max_connections_per_peer, 256);
+    assert_eq!(s.server.assignment_cache_mb, 64);
     assert_eq!(s.log.level, "info");
     assert_eq!(s.log.format, LogFormat::Text);
     assert_eq!(s.sqlite.path, PathBuf::new());
@@ -761,4 +762,12 @@ fn a_zero_header_read_timeout_is_rejected() {
 fn zero_connections_per_peer_means_unlimited_and_is_accepted() {
     let s = load_ok(None, &[("VERDICT_SERVER__MAX_CONNECTIONS_PER_PEER", "0")]);
     assert_eq!(s.server.max_connections_per_peer, 0);
+}
+
+#[test]
+fn the_assignment_cache_takes_a_memory_budget_in_mib_and_refuses_zero() {
+    let s = load_ok(None, &[("VERDICT_SERVER__ASSIGNMENT_CACHE_MB", "8")]);
+    assert_eq!(s.server.assignment_cache_bytes(), 8 * 1024 * 1024);
+    let err = load_err(None, &[("VERDICT_SERVER__ASSIGNMENT_CACHE_MB", "0")]);
+    assert_invalid_only(&err, "server.assignment_cache_mb");
 }

@@ -16,6 +16,7 @@ const MIN_ADMIN_KEY_CHARS: usize = 16;
 const MAX_ABS_VALUE: f64 = 1e100;
 const MAX_REQUEST_TIMEOUT_SECONDS: u64 = 86_400;
 const MAX_HEADER_READ_TIMEOUT_SECONDS: u64 = 3600;
+const MAX_ASSIGNMENT_CACHE_MB: u64 = 65_536;
 
 /// Parse a 6-field cron expression (seconds first) as the scheduler does.
 pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
@@ -97,6 +98,15 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         format!(
             "must be between 1 and {MAX_HEADER_READ_TIMEOUT_SECONDS} (got {})",
             s.server.header_read_timeout_seconds
+        ),
+    );
+
+    check(
+        (1..=MAX_ASSIGNMENT_CACHE_MB).contains(&s.server.assignment_cache_mb),
+        "server.assignment_cache_mb",
+        format!(
+            "must be between 1 and {MAX_ASSIGNMENT_CACHE_MB} (got {})",
+            s.server.assignment_cache_mb
         ),
     );
 

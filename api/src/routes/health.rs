@@ -60,7 +60,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     description = "No authentication. This process's metrics in the OpenMetrics text format \
         (which Prometheus scrapes): HTTP requests by route and status, events ingested and \
         rejected, job runs by job and outcome with durations, aggregation lag, webhook attempts \
-        by outcome, winner-snapshot cache hits, misses and store fallbacks.",
+        by outcome, winner-snapshot cache hits, misses and store fallbacks. Rendered from \
+        memory (the aggregation lag is refreshed every 10 s in the background and after each \
+        aggregation): a scrape never reads the store.",
     responses((status = 200, description = "The metrics.", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -494,23 +494,64 @@ impl ExperimentCache {
     }
 }
 
-/// How many stored assignments [`AssignmentCache`] keeps (about 100 bytes each).
-pub const ASSIGNMENT_CACHE_ENTRIES: usize = 100_000;
-
 /// Stored assignments this process has read or made, so that repeat subjects are answered
 /// without a store read. A stored assignment never changes (the first one is kept
-/// forever), so an entry is never stale; the cache only bounds how many it keeps (S3-FIFO
-/// eviction: one-off subjects do not push out the ones that come back).
+/// forever), so an entry is never stale; the cache only bounds the memory it takes
+/// (`server.assignment_cache_mb`, weighed by [`EntryBytes`]; S3-FIFO eviction: one-off
+/// subjects do not push out the ones that come back).
 #[derive(Debug)]
 pub struct AssignmentCache {
-    entries: quick_cache::sync::Cache<(String, String), (Arc<str>, OffsetDateTime)>,
+    entries: quick_cache::sync::Cache<CacheKey, CacheValue, EntryBytes>,
 }
 
-impl Default for AssignmentCache {
-    fn default() -> Self {
+type CacheKey = (String, String);
+type CacheValue = (Arc<str>, OffsetDateTime);
+
+/// What one entry of [`AssignmentCache`] costs in memory, in bytes: the entry itself, its
+/// slot in the cache's table (an estimate of quick_cache's per-entry bookkeeping), and the
+/// heap bytes of its two ids and its variant key.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryBytes;
+
+/// The fixed part of [`EntryBytes`]: the entry's inline size plus about 48 bytes of table
+/// slot, hash and eviction metadata, plus the variant's reference-count header.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<(CacheKey, CacheValue)>() + 48 + 16;
+
+impl quick_cache::Weighter<CacheKey, CacheValue> for EntryBytes {
+    fn weight(&self, key: &CacheKey, value: &CacheValue) -> u64 {
+        (ENTRY_OVERHEAD + key.0.capacity() + key.1.capacity() + value.0.len()) as u64
+    }
+}
+
+/// Entries of this size are what the cache's table is first sized for (the budget in bytes
+/// is the bound; this only avoids growing the table step by step).
+const TYPICAL_ENTRY_BYTES: u64 = 200;
+
+impl AssignmentCache {
+    /// A cache holding at most `bytes` of entries (as [`EntryBytes`] weighs them).
+    pub fn with_budget(bytes: u64) -> Self {
+        let bytes = bytes.max(1);
+        let items = usize::try_from(bytes / TYPICAL_ENTRY_BYTES)
+            .unwrap_or(usize::MAX)
+            .max(1);
         Self {
-            entries: quick_cache::sync::Cache::new(ASSIGNMENT_CACHE_ENTRIES),
+            entries: quick_cache::sync::Cache::with_weighter(items, bytes, EntryBytes),
         }
+    }
+
+    /// The bytes the entries take, as [`EntryBytes`] weighs them (at most the budget).
+    pub fn weight(&self) -> u64 {
+        self.entries.weight()
+    }
+
+    /// How many entries are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -553,7 +594,7 @@ mod cache_tests {
 
     #[test]
     fn assignments_are_found_by_experiment_and_subject() {
-        let cache = AssignmentCache::default();
+        let cache = AssignmentCache::with_budget(1 << 20);
         assert_eq!(cache.get("e1", "alice"), None);
         cache.put(&assignment("e1", "alice", "treatment"));
         assert_eq!(
@@ -565,5 +606,31 @@ mod cache_tests {
         assert_eq!(cache.get("e1", "bob"), None);
         cache.put(&assignment("ab", "c", "x"));
         assert_eq!(cache.get("a", "bc"), None);
+    }
+
+    #[test]
+    fn the_cache_keeps_within_its_memory_budget_however_many_subjects_pass() {
+        let budget = 1 << 20;
+        let cache = AssignmentCache::with_budget(budget);
+        let experiment = "exp_0190a1b2c3d4e5f6a7b8c9d0e1f2a3b4";
+        for i in 0..100_000 {
+            cache.put(&assignment(experiment, &format!("user-{i}"), "treatment"));
+        }
+        assert!(cache.weight() <= budget, "{} > {budget}", cache.weight());
+        // Entries weigh between these (subject ids of 6 to 10 bytes, variant of 9).
+        let lightest = ENTRY_OVERHEAD + experiment.len() + "user-0".len() + 9;
+        let heaviest = ENTRY_OVERHEAD + experiment.len() + "user-99999".len() + 9;
+        let (most, least) = (budget as usize / lightest, budget as usize / heaviest);
+        assert!(
+            cache.len() <= most && cache.len() > least / 2,
+            "{} entries of {lightest}..={heaviest} bytes in {budget} bytes",
+            cache.len()
+        );
+        // A subject that keeps coming back stays while one-off subjects pass through.
+        cache.put(&assignment(experiment, "regular", "control"));
+        for i in 100_000..200_000 {
+            assert!(cache.get(experiment, "regular").is_some(), "evicted at {i}");
+            cache.put(&assignment(experiment, &format!("user-{i}"), "treatment"));
+        }
     }
 }

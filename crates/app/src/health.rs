@@ -54,8 +54,9 @@ impl App {
         })
     }
 
-    /// This process's metrics in the OpenMetrics text format, with the figures owned
-    /// elsewhere (cache counters, job lags) brought up to date first.
+    /// This process's metrics in the OpenMetrics text format, from memory only: cache
+    /// counters are read from the cache's own, job lags are kept fresh in the background
+    /// ([`verdict_jobs::Runner::keep_lags_fresh`]); nothing here reads the store.
     pub async fn render_metrics(&self) -> String {
         let metrics = &self.0.metrics;
         let stats = self.0.snapshots.cache().stats();
@@ -64,10 +65,6 @@ impl App {
             misses: stats.misses,
             fallbacks: self.0.snapshots.fallbacks(),
         });
-        self.0
-            .runner
-            .refresh_lags(time::OffsetDateTime::now_utc())
-            .await;
         metrics.render()
     }
 }

@@ -100,6 +100,7 @@ impl App {
     ) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let runner = jobs::runner(&store, &cache, &settings, &metrics, &stop)?;
+        runner.keep_lags_fresh();
         let bootstrap = Bootstrap::new(
             settings.auth.bootstrap_admin_key.expose_secret(),
             &settings.auth.bootstrap_environment,
@@ -117,6 +118,7 @@ impl App {
         let snapshots = Snapshots::new(cache);
         let experiments: Arc<ExperimentCache> = Arc::default();
         snapshots.forget_on_change(experiments.clone());
+        let assignments = AssignmentCache::with_budget(settings.server.assignment_cache_bytes());
         Ok(Self(Arc::new(Inner {
             store,
             snapshots,
@@ -127,7 +129,7 @@ impl App {
             tokens,
             rate,
             experiments,
-            assignments: AssignmentCache::default(),
+            assignments,
             runner,
             metrics,
             stop,

@@ -21,7 +21,9 @@ mod runner;
 mod schedule;
 
 pub use job::{Job, JobError, RunContext, Schedule};
-pub use runner::{Clock, JobStatus, Registry, Runner, RunnerConfig, Start, StartError};
+pub use runner::{
+    Clock, JobStatus, LAG_REFRESH, Registry, Runner, RunnerConfig, Start, StartError,
+};
 pub use schedule::Scheduled;
 
 /// How long one scheduled run of a continuous job lasts before it records itself and the

@@ -517,7 +517,7 @@ impl Runner {
     }
 
     /// Ask every job for its lag (jobs keep their own lag metrics up to date doing so):
-    /// for a metrics scrape.
+    /// what [`Runner::keep_lags_fresh`] does every [`LAG_REFRESH`].
     pub async fn refresh_lags(&self, now: OffsetDateTime) {
         for job in &self.inner.jobs {
             if let Err(e) = job.lag(now).await {
@@ -525,4 +525,24 @@ impl Runner {
             }
         }
     }
+
+    /// Refresh the jobs' lag metrics every [`LAG_REFRESH`] until the process stops, in the
+    /// background: a `/metrics` scrape then renders what is in memory and never waits on the
+    /// store, however often it comes and however large the store is.
+    pub fn keep_lags_fresh(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let stop = this.stop_token().clone();
+            loop {
+                this.refresh_lags(this.now()).await;
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(LAG_REFRESH) => {}
+                }
+            }
+        })
+    }
 }
+
+/// How often [`Runner::keep_lags_fresh`] refreshes the lag metrics.
+pub const LAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);

@@ -2,9 +2,11 @@
 //!
 //! One [`Metrics`] per process (cheap to clone), with its own registry: no global state, so
 //! tests can run several servers in one process. Counters the code increments where things
-//! happen (requests, events, job runs, webhook attempts); values owned elsewhere (cache
-//! statistics, aggregation lag) are brought up to date by the `/metrics` handler just before
-//! rendering ([`Metrics::observe_cache`], [`Metrics::set_aggregation_lag`]).
+//! happen (requests, events, job runs, webhook attempts); values owned elsewhere are set
+//! from memory by the `/metrics` handler just before rendering (cache statistics,
+//! [`Metrics::observe_cache`]) or in the background (the aggregation lag, refreshed every
+//! few seconds and after each aggregation, [`Metrics::set_aggregation_lag`]): a scrape never
+//! reads the store.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};

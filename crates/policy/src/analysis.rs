@@ -44,7 +44,7 @@ use verdict_domain::{
 };
 use verdict_stats::{self as stats, SummaryStats, msprt};
 
-use crate::estimate::{self, ArmEstimate, EstimateKind, TauSource};
+use crate::estimate::{self, ArmEstimate, EstimateKind, TauSource, totals_finite};
 use crate::guard::{GuardState, MetricKey, tau_for};
 use crate::guardrail::{self, GuardrailArm, GuardrailInput};
 use crate::rules::{CREDIBLE_Z, bayes_summary, credible_interval};
@@ -450,11 +450,6 @@ pub fn analyze_metric(
         guardrail,
         totals_not_finite,
     }
-}
-
-/// Whether `c`'s value totals are numbers the statistics can use.
-fn totals_finite(c: &VariantCounts) -> bool {
-    c.sum.is_finite() && c.sum_of_squares.is_finite() && c.sum_events_value.is_finite()
 }
 
 /// A row of a metric with non-finite totals: no comparison holds, and the flagged

@@ -94,13 +94,21 @@ impl ArmEstimate {
     }
 }
 
-/// The estimate of `kind` for one arm, or `None` where it is undefined (see the module docs).
+/// Whether `c`'s value totals are numbers the statistics can use. They are not when a
+/// stored total overflowed (values before ingestion bounded them): a value metric's
+/// estimate is then undefined, and a decision on it is blocked by name.
+pub fn totals_finite(c: &VariantCounts) -> bool {
+    c.sum.is_finite() && c.sum_of_squares.is_finite() && c.sum_events_value.is_finite()
+}
+
+/// The estimate of `kind` for one arm, or `None` where it is undefined (see the module docs),
+/// which includes a value metric whose totals are not finite ([`totals_finite`]).
 ///
-/// `counts` must be valid figures (finite sums, `converted_subjects ≤ subjects`); the policy
-/// checks them before calling this.
+/// `counts` must be valid figures (`converted_subjects ≤ subjects`); the policy checks them
+/// before calling this.
 pub fn estimate(kind: MetricKind, counts: &VariantCounts) -> Option<ArmEstimate> {
     let n = counts.subjects;
-    if n == 0 {
+    if n == 0 || (kind != MetricKind::Binomial && !totals_finite(counts)) {
         return None;
     }
     let nf = n as f64;

@@ -66,7 +66,9 @@ impl Evaluation {
             .map(|b| SubjectsNeeded {
                 reason: b.code(),
                 metric: match b {
-                    Blocker::Guardrail { metric, .. } => Some(metric.clone()),
+                    Blocker::Guardrail { metric, .. } | Blocker::TotalsNotFinite { metric, .. } => {
+                        Some(metric.clone())
+                    }
                     _ => None,
                 },
                 estimate: self.need_for(b),
@@ -188,6 +190,9 @@ impl Evaluation {
             ),
             Blocker::ManualMode => none("a person decides in manual mode"),
             Blocker::NoData { .. } => none("an arm has no subjects yet"),
+            Blocker::TotalsNotFinite { .. } => {
+                none("stored totals must be repaired; more subjects do not help")
+            }
             Blocker::NoEstimate { .. } => {
                 none("an estimate needs two subjects per arm, and events for a value per event")
             }

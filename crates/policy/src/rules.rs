@@ -27,9 +27,12 @@
 //! 1. **`manual_mode`** — `mode = manual` means a person decides (by override, through the
 //!    admin path); the evaluator still computes and reports the numbers but never decides.
 //! 2. **`no_data`** — an arm without subjects cannot be compared (its estimate is undefined).
-//! 3. **`no_estimate`** — an arm with subjects whose estimate or standard error is still
-//!    undefined: fewer than two subjects (`count`, `sum`, `mean`), or no events at all
-//!    (`mean`, whose estimate is per event). Never for `binomial`.
+//! 3. **`totals_not_finite`** / **`no_estimate`** — an arm whose stored value totals are not
+//!    finite (a value metric, the primary or a guardrail, whose totals overflowed before
+//!    ingestion bounded event values) has no estimate, and is named as such rather than
+//!    failing the evaluation; an arm with subjects whose estimate or standard error is still
+//!    undefined otherwise: fewer than two subjects (`count`, `sum`, `mean`), or no events at
+//!    all (`mean`, whose estimate is per event). Never for `binomial`.
 //! 4. **`srm_mismatch`** — Pearson χ² of the assigned subjects against the configured weights
 //!    with p < 0.001 ([`SRM_THRESHOLD`]). A sample-ratio mismatch means assignment or data
 //!    collection is broken (bots, redirects, lost events on one arm), so the arms are no longer
@@ -316,6 +319,12 @@ pub enum Blocker {
     ManualMode,
     /// These arms have no subjects, so their estimates cannot be compared.
     NoData { variants: Vec<String> },
+    /// These arms' stored totals of `metric` (the primary or a guardrail) are not finite,
+    /// so no estimate of it exists for them.
+    TotalsNotFinite {
+        metric: String,
+        variants: Vec<String>,
+    },
     /// These arms have subjects but their estimate or its standard error is undefined yet.
     NoEstimate {
         variants: Vec<String>,
@@ -387,6 +396,7 @@ impl Blocker {
         match self {
             Self::ManualMode => "manual_mode",
             Self::NoData { .. } => "no_data",
+            Self::TotalsNotFinite { .. } => "totals_not_finite",
             Self::NoEstimate { .. } => "no_estimate",
             Self::SrmMismatch { .. } => "srm_mismatch",
             Self::PickAfterNotElapsed { .. } => "pick_after_not_elapsed",
@@ -414,6 +424,12 @@ impl fmt::Display for Blocker {
         match self {
             Self::ManualMode => write!(f, "policy mode is manual: only an override decides"),
             Self::NoData { variants } => write!(f, "no subjects yet in {}", variants.join(", ")),
+            Self::TotalsNotFinite { metric, variants } => write!(
+                f,
+                "the stored totals of '{metric}' are not finite in {} (values beyond the \
+                 ingestion bound were accepted before it existed)",
+                variants.join(", ")
+            ),
             Self::NoEstimate { variants, estimate } => write!(
                 f,
                 "no {} with a standard error yet in {} (needs two subjects, and events for a per-event value)",
@@ -627,9 +643,7 @@ fn check_counts(variant: &str, c: &VariantCounts) -> Result<(), PolicyError> {
         variant: variant.to_owned(),
         reason,
     };
-    if !(c.sum.is_finite() && c.sum_of_squares.is_finite() && c.sum_events_value.is_finite()) {
-        return Err(invalid("sums must be finite"));
-    }
+    // Non-finite totals are data (a `totals_not_finite` blocker), not invalid input.
     if c.sum_of_squares < 0.0 {
         return Err(invalid("the sum of squares must be ≥ 0"));
     }
@@ -895,10 +909,40 @@ fn evaluate_with(input: &EvaluationInput<'_>, detail: Detail) -> Result<Evaluati
     if !empty.is_empty() {
         blockers.push(Blocker::NoData { variants: empty });
     }
+    let overflowed = |kind: MetricKind, counts: &mut dyn Iterator<Item = &VariantCounts>| {
+        let arms: Vec<String> = arms
+            .iter()
+            .zip(counts)
+            .filter(|(_, c)| kind != MetricKind::Binomial && !estimate::totals_finite(c))
+            .map(|(a, _)| a.variant.clone())
+            .collect();
+        (!arms.is_empty()).then_some(arms)
+    };
+    let primary_overflowed = overflowed(kind, &mut arms.iter().map(|a| &a.counts));
+    if let Some(variants) = &primary_overflowed {
+        blockers.push(Blocker::TotalsNotFinite {
+            metric: metric.event.clone(),
+            variants: variants.clone(),
+        });
+    }
+    for g in guardrails {
+        if let Some(variants) = overflowed(g.metric.kind, &mut g.arms.iter()) {
+            blockers.push(Blocker::TotalsNotFinite {
+                metric: g.metric.event.clone(),
+                variants,
+            });
+        }
+    }
     let undefined: Vec<String> = arms
         .iter()
         .zip(&estimates)
-        .filter(|(a, e)| a.subjects() > 0 && e.and_then(|e| e.variance).is_none())
+        .filter(|(a, e)| {
+            a.subjects() > 0
+                && e.and_then(|e| e.variance).is_none()
+                && !primary_overflowed
+                    .as_ref()
+                    .is_some_and(|v| v.contains(&a.variant))
+        })
         .map(|(a, _)| a.variant.clone())
         .collect();
     if !undefined.is_empty() {

@@ -759,7 +759,7 @@ fn min_assignments_needs_the_shortfall_and_undecidable_blockers_say_why() {
 }
 
 #[test]
-fn figures_of_another_variant_or_a_short_guardrail_are_invalid_input() {
+fn figures_of_another_variant_or_a_short_guardrail_are_invalid_input_non_finite_totals_are_not() {
     let conversion = metric("conversion", MetricKind::Binomial, Objective::Maximize);
     let p = policy(StatMethod::SimpleRate);
     let guard = GuardState::default();
@@ -801,7 +801,9 @@ fn figures_of_another_variant_or_a_short_guardrail_are_invalid_input() {
         ),
         ArmFigures::new("b", 0.5, rate("b", 10, 1)),
     ];
-    assert!(input(&nan, &[]).is_err());
+    // Non-finite totals are data, not invalid input: a value metric names them in a
+    // `totals_not_finite` blocker (see the overflowed-totals test); a rate ignores them.
+    assert!(input(&nan, &[]).is_ok());
 }
 
 /// Per-subject figures of `subjects` subjects with `totals` (one event each where non-zero).
@@ -890,4 +892,66 @@ proptest! {
             state = e.guard_state;
         }
     }
+}
+
+#[test]
+fn overflowed_totals_block_the_decision_by_name_instead_of_failing_the_evaluation() {
+    let sum = metric("purchase", MetricKind::Sum, Objective::Maximize);
+    let mut counts = revenue();
+    counts[1].sum_of_squares = f64::INFINITY;
+    let latency = metric("latency", MetricKind::Mean, Objective::Minimize);
+    let mut guard_figures = [latency_arm("a", 100.0), latency_arm("b", 100.0)];
+    guard_figures[0].sum = f64::INFINITY;
+    let guardrails = [GuardrailInput {
+        metric: &latency,
+        arms: &guard_figures,
+    }];
+    for method in BOTH {
+        let p = policy(method);
+        let e = Look {
+            policy: &p,
+            metric: &sum,
+            guardrails: &guardrails,
+        }
+        .at(&counts, &GuardState::default());
+        assert_eq!(e.verdict.winner(), None, "{method:?}");
+        let named: Vec<(&str, &[String])> = e
+            .verdict
+            .blockers()
+            .iter()
+            .filter_map(|b| match b {
+                Blocker::TotalsNotFinite { metric, variants } => {
+                    Some((metric.as_str(), variants.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("purchase", &["b".to_owned()][..]),
+                ("latency", &["a".to_owned()][..])
+            ],
+            "{:?}",
+            e.verdict
+        );
+        assert!(!codes(&e).contains(&"no_estimate"), "{:?}", codes(&e));
+        assert_eq!(e.arms[1].estimate, None);
+        assert!(e.arms[0].estimate.is_some());
+        assert!(
+            e.verdict.blockers()[0].to_string().contains("not finite"),
+            "{}",
+            e.verdict.blockers()[0]
+        );
+    }
+    // A rate ignores value totals altogether.
+    let conversion = metric("purchase", MetricKind::Binomial, Objective::Maximize);
+    let p = policy(StatMethod::BayesianBeta);
+    let e = Look {
+        policy: &p,
+        metric: &conversion,
+        guardrails: &[],
+    }
+    .at(&counts, &GuardState::default());
+    assert!(!codes(&e).contains(&"totals_not_finite"), "{:?}", codes(&e));
 }

@@ -8,9 +8,15 @@
 //! time) in the SAME update that advances the counter, and removes itself once its insert
 //! returned. Readers that hand out watermarks ([`EventStore::scan_events`],
 //! [`crate::RollupStore::rollup`]) never go past the first seq of a pending allocation
-//! ([`MongoStore::safe_seq`]). A pending entry older than [`PENDING_LEASE`] is considered
-//! abandoned (its writer crashed) and ignored; a writer stalled longer than that could
-//! still insert events behind a watermark (documented limit).
+//! ([`MongoStore::safe_seq`]).
+//!
+//! A writer renews its entry every [`PENDING_RENEW`] while its insert is in flight; an entry
+//! not renewed for [`PENDING_LEASE`] (by the server's clock, so replicas' clocks do not
+//! matter) belongs to a writer that died, is ignored by readers, and is removed by the next
+//! allocation. So a replica killed mid-insert holds results back by a few seconds, and
+//! leaves nothing behind in the counter. A writer that is frozen (not dead) for longer than
+//! the lease could still insert events behind a watermark: those are stored but not rolled
+//! up (a documented limit; the lease is many times the renewal period).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -28,14 +34,29 @@ use super::{
 use crate::Result;
 use crate::error::StoreError;
 use crate::events::EventStore;
-use crate::model::{AppendOutcome, Attribution, VariantCounts, to_millis};
+use crate::model::{AppendOutcome, Attribution, VariantCounts};
 use crate::rollup::check_cap;
 
 /// Most seqs one `scan_events` query covers.
 const SCAN_WINDOW: usize = 10_000;
 
-/// How long a seq allocation may stay pending before readers consider it abandoned.
-pub const PENDING_LEASE: Duration = Duration::from_secs(60);
+/// How long a seq allocation may go unrenewed before readers consider its writer dead.
+pub const PENDING_LEASE: Duration = Duration::from_secs(5);
+
+/// How often a writer renews its pending allocation while its insert is in flight.
+pub const PENDING_RENEW: Duration = Duration::from_secs(1);
+
+/// `pending` without the entries not renewed for [`PENDING_LEASE`], by the server's clock
+/// (an aggregation expression; `$dateDiff`, MongoDB 5.0+, rather than subtracting dates).
+fn live_pending() -> Document {
+    doc! {"$filter": {
+        "input": {"$ifNull": ["$pending", []]},
+        "cond": {"$lt": [
+            {"$dateDiff": {"startDate": "$$this.at", "endDate": "$$NOW", "unit": "millisecond"}},
+            PENDING_LEASE.as_millis() as i64,
+        ]},
+    }}
+}
 
 const EVENTS: &str = "`events`";
 const COUNTERS: &str = "`counters`";
@@ -45,9 +66,10 @@ impl MongoStore {
     /// the first seq.
     async fn allocate_events(&self, n: i64, token: &str) -> Result<i64> {
         let seq = doc! {"$ifNull": ["$seq", 0_i64]};
+        // Dead writers' entries are dropped in the same update.
         let pipeline = vec![
             doc! {"$set": {"pending": {"$concatArrays": [
-                {"$ifNull": ["$pending", []]},
+                live_pending(),
                 [{"token": token, "start": {"$add": [seq.clone(), 1_i64]}, "at": "$$NOW"}],
             ]}}},
             doc! {"$set": {"seq": {"$add": [seq, n]}}},
@@ -56,6 +78,38 @@ impl MongoStore {
             .upsert_counter("events", pipeline, "allocating event seqs")
             .await?;
         Ok(get_i64(&d, "seq", COUNTERS)? - n + 1)
+    }
+
+    /// Renew the pending allocation `token` (its `at` to the server's now).
+    async fn renew_events(&self, token: &str) {
+        let renewed = vec![doc! {"$set": {"pending": {"$map": {
+            "input": "$pending",
+            "in": {"$cond": [
+                {"$eq": ["$$this.token", token]},
+                {"$mergeObjects": ["$$this", {"at": "$$NOW"}]},
+                "$$this",
+            ]},
+        }}}}];
+        if let Err(e) = self
+            .coll("counters")
+            .update_one(doc! {"_id": "events", "pending.token": token}, renewed)
+            .await
+        {
+            tracing::warn!(error = %verdict_domain::ErrorChain(&e), "could not renew a pending event allocation");
+        }
+    }
+
+    /// Await `work` while renewing the pending allocation `token` every [`PENDING_RENEW`].
+    async fn renewing<F: std::future::Future>(&self, token: &str, work: F) -> F::Output {
+        tokio::pin!(work);
+        let start = tokio::time::Instant::now() + PENDING_RENEW;
+        let mut renew = tokio::time::interval_at(start, PENDING_RENEW);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = renew.tick() => self.renew_events(token).await,
+            }
+        }
     }
 
     async fn release_events(&self, token: &str) {
@@ -74,22 +128,24 @@ impl MongoStore {
     /// The highest seq below every live pending allocation: readers never hand out a
     /// watermark past it.
     pub(super) async fn safe_seq(&self) -> Result<i64> {
-        let Some(d) = self
-            .coll("counters")
-            .find_one(doc! {"_id": "events"})
-            .await
-            .map_err(db_err("reading the event counter"))?
-        else {
+        let found = collect(
+            self.coll("counters")
+                .aggregate(vec![
+                    doc! {"$match": {"_id": "events"}},
+                    doc! {"$project": {"seq": 1, "live": live_pending()}},
+                ])
+                .await
+                .map_err(db_err("reading the event counter"))?,
+            "reading the event counter",
+        )
+        .await?;
+        let Some(d) = found.first() else {
             return Ok(0);
         };
-        let mut safe = get_i64(&d, "seq", COUNTERS)?;
-        let cutoff = DateTime::now().timestamp_millis() - PENDING_LEASE.as_millis() as i64;
+        let mut safe = get_i64(d, "seq", COUNTERS)?;
         const PENDING: &str = "pending event allocations of `counters`";
-        for p in documents(opt_array(&d, "pending", COUNTERS)?, "pending", COUNTERS)? {
-            let at = get_date(p, "at", PENDING)?;
-            if to_millis(at) >= cutoff {
-                safe = safe.min(get_i64(p, "start", PENDING)? - 1);
-            }
+        for p in documents(opt_array(d, "live", COUNTERS)?, "live", COUNTERS)? {
+            safe = safe.min(get_i64(p, "start", PENDING)? - 1);
         }
         Ok(safe)
     }
@@ -195,7 +251,11 @@ impl EventStore for MongoStore {
                 return Err(e);
             }
         };
-        let res = self.coll("events").insert_many(docs).ordered(false).await;
+        let events = self.coll("events");
+        let insert = events.insert_many(docs).ordered(false);
+        let res = self
+            .renewing(&token, std::future::IntoFuture::into_future(insert))
+            .await;
         self.release_events(&token).await;
         if let Err(err) = res {
             let ErrorKind::InsertMany(im) = err.kind.as_ref() else {

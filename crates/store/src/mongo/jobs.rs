@@ -2,9 +2,17 @@
 //! `find_one_and_update` + upsert whose filter only matches an expired lease (and, for a
 //! scheduled tick, one not granted for that tick); when the filter does not match, the
 //! upsert's insert collides with the existing `_id` (E11000) or finds nothing: both mean
-//! "not granted" (TESTING.md). Fenced deletes check the token first; the deletes they guard
-//! are idempotent (old, already aggregated data), so a check-then-delete race with a newer
-//! holder can only remove what the newer holder would remove too.
+//! "not granted" (TESTING.md).
+//!
+//! Fenced deletes (retention): on a deployment with transactions (a replica set or a
+//! sharded cluster) the delete runs in one transaction with a write to the lease document filtered on the run's token:
+//! a newer grant either happened before (the filter matches nothing: refused, nothing
+//! deleted) or conflicts with the transaction (retried, then refused), so the check and the
+//! delete are one atomic write, as on SQLite. A standalone server has no transactions; there
+//! a look at the lease precedes the delete, and what makes that safe is that the deletes are
+//! idempotent (old, already aggregated data): a race with a newer holder can only remove
+//! what the newer holder would remove too. The rollup's own fencing is atomic everywhere
+//! (`rollups.rs`).
 
 use std::time::Duration;
 
@@ -44,7 +52,7 @@ fn scope_filter(filter: &RetentionFilter) -> Document {
 }
 
 impl MongoStore {
-    async fn check_fence(&self, fence: Option<&Fence>) -> Result<()> {
+    pub(super) async fn check_fence(&self, fence: Option<&Fence>) -> Result<()> {
         let Some(fence) = fence else { return Ok(()) };
         let current = self
             .coll("leases")
@@ -62,13 +70,101 @@ impl MongoStore {
         }
     }
 
-    /// Delete up to `limit` documents of `coll` matching `filter`, taken in `sort` order.
+    /// Where the deployment has no transactions, [`MongoStore::check_fence`] before a fenced
+    /// delete (the only check there); with transactions the delete's own transaction checks.
+    async fn check_fence_before_delete(&self, fence: Option<&Fence>) -> Result<()> {
+        if self.transactions {
+            Ok(())
+        } else {
+            self.check_fence(fence).await
+        }
+    }
+
+    /// Delete the documents of `coll` whose `_id` is in `ids`, under `fence`: in one
+    /// transaction with a token-filtered write to the lease where the deployment has
+    /// transactions (see the module docs).
+    async fn fenced_delete_ids(
+        &self,
+        coll: &str,
+        ids: Vec<Bson>,
+        fence: Option<&Fence>,
+        what: &'static str,
+    ) -> Result<u64> {
+        let filter = doc! {"_id": {"$in": ids}};
+        let Some(fence) = fence.filter(|_| self.transactions) else {
+            let r = self
+                .coll(coll)
+                .delete_many(filter)
+                .await
+                .map_err(db_err(what))?;
+            return Ok(r.deleted_count);
+        };
+        let token = i64::try_from(fence.token).unwrap_or(i64::MAX);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .fenced_delete_in_transaction(coll, filter.clone(), &fence.job, token)
+                .await
+            {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {
+                    return Err(StoreError::Fenced {
+                        job: fence.job.clone(),
+                        token: fence.token,
+                    });
+                }
+                // A lease grant raced the transaction: look again (the next try is refused
+                // if the grant moved the token).
+                Err(e)
+                    if attempt < 3
+                        && e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) => {}
+                Err(e) => return Err(db_err(what)(e)),
+            }
+        }
+    }
+
+    /// One try of [`MongoStore::fenced_delete_ids`]'s transaction: `None` when the lease no
+    /// longer carries `token` (nothing deleted).
+    async fn fenced_delete_in_transaction(
+        &self,
+        coll: &str,
+        filter: Document,
+        job: &str,
+        token: i64,
+    ) -> mongodb::error::Result<Option<u64>> {
+        let mut session = self.db.client().start_session().await?;
+        session.start_transaction().await?;
+        let held = self
+            .coll("leases")
+            .update_one(
+                doc! {"_id": job, "token": token},
+                doc! {"$set": {"fenced_write_at": mongodb::bson::DateTime::now()}},
+            )
+            .session(&mut session)
+            .await?;
+        if held.matched_count == 0 {
+            session.abort_transaction().await?;
+            return Ok(None);
+        }
+        let deleted = self
+            .coll(coll)
+            .delete_many(filter)
+            .session(&mut session)
+            .await?;
+        session.commit_transaction().await?;
+        Ok(Some(deleted.deleted_count))
+    }
+
+    /// Delete up to `limit` documents of `coll` matching `filter`, taken in `sort` order,
+    /// under `fence`.
     async fn bounded_delete(
         &self,
         coll: &str,
         filter: Document,
         sort: Document,
         limit: usize,
+        fence: Option<&Fence>,
     ) -> Result<u64> {
         let what = format!("`{coll}`");
         let ids = collect(
@@ -88,12 +184,8 @@ impl MongoStore {
         if ids.is_empty() {
             return Ok(0);
         }
-        let r = self
-            .coll(coll)
-            .delete_many(doc! {"_id": {"$in": ids}})
+        self.fenced_delete_ids(coll, ids, fence, "deleting expired data")
             .await
-            .map_err(db_err("deleting expired data"))?;
-        Ok(r.deleted_count)
     }
 }
 
@@ -254,12 +346,12 @@ impl JobStore for MongoStore {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64> {
-        self.check_fence(fence).await?;
+        self.check_fence_before_delete(fence).await?;
         let watermark = self.rollup_watermark().await?;
         let mut f = scope_filter(filter);
         f.insert("_id", doc! {"$lte": watermark as i64});
         f.insert("received_at", doc! {"$lt": bdate(filter.before)});
-        self.bounded_delete("events", f, doc! {"_id": 1}, limit)
+        self.bounded_delete("events", f, doc! {"_id": 1}, limit, fence)
             .await
     }
 
@@ -269,10 +361,10 @@ impl JobStore for MongoStore {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64> {
-        self.check_fence(fence).await?;
+        self.check_fence_before_delete(fence).await?;
         let mut f = scope_filter(filter);
         f.insert("start", doc! {"$lt": bdate(filter.before)});
-        self.bounded_delete("buckets", f, doc! {"start": 1}, limit)
+        self.bounded_delete("buckets", f, doc! {"start": 1}, limit, fence)
             .await
     }
 
@@ -282,7 +374,7 @@ impl JobStore for MongoStore {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64> {
-        self.check_fence(fence).await?;
+        self.check_fence_before_delete(fence).await?;
         // The oldest `limit` entries before the cutoff, less those of pending deliveries.
         let candidates = collect(
             self.coll("webhook_attempts")
@@ -332,12 +424,13 @@ impl JobStore for MongoStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let r = self
-            .coll("webhook_attempts")
-            .delete_many(doc! {"_id": {"$in": doomed}})
-            .await
-            .map_err(db_err("deleting old webhook attempts"))?;
-        Ok(r.deleted_count)
+        self.fenced_delete_ids(
+            "webhook_attempts",
+            doomed,
+            fence,
+            "deleting old webhook attempts",
+        )
+        .await
     }
 
     async fn delete_runs(
@@ -346,12 +439,13 @@ impl JobStore for MongoStore {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64> {
-        self.check_fence(fence).await?;
+        self.check_fence_before_delete(fence).await?;
         self.bounded_delete(
             "job_runs",
             doc! {"finished_at": {"$lt": bdate(before)}},
             doc! {"finished_at": 1},
             limit,
+            fence,
         )
         .await
     }

@@ -93,12 +93,17 @@ const TRANSIENT_CODES: &[i32] = &[
 #[derive(Clone)]
 pub struct MongoStore {
     db: Database,
+    /// Whether the deployment runs multi-document transactions (a replica set or a sharded
+    /// cluster; a standalone server does not): fenced deletes then check the lease in the
+    /// same transaction (see `jobs.rs`).
+    transactions: bool,
 }
 
 impl std::fmt::Debug for MongoStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MongoStore")
             .field("database", &self.db.name())
+            .field("transactions", &self.transactions)
             .finish()
     }
 }
@@ -481,11 +486,34 @@ impl MongoStore {
         }
         options.app_name.get_or_insert_with(|| "verdict".to_owned());
         let client = Client::with_options(options).map_err(db_err("connecting to MongoDB"))?;
-        let store = Self {
-            db: client.database(database),
-        };
+        let db = client.database(database);
+        let hello = db
+            .run_command(doc! {"hello": 1_i32})
+            .await
+            .map_err(db_err("asking the deployment what it is"))?;
+        let transactions =
+            hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
+        let store = Self { db, transactions };
         store.create_indexes().await?;
         Ok(store)
+    }
+
+    /// Whether the deployment runs multi-document transactions (then fenced deletes check
+    /// the lease in their own transaction).
+    pub fn runs_transactions(&self) -> bool {
+        self.transactions
+    }
+
+    /// A fenced rollup step without the look at the lease that precedes it: what a stale
+    /// holder runs when that look came just before a newer grant. For tests of the fencing
+    /// the step's own writes carry.
+    #[cfg(feature = "contract")]
+    pub async fn rollup_step_after_lease_check(
+        &self,
+        max_events: usize,
+        fence: &crate::jobs::Fence,
+    ) -> Result<crate::rollup::RollupReport> {
+        self.rollup_step(max_events, Some(fence)).await
     }
 
     /// The database this store uses.

@@ -11,9 +11,10 @@ use super::{
     MongoStore, collect, combine, counted, db_err, decode, documents, get_date, get_f64, get_i64,
     get_str, get_u64, is_duplicate, opt_i64, per_variant_totals, subject_stages, time_filter,
 };
-use crate::Result;
+use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts};
 use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore, check_cap, quantile_position};
+use crate::{Result, StoreError};
 
 const ROLLUP_STATE: &str = "`rollup_state`";
 
@@ -109,34 +110,40 @@ impl MongoStore {
     }
 }
 
-#[async_trait]
-impl RollupStore for MongoStore {
-    /// Crash safety without transactions (see the module docs of the adapter for why there
-    /// are none):
-    ///
-    /// 1. The range `(from, to]` is chosen (never past an in-flight allocation) and
-    ///    recorded in `rollup_state` as `pending_to` BEFORE anything is merged, with a
-    ///    compare-and-set on the watermark (concurrent rollups: one records, the other
-    ///    re-reads and works on the same range).
-    /// 2. Three `$merge` aggregations (hour buckets, day buckets, per-subject figures) fold
-    ///    the range's events into their targets. Every target document carries `applied`,
-    ///    the `to` of the last range folded into it; the `whenMatched` pipeline adds only
-    ///    when `applied < to`, and a new document is inserted with `applied = to`.
-    /// 3. The watermark advances to `to` and `pending_to` is cleared (compare-and-set).
-    ///
-    /// A crash anywhere leaves `pending_to`; the next call resumes that exact range, and
-    /// step 2 skips the documents already folded (`applied == to`) and adds to the rest,
-    /// so every event is counted exactly once. This relies on ranges being folded in
-    /// increasing order (they are: a new range starts at the watermark) and on the range's
-    /// events never changing (events are immutable, and the range stops below pending
-    /// allocations).
-    ///
-    /// Cost follows the new events, not the history: every query starts with a `$match`
-    /// holding only the seq range (served by the `seq` index; the attribution `$expr`
-    /// is a stage of its own, as a server may not use an index for a `$match` mixing
-    /// both), and the range is looked for in seq windows of at most `max_events` seqs,
-    /// so no query reads more than the events it folds.
-    async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
+/// The fencing token last recorded in `rollup_state` by a fenced step (0 before any).
+fn state_fence(st: &Document) -> Result<u64> {
+    Ok(opt_i64(st, "fence_token", ROLLUP_STATE)?.map_or(0, |t| t.max(0) as u64))
+}
+
+/// [`StoreError::Fenced`] when a newer token than `fence`'s has written `st`.
+fn check_state_fence(st: &Document, fence: Option<&Fence>) -> Result<()> {
+    match fence {
+        Some(f) if state_fence(st)? > f.token => Err(StoreError::Fenced {
+            job: f.job.clone(),
+            token: f.token,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Make a compare-and-set on `rollup_state` also require that no newer token than
+/// `fence`'s wrote there (a missing `fence_token` counts as older), and record `fence`'s.
+fn fence_write(filter: &mut Document, set: &mut Document, fence: Option<&Fence>) {
+    if let Some(f) = fence {
+        let token = i64::try_from(f.token).unwrap_or(i64::MAX);
+        filter.insert("fence_token", doc! {"$not": {"$gt": token}});
+        set.insert("fence_token", token);
+    }
+}
+
+impl MongoStore {
+    /// One step of [`RollupStore::rollup`], its state changes fenced by `fence` (see
+    /// [`RollupStore::rollup_fenced`]).
+    pub(super) async fn rollup_step(
+        &self,
+        max_events: usize,
+        fence: Option<&Fence>,
+    ) -> Result<RollupReport> {
         let state = self.coll("rollup_state");
         let max = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
         let (from, to, figures) = loop {
@@ -150,6 +157,9 @@ impl RollupStore for MongoStore {
             let pending = st
                 .as_ref()
                 .map_or(Ok(None), |d| opt_i64(d, "pending_to", ROLLUP_STATE))?;
+            if let Some(st) = &st {
+                check_state_fence(st, fence)?;
+            }
             if let Some(to) = pending {
                 // Resume an interrupted (or concurrent) run of exactly this range.
                 break (from, to, self.range_figures(from, to).await?);
@@ -174,11 +184,11 @@ impl RollupStore for MongoStore {
                 lo = hi;
             };
             let to = figures.last;
+            let mut filter = doc! {"_id": "events", "seq": from, "pending_to": Bson::Null};
+            let mut set = doc! {"seq": from, "pending_to": to};
+            fence_write(&mut filter, &mut set, fence);
             let res = state
-                .update_one(
-                    doc! {"_id": "events", "seq": from, "pending_to": Bson::Null},
-                    doc! {"$set": {"seq": from, "pending_to": to}},
-                )
+                .update_one(filter, doc! {"$set": set})
                 .upsert(true)
                 .await;
             match res {
@@ -278,19 +288,78 @@ impl RollupStore for MongoStore {
         ])
         .await?;
 
-        state
-            .update_one(
-                doc! {"_id": "events", "seq": from, "pending_to": to},
-                doc! {"$set": {"seq": to, "pending_to": Bson::Null}},
-            )
+        let mut filter = doc! {"_id": "events", "seq": from, "pending_to": to};
+        let mut set = doc! {"seq": to, "pending_to": Bson::Null};
+        fence_write(&mut filter, &mut set, fence);
+        let advanced = state
+            .update_one(filter, doc! {"$set": set})
             .await
             .map_err(db_err("advancing the rollup watermark"))?;
+        if advanced.matched_count == 0 {
+            // A concurrent step advanced it (fine: the range is folded once), unless a newer
+            // lease holder took over, which this step must report.
+            if let Some(st) = state
+                .find_one(doc! {"_id": "events"})
+                .await
+                .map_err(db_err("reading the rollup watermark"))?
+            {
+                check_state_fence(&st, fence)?;
+            }
+        }
         Ok(RollupReport {
             events: figures.events,
             buckets_written: figures.hour_buckets + figures.day_buckets,
             subjects_written: figures.subjects,
             watermark: to as u64,
         })
+    }
+}
+
+#[async_trait]
+impl RollupStore for MongoStore {
+    /// Crash safety without transactions (see the module docs of the adapter for why there
+    /// are none):
+    ///
+    /// 1. The range `(from, to]` is chosen (never past an in-flight allocation) and
+    ///    recorded in `rollup_state` as `pending_to` BEFORE anything is merged, with a
+    ///    compare-and-set on the watermark (concurrent rollups: one records, the other
+    ///    re-reads and works on the same range).
+    /// 2. Three `$merge` aggregations (hour buckets, day buckets, per-subject figures) fold
+    ///    the range's events into their targets. Every target document carries `applied`,
+    ///    the `to` of the last range folded into it; the `whenMatched` pipeline adds only
+    ///    when `applied < to`, and a new document is inserted with `applied = to`.
+    /// 3. The watermark advances to `to` and `pending_to` is cleared (compare-and-set).
+    ///
+    /// A crash anywhere leaves `pending_to`; the next call resumes that exact range, and
+    /// step 2 skips the documents already folded (`applied == to`) and adds to the rest,
+    /// so every event is counted exactly once. This relies on ranges being folded in
+    /// increasing order (they are: a new range starts at the watermark) and on the range's
+    /// events never changing (events are immutable, and the range stops below pending
+    /// allocations).
+    ///
+    /// Cost follows the new events, not the history: every query starts with a `$match`
+    /// holding only the seq range (served by the `seq` index; the attribution `$expr`
+    /// is a stage of its own, as a server may not use an index for a `$match` mixing
+    /// both), and the range is looked for in seq windows of at most `max_events` seqs,
+    /// so no query reads more than the events it folds.
+    async fn rollup(&self, max_events: usize) -> Result<RollupReport> {
+        self.rollup_step(max_events, None).await
+    }
+
+    /// Fenced in the same atomic writes as the step itself: the compare-and-sets of steps
+    /// 1 and 3 on `rollup_state` also require that no newer token than the run's has
+    /// written there (`fence_token`), and record the run's. Once a newer lease holder has
+    /// recorded a range, a stale holder's step changes no state, whenever it wakes up; the
+    /// folds of step 2 it may still be running are those of a range already recorded, which
+    /// add nothing twice (the `applied` guard). The lease is also looked at first, so a
+    /// stale holder usually stops before reading anything.
+    async fn rollup_fenced(
+        &self,
+        max_events: usize,
+        fence: Option<&Fence>,
+    ) -> Result<RollupReport> {
+        self.check_fence(fence).await?;
+        self.rollup_step(max_events, fence).await
     }
 
     async fn rollup_watermark(&self) -> Result<u64> {
