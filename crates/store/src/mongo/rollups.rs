@@ -382,7 +382,9 @@ impl RollupStore for MongoStore {
     }
 
     /// Every experiment with a bucket or a subject document overflowed, or with a repair
-    /// marked as under way (a repair interrupted midway is finished by the next).
+    /// marked as under way (a repair interrupted midway is finished by the next). Reads
+    /// both collections whole (the wire-compatible test server accepts partial indexes but
+    /// never uses them for a query, so none is created).
     async fn experiments_with_overflowed_totals(&self) -> Result<Vec<String>> {
         const DOING: &str = "listing overflowed totals";
         let mut ids = BTreeSet::new();
