@@ -1,14 +1,20 @@
-//! The aggregation job: fold new raw events into rollups until caught up.
+//! The aggregation job: fold new raw events into rollups until caught up, then repair the
+//! totals that overflowed before event values were bounded.
 //!
 //! All arithmetic happens in the store (`Store::rollup`: SQL `GROUP BY` on SQLite); this
 //! job only drives it in bounded steps and reports. Each step is one transaction that also
 //! advances the watermark, so the job is idempotent and crash-safe: killed at any point and
 //! run again, it continues from the last committed step and never counts an event twice.
+//! The repair ([`repair_overflowed_totals`], `RollupStore::repair_totals`) recomputes an
+//! experiment's rollups from its raw events without the values ingestion now rejects, when
+//! they are all retained; it runs under the same lease, after the rollup steps.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use verdict_store::{DynStore, Fence, RollupStore, StoreError};
+use verdict_store::{DynStore, Fence, RepairOutcome, RollupStore, StoreError};
 
 /// Events folded per step (one transaction). Bounds lock hold time and memory.
 pub const DEFAULT_STEP: usize = 50_000;
@@ -21,8 +27,39 @@ pub struct AggregateReport {
     pub subjects_written: u64,
     pub steps: u64,
     pub watermark: u64,
+    /// The repair of overflowed totals after the rollup steps (empty lists from
+    /// [`aggregate`], which does not repair).
+    #[serde(flatten)]
+    pub totals: TotalsRepair,
     #[serde(with = "duration_ms")]
     pub duration: Duration,
+}
+
+/// What [`repair_overflowed_totals`] did, per experiment with overflowed totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TotalsRepair {
+    /// Recomputed from raw events: results no longer flag them.
+    pub totals_repaired: Vec<RepairedTotals>,
+    /// Not repaired, as retention deleted some of their raw events: results keep flagging
+    /// their metrics (`totals_not_finite`).
+    pub totals_not_repaired: Vec<UnrepairedTotals>,
+}
+
+/// An experiment whose overflowed totals were recomputed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepairedTotals {
+    pub experiment_id: String,
+    /// Events left out, their `|value|` beyond `ingest.max_abs_value`.
+    pub dropped_events: u64,
+}
+
+/// An experiment whose overflowed totals could not be recomputed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnrepairedTotals {
+    pub experiment_id: String,
+    /// Its attributed events still stored, fewer than the rollups hold.
+    pub raw_events: u64,
+    pub rolled_up_events: u64,
 }
 
 mod duration_ms {
@@ -67,20 +104,85 @@ pub async fn aggregate_fenced(
     Ok(report)
 }
 
-/// The `aggregate` job: [`aggregate_fenced`] on its schedule, under the runner's lease.
+/// Repair the overflowed totals of every experiment that has some
+/// (`RollupStore::experiments_with_overflowed_totals`): recompute its rollups from its raw
+/// events without those whose `|value|` exceeds `max_abs_value` (`ingest.max_abs_value`),
+/// when they are all retained (`RollupStore::repair_totals`). Meant for a run holding the
+/// rollup's lease (`fence`), after its rollup steps.
+pub async fn repair_overflowed_totals(
+    store: &dyn RollupStore,
+    max_abs_value: f64,
+    fence: Option<&Fence>,
+) -> Result<TotalsRepair, StoreError> {
+    let mut done = TotalsRepair::default();
+    for experiment_id in store.experiments_with_overflowed_totals().await? {
+        match store
+            .repair_totals(&experiment_id, max_abs_value, fence)
+            .await?
+        {
+            RepairOutcome::Nothing => {}
+            RepairOutcome::Repaired { dropped_events } => {
+                tracing::info!(
+                    experiment = %experiment_id,
+                    dropped_events,
+                    max_abs_value,
+                    "overflowed totals recomputed from raw events, without the values beyond the bound"
+                );
+                done.totals_repaired.push(RepairedTotals {
+                    experiment_id,
+                    dropped_events,
+                });
+            }
+            RepairOutcome::NotRetained {
+                raw_events,
+                rolled_up_events,
+            } => {
+                tracing::warn!(
+                    experiment = %experiment_id,
+                    raw_events,
+                    rolled_up_events,
+                    "overflowed totals cannot be recomputed: retention deleted raw events; \
+                     results keep flagging them"
+                );
+                done.totals_not_repaired.push(UnrepairedTotals {
+                    experiment_id,
+                    raw_events,
+                    rolled_up_events,
+                });
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The `aggregate` job: [`aggregate_fenced`] on its schedule, under the runner's lease,
+/// then, on the first run of the process, [`repair_overflowed_totals`] with
+/// `ingest.max_abs_value`.
 #[derive(Debug, Clone)]
 pub struct AggregateJob {
     store: DynStore,
     schedule: String,
     metrics: verdict_metrics::Metrics,
+    max_abs_value: f64,
+    /// Whether this process looked for overflowed totals and repaired what it could.
+    overflow_checked: Arc<AtomicBool>,
 }
 
 impl AggregateJob {
-    pub fn new(store: DynStore, schedule: String, metrics: verdict_metrics::Metrics) -> Self {
+    /// `max_abs_value`: the bound of event values (`ingest.max_abs_value`); a repair leaves
+    /// out the events beyond it.
+    pub fn new(
+        store: DynStore,
+        schedule: String,
+        metrics: verdict_metrics::Metrics,
+        max_abs_value: f64,
+    ) -> Self {
         Self {
             store,
             schedule,
             metrics,
+            max_abs_value,
+            overflow_checked: Arc::default(),
         }
     }
 }
@@ -101,7 +203,18 @@ impl verdict_jobs::Job for AggregateJob {
         &self,
         ctx: verdict_jobs::RunContext,
     ) -> Result<AggregateReport, verdict_jobs::JobError> {
-        let report = aggregate_fenced(&*self.store, DEFAULT_STEP, Some(&ctx.fence)).await?;
+        let started = Instant::now();
+        let mut report = aggregate_fenced(&*self.store, DEFAULT_STEP, Some(&ctx.fence)).await?;
+        // Totals overflow only from values accepted before ingestion bounded them: looked
+        // for on this process's first run (MongoDB reads every rollup document to do so),
+        // and again after a run that could not finish the repair.
+        if !self.overflow_checked.load(Ordering::Relaxed) {
+            report.totals =
+                repair_overflowed_totals(&*self.store, self.max_abs_value, Some(&ctx.fence))
+                    .await?;
+            self.overflow_checked.store(true, Ordering::Relaxed);
+        }
+        report.duration = started.elapsed();
         // The lag gauge as of this run, so a scrape right after it reads the new figure.
         if let Err(e) = verdict_jobs::Job::lag(self, ctx.started_at).await {
             tracing::debug!(error = %verdict_domain::ErrorChain(&e), "aggregation lag unknown after the run");

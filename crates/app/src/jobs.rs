@@ -42,6 +42,7 @@ pub(crate) fn runner(
             store.clone(),
             jobs.aggregate_schedule.clone(),
             metrics.clone(),
+            settings.ingest.max_abs_value,
         ))
         .with(EvaluateJob::new(
             store.clone(),

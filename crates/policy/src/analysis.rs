@@ -177,7 +177,9 @@ pub struct VariantResult {
     pub welch_ci: Option<[f64; 2]>,
     /// This variant's stored value totals (sum, sum of squares) are not finite: they were
     /// accumulated from values beyond what ingestion now accepts (`ingest.max_abs_value`)
-    /// and cannot be analysed. Its value statistics are `null`.
+    /// and cannot be analysed. Its value statistics are `null` until the aggregation job
+    /// recomputes the totals from the raw events without those values, which it does when
+    /// they are all retained.
     #[serde(default)]
     pub totals_not_finite: bool,
 }
@@ -227,7 +229,8 @@ pub struct MetricAnalysis {
     /// Some variant's stored value totals are not finite (see the variant rows): every
     /// comparison on this metric (P(best), lifts, intervals, Welch, guardrail status) is
     /// `null`, and the evaluation job decides nothing on it (its run records an error
-    /// naming the variant) until the totals are rebuilt.
+    /// naming the variant) until the aggregation job recomputes the totals from the raw
+    /// events (when retention deleted some, they stay as they are).
     #[serde(default)]
     pub totals_not_finite: bool,
 }

@@ -70,7 +70,7 @@ pub use model::{
     StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
 pub use mongo::MongoStore;
-pub use rollup::{Bucket, Granularity, RollupReport, RollupStore};
+pub use rollup::{Bucket, Granularity, RepairOutcome, RollupReport, RollupStore};
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryStatus, DeliveryUpdate, Endpoint,

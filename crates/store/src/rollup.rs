@@ -1,6 +1,6 @@
 //! [`RollupStore`]: raw events folded into time buckets and per-subject figures,
-//! incrementally from an ingestion watermark, and the state the evaluator keeps between
-//! runs.
+//! incrementally from an ingestion watermark, the repair of totals that overflowed before
+//! event values were bounded, and the state the evaluator keeps between runs.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -29,20 +29,46 @@ pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
         max_events: usize,
         fence: Option<&Fence>,
     ) -> Result<RollupReport> {
-        if let Some(fence) = fence {
-            let current = self.get_lease(&fence.job).await?.map(|l| l.token);
-            if current != Some(fence.token) {
-                return Err(StoreError::Fenced {
-                    job: fence.job.clone(),
-                    token: fence.token,
-                });
-            }
-        }
+        check_fence(self, fence).await?;
         self.rollup(max_events).await
     }
 
     /// The `seq` of the last event folded into the rollups.
     async fn rollup_watermark(&self) -> Result<u64>;
+
+    /// The experiments whose stored totals overflowed, in id order: a bucket whose Σ or Σ²
+    /// is not a finite number (±infinity, or NaN where the backend stores it), or a subject
+    /// whose total is not, or whose square is not (results sum the squares per variant).
+    /// Either makes results flag the metric (`totals_not_finite`). Such totals were
+    /// accumulated from event values beyond what ingestion accepts today
+    /// (`ingest.max_abs_value`), and rollups only ever add to them, until
+    /// [`RollupStore::repair_totals`] recomputes them.
+    async fn experiments_with_overflowed_totals(&self) -> Result<Vec<String>>;
+
+    /// Recompute one experiment's overflowed rollups from its raw events, leaving out the
+    /// events whose `|value|` exceeds `max_abs_value` (what ingestion would reject today):
+    /// its hour and day `buckets` and its per-subject figures, from the events up to the
+    /// rollup watermark, with the rollup's attribution (only events at or after the
+    /// subject's assignment).
+    ///
+    /// Only when its raw events are all retained: the number of its attributed events up
+    /// to the watermark must equal the number the per-subject rollups hold (which retention
+    /// never deletes); when retention deleted some, nothing is written and the answer is
+    /// [`RepairOutcome::NotRetained`] (results keep flagging the metric). Buckets retention
+    /// deleted stay deleted; a bucket or subject left without events is no longer read.
+    /// [`RepairOutcome::Nothing`] when none of its totals overflowed.
+    ///
+    /// Meant to run after the rollup steps of a run holding the rollup's lease (`fence`,
+    /// refused with [`StoreError::Fenced`] once a newer holder exists), so that no rollup
+    /// step runs meanwhile. SQLite: one transaction. MongoDB: see its adapter; a crash
+    /// midway leaves each document with its old figures or its new ones, and the next
+    /// repair finishes the work.
+    async fn repair_totals(
+        &self,
+        experiment_id: &str,
+        max_abs_value: f64,
+        fence: Option<&Fence>,
+    ) -> Result<RepairOutcome>;
 
     /// Per-variant subject-level figures of `event` read from the rollups (what
     /// [`crate::EventStore::variant_counts`] computes from raw events, once rolled up),
@@ -101,6 +127,57 @@ pub struct RollupReport {
     pub subjects_written: u64,
     /// The watermark after this call (the `seq` of the last folded event).
     pub watermark: u64,
+}
+
+/// What [`RollupStore::repair_totals`] did to one experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RepairOutcome {
+    /// None of its stored totals overflowed: nothing was written.
+    Nothing,
+    /// Its rollups were recomputed from its raw events; `dropped_events` events beyond the
+    /// bound were left out.
+    Repaired { dropped_events: u64 },
+    /// Some of its raw events are gone (retention): its attributed events up to the
+    /// watermark (`raw_events`) are fewer than the rollups hold (`rolled_up_events`).
+    /// Nothing was written; results keep flagging its overflowed totals.
+    NotRetained {
+        raw_events: u64,
+        rolled_up_events: u64,
+    },
+}
+
+/// Above this `|total|` the square of a subject's total, which results sum, is not finite
+/// (√`f64::MAX`).
+pub(crate) const SQUARE_OVERFLOWS: f64 = 1.340_780_792_994_259_6e154;
+
+/// A repair's bound: a positive number (infinity would keep every value, NaN none).
+pub(crate) fn check_bound(max_abs_value: f64) -> Result<()> {
+    if max_abs_value.is_finite() && max_abs_value > 0.0 {
+        Ok(())
+    } else {
+        Err(StoreError::corrupt(format!(
+            "repairing rollups: the value bound {max_abs_value} is not a positive number"
+        )))
+    }
+}
+
+/// [`StoreError::Fenced`] unless `fence` is the newest lease of its job (checked apart
+/// from the writes it guards, as MongoDB has no transactions).
+pub(crate) async fn check_fence(
+    store: &(impl JobStore + ?Sized),
+    fence: Option<&Fence>,
+) -> Result<()> {
+    if let Some(fence) = fence {
+        let current = store.get_lease(&fence.job).await?.map(|l| l.token);
+        if current != Some(fence.token) {
+            return Err(StoreError::Fenced {
+                job: fence.job.clone(),
+                token: fence.token,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Bucket width.
@@ -185,6 +262,24 @@ mod tests {
         assert_eq!(quantile_position(1.0, 5).unwrap(), Some((true, 0)));
         assert_eq!(quantile_position(0.99, 1000).unwrap(), Some((true, 10)));
         assert_eq!(quantile_position(0.5, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_total_beyond_the_square_overflow_bound_has_an_infinite_square() {
+        assert_eq!(SQUARE_OVERFLOWS, f64::MAX.sqrt());
+        // The SQLite partial index (migration 0008) writes it out.
+        assert_eq!(
+            "1.3407807929942596e154".parse::<f64>(),
+            Ok(SQUARE_OVERFLOWS)
+        );
+        let above = SQUARE_OVERFLOWS * (1.0 + 1e-15);
+        assert!((above * above).is_infinite());
+        let below = SQUARE_OVERFLOWS * (1.0 - 1e-15);
+        assert!((below * below).is_finite());
+        assert!(check_bound(1e12).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(check_bound(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

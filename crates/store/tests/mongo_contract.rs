@@ -271,3 +271,170 @@ async fn a_document_missing_a_required_field_is_an_error_not_zero() {
         "token",
     );
 }
+
+/// Overflowed totals are found however the server stored them (±infinity, NaN, a subject
+/// total whose square overflows), and a repair interrupted midway (its marker left behind,
+/// one document back to its old figures) is listed again and finished by the next, after a
+/// rollup added to its documents meanwhile, without counting anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowed_totals_of_every_kind_are_listed_and_an_interrupted_repair_is_finished() {
+    use mongodb::bson::{DateTime, Document, doc};
+    use verdict_store::{RepairOutcome, VariantCounts};
+    let test = mongo().await;
+    let store = test.store.clone();
+    let db = test.guard.downcast_ref::<DropDatabase>().unwrap().0.clone();
+    let t0 = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+    let event = |id: &str, subject: &str, s: i64, value: f64| verdict_domain::NewEvent {
+        experiment_id: "e1".into(),
+        event_id: id.into(),
+        subject: subject.into(),
+        variant: None,
+        event: "conversion".into(),
+        value,
+        ts: t0 + time::Duration::seconds(s),
+        received_at: t0 + time::Duration::seconds(s),
+        meta: None,
+    };
+    for s in ["s1", "s2"] {
+        store
+            .get_or_create_assignment(&verdict_domain::Assignment {
+                experiment_id: "e1".into(),
+                subject: s.into(),
+                variant: "control".into(),
+                assigned_at: t0,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .append_events(vec![
+            event("a", "s1", 10, 2.0),
+            event("b", "s1", 20, 3e200),
+            event("c", "s2", 30, 4.0),
+        ])
+        .await
+        .unwrap();
+    store.rollup(1_000).await.unwrap();
+
+    // Stored by other means: a NaN Σ², a -infinite Σ, a NaN total, a total whose square
+    // overflows, and a repair marked as under way.
+    let at = DateTime::from_millis(1_767_225_600_000);
+    let bucket = |e: &str, sum: f64, sum_sq: f64| {
+        doc! {
+            "experiment_id": e, "event": "conversion", "granularity": "hour", "start": at,
+            "variant": "control", "count": 1_i64, "sum": sum, "sum_sq": sum_sq, "applied": 1_i64,
+        }
+    };
+    let subject = |e: &str, total: f64| {
+        doc! {
+            "experiment_id": e, "event": "conversion", "subject": "s1", "variant": "control",
+            "n": 1_i64, "total": total, "first_ts": at, "applied": 1_i64,
+        }
+    };
+    db.collection::<Document>("buckets")
+        .insert_many([
+            bucket("nan-sq", 1.0, f64::NAN),
+            bucket("minus-inf", f64::NEG_INFINITY, 1.0),
+            bucket("fine", 1e150, 1e300),
+        ])
+        .await
+        .unwrap();
+    db.collection::<Document>("subject_metrics")
+        .insert_many([
+            subject("nan-total", f64::NAN),
+            subject("big-total", -2e154),
+            subject("fine", 1e150),
+        ])
+        .await
+        .unwrap();
+    db.collection::<Document>("rollup_state")
+        .insert_one(doc! {"_id": "repair:marked", "repair": "marked", "watermark": 0_i64})
+        .await
+        .unwrap();
+    assert_eq!(
+        store.experiments_with_overflowed_totals().await.unwrap(),
+        [
+            "big-total",
+            "e1",
+            "marked",
+            "minus-inf",
+            "nan-sq",
+            "nan-total"
+        ]
+    );
+
+    // A full repair, then as if it had been interrupted before its end: the marker back,
+    // s1's document back to its old figures, and a rollup adding 1 to s1 meanwhile.
+    let subjects = db.collection::<Document>("subject_metrics");
+    let s1 = doc! {"experiment_id": "e1", "subject": "s1"};
+    let old = subjects.find_one(s1.clone()).await.unwrap().unwrap();
+    assert_eq!(
+        store.repair_totals("e1", 1e12, None).await.unwrap(),
+        RepairOutcome::Repaired { dropped_events: 1 }
+    );
+    subjects.replace_one(s1.clone(), old).await.unwrap();
+    db.collection::<Document>("rollup_state")
+        .insert_one(doc! {"_id": "repair:e1", "repair": "e1", "watermark": 0_i64})
+        .await
+        .unwrap();
+    store
+        .append_events(vec![event("d", "s1", 40, 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(store.rollup(1_000).await.unwrap().events, 1);
+    assert!(
+        store
+            .experiments_with_overflowed_totals()
+            .await
+            .unwrap()
+            .contains(&"e1".to_owned())
+    );
+    assert_eq!(
+        store.repair_totals("e1", 1e12, None).await.unwrap(),
+        RepairOutcome::Repaired { dropped_events: 1 }
+    );
+    // s1: 2 + 1 (n = 2), s2: 4.
+    assert_eq!(
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
+        [VariantCounts {
+            variant: "control".into(),
+            subjects: 2,
+            converted_subjects: 2,
+            events: 3,
+            sum: 7.0,
+            sum_of_squares: 25.0,
+            sum_events_squared: 5,
+            sum_events_value: 10.0,
+        }]
+    );
+    let hours = store
+        .buckets(
+            "e1",
+            "conversion",
+            verdict_store::Granularity::Hour,
+            verdict_store::TimeRange::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hours
+            .iter()
+            .map(|b| (b.count, b.sum, b.sum_of_squares))
+            .collect::<Vec<_>>(),
+        [(3, 7.0, 21.0)]
+    );
+    assert!(
+        !store
+            .experiments_with_overflowed_totals()
+            .await
+            .unwrap()
+            .contains(&"e1".to_owned())
+    );
+    assert_eq!(
+        store.repair_totals("e1", 1e12, None).await.unwrap(),
+        RepairOutcome::Nothing
+    );
+}

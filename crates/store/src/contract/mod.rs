@@ -88,6 +88,8 @@ macro_rules! store_contract_suite {
             rollup_in_small_steps_equals_one_step_and_folds_late_events,
             capping_bounds_each_subjects_total_before_the_sums,
             subject_value_quantiles_are_nearest_rank_over_subjects_with_events,
+            overflowed_totals_are_recomputed_from_raw_events_without_values_beyond_the_bound,
+            overflowed_totals_stay_when_retention_deleted_raw_events,
             evaluation_state_round_trips,
             // jobs
             leases_grant_one_holder_at_a_time_with_increasing_tokens,

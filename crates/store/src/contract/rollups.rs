@@ -378,3 +378,354 @@ pub async fn subject_value_quantiles_are_nearest_rank_over_subjects_with_events(
             .is_err()
     );
 }
+
+/// The bound of the repairs below (ingestion's default `ingest.max_abs_value`).
+const BOUND: f64 = 1e12;
+
+/// Events of experiment `exp` stored before values were bounded, rolled up in steps. Every
+/// subject is assigned at T0 except s5 (at 3600 s). Conversions: s1 (control) 1.5e154 at
+/// 100 s, whose square overflows, then 2 and 4 (the next hour); s2 (control) 3; s3
+/// (treatment) only 5e153, beyond the bound, alone in hour 3; s4 (treatment) 1, then 6 and
+/// -2 in hour 2; s5 (treatment) 1e200 at 100 s, before its assignment (never counted), and
+/// 8. An exposure of s2. Events are received a second after their time.
+async fn overflow_fixture(store: &DynStore, exp: &str) {
+    for (s, v, at_s) in [
+        ("s1", "control", 0),
+        ("s2", "control", 0),
+        ("s3", "treatment", 0),
+        ("s4", "treatment", 0),
+        ("s5", "treatment", 3600),
+    ] {
+        assign(store, exp, s, v, at_s).await;
+    }
+    let worth = |id: &str, subject: &str, at_s: i64, value: f64| {
+        let mut e = event(exp, &format!("{exp}-{id}"), subject, at_s);
+        e.value = value;
+        e
+    };
+    let mut exposure = worth("x1", "s2", 50, 1.0);
+    exposure.event = "exposure".into();
+    let batches = [
+        vec![
+            exposure,
+            worth("c1", "s1", 100, 1.5e154),
+            worth("c2", "s5", 100, 1e200),
+            worth("c3", "s1", 200, 2.0),
+            worth("c4", "s2", 300, 3.0),
+        ],
+        vec![
+            worth("c5", "s4", 500, 1.0),
+            worth("c6", "s5", 3700, 8.0),
+            worth("c7", "s1", 4000, 4.0),
+            worth("c8", "s4", 7300, 6.0),
+            worth("c9", "s4", 7400, -2.0),
+            worth("c10", "s3", 11_000, 5e153),
+        ],
+    ];
+    for batch in batches {
+        store.append_events(batch).await.unwrap();
+        while store.rollup(3).await.unwrap().events > 0 {}
+    }
+}
+
+/// What the rollups of `overflow_fixture` hold once the values beyond the bound are left
+/// out: conversions s1 2 + 4, s2 3, s4 1 + 6 - 2, s5 8 (s3 has none left).
+fn repaired_conversions() -> Vec<VariantCounts> {
+    vec![
+        // totals 6 (n = 2), 3: Σt² = 36 + 9, Σn² = 4 + 1, Σn·t = 12 + 3.
+        figures("control", 2, 2, 3, 9.0, 45.0, 5, 15.0),
+        // s3 none, s4 5 (n = 3), s5 8: Σt² = 25 + 64, Σn² = 9 + 1, Σn·t = 15 + 8.
+        figures("treatment", 3, 2, 4, 13.0, 89.0, 10, 23.0),
+    ]
+}
+
+async fn conversion_buckets(
+    store: &DynStore,
+    exp: &str,
+    g: crate::Granularity,
+) -> Vec<(i64, String, u64, f64, f64)> {
+    store
+        .buckets(exp, "conversion", g, TimeRange::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| {
+            (
+                (b.start - T0).whole_hours(),
+                b.variant,
+                b.count,
+                b.sum,
+                b.sum_of_squares,
+            )
+        })
+        .collect()
+}
+
+fn bucket(
+    hour: i64,
+    variant: &str,
+    count: u64,
+    sum: f64,
+    sum_sq: f64,
+) -> (i64, String, u64, f64, f64) {
+    (hour, variant.into(), count, sum, sum_sq)
+}
+
+pub async fn overflowed_totals_are_recomputed_from_raw_events_without_values_beyond_the_bound(
+    store: DynStore,
+) {
+    use crate::Granularity::{Day, Hour};
+    use crate::RepairOutcome;
+    overflow_fixture(&store, "e1").await;
+    assign(&store, "e2", "s1", "control", 0).await;
+    store
+        .append_events(vec![event("e2", "fine", "s1", 100)])
+        .await
+        .unwrap();
+    store.rollup(1_000).await.unwrap();
+    let e2_counts = store
+        .rolled_up_counts("e2", "conversion", None)
+        .await
+        .unwrap();
+    let e2_hours = conversion_buckets(&store, "e2", Hour).await;
+
+    // Overflowed: s1's square of 1.5e154 is infinite in its buckets and in results.
+    assert_eq!(
+        store.experiments_with_overflowed_totals().await.unwrap(),
+        ["e1"]
+    );
+    let before = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
+    assert!(before[0].sum_of_squares.is_infinite(), "{before:?}");
+    assert!(
+        conversion_buckets(&store, "e1", Hour)
+            .await
+            .iter()
+            .any(|b| b.4.is_infinite())
+    );
+
+    // A stale holder of the rollup's lease writes nothing.
+    let stale = match store
+        .acquire_lease(
+            "aggregate",
+            "a",
+            std::time::Duration::from_secs(10),
+            T0,
+            None,
+        )
+        .await
+        .unwrap()
+    {
+        crate::LeaseGrant::Acquired(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let later = T0 + time::Duration::seconds(11);
+    let fresh = match store
+        .acquire_lease(
+            "aggregate",
+            "b",
+            std::time::Duration::from_secs(10),
+            later,
+            None,
+        )
+        .await
+        .unwrap()
+    {
+        crate::LeaseGrant::Acquired(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let refused = store.repair_totals("e1", BOUND, Some(&stale.fence())).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
+        before
+    );
+    // A bound that is not a positive number is refused.
+    for bad in [f64::NAN, f64::INFINITY, 0.0] {
+        assert!(store.repair_totals("e1", bad, None).await.is_err(), "{bad}");
+    }
+
+    // The two attributed conversions beyond the bound are left out (s5's 1e200 came before
+    // its assignment and never counted); the exposure is recomputed too.
+    assert_eq!(
+        store
+            .repair_totals("e1", BOUND, Some(&fresh.fence()))
+            .await
+            .unwrap(),
+        RepairOutcome::Repaired { dropped_events: 2 }
+    );
+    assert!(
+        store
+            .experiments_with_overflowed_totals()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
+        repaired_conversions()
+    );
+    assert_eq!(
+        store
+            .rolled_up_counts("e1", "exposure", None)
+            .await
+            .unwrap(),
+        [
+            figures("control", 2, 1, 1, 1.0, 1.0, 1, 1.0),
+            figures("treatment", 3, 0, 0, 0.0, 0.0, 0, 0.0),
+        ]
+    );
+    // Hour 3 held only s3's dropped event: its bucket is gone.
+    assert_eq!(
+        conversion_buckets(&store, "e1", Hour).await,
+        [
+            bucket(0, "control", 2, 5.0, 13.0),
+            bucket(0, "treatment", 1, 1.0, 1.0),
+            bucket(1, "control", 1, 4.0, 16.0),
+            bucket(1, "treatment", 1, 8.0, 64.0),
+            bucket(2, "treatment", 2, 4.0, 40.0),
+        ]
+    );
+    assert_eq!(
+        conversion_buckets(&store, "e1", Day).await,
+        [
+            bucket(0, "control", 3, 9.0, 29.0),
+            bucket(0, "treatment", 4, 13.0, 105.0),
+        ]
+    );
+    // Subjects with events: s2 3, s4 5, s1 6, s5 8 (s3 has none left).
+    for (q, total) in [(0.0, 3.0), (0.5, 5.0), (1.0, 8.0)] {
+        assert_eq!(
+            store
+                .subject_value_quantile("e1", "conversion", None, q)
+                .await
+                .unwrap(),
+            Some(total),
+            "{q}"
+        );
+    }
+    // Another experiment is left as it was; a second repair finds nothing to do.
+    assert_eq!(
+        store
+            .rolled_up_counts("e2", "conversion", None)
+            .await
+            .unwrap(),
+        e2_counts
+    );
+    assert_eq!(conversion_buckets(&store, "e2", Hour).await, e2_hours);
+    assert_eq!(
+        store.repair_totals("e1", BOUND, None).await.unwrap(),
+        RepairOutcome::Nothing
+    );
+    assert_eq!(
+        store.repair_totals("e2", BOUND, None).await.unwrap(),
+        RepairOutcome::Nothing
+    );
+
+    // Rollups go on adding to the repaired figures: s2 10 in hour 0, s3 7 in hour 3.
+    let mut late = event("e1", "late1", "s2", 350);
+    late.value = 10.0;
+    let mut again = event("e1", "late2", "s3", 11_100);
+    again.value = 7.0;
+    store.append_events(vec![late, again]).await.unwrap();
+    assert_eq!(store.rollup(1_000).await.unwrap().events, 2);
+    let mut expected = repaired_conversions();
+    expected[0] = figures("control", 2, 2, 4, 19.0, 205.0, 8, 38.0);
+    expected[1] = figures("treatment", 3, 3, 5, 20.0, 138.0, 11, 30.0);
+    assert_eq!(
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
+        expected
+    );
+    let hours = conversion_buckets(&store, "e1", Hour).await;
+    assert_eq!(hours[0], bucket(0, "control", 3, 15.0, 113.0));
+    assert_eq!(hours.last(), Some(&bucket(3, "treatment", 1, 7.0, 49.0)));
+}
+
+pub async fn overflowed_totals_stay_when_retention_deleted_raw_events(store: DynStore) {
+    use crate::Granularity::{Day, Hour};
+    use crate::RepairOutcome;
+    use crate::jobs::RetentionFilter;
+    overflow_fixture(&store, "e1").await;
+    overflow_fixture(&store, "e3").await;
+    let before = store
+        .rolled_up_counts("e1", "conversion", None)
+        .await
+        .unwrap();
+    let hours = conversion_buckets(&store, "e1", Hour).await;
+
+    // e1's events received in its first 250 s are gone: s1's 1.5e154 and 2, an exposure.
+    let first = RetentionFilter {
+        before: T0 + time::Duration::seconds(250),
+        only: Some("e1".into()),
+        except: Vec::new(),
+    };
+    assert_eq!(store.delete_events(&first, 100, None).await.unwrap(), 4);
+    assert_eq!(
+        store.repair_totals("e1", BOUND, None).await.unwrap(),
+        RepairOutcome::NotRetained {
+            raw_events: 7,
+            rolled_up_events: 10,
+        }
+    );
+    assert_eq!(
+        store
+            .rolled_up_counts("e1", "conversion", None)
+            .await
+            .unwrap(),
+        before,
+        "nothing is written"
+    );
+    assert_eq!(conversion_buckets(&store, "e1", Hour).await, hours);
+    assert_eq!(
+        store.experiments_with_overflowed_totals().await.unwrap(),
+        ["e1", "e3"],
+        "e1 stays overflowed"
+    );
+
+    // e3 lost buckets to retention (those starting before 1 h: hour 0 and day 0), not raw
+    // events: it is repaired, and the deleted buckets are not made again.
+    let buckets = RetentionFilter {
+        before: T0 + time::Duration::hours(1),
+        only: Some("e3".into()),
+        except: Vec::new(),
+    };
+    while store.delete_buckets(&buckets, 100, None).await.unwrap() > 0 {}
+    assert_eq!(
+        store.repair_totals("e3", BOUND, None).await.unwrap(),
+        RepairOutcome::Repaired { dropped_events: 2 }
+    );
+    assert_eq!(
+        store
+            .rolled_up_counts("e3", "conversion", None)
+            .await
+            .unwrap(),
+        repaired_conversions()
+    );
+    assert_eq!(
+        conversion_buckets(&store, "e3", Hour).await,
+        [
+            bucket(1, "control", 1, 4.0, 16.0),
+            bucket(1, "treatment", 1, 8.0, 64.0),
+            bucket(2, "treatment", 2, 4.0, 40.0),
+        ]
+    );
+    assert!(conversion_buckets(&store, "e3", Day).await.is_empty());
+    assert_eq!(
+        store.experiments_with_overflowed_totals().await.unwrap(),
+        ["e1"]
+    );
+}

@@ -1,10 +1,13 @@
 //! [`RollupStore`] on MongoDB: collections `buckets`, `subject_metrics`, `rollup_state`
 //! (the watermark and the range being folded) and `evaluation_state`. A rollup step is
 //! `$group` + `$merge` pipelines over a seq range of `events`, made idempotent instead of
-//! transactional (see [`RollupStore::rollup`] below).
+//! transactional (see [`RollupStore::rollup`] below); so is the repair of one experiment's
+//! overflowed totals (see [`RollupStore::repair_totals`] below).
+
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document, bson, doc};
 use serde_json::Value;
 
 use super::{
@@ -13,10 +16,47 @@ use super::{
 };
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts};
-use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore, check_cap, quantile_position};
+use crate::rollup::{
+    Bucket, Granularity, RepairOutcome, RollupReport, RollupStore, SQUARE_OVERFLOWS, check_bound,
+    check_cap, check_fence, quantile_position,
+};
 use crate::{Result, StoreError};
 
 const ROLLUP_STATE: &str = "`rollup_state`";
+
+/// A bucket whose Σ or Σ² is not a finite number. (`$not` of the finite range matches
+/// ±infinity; NaN is matched by equality too, as servers differ on how a range treats it.)
+fn bucket_overflowed() -> Document {
+    let max = f64::MAX;
+    doc! {"$or": [
+        {"sum_sq": {"$not": {"$gte": -max, "$lte": max}}},
+        {"sum_sq": f64::NAN},
+        {"sum": {"$not": {"$gte": -max, "$lte": max}}},
+        {"sum": f64::NAN},
+    ]}
+}
+
+/// A subject whose total, or its square, is not a finite number.
+fn subject_overflowed() -> Document {
+    doc! {"$or": [
+        {"total": {"$not": {"$gte": -SQUARE_OVERFLOWS, "$lte": SQUARE_OVERFLOWS}}},
+        {"total": f64::NAN},
+    ]}
+}
+
+/// The `rollup_state` document marking a repair of `experiment_id` as under way.
+fn repair_marker(experiment_id: &str) -> String {
+    format!("repair:{experiment_id}")
+}
+
+/// An event a repair keeps: `|value| ≤ max` (NaN, below every number in BSON's order, is
+/// not `≥ 0`).
+fn kept(max: f64) -> Bson {
+    bson!({"$and": [
+        {"$gte": [{"$abs": "$value"}, 0.0]},
+        {"$lte": [{"$abs": "$value"}, max]},
+    ]})
+}
 
 /// What the events of one seq range hold (see [`MongoStore::range_figures`]).
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +129,44 @@ impl MongoStore {
             day_buckets: facet("day", "n")? as u64,
             subjects: facet("subjects", "n")? as u64,
         })
+    }
+
+    /// Whether experiment `experiment_id` has an overflowed total.
+    async fn has_overflowed(&self, experiment_id: &str) -> Result<bool> {
+        for (coll, overflowed) in [
+            ("buckets", bucket_overflowed()),
+            ("subject_metrics", subject_overflowed()),
+        ] {
+            let found = self
+                .coll(coll)
+                .find_one(doc! {"$and": [{"experiment_id": experiment_id}, overflowed]})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(db_err("looking for overflowed totals"))?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// One aggregation answering a single document (`$group` on `null`), or `None` when
+    /// nothing matched.
+    async fn aggregate_one(
+        &self,
+        coll: &str,
+        pipeline: Vec<Document>,
+        doing: &'static str,
+    ) -> Result<Option<Document>> {
+        let mut found = collect(
+            self.coll(coll)
+                .aggregate(pipeline)
+                .await
+                .map_err(db_err(doing))?,
+            doing,
+        )
+        .await?;
+        Ok(found.pop())
     }
 
     /// Run an aggregation that ends in `$merge` (its cursor is empty). A concurrent rollup
@@ -371,6 +449,271 @@ impl RollupStore for MongoStore {
         st.map_or(Ok(0), |d| get_u64(&d, "seq", ROLLUP_STATE))
     }
 
+    /// Every experiment with a bucket or a subject document overflowed, or with a repair
+    /// marked as under way (a repair interrupted midway is finished by the next). Reads
+    /// both collections whole (the wire-compatible test server accepts partial indexes but
+    /// never uses them for a query, so none is created).
+    async fn experiments_with_overflowed_totals(&self) -> Result<Vec<String>> {
+        const DOING: &str = "listing overflowed totals";
+        let mut ids = BTreeSet::new();
+        for (coll, overflowed) in [
+            ("buckets", bucket_overflowed()),
+            ("subject_metrics", subject_overflowed()),
+        ] {
+            let found = collect(
+                self.coll(coll)
+                    .aggregate(vec![
+                        doc! {"$match": overflowed},
+                        doc! {"$group": {"_id": "$experiment_id"}},
+                    ])
+                    .await
+                    .map_err(db_err(DOING))?,
+                DOING,
+            )
+            .await?;
+            let what = format!("the experiments of overflowed `{coll}`");
+            for d in &found {
+                ids.insert(get_str(d, "_id", &what)?.to_owned());
+            }
+        }
+        let markers = collect(
+            self.coll("rollup_state")
+                .find(doc! {"repair": {"$exists": true}})
+                .await
+                .map_err(db_err(DOING))?,
+            DOING,
+        )
+        .await?;
+        for d in &markers {
+            ids.insert(get_str(d, "repair", ROLLUP_STATE)?.to_owned());
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Without transactions, every step is safe to interrupt and to run again:
+    ///
+    /// 1. The retention check compares the experiment's attributed events up to the
+    ///    watermark `w` with what its subject documents account for: `n`, plus `excluded`,
+    ///    the events an earlier repair left out of them (kept on the document, which a
+    ///    rollup never changes).
+    /// 2. A marker (`rollup_state` `_id: "repair:<experiment>"`) is written before any
+    ///    figure changes: until it is removed at the end, the experiment is listed by
+    ///    [`RollupStore::experiments_with_overflowed_totals`], so an interrupted repair is
+    ///    run again by the next aggregation run.
+    /// 3. Three `$merge` aggregations (hour buckets, day buckets, subjects) recompute the
+    ///    figures of the events up to `w` (kept ones, and `all`), and overwrite the
+    ///    matching documents (`whenNotMatched: "discard"`: buckets retention deleted stay
+    ///    deleted) with `applied = max(applied, w)`, so a later rollup range adds to them as
+    ///    before. Each document is overwritten only when its own count (`count` or `n`,
+    ///    plus `excluded`) equals the recomputed `all`: it then holds exactly those events,
+    ///    whether an earlier, interrupted repair already overwrote it or not, and whether
+    ///    rollups added to it since; one whose events retention deleted meanwhile keeps its
+    ///    figures. One update per document: each holds its old figures or its new ones.
+    /// 4. Buckets left without events are deleted (reads skip them meanwhile); a subject
+    ///    left without events keeps a document with `n = 0` (what it `excluded` counts for
+    ///    step 1; reads skip it), then the marker is removed.
+    async fn repair_totals(
+        &self,
+        experiment_id: &str,
+        max_abs_value: f64,
+        fence: Option<&Fence>,
+    ) -> Result<RepairOutcome> {
+        const DOING: &str = "repairing overflowed totals";
+        const WHAT: &str = "the figures of a repair";
+        check_bound(max_abs_value)?;
+        check_fence(self, fence).await?;
+        let state = self.coll("rollup_state");
+        let w = state
+            .find_one(doc! {"_id": "events"})
+            .await
+            .map_err(db_err("reading the rollup watermark"))?
+            .map_or(Ok(0), |d| get_i64(&d, "seq", ROLLUP_STATE))?;
+        let marker = repair_marker(experiment_id);
+        let marked = state
+            .find_one(doc! {"_id": &marker})
+            .await
+            .map_err(db_err(DOING))?
+            .is_some();
+        if !marked && !self.has_overflowed(experiment_id).await? {
+            return Ok(RepairOutcome::Nothing);
+        }
+
+        // The experiment's attributed events up to the watermark (the first stage on the
+        // experiment's index alone), counted, and those beyond the bound.
+        let events = |more: Vec<Document>| {
+            let mut stages = vec![
+                doc! {"$match": {"experiment_id": experiment_id}},
+                doc! {"$match": {"$and": [{"seq": {"$lte": w}}, counted()]}},
+                doc! {"$set": {"keep": kept(max_abs_value)}},
+            ];
+            stages.extend(more);
+            stages
+        };
+        let (raw, dropped) = match self
+            .aggregate_one(
+                "events",
+                events(vec![doc! {"$group": {
+                    "_id": Bson::Null,
+                    "all": {"$sum": 1_i64},
+                    "dropped": {"$sum": {"$cond": ["$keep", 0_i64, 1_i64]}},
+                }}]),
+                DOING,
+            )
+            .await?
+        {
+            Some(d) => (get_u64(&d, "all", WHAT)?, get_u64(&d, "dropped", WHAT)?),
+            None => (0, 0),
+        };
+        let rolled_up = match self
+            .aggregate_one(
+                "subject_metrics",
+                vec![
+                    doc! {"$match": {"experiment_id": experiment_id}},
+                    doc! {"$group": {
+                        "_id": Bson::Null,
+                        "n": {"$sum": {"$add": ["$n", {"$ifNull": ["$excluded", 0_i64]}]}},
+                    }},
+                ],
+                DOING,
+            )
+            .await?
+        {
+            Some(d) => get_u64(&d, "n", WHAT)?,
+            None => 0,
+        };
+        if raw != rolled_up {
+            return Ok(RepairOutcome::NotRetained {
+                raw_events: raw,
+                rolled_up_events: rolled_up,
+            });
+        }
+
+        check_fence(self, fence).await?;
+        match state
+            .update_one(
+                doc! {"_id": &marker},
+                doc! {"$set": {"repair": experiment_id, "watermark": w}},
+            )
+            .upsert(true)
+            .await
+        {
+            // A concurrent upsert wrote the same marker.
+            Ok(_) => {}
+            Err(e) if is_duplicate(&e) => {}
+            Err(e) => return Err(db_err("marking a repair")(e)),
+        }
+
+        // Overwrite a document with the recomputed figures when its own count, plus what
+        // an earlier repair excluded from it, equals the recomputed `all`.
+        let overwrite = |count: &str, fields: &[&str]| -> Document {
+            let holds_them = bson!({"$eq": [
+                {"$add": [format!("${count}"), {"$ifNull": ["$excluded", 0_i64]}]},
+                "$$new.all",
+            ]});
+            let pick =
+                |new: Bson, old: Bson| -> Bson { bson!({"$cond": [holds_them.clone(), new, old]}) };
+            let mut set = Document::new();
+            for f in fields {
+                set.insert(
+                    *f,
+                    pick(
+                        Bson::String(format!("$$new.{f}")),
+                        Bson::String(format!("${f}")),
+                    ),
+                );
+            }
+            set.insert(
+                "excluded",
+                pick(
+                    bson!({"$subtract": ["$$new.all", format!("$$new.{count}")]}),
+                    bson!({"$ifNull": ["$excluded", 0_i64]}),
+                ),
+            );
+            set.insert(
+                "applied",
+                pick(
+                    bson!({"$max": ["$applied", w]}),
+                    Bson::String("$applied".into()),
+                ),
+            );
+            doc! {"$set": set}
+        };
+        let value_if_kept = |v: Bson| -> Bson { bson!({"$sum": {"$cond": ["$keep", v, 0.0]}}) };
+        for g in [Granularity::Hour, Granularity::Day] {
+            let unit = g.as_str();
+            self.run_merge(events(vec![
+                doc! {"$group": {
+                    "_id": {
+                        "event": "$event",
+                        "variant": "$variant",
+                        "start": {"$dateTrunc": {"date": "$ts", "unit": unit, "timezone": "UTC"}},
+                    },
+                    "all": {"$sum": 1_i64},
+                    "count": {"$sum": {"$cond": ["$keep", 1_i64, 0_i64]}},
+                    "sum": value_if_kept(Bson::String("$value".into())),
+                    "sum_sq": value_if_kept(bson!({"$multiply": ["$value", "$value"]})),
+                }},
+                doc! {"$project": {
+                    "_id": 0,
+                    "experiment_id": {"$literal": experiment_id},
+                    "event": "$_id.event",
+                    "granularity": {"$literal": unit},
+                    "start": "$_id.start",
+                    "variant": "$_id.variant",
+                    "all": 1,
+                    "count": 1,
+                    "sum": 1,
+                    "sum_sq": 1,
+                }},
+                doc! {"$merge": {
+                    "into": "buckets",
+                    "on": ["experiment_id", "event", "granularity", "start", "variant"],
+                    "whenMatched": [overwrite("count", &["count", "sum", "sum_sq"])],
+                    "whenNotMatched": "discard",
+                }},
+            ]))
+            .await?;
+        }
+        self.run_merge(events(vec![
+            doc! {"$group": {
+                "_id": {"event": "$event", "subject": "$subject"},
+                "all": {"$sum": 1_i64},
+                "n": {"$sum": {"$cond": ["$keep", 1_i64, 0_i64]}},
+                "total": value_if_kept(Bson::String("$value".into())),
+                // `null` when none is kept (a later rollup's `$min` then takes its own).
+                "first_ts": {"$min": {"$cond": ["$keep", "$ts", Bson::Null]}},
+            }},
+            doc! {"$project": {
+                "_id": 0,
+                "experiment_id": {"$literal": experiment_id},
+                "event": "$_id.event",
+                "subject": "$_id.subject",
+                "all": 1,
+                "n": 1,
+                "total": 1,
+                "first_ts": 1,
+            }},
+            doc! {"$merge": {
+                "into": "subject_metrics",
+                "on": ["experiment_id", "event", "subject"],
+                "whenMatched": [overwrite("n", &["n", "total", "first_ts"])],
+                "whenNotMatched": "discard",
+            }},
+        ]))
+        .await?;
+        self.coll("buckets")
+            .delete_many(doc! {"experiment_id": experiment_id, "count": 0_i64})
+            .await
+            .map_err(db_err(DOING))?;
+        state
+            .delete_one(doc! {"_id": &marker})
+            .await
+            .map_err(db_err("ending a repair"))?;
+        Ok(RepairOutcome::Repaired {
+            dropped_events: dropped,
+        })
+    }
+
     async fn rolled_up_counts(
         &self,
         experiment_id: &str,
@@ -396,8 +739,8 @@ impl RollupStore for MongoStore {
         )
     }
 
-    /// Rollups: the `total`s of `subject_metrics` (every document has at least one event),
-    /// counted, then read with sort + skip from the nearer end. Raw events: the same over
+    /// Rollups: the `total`s of `subject_metrics` with at least one event (all but those a
+    /// repair left without any), counted, then read with sort + skip from the nearer end. Raw events: the same over
     /// the per-subject figures of `subject_stages` with at least one counted event.
     async fn subject_value_quantile(
         &self,
@@ -408,9 +751,12 @@ impl RollupStore for MongoStore {
     ) -> Result<Option<f64>> {
         const DOING: &str = "computing a subject value quantile";
         let (coll, stages) = match attribution {
+            // (`n = 0`: a subject a repair left without events.)
             None => (
                 "subject_metrics",
-                vec![doc! {"$match": {"experiment_id": experiment_id, "event": event}}],
+                vec![doc! {"$match": {
+                    "experiment_id": experiment_id, "event": event, "n": {"$ne": 0_i64},
+                }}],
             ),
             Some(a) => {
                 let mut stages = subject_stages(experiment_id, event, a);
@@ -465,10 +811,12 @@ impl RollupStore for MongoStore {
         range: TimeRange,
     ) -> Result<Vec<Bucket>> {
         const WHAT: &str = "`buckets`";
+        // (`count = 0`: a bucket a repair left without events, until it deletes it.)
         let mut f = doc! {
             "experiment_id": experiment_id,
             "event": event,
             "granularity": granularity.as_str(),
+            "count": {"$ne": 0_i64},
         };
         if let Some(t) = time_filter(range) {
             f.insert("start", t);

@@ -73,6 +73,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_events_by_experiment",
         include_str!("../../migrations/0007_events_by_experiment.sql"),
     ),
+    (
+        "0008_overflowed_totals",
+        include_str!("../../migrations/0008_overflowed_totals.sql"),
+    ),
 ];
 
 const READERS: usize = 4;

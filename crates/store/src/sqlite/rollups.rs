@@ -1,7 +1,7 @@
 //! [`RollupStore`] on SQLite: tables `buckets`, `subject_metrics` (keyed by the small
 //! integer ids of `rollup_names`), `rollup_state` (the watermark) and `evaluation_state`.
 //! A rollup step is one `BEGIN IMMEDIATE` transaction that folds the events past the
-//! watermark and advances it.
+//! watermark and advances it; so is the repair of one experiment's overflowed totals.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
@@ -14,7 +14,65 @@ use super::{
 use crate::Result;
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts, from_millis, to_millis};
-use crate::rollup::{Bucket, Granularity, RollupReport, RollupStore, check_cap};
+use crate::rollup::{
+    Bucket, Granularity, RepairOutcome, RollupReport, RollupStore, check_bound, check_cap,
+};
+
+/// A bucket whose Σ or Σ² is infinite: the condition of the partial index
+/// `buckets_overflowed` (migration 0008) word for word, so that queries use it.
+const BUCKET_OVERFLOWED: &str =
+    "(abs(sum) > 1.7976931348623157e308 OR sum_sq > 1.7976931348623157e308)";
+
+/// A subject whose total's square is infinite: the condition of the partial index
+/// `subject_metrics_overflowed` (migration 0008) word for word.
+const SUBJECT_OVERFLOWED: &str = "abs(total) > 1.3407807929942596e154";
+
+/// The attributed events of experiment `?1` up to the watermark `?2` whose `|value|` is at
+/// most `?3` (a NaN is not), as the rollup counts them: at or after the subject's assignment.
+const KEPT_EVENTS: &str = "FROM events e
+    JOIN assignments a ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+    WHERE e.experiment_id = ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
+      AND abs(e.value) <= ?3";
+
+/// Every experiment with an overflowed bucket or subject, read from the partial indexes
+/// (`INDEXED BY`: they hold only such rows, however large the tables).
+pub(super) fn overflowed_experiments_sql() -> String {
+    format!(
+        "SELECT experiment_id FROM buckets INDEXED BY buckets_overflowed
+         WHERE {BUCKET_OVERFLOWED}
+         UNION
+         SELECT n.name FROM subject_metrics INDEXED BY subject_metrics_overflowed
+         JOIN rollup_names n ON n.id = subject_metrics.experiment
+         WHERE {SUBJECT_OVERFLOWED}
+         ORDER BY 1"
+    )
+}
+
+/// Whether experiment `?1` (`rollup_names` id `?2`) has an overflowed bucket or subject,
+/// read from the partial indexes.
+pub(super) fn experiment_overflowed_sql() -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM buckets INDEXED BY buckets_overflowed
+                        WHERE experiment_id = ?1 AND {BUCKET_OVERFLOWED})
+             OR EXISTS (SELECT 1 FROM subject_metrics INDEXED BY subject_metrics_overflowed
+                        WHERE experiment = ?2 AND {SUBJECT_OVERFLOWED})"
+    )
+}
+
+/// Whether experiment `experiment_id` (`rollup_names` id `names_id`, if it has one) has an
+/// overflowed total.
+fn has_overflowed(
+    c: &rusqlite::Connection,
+    experiment_id: &str,
+    names_id: Option<i64>,
+) -> Result<bool> {
+    c.query_row(
+        &experiment_overflowed_sql(),
+        params![experiment_id, names_id],
+        |r| r.get(0),
+    )
+    .map_err(internal("looking for overflowed totals"))
+}
 
 #[async_trait]
 impl RollupStore for SqliteStore {
@@ -130,6 +188,131 @@ impl RollupStore for SqliteStore {
             )
             .map(|s| s as u64)
             .map_err(internal("reading the rollup watermark"))
+        })
+        .await
+    }
+
+    async fn experiments_with_overflowed_totals(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&overflowed_experiments_sql())
+                .map_err(internal("listing overflowed totals"))?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(internal("listing overflowed totals"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("listing overflowed totals"))
+        })
+        .await
+    }
+
+    /// One transaction (the fence checked inside it): the check, the retention check, the
+    /// recomputation. Existing buckets are overwritten with the figures of their kept
+    /// events (or deleted when none is left); per-subject rows are replaced.
+    async fn repair_totals(
+        &self,
+        experiment_id: &str,
+        max_abs_value: f64,
+        fence: Option<&Fence>,
+    ) -> Result<RepairOutcome> {
+        const DOING: &str = "repairing overflowed totals";
+        check_bound(max_abs_value)?;
+        let fence = fence.cloned();
+        let eid = experiment_id.to_owned();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            check_fence(&tx, fence.as_ref())?;
+            let watermark: i64 = tx
+                .query_row(
+                    "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(internal("reading the rollup watermark"))?;
+            let names_id: Option<i64> = tx
+                .query_row("SELECT id FROM rollup_names WHERE name = ?1", [&eid], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(internal(DOING))?;
+            if !has_overflowed(&tx, &eid, names_id)? {
+                return Ok(RepairOutcome::Nothing);
+            }
+            // Every attributed event up to the watermark, and those beyond the bound.
+            let (raw, dropped): (i64, i64) = tx
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(NOT (abs(e.value) <= ?3)), 0)
+                     FROM events e
+                     JOIN assignments a
+                       ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                     WHERE e.experiment_id = ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at",
+                    params![eid, watermark, max_abs_value],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(internal(DOING))?;
+            let rolled_up: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(SUM(n), 0) FROM subject_metrics WHERE experiment = ?1",
+                    [names_id],
+                    |r| r.get(0),
+                )
+                .map_err(internal(DOING))?;
+            if raw != rolled_up {
+                return Ok(RepairOutcome::NotRetained {
+                    raw_events: raw as u64,
+                    rolled_up_events: rolled_up as u64,
+                });
+            }
+            for g in [Granularity::Hour, Granularity::Day] {
+                let args = params![eid, watermark, max_abs_value, g.millis(), g.as_str()];
+                tx.execute(
+                    &format!(
+                        "UPDATE buckets SET count = f.c, sum = f.s, sum_sq = f.q
+                         FROM (SELECT e.event AS event, (e.ts / ?4) * ?4 AS start,
+                                      e.variant AS variant, COUNT(*) AS c, SUM(e.value) AS s,
+                                      SUM(e.value * e.value) AS q
+                               {KEPT_EVENTS}
+                               GROUP BY e.event, (e.ts / ?4) * ?4, e.variant) AS f
+                         WHERE buckets.experiment_id = ?1 AND buckets.granularity = ?5
+                           AND buckets.event = f.event AND buckets.start = f.start
+                           AND buckets.variant = f.variant"
+                    ),
+                    args,
+                )
+                .map_err(internal(DOING))?;
+                tx.execute(
+                    &format!(
+                        "DELETE FROM buckets
+                         WHERE experiment_id = ?1 AND granularity = ?5 AND NOT EXISTS (
+                             SELECT 1 {KEPT_EVENTS}
+                               AND e.event = buckets.event AND e.variant = buckets.variant
+                               AND e.ts >= buckets.start AND e.ts < buckets.start + ?4)"
+                    ),
+                    args,
+                )
+                .map_err(internal(DOING))?;
+            }
+            tx.execute(
+                "DELETE FROM subject_metrics WHERE experiment = ?1",
+                [names_id],
+            )
+            .map_err(internal(DOING))?;
+            tx.execute(
+                "INSERT INTO subject_metrics (experiment, event, subject, n, total, first_ts)
+                 SELECT ?4, v.id, e.subject, COUNT(*), SUM(e.value), MIN(e.ts)
+                 FROM events e
+                 JOIN assignments a
+                   ON a.experiment_id = e.experiment_id AND a.subject = e.subject
+                 JOIN rollup_names v ON v.name = e.event
+                 WHERE e.experiment_id = ?1 AND e.seq <= ?2 AND e.ts >= a.assigned_at
+                   AND abs(e.value) <= ?3
+                 GROUP BY v.id, e.subject",
+                params![eid, watermark, max_abs_value, names_id],
+            )
+            .map_err(internal(DOING))?;
+            commit(tx)?;
+            Ok(RepairOutcome::Repaired {
+                dropped_events: dropped as u64,
+            })
         })
         .await
     }

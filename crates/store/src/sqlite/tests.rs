@@ -359,7 +359,7 @@ fn every_migration_file_is_applied_in_the_order_of_its_number() {
 /// pinned: a schema change is a new migration (a pin changes only with a comment).
 #[test]
 fn applied_migrations_are_never_edited() {
-    const PINNED: [(&str, u64); 7] = [
+    const PINNED: [(&str, u64); 8] = [
         ("0001_core", 0xaa46_8c87_e86e_9caa),
         ("0002_rollups", 0x3e1a_1c10_21f8_1df4),
         ("0003_outbox", 0x2171_bcdf_e975_a1a9),
@@ -367,6 +367,7 @@ fn applied_migrations_are_never_edited() {
         ("0005_compact_subject_metrics", 0x8a5e_ad8e_4c51_fd86),
         ("0006_webhooks", 0xa26c_0786_b224_39f0),
         ("0007_events_by_experiment", 0x39cd_c201_484e_444f),
+        ("0008_overflowed_totals", 0xb6d0_6525_3ec5_9dc3),
     ];
     let fnv = |text: &str| {
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -423,4 +424,36 @@ fn raw_event_counts_read_only_the_experiments_own_events() {
         );
     }
     assert!(!events.is_empty(), "{plan:#?}");
+}
+
+/// Finding overflowed totals reads the partial indexes of migration 0008 (which hold only
+/// such rows), never the whole `buckets` or `subject_metrics` table.
+#[test]
+fn overflowed_totals_are_found_through_their_partial_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = writer_connection(&dir);
+    let plan = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map(args, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    for steps in [
+        plan(&rollups::overflowed_experiments_sql(), &[]),
+        plan(&rollups::experiment_overflowed_sql(), &[&"e1", &1_i64]),
+    ] {
+        for index in ["buckets_overflowed", "subject_metrics_overflowed"] {
+            assert!(
+                steps.iter().any(|s| s.contains(index)),
+                "{index}: {steps:#?}"
+            );
+        }
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s == "SCAN buckets" || s == "SCAN subject_metrics"),
+            "a full scan: {steps:#?}"
+        );
+    }
 }
