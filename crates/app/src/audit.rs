@@ -60,4 +60,31 @@ impl App {
             page,
         ))
     }
+
+    /// Record who changed `subject` (an API key, environment, audience or webhook endpoint;
+    /// experiments record their own changes atomically with them). The change is made
+    /// already: an entry that cannot be written is logged as an error, not answered as one
+    /// (a retried create would make a second key or endpoint).
+    pub(crate) async fn audited(
+        &self,
+        caller: &Caller,
+        subject: &str,
+        action: &str,
+        details: serde_json::Value,
+    ) {
+        if let Err(e) = self
+            .0
+            .store
+            .record_audit(subject, caller.actor(), action, &details)
+            .await
+        {
+            tracing::error!(
+                subject,
+                action,
+                actor = caller.actor(),
+                error = %verdict_domain::ErrorChain(&e),
+                "audit entry not recorded"
+            );
+        }
+    }
 }
