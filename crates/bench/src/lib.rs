@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `main.rs` (`verdict-bench`): HTTP paths against a bare axum baseline; its `scale`
-//!   command (`scale.rs`) drives a `verdict serve` the same way.
+//!   (`scale.rs`) and `soak` (`soak.rs`) commands drive a `verdict serve` the same way.
 //! - `bin/ingest_mongo.rs` (`ingest_mongo`): `MongoStore::append_events` against the
 //!   driver's raw `insert_many`.
 //! - `bin/rollup.rs` (`rollup`): cold and incremental `Store::rollup` on SQLite and MongoDB.

@@ -6,7 +6,10 @@
 //! The same generator drives Verdict and the bare baseline, so its own cost is the same on
 //! both sides of every ratio.
 //!
-//! [`drive`] runs for a time and [`drive_n`] for a number of requests.
+//! [`drive`] runs for a time and [`drive_n`] for a number of requests, both closed loop
+//! (as fast as the server answers); [`paced`] sends at a fixed rate instead (open loop,
+//! latency counted from when each request was due, so a stalled server shows as latency
+//! rather than as fewer requests).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -228,4 +231,84 @@ async fn closed_loop(
         p99: percentile(&all, 0.99),
         first_error,
     })
+}
+
+/// One answered (or failed) request of [`paced`].
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// What `make` said the request was (an index into the caller's operations).
+    pub op: usize,
+    /// From when the request was due to when its answer was read.
+    pub latency: Duration,
+    /// `None` for a 2xx; else the status and body, or the transport error.
+    pub error: Option<String>,
+}
+
+/// Send `rate` requests per second to `addr` until `until`, over at most `connections`
+/// connections: request `i` is due at `start + i / rate` and is `make(i)` (an operation
+/// index and the request). Each answered or failed request is pushed to `samples`. A
+/// connection the server closed is replaced (the request it failed counts as an error).
+pub async fn paced(
+    addr: SocketAddr,
+    token: Option<&str>,
+    connections: usize,
+    rate: f64,
+    until: Instant,
+    make: Arc<dyn Fn(u64) -> (usize, Req) + Send + Sync>,
+    samples: Arc<std::sync::Mutex<Vec<Sample>>>,
+) -> anyhow::Result<()> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let host = addr.to_string();
+    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let due_rx = Arc::new(tokio::sync::Mutex::new(due_rx));
+    let mut workers = Vec::with_capacity(connections);
+    for _ in 0..connections.max(1) {
+        let mut sender = connect(addr).await?;
+        let (due_rx, make, auth, host, samples) = (
+            due_rx.clone(),
+            make.clone(),
+            auth.clone(),
+            host.clone(),
+            samples.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some((i, due)) = due_rx.lock().await.recv().await else {
+                    return anyhow::Ok(());
+                };
+                let (op, req) = make(i);
+                let outcome = exchange(&mut sender, req, auth.as_deref(), &host).await;
+                let latency = due.elapsed();
+                let lost = outcome.as_ref().is_err_and(|f| f.connection_lost);
+                samples
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a load worker panicked"))?
+                    .push(Sample {
+                        op,
+                        latency,
+                        error: outcome.err().map(|f| f.message),
+                    });
+                if lost || sender.is_closed() {
+                    sender = connect(addr).await?;
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    for i in 0u64.. {
+        let due = start + interval.mul_f64(i as f64);
+        if due >= until {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        if due_tx.send((i, due)).is_err() {
+            break;
+        }
+    }
+    drop(due_tx);
+    for w in workers {
+        w.await.context("a load worker panicked")??;
+    }
+    Ok(())
 }

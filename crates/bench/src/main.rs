@@ -10,9 +10,11 @@
 //! `aggregate` run), webhook deliveries/s (a triggered `webhooks` run to a local receiver),
 //! and Verdict's peak RSS. `--write BENCHMARKS.md` puts the table in that file.
 //!
-//! Another command starts `verdict serve` the same way: `scale` measures costs that must
-//! not grow with history (results and evaluation of one experiment against the size of the
-//! store, RSS against distinct subjects, `/metrics` against experiments).
+//! Two more commands start `verdict serve` the same way: `scale` measures costs that
+//! must not grow with history (results and evaluation of one experiment against the size of
+//! the store, RSS against distinct subjects, `/metrics` against experiments), and `soak`
+//! runs a moderate mixed load with every job scheduled often for a long time and judges
+//! errors, RSS and p99 latency over it.
 //!
 //! Timing never appears in tests; these are the commands behind the figures in
 //! `BENCHMARKS.md`.
@@ -21,12 +23,14 @@
 //! - `main.rs`: the command line, the end-to-end scenarios and their report, and what the
 //!   commands share (starting Verdict, calls, job triggers).
 //! - `scale.rs`: `verdict-bench scale`.
-//! - `load.rs`: the load generator (hyper client connections, closed loop).
+//! - `soak.rs`: `verdict-bench soak`.
+//! - `load.rs`: the load generator (hyper client connections; closed loop, or paced).
 //! - `procs.rs`: starting the servers pinned, their CPU time and RSS, the machine.
 
 mod load;
 mod procs;
 mod scale;
+mod soak;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -54,8 +58,8 @@ const EXPERIMENT: &str = "bench";
 /// generator, pinned to separate cores.
 ///
 /// Build first: `cargo build --release -p verdict -p verdict-bench`, then run
-/// `target/release/verdict-bench --write BENCHMARKS.md`. The `scale` command is the other
-/// benchmark of a running server.
+/// `target/release/verdict-bench --write BENCHMARKS.md`. The `scale` and `soak` commands
+/// are the other benchmarks of a running server.
 #[derive(Debug, Parser)]
 #[command(name = "verdict-bench", version, about, long_about)]
 struct Args {
@@ -102,6 +106,9 @@ enum Command {
     /// Costs that must not grow with history: results and evaluation of one experiment as
     /// the store grows, RSS against distinct subjects, `/metrics` against experiments.
     Scale(scale::ScaleArgs),
+    /// A long mixed load at a moderate rate with every job scheduled often: errors, RSS and
+    /// p99 latency per minute, judged at the end (exit status 1 when the judgement fails).
+    Soak(soak::SoakArgs),
 }
 
 /// What every command that starts Verdict needs.
@@ -153,6 +160,13 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match command {
         Some(Command::Scale(a)) => runtime.block_on(scale::run(&common, a)),
+        Some(Command::Soak(a)) => {
+            let passed = runtime.block_on(soak::run(&common, a))?;
+            if !passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Some(Command::Baseline { .. }) | None => runtime.block_on(harness(args, &common)),
     }
 }
