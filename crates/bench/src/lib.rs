@@ -3,7 +3,8 @@
 //! a deterministic random stream, number formatting).
 //!
 //! # Layout
-//! - `main.rs` (`verdict-bench`): HTTP paths against a bare axum baseline.
+//! - `main.rs` (`verdict-bench`): HTTP paths against a bare axum baseline; its `scale`
+//!   (`scale.rs`) and `soak` (`soak.rs`) commands drive a `verdict serve` the same way.
 //! - `bin/ingest_mongo.rs` (`ingest_mongo`): `MongoStore::append_events` against the
 //!   driver's raw `insert_many`.
 //! - `bin/rollup.rs` (`rollup`): cold and incremental `Store::rollup` on SQLite and MongoDB.

@@ -10,19 +10,31 @@
 //! `aggregate` run), webhook deliveries/s (a triggered `webhooks` run to a local receiver),
 //! and Verdict's peak RSS. `--write BENCHMARKS.md` puts the table in that file.
 //!
-//! Timing never appears in tests; this is the command behind the figures in `BENCHMARKS.md`.
+//! Two more commands start `verdict serve` the same way: `scale` measures costs that
+//! must not grow with history (results and evaluation of one experiment against the size of
+//! the store, RSS against distinct subjects, `/metrics` against experiments), and `soak`
+//! runs a moderate mixed load with every job scheduled often for a long time and judges
+//! errors, RSS and p99 latency over it.
+//!
+//! Timing never appears in tests; these are the commands behind the figures in
+//! `BENCHMARKS.md`.
 //!
 //! # Layout
-//! - `main.rs`: the command line, the scenarios and the report.
-//! - `load.rs`: the load generator (hyper client connections, closed loop).
-//! - `procs.rs`: starting the servers pinned, their CPU time and peak RSS, the machine.
+//! - `main.rs`: the command line, the end-to-end scenarios and their report, and what the
+//!   commands share (starting Verdict, calls, job triggers).
+//! - `scale.rs`: `verdict-bench scale`.
+//! - `soak.rs`: `verdict-bench soak`.
+//! - `load.rs`: the load generator (hyper client connections; closed loop, or paced).
+//! - `procs.rs`: starting the servers pinned, their CPU time and RSS, the machine.
 
 mod load;
 mod procs;
+mod scale;
+mod soak;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -46,7 +58,8 @@ const EXPERIMENT: &str = "bench";
 /// generator, pinned to separate cores.
 ///
 /// Build first: `cargo build --release -p verdict -p verdict-bench`, then run
-/// `target/release/verdict-bench --write BENCHMARKS.md`.
+/// `target/release/verdict-bench --write BENCHMARKS.md`. The `scale` and `soak` commands
+/// are the other benchmarks of a running server.
 #[derive(Debug, Parser)]
 #[command(name = "verdict-bench", version, about, long_about)]
 struct Args {
@@ -70,13 +83,13 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     webhook_endpoints: usize,
     /// The `verdict` binary [default: `verdict` beside this one].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     verdict_bin: Option<PathBuf>,
     /// Do not pin the servers and the load generator to separate cores.
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_pin: bool,
-    /// Replace the `verdict-bench` section of this markdown file with the report.
-    #[arg(long, value_name = "FILE")]
+    /// Replace the command's sections of this markdown file with its report.
+    #[arg(long, value_name = "FILE", global = true)]
     write: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -90,23 +103,137 @@ enum Command {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// Costs that must not grow with history: results and evaluation of one experiment as
+    /// the store grows, RSS against distinct subjects, `/metrics` against experiments.
+    Scale(scale::ScaleArgs),
+    /// A long mixed load at a moderate rate with every job scheduled often: errors, RSS and
+    /// p99 latency per minute, judged at the end (exit status 1 when the judgement fails).
+    Soak(soak::SoakArgs),
+}
+
+/// What every command that starts Verdict needs.
+#[derive(Debug)]
+struct Common {
+    verdict_bin: PathBuf,
+    /// Servers on core 1, this process on core 0.
+    pinned: bool,
+    write: Option<PathBuf>,
+}
+
+impl Common {
+    /// The core servers run on, if pinned.
+    fn server_core(&self) -> Option<usize> {
+        self.pinned.then_some(1)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if let Some(Command::Baseline { addr }) = args.command {
+    let mut args = Args::parse();
+    let command = args.command.take();
+    if let Some(Command::Baseline { addr }) = command {
         return baseline(addr);
     }
     let cores = verdict_bench::cores();
     let pinned = !args.no_pin && cores >= 2;
+    let verdict_bin = match &args.verdict_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("verdict"),
+    };
+    if !verdict_bin.exists() {
+        bail!(
+            "no Verdict binary at {}: build it with `cargo build --release -p verdict` \
+             (or name one with --verdict-bin)",
+            verdict_bin.display()
+        );
+    }
+    let common = Common {
+        verdict_bin,
+        pinned,
+        write: args.write.clone(),
+    };
     if pinned {
         // Before the runtime starts: every thread it makes inherits the affinity.
         procs::pin_self(0)?;
     }
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(harness(args, pinned))
+        .build()?;
+    match command {
+        Some(Command::Scale(a)) => runtime.block_on(scale::run(&common, a)),
+        Some(Command::Soak(a)) => {
+            let passed = runtime.block_on(soak::run(&common, a))?;
+            if !passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::Baseline { .. }) | None => runtime.block_on(harness(args, &common)),
+    }
+}
+
+/// This command line as it was typed, with the binary as `target/release/verdict-bench`:
+/// the reports name the command behind their figures.
+fn command_line() -> String {
+    std::iter::once("target/release/verdict-bench".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How the report's processes were placed: `servers` pinned to core 1 and the load
+/// generator to core 0, or not.
+fn pinning(pinned: bool, servers: &str) -> String {
+    if pinned {
+        format!("{servers} pinned to core 1 and the load generator to core 0 with `taskset`")
+    } else {
+        format!("not pinned: {servers} and load generator share the cores")
+    }
+}
+
+/// Start `verdict serve` (`serve_args` after `serve`) with its data in `dir`: the
+/// harness's admin key, no ingestion rate limit, job triggers that wait as long as a run
+/// takes, no per-peer connection cap (every load connection comes from one address),
+/// private webhook targets allowed, warnings only in its log (`dir/verdict.log`). `env`
+/// adds or overrides settings (`VERDICT_*`).
+async fn start_verdict(
+    common: &Common,
+    dir: &Path,
+    serve_args: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<Server> {
+    let addr = procs::free_addr()?;
+    let mut vars: Vec<(String, String)> = [
+        ("VERDICT_DATA_DIR", dir.join("data").display().to_string()),
+        ("VERDICT_SERVER__PORT", addr.port().to_string()),
+        ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY.into()),
+        ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "0".into()),
+        ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "3600".into()),
+        ("VERDICT_SERVER__REQUEST_TIMEOUT_SECONDS", "7200".into()),
+        // The load generator's connections all come from one address.
+        ("VERDICT_SERVER__MAX_CONNECTIONS_PER_PEER", "0".into()),
+        ("VERDICT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true".into()),
+        ("VERDICT_LOG__LEVEL", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in env {
+        vars.retain(|(old, _)| old != k);
+        vars.push(((*k).to_owned(), v.clone()));
+    }
+    let mut args = vec!["serve"];
+    args.extend_from_slice(serve_args);
+    Server::start(Launch {
+        name: "verdict",
+        program: &common.verdict_bin,
+        args: &args,
+        env: vars,
+        core: common.server_core(),
+        log: dir.join("verdict.log"),
+        addr,
+        ready_path: "/healthz",
+    })
+    .await
 }
 
 /// The baseline: axum with tokio's default runtime, a JSON hello and a handler that parses
@@ -258,19 +385,19 @@ impl JobRun {
     }
 }
 
-/// Trigger `job` on Verdict and wait for it; `count` reads the number of items it handled
-/// from the finished run's report.
-async fn run_job(
+/// Trigger `job` on Verdict (`query`: e.g. `?experiment=KEY`, or empty) and wait for it:
+/// the finished run's record, which must have succeeded, and the call's time.
+async fn trigger(
     client: &reqwest::Client,
     verdict: &str,
     job: &str,
-    count: &str,
-) -> anyhow::Result<JobRun> {
+    query: &str,
+) -> anyhow::Result<(Value, Duration)> {
     let started = Instant::now();
     let record = call(
         client,
         reqwest::Method::POST,
-        format!("{verdict}/v1/internal/jobs/{job}/run"),
+        format!("{verdict}/v1/internal/jobs/{job}/run{query}"),
         ADMIN_KEY,
         None,
     )
@@ -279,6 +406,18 @@ async fn run_job(
     if record["outcome"] != "succeeded" {
         bail!("the {job} run did not succeed: {record}");
     }
+    Ok((record, elapsed))
+}
+
+/// Trigger `job` on Verdict and wait for it; `count` reads the number of items it handled
+/// from the finished run's report.
+async fn run_job(
+    client: &reqwest::Client,
+    verdict: &str,
+    job: &str,
+    count: &str,
+) -> anyhow::Result<JobRun> {
+    let (record, elapsed) = trigger(client, verdict, job, "").await?;
     let items = record["report"][count]
         .as_u64()
         .with_context(|| format!("no report.{count} in the {job} run: {record}"))?;
@@ -289,21 +428,73 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
-    let here = std::env::current_exe()?;
-    let verdict_bin = match &args.verdict_bin {
-        Some(p) => p.clone(),
-        None => here.with_file_name("verdict"),
-    };
-    if !verdict_bin.exists() {
+/// A key with the `client` role (what apps use: assignments, events, results).
+async fn client_key(client: &reqwest::Client, verdict: &str) -> anyhow::Result<String> {
+    let key = call(
+        client,
+        reqwest::Method::POST,
+        format!("{verdict}/v1/api-keys"),
+        ADMIN_KEY,
+        Some(json!({"name": "bench", "roles": ["client"]})),
+    )
+    .await?;
+    Ok(key["key"]
+        .as_str()
+        .context("no key in the answer")?
+        .to_owned())
+}
+
+/// Create the two-arm experiment `definition` (variants `control` and `treatment` unless it
+/// names its own) and activate it.
+async fn running_experiment(
+    client: &reqwest::Client,
+    verdict: &str,
+    definition: Value,
+) -> anyhow::Result<()> {
+    let mut body = json!({
+        "variants": [{"key": "control", "config": {"color": "blue"}}, {"key": "treatment", "config": {"color": "green"}}],
+    });
+    let key = definition["key"].as_str().context("no key")?.to_owned();
+    if let (Some(b), Some(d)) = (body.as_object_mut(), definition.as_object()) {
+        b.extend(d.clone());
+    }
+    call(
+        client,
+        reqwest::Method::POST,
+        format!("{verdict}/v1/experiments"),
+        ADMIN_KEY,
+        Some(body),
+    )
+    .await
+    .with_context(|| format!("creating the experiment {key}"))?;
+    call(
+        client,
+        reqwest::Method::POST,
+        format!("{verdict}/v1/experiments/{key}/activate"),
+        ADMIN_KEY,
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Fail unless every request of `r` was answered with a 2xx.
+fn all_ok(what: &str, r: &LoadResult) -> anyhow::Result<()> {
+    if r.errors > 0 {
         bail!(
-            "no Verdict binary at {}: build it with `cargo build --release -p verdict` \
-             (or name one with --verdict-bin)",
-            verdict_bin.display()
+            "{what}: {} requests failed; first: {}",
+            r.errors,
+            r.first_error.as_deref().unwrap_or("?")
         );
     }
+    Ok(())
+}
+
+async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
+    let here = std::env::current_exe()?;
+    let pinned = common.pinned;
     let dir = tempfile::tempdir()?;
-    let server_core = pinned.then_some(1);
+    let server_core = common.server_core();
     let seconds = args.seconds;
 
     eprintln!("starting the baseline and Verdict …");
@@ -320,66 +511,23 @@ async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
         ready_path: "/hello",
     })
     .await?;
-    let verdict_addr = procs::free_addr()?;
-    let env = [
-        (
-            "VERDICT_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("VERDICT_SERVER__PORT", verdict_addr.port().to_string()),
-        ("VERDICT_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY.into()),
-        ("VERDICT_INGEST__RATE_LIMIT_PER_SECOND", "0".into()),
-        ("VERDICT_JOBS__HTTP_WAIT_SECONDS", "3600".into()),
-        ("VERDICT_SERVER__REQUEST_TIMEOUT_SECONDS", "7200".into()),
-        // The load generator's connections all come from one address.
-        ("VERDICT_SERVER__MAX_CONNECTIONS_PER_PEER", "0".into()),
-        ("VERDICT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true".into()),
-        ("VERDICT_LOG__LEVEL", "warn".into()),
-    ]
-    .map(|(k, v)| (k.to_owned(), v))
-    .to_vec();
-    let verdict_server = Server::start(Launch {
-        name: "verdict",
-        program: &verdict_bin,
-        // Jobs run only when the harness triggers them.
-        args: &["serve", "--no-scheduler"],
-        env,
-        core: server_core,
-        log: dir.path().join("verdict.log"),
-        addr: verdict_addr,
-        ready_path: "/healthz",
-    })
-    .await?;
-    let verdict = format!("http://{verdict_addr}");
+    // Jobs run only when the harness triggers them.
+    let verdict_server = start_verdict(common, dir.path(), &["--no-scheduler"], &[]).await?;
+    let verdict = format!("http://{}", verdict_server.addr);
     let client = reqwest::Client::new();
 
     eprintln!("setting up: an experiment and {} subjects …", args.subjects);
-    call(&client, reqwest::Method::POST, format!("{verdict}/v1/experiments"), ADMIN_KEY, Some(json!({
-        "key": EXPERIMENT,
-        "variants": [{"key": "control", "config": {"color": "blue"}}, {"key": "treatment", "config": {"color": "green"}}],
-        "primary_metric": {"event": "conversion"},
-        "secondary_metrics": [{"event": "purchase", "kind": "sum"}]
-    }))).await.context("creating the experiment")?;
-    call(
+    running_experiment(
         &client,
-        reqwest::Method::POST,
-        format!("{verdict}/v1/experiments/{EXPERIMENT}/activate"),
-        ADMIN_KEY,
-        None,
+        &verdict,
+        json!({
+            "key": EXPERIMENT,
+            "primary_metric": {"event": "conversion"},
+            "secondary_metrics": [{"event": "purchase", "kind": "sum"}]
+        }),
     )
     .await?;
-    let key = call(
-        &client,
-        reqwest::Method::POST,
-        format!("{verdict}/v1/api-keys"),
-        ADMIN_KEY,
-        Some(json!({"name": "bench", "roles": ["client"]})),
-    )
-    .await?;
-    let client_key = key["key"]
-        .as_str()
-        .context("no key in the answer")?
-        .to_owned();
+    let client_key = client_key(&client, &verdict).await?;
     let assigned: Vec<anyhow::Result<Value>> = futures::stream::iter(0..args.subjects)
         .map(|i| {
             call(
@@ -583,11 +731,7 @@ async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
         mb(verdict_rss),
         mb(base_rss),
     );
-    let pinning = if pinned {
-        "servers pinned to core 1 and the load generator to core 0 with `taskset`"
-    } else {
-        "not pinned: servers and load generator share the cores"
-    };
+    let pinning = pinning(pinned, "servers");
     let report = format!(
         "Measured by `cargo build --release -p verdict -p verdict-bench && target/release/verdict-bench --write BENCHMARKS.md` \
          on {machine}; {pinning}; {seconds} s per scenario, {c} connections for assignment, \
@@ -599,7 +743,7 @@ async fn harness(args: Args, pinned: bool) -> anyhow::Result<()> {
         subjects = thousands(args.subjects as u64),
     );
     println!("{report}");
-    if let Some(path) = &args.write {
+    if let Some(path) = &common.write {
         verdict_bench::write_section(path, SECTION, &report)?;
     }
     Ok(())
