@@ -105,6 +105,11 @@ pub struct SoakArgs {
     /// … plus this many milliseconds.
     #[arg(long, default_value_t = 2.0)]
     p99_slack_ms: f64,
+    /// The server's `server.assignment_cache_mb`: small enough that the cache of repeat
+    /// subjects reaches its bound during warm-up (new subjects keep arriving), so memory
+    /// after warm-up says whether anything else grows.
+    #[arg(long, default_value_t = 4)]
+    assignment_cache_mb: u64,
     /// Seconds per sample (a "minute" of the table); shorter only to try the command out.
     #[arg(long, default_value_t = 60, hide = true)]
     sample_seconds: u64,
@@ -263,6 +268,10 @@ pub async fn run(common: &Common, args: SoakArgs) -> anyhow::Result<bool> {
     let env: Vec<(&str, String)> = SCHEDULES
         .iter()
         .map(|(k, v)| (*k, (*v).to_owned()))
+        .chain([(
+            "VERDICT_SERVER__ASSIGNMENT_CACHE_MB",
+            args.assignment_cache_mb.to_string(),
+        )])
         .collect();
     let server = start_verdict(common, dir.path(), &[], &env).await?;
     let outcome = soak(common, &args, &server).await;
@@ -529,8 +538,9 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
          second experiment (a webhook message each) and 2 results reads, of the rest per 20: 11 \
          assignments of the {} pre-assigned subjects, 3 of new subjects, 4 event batches of {} \
          (those subjects), 2 winner reads; `aggregate` every 30 s, `evaluate` and `retention` \
-         every minute, `webhooks` continuously to one endpoint on a local receiver. Latency \
-         per minute as p50 / p99.\n\n{table}\n{judgement}\n**{}**\n",
+         every minute, `webhooks` continuously to one endpoint on a local receiver; \
+         `server.assignment_cache_mb = {}` (reached during warm-up). Latency per minute as \
+         p50 / p99.\n\n{table}\n{judgement}\n**{}**\n",
         command_line(),
         procs::machine(),
         pinning(common.pinned, "the server"),
@@ -539,6 +549,7 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
         args.connections,
         thousands(args.subjects),
         args.event_batch,
+        args.assignment_cache_mb,
         if passed {
             "Passed."
         } else {
