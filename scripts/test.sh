@@ -29,12 +29,12 @@ source scripts/test-services.sh
 echo "==> cargo test"
 log="$(mktemp)"
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The API integration tests again on the production backends (svix's run-tests.sh style):
 # the same tests with store = "mongodb" and cache = "redis".
 echo "==> cargo test -p verdict-api --tests (VERDICT_TEST_BACKEND=mongodb: MongoDB + Redis)"
-VERDICT_TEST_BACKEND=mongodb cargo test -p verdict-api --tests --locked 2>&1 | tee -a "$log"
+VERDICT_TEST_BACKEND=mongodb cargo test -p verdict-api --tests --locked --no-fail-fast 2>&1 | tee -a "$log"
 status_mongodb=${PIPESTATUS[0]}
 [[ "$status" == 0 ]] && status=$status_mongodb
 # The HTTP API fuzzed from its own OpenAPI document (schemathesis in a cached virtualenv),
