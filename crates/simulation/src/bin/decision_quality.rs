@@ -3,7 +3,7 @@
 //! smallest revenue lift found, and what guardrail metrics block.
 //!
 //! ```text
-//! cargo run --release -p verdict-simulation --bin decision_quality -- --runs 1000 --seed 1
+//! cargo run --release -p verdict-simulation --bin decision_quality -- --experiments 1000 --seed 1
 //! cargo run --release -p verdict-simulation --bin decision_quality -- --write BENCHMARKS.md
 //! ```
 //!
@@ -25,7 +25,7 @@ use verdict_simulation::{self as simulate, Config};
 #[command(about = "Measure false-winner rate and power of the winner policy by simulation")]
 struct Args {
     /// Simulated experiments per scenario.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long = "experiments", default_value_t = 1000)]
     runs: u32,
     /// Seed of the ChaCha8 generator (same seed, same table).
     #[arg(long, default_value_t = 1)]
