@@ -95,6 +95,14 @@ enum Command {
     DefaultConfig,
 }
 
+/// One allocator for the whole process, SQLite's `malloc` included: jemalloc returns freed
+/// pages to the system on its own (after 10 s), where glibc's per-thread arenas keep them, so
+/// the server's RSS stays near what it holds under a long mixed load (see the soak in
+/// BENCHMARKS.md).
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `verdict run`'s exit code when another process holds the job's lease (EX_TEMPFAIL).
 const EXIT_LEASE_HELD: u8 = 75;
 
