@@ -83,7 +83,7 @@ struct Args {
     /// Days the event timestamps are spread over.
     #[arg(long, default_value_t = 7)]
     days: i64,
-    /// Events per `rollup` call (the aggregator's default step).
+    /// Events per `rollup` call (the aggregator steps 10,000 at a time).
     #[arg(long, default_value_t = 50_000)]
     step: usize,
     /// Events per `append_events` call while loading.

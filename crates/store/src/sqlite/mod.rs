@@ -481,8 +481,21 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = inner.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+            // A free reader if there is one (from a rotating start, so scans spread over the
+            // connections), else wait for the next in turn: a read never queues behind
+            // another's long scan while a connection is idle.
+            let n = inner.readers.len();
+            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+            for k in 0..n {
+                match inner.readers[(start + k) % n].try_lock() {
+                    Ok(conn) => return f(&conn),
+                    Err(std::sync::TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+            }
+            let conn = inner.readers[start]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             f(&conn)
         })
         .await
