@@ -5,14 +5,16 @@
 //! The server: an embedded SQLite store, `aggregate` every 30 s, `evaluate` and
 //! `retention` every minute, the `webhooks` delivery loop continuously, one webhook
 //! endpoint on a local counting receiver. The load ([`crate::load::paced`], open loop,
-//! latency from when each request was due): assignment of repeat and new subjects, event
-//! batches, results and winner reads, and now and then a status change of a second
-//! experiment (each one a webhook message). Each minute: the server's RSS, requests done,
-//! errors (any non-2xx or transport error) and p50/p99 per operation.
+//! latency from when each request was due): assignment of repeat subjects, event batches,
+//! results and winner reads of one experiment, assignment of new subjects in another, and
+//! now and then a status change of a third (each one a webhook message). Each minute: the
+//! server's RSS, requests done, errors (any non-2xx or transport error) and p50/p99 per
+//! operation.
 //!
 //! The judgement: no errors; RSS flat after warm-up (the largest RSS of the last third of
-//! the run within `--rss-tolerance` of the largest of minutes ⌊N/6⌋+1 … ⌊N/3⌋, the
-//! baseline); each operation's p99 not growing (the p99 of the last sixth within
+//! the run within `--rss-tolerance` of the largest of the middle third, the baseline: the
+//! first third is warm-up, while SQLite's bounded page caches fill as the store grows, which
+//! at the default load takes about a quarter of an hour); each operation's p99 not growing (the p99 of the last sixth within
 //! `--p99-tolerance` of the baseline's, plus `--p99-slack-ms` so sub-millisecond noise does
 //! not decide); every job run succeeded; every status change delivered to the receiver;
 //! every event accepted rolled up. Windows shrink with the run, never below a minute, so
@@ -36,6 +38,12 @@ use crate::{
 
 const SECTION: &str = "verdict-bench-soak";
 const EXPERIMENT: &str = "soak";
+/// The experiment new subjects are assigned in: the assignments table, the assignment cache
+/// and the store keep growing, while the subjects of [`EXPERIMENT`], whose results are read,
+/// stay the pre-assigned ones (a results read passes once over its experiment's assigned
+/// subjects, so its cost follows their number, which a soak must not confuse with growth
+/// over time).
+const GROWING: &str = "soak-new";
 /// The experiment whose status changes make the webhook messages.
 const TOGGLED: &str = "soak-toggled";
 const JOBS: [&str; 4] = ["aggregate", "evaluate", "retention", "webhooks"];
@@ -118,7 +126,7 @@ pub struct SoakArgs {
 /// The minutes (1-based, inclusive) the judgement compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Windows {
-    /// After warm-up: minutes 6–10 of 30.
+    /// After warm-up: the middle third (minutes 11–20 of 30).
     baseline: (u64, u64),
     /// The RSS compared with the baseline's: the last third (21–30 of 30).
     rss: (u64, u64),
@@ -128,10 +136,10 @@ struct Windows {
 
 impl Windows {
     fn of(minutes: u64) -> Self {
-        let start = minutes / 6 + 1;
+        let start = minutes / 3 + 1;
         let last = |len: u64| (minutes + 1 - len.max(1), minutes);
         Self {
-            baseline: (start, (minutes / 3).max(start)),
+            baseline: (start, (2 * minutes / 3).max(start)),
             rss: last(minutes / 3),
             p99: last(minutes / 6),
         }
@@ -295,7 +303,7 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
     let verdict = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
     eprintln!(
-        "setting up: two experiments, {} subjects, a webhook endpoint …",
+        "setting up: three experiments, {} subjects, a webhook endpoint …",
         args.subjects
     );
     running_experiment(
@@ -311,6 +319,7 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
     )
     .await?;
     running_experiment(&client, &verdict, json!({"key": TOGGLED})).await?;
+    running_experiment(&client, &verdict, json!({"key": GROWING})).await?;
     let r = drive_n(
         server.addr,
         Some(ADMIN_KEY),
@@ -347,7 +356,7 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
                 Rng::new(i).below(subjects)
             )),
             NEW => Req::get(format!(
-                "/v1/experiments/{EXPERIMENT}/assignment?subject_id=new-{i}"
+                "/v1/experiments/{GROWING}/assignment?subject_id=new-{i}"
             )),
             EVENTS => Req::post("/v1/events".into(), event_batch(i, batch, subjects)),
             RESULTS => Req::get(format!("/v1/experiments/{EXPERIMENT}/results")),
@@ -536,8 +545,8 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
          directory; {} minutes at {} requests/s over {} connections, each request due at a \
          fixed time and its latency counted from then; per 200 requests: 1 status change of a \
          second experiment (a webhook message each) and 2 results reads, of the rest per 20: 11 \
-         assignments of the {} pre-assigned subjects, 3 of new subjects, 4 event batches of {} \
-         (those subjects), 2 winner reads; `aggregate` every 30 s, `evaluate` and `retention` \
+         assignments of the {} pre-assigned subjects, 3 of new subjects in a third experiment, \
+         4 event batches of {} (the pre-assigned subjects), 2 winner reads; `aggregate` every 30 s, `evaluate` and `retention` \
          every minute, `webhooks` continuously to one endpoint on a local receiver; \
          `server.assignment_cache_mb = {}` (reached during warm-up). Latency per minute as \
          p50 / p99.\n\n{table}\n{judgement}\n**{}**\n",
@@ -623,7 +632,7 @@ mod tests {
     #[test]
     fn the_windows_of_a_half_hour_run_are_the_stated_minutes() {
         let w = Windows::of(30);
-        assert_eq!(w.baseline, (6, 10));
+        assert_eq!(w.baseline, (11, 20));
         assert_eq!(w.rss, (21, 30));
         assert_eq!(w.p99, (26, 30));
     }
