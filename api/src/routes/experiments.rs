@@ -142,14 +142,18 @@ pub async fn update(
     ))
 }
 
-/// `PUT /v1/experiments/{key}/variants`: change variants and weights in any status.
+/// `PUT /v1/experiments/{key}/variants`: change variants and weights (or explicit ranges)
+/// in any status.
 #[utoipa::path(
     put,
     path = "/v1/experiments/{key}/variants",
     tag = "experiments",
-    summary = "Replace variants and weights",
+    summary = "Replace variants and weights, or their allocation ranges",
     description = "Works in any status. Stored assignments are untouched (sticky): only new \
-        subjects see the new split. Once started, no variant may be removed.",
+        subjects see the new split. Once started, no variant may be removed. Explicit \
+        `range`s (`[start, end)` of the hash space, on every variant or none, inside [0, 1], \
+        not overlapping) replace weights and coverage as in GrowthBook: each weight becomes \
+        the range's share of their total width, the coverage their total width.",
     security(("bearer" = ["experiments:write"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = VariantsUpdate,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use verdict_domain::assignment::subject_key;
-use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
+use verdict_domain::experiment::{Provided, VariantInput, ranges_total, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
     Experiment, ExperimentInput, Metric, PolicyMode, Problems, RetentionOverride, Right, Scope,
@@ -63,6 +63,7 @@ impl ExperimentPatch {
         }
         next.version = self.version;
         next.updated_at = now();
+        let coverage_given = self.coverage.is_some();
         set(&mut next.name, self.name);
         set(&mut next.description, self.description);
         set(&mut next.coverage, self.coverage);
@@ -76,6 +77,9 @@ impl ExperimentPatch {
         set(&mut next.retention, self.retention);
         if let Some(v) = self.variants {
             next.variants = variants_from_input(v, problems);
+            if !coverage_given && let Some(total) = ranges_total(&next.variants) {
+                next.coverage = total;
+            }
         }
         next
     }
@@ -390,8 +394,9 @@ impl App {
         Ok(updated)
     }
 
-    /// Replace variants and weights in any status. Stored assignments are untouched
-    /// (sticky); once started, no variant may be removed (subjects may hold it).
+    /// Replace variants and weights (or explicit ranges, whose total width becomes the
+    /// coverage) in any status. Stored assignments are untouched (sticky); once started, no
+    /// variant may be removed (subjects may hold it).
     pub async fn put_variants(
         &self,
         caller: &Caller,
@@ -416,6 +421,9 @@ impl App {
             }
         }
         let mut next = current;
+        if let Some(total) = ranges_total(&variants) {
+            next.coverage = total;
+        }
         next.variants = variants;
         next.version = body.version;
         next.updated_at = now();

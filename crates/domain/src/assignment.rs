@@ -1,8 +1,8 @@
 //! Assignments: which variant a subject sees, and how a subject is bucketed.
 //!
 //! Bucketing is GrowthBook's (hash v2 of `salt + subject`, `getBucketRanges`,
-//! `chooseVariation`), so a GrowthBook SDK given the same salt, coverage and weights puts a
-//! subject in the same variant. The first assignment is stored and wins over later weight
+//! `chooseVariation`), so a GrowthBook SDK given the same salt, coverage and weights (or the
+//! same explicit ranges) puts a subject in the same variant. The first assignment is stored and wins over later weight
 //! changes (stickiness is the store's job; see `verdict-store`).
 
 use std::borrow::Cow;
@@ -42,9 +42,7 @@ pub fn bucket(experiment: &Experiment, subject: &str) -> Bucket {
     else {
         return Bucket::OutsideCoverage;
     };
-    let weights = experiment.weights();
-    let ranges = hashing::bucket_ranges(weights.len(), experiment.coverage, Some(&weights));
-    match hashing::choose_variation(n, &ranges) {
+    match hashing::choose_variation(n, &experiment.bucket_ranges()) {
         Some(i) => Bucket::Variant(i),
         None => Bucket::OutsideCoverage,
     }
@@ -188,13 +186,18 @@ mod tests {
     use crate::{Scope, Variant};
 
     fn experiment(status: Status, coverage: f64) -> Experiment {
-        let input: ExperimentInput = serde_json::from_value(json!({
+        let mut e = draft(json!({
             "key": "k", "coverage": coverage,
             "variants": [{"key": "a"}, {"key": "b"}],
             "targeting": [{"conditions": [{"attribute": "country", "operator": "eq", "value": "US"}]}]
-        }))
-        .unwrap();
-        let mut e = input
+        }));
+        e.status = status;
+        e
+    }
+
+    fn draft(input: serde_json::Value) -> Experiment {
+        serde_json::from_value::<ExperimentInput>(input)
+            .unwrap()
             .into_experiment(
                 Scope::default(),
                 Provided {
@@ -203,9 +206,7 @@ mod tests {
                     now: OffsetDateTime::UNIX_EPOCH,
                 },
             )
-            .unwrap();
-        e.status = status;
-        e
+            .unwrap()
     }
 
     fn us() -> Attributes {
@@ -368,6 +369,7 @@ mod tests {
                 weight: 0.5,
                 config: json!(1),
                 control: false,
+                range: None,
             },
             Variant {
                 key: "b".into(),
@@ -375,11 +377,39 @@ mod tests {
                 weight: 0.5,
                 config: json!(2),
                 control: true,
+                range: None,
             },
         ];
         assert_eq!(
             decide(&e, None, "u", &us(), SubjectState::default()).variant,
             1
         );
+    }
+
+    #[test]
+    fn explicit_ranges_alone_decide_the_bucket() {
+        let e = draft(json!({
+            "key": "k",
+            "variants": [{"key": "a", "range": [0.6, 1.0]}, {"key": "b", "range": [0.0, 0.2]}]
+        }));
+        let mut seen = [0usize; 3];
+        for i in 0..10_000 {
+            let subject = format!("u{i}");
+            let n = hashing::hash("s", &subject, 2).unwrap();
+            let expected = if (0.6..1.0).contains(&n) {
+                Bucket::Variant(0)
+            } else if (0.0..0.2).contains(&n) {
+                Bucket::Variant(1)
+            } else {
+                Bucket::OutsideCoverage
+            };
+            assert_eq!(bucket(&e, &subject), expected, "{subject}: {n}");
+            seen[match expected {
+                Bucket::Variant(v) => v,
+                Bucket::OutsideCoverage => 2,
+            }] += 1;
+        }
+        // About 40 %, 20 % and 40 % of 10,000.
+        assert!(seen.iter().all(|&c| c > 1_500), "{seen:?}");
     }
 }

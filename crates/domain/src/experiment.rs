@@ -36,6 +36,13 @@ pub struct Variant {
     /// Marks the control; when no variant is marked, the first one is the control.
     #[serde(default)]
     pub control: bool,
+    /// An explicit bucket range `[start, end)` of the hash space (GrowthBook's `ranges`),
+    /// on every variant or on none. With ranges they alone decide which subjects get which
+    /// variant: `weight` is the range's share of their total width, the experiment's
+    /// `coverage` their total width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<f64>>, min_items = 2, max_items = 2))]
+    pub range: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +255,16 @@ impl Experiment {
         check_variants(&mut p, &self.variants);
         if !(0.0..=1.0).contains(&self.coverage) {
             p.push("coverage", "must be between 0 and 1");
+        } else if let Some(total) = ranges_total(&self.variants)
+            && (self.coverage - total).abs() > WEIGHT_TOLERANCE
+        {
+            p.push(
+                "coverage",
+                format!(
+                    "with explicit variant ranges, coverage is their total width ({total}): \
+                     leave it out"
+                ),
+            );
         }
         self.targeting.check(&mut p, "targeting");
         if let Some(a) = &self.audience {
@@ -333,8 +350,18 @@ impl Experiment {
         self.variants.iter().find(|v| v.key == key)
     }
 
+    /// Each variant's share of the subjects in the experiment, in variant order (with
+    /// explicit ranges, each range's share of their total width).
     pub fn weights(&self) -> Vec<f64> {
         self.variants.iter().map(|v| v.weight).collect()
+    }
+
+    /// Each variant's bucket range, in variant order: the explicit ranges when the variants
+    /// have them, else GrowthBook's ranges for the weights and the coverage.
+    pub fn bucket_ranges(&self) -> Vec<(f64, f64)> {
+        explicit_ranges(&self.variants).unwrap_or_else(|| {
+            crate::hashing::bucket_ranges(self.variants.len(), self.coverage, Some(&self.weights()))
+        })
     }
 
     /// Apply a status change decided by [`Status::transition_to`]: stamps `started_at` on
@@ -385,6 +412,93 @@ impl Experiment {
     }
 }
 
+/// The variants' explicit ranges, in variant order, when every variant has one.
+fn explicit_ranges(variants: &[Variant]) -> Option<Vec<(f64, f64)>> {
+    if variants.is_empty() {
+        return None;
+    }
+    variants
+        .iter()
+        .map(|v| v.range.map(|[start, end]| (start, end)))
+        .collect()
+}
+
+/// The total width of the variants' explicit ranges, when every variant has one: the
+/// share of all subjects the experiment holds.
+pub fn ranges_total(variants: &[Variant]) -> Option<f64> {
+    explicit_ranges(variants).map(|r| r.iter().map(|(start, end)| end - start).sum())
+}
+
+/// `[start, end]` with 0 ≤ start ≤ end ≤ 1.
+fn range_in_bounds([start, end]: [f64; 2]) -> bool {
+    0.0 <= start && start <= end && end <= 1.0
+}
+
+/// Every problem of explicit ranges: on every variant or none, each inside [0, 1], none
+/// overlapping another, some traffic in all, and each weight its range's share.
+fn check_ranges(p: &mut Problems, variants: &[Variant]) {
+    let ranged = variants.iter().filter(|v| v.range.is_some()).count();
+    if ranged != variants.len() {
+        p.push("variants", "give a range for every variant, or for none");
+        return;
+    }
+    let mut valid = Vec::with_capacity(variants.len());
+    for (i, v) in variants.iter().enumerate() {
+        let Some([start, end]) = v.range else {
+            continue;
+        };
+        if range_in_bounds([start, end]) {
+            valid.push((i, start, end));
+        } else {
+            p.push(
+                format!("variants[{i}].range"),
+                "must be [start, end] with 0 ≤ start ≤ end ≤ 1",
+            );
+        }
+    }
+    if valid.len() != variants.len() {
+        return;
+    }
+    valid.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
+    let mut overlapping = false;
+    for pair in valid.windows(2) {
+        let ((i, _, end), (j, start, _)) = (pair[0], pair[1]);
+        if end > start {
+            overlapping = true;
+            p.push(
+                format!("variants[{j}].range"),
+                format!(
+                    "overlaps the range of variants[{i}] ('{}')",
+                    variants[i].key
+                ),
+            );
+        }
+    }
+    let total: f64 = valid.iter().map(|(_, start, end)| end - start).sum();
+    if total <= 0.0 {
+        p.push(
+            "variants",
+            "the ranges hold no subjects: their total width is 0",
+        );
+        return;
+    }
+    if overlapping {
+        return;
+    }
+    for (i, start, end) in valid {
+        let share = (end - start) / total;
+        if (variants[i].weight - share).abs() > WEIGHT_TOLERANCE {
+            p.push(
+                format!("variants[{i}].weight"),
+                format!(
+                    "with explicit ranges, a variant's weight is its range's share of their \
+                     total width ({share})"
+                ),
+            );
+        }
+    }
+}
+
 fn check_variants(p: &mut Problems, variants: &[Variant]) {
     if variants.len() < 2 {
         p.push("variants", "an experiment needs at least 2 variants");
@@ -422,7 +536,9 @@ fn check_variants(p: &mut Problems, variants: &[Variant]) {
     if variants.iter().filter(|v| v.control).count() > 1 {
         p.push("variants", "at most one variant may be flagged as control");
     }
-    if weights_ok && !variants.is_empty() && (sum - 1.0).abs() > WEIGHT_TOLERANCE {
+    if variants.iter().any(|v| v.range.is_some()) {
+        check_ranges(p, variants);
+    } else if weights_ok && !variants.is_empty() && (sum - 1.0).abs() > WEIGHT_TOLERANCE {
         p.push(
             "variants",
             format!("weights must sum to 1 (±1e-6); they sum to {sum}"),
@@ -445,6 +561,11 @@ pub struct VariantInput {
     pub config: Value,
     #[serde(default)]
     pub control: bool,
+    /// An explicit bucket range `[start, end)` of the hash space, on every variant or on
+    /// none, in place of weights (GrowthBook's `ranges`); see [`Variant::range`].
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<f64>>, min_items = 2, max_items = 2))]
+    pub range: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -533,23 +654,48 @@ impl RetentionOverride {
 /// Variants from what an experimenter sent: a name defaults to the key; weights given for
 /// none of the variants split traffic equally. Weights given for only some are a problem,
 /// pushed to `p` (those without one get the equal share, so the rest can still be checked).
+/// With explicit ranges (checked by [`Experiment::check`]) a variant's weight is its range's
+/// share of their total width, and giving a weight as well is a problem.
 pub fn variants_from_input(input: Vec<VariantInput>, p: &mut Problems) -> Vec<Variant> {
     let given = input.iter().filter(|v| v.weight.is_some()).count();
-    if given != 0 && given != input.len() {
+    let ranged = input.iter().filter(|v| v.range.is_some()).count();
+    if ranged == 0 && given != 0 && given != input.len() {
         p.push(
             "variants",
             "give a weight for every variant, or for none (equal split)",
         );
     }
+    if ranged != 0 {
+        for (i, v) in input.iter().enumerate() {
+            if v.weight.is_some() {
+                p.push(
+                    format!("variants[{i}].weight"),
+                    "give ranges or weights, not both: with ranges, a variant's weight is its \
+                     range's share of their total width",
+                );
+            }
+        }
+    }
+    let width = |r: [f64; 2]| r[1] - r[0];
+    let total: f64 = input.iter().filter_map(|v| v.range).map(width).sum();
+    // Weights from ranges only when all of them are sound; otherwise the range problems
+    // alone are reported (by `Experiment::check`).
+    let shares = ranged == input.len()
+        && input.iter().filter_map(|v| v.range).all(range_in_bounds)
+        && total > 0.0;
     let equal = 1.0 / input.len().max(1) as f64;
     input
         .into_iter()
         .map(|v| Variant {
             name: v.name.unwrap_or_else(|| v.key.clone()),
-            weight: v.weight.unwrap_or(equal),
+            weight: match v.range {
+                Some(r) if shares => width(r) / total,
+                _ => v.weight.unwrap_or(equal),
+            },
             key: v.key,
             config: v.config,
             control: v.control,
+            range: v.range,
         })
         .collect()
 }
@@ -576,6 +722,10 @@ impl ExperimentInput {
             );
         }
         let variants = variants_from_input(self.variants, &mut p);
+        let coverage = self
+            .coverage
+            .or_else(|| ranges_total(&variants))
+            .unwrap_or(1.0);
         let experiment = Experiment {
             id: provided.id,
             scope,
@@ -584,7 +734,7 @@ impl ExperimentInput {
             description: self.description,
             status: Status::Draft,
             variants,
-            coverage: self.coverage.unwrap_or(1.0),
+            coverage,
             targeting: self.targeting,
             audience: self.audience,
             assignment: AssignmentSettings {
@@ -818,5 +968,80 @@ mod tests {
         .unwrap();
         let back: Experiment = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn explicit_ranges_give_the_weights_and_the_coverage() {
+        let e = input(json!({"key": "k", "variants": [
+            {"key": "a", "range": [0.6, 1.0]}, {"key": "b", "range": [0.0, 0.2]}]}))
+        .into_experiment(Scope::default(), provided())
+        .unwrap();
+        assert_eq!(e.bucket_ranges(), vec![(0.6, 1.0), (0.0, 0.2)]);
+        let w = e.weights();
+        assert!(
+            (w[0] - 2.0 / 3.0).abs() < 1e-12 && (w[1] - 1.0 / 3.0).abs() < 1e-12,
+            "{w:?}"
+        );
+        assert!((e.coverage - 0.6).abs() < 1e-12, "{}", e.coverage);
+        let back: Experiment = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn without_ranges_the_bucket_ranges_are_growthbooks_for_weights_and_coverage() {
+        // A stored experiment from before ranges existed has no `range` fields.
+        let e = input(json!({"key": "k", "coverage": 0.5, "variants": [
+            {"key": "a", "weight": 0.25}, {"key": "b", "weight": 0.75}]}))
+        .into_experiment(Scope::default(), provided())
+        .unwrap();
+        let doc = serde_json::to_value(&e).unwrap();
+        assert!(doc["variants"][0].get("range").is_none(), "{doc}");
+        assert_eq!(
+            e.bucket_ranges(),
+            crate::hashing::bucket_ranges(2, 0.5, Some(&[0.25, 0.75]))
+        );
+    }
+
+    #[test]
+    fn every_problem_of_explicit_ranges_is_named() {
+        let problems = |v: Value| {
+            input(v)
+                .into_experiment(Scope::default(), provided())
+                .unwrap_err()
+        };
+        let err = problems(json!({"key": "k", "variants": [
+            {"key": "a", "range": [0.0, 0.5]}, {"key": "b"}]}));
+        assert!(err.mentions("variants"), "{err}");
+        let err = problems(json!({"key": "k", "variants": [
+            {"key": "a", "range": [-0.1, 0.5]}, {"key": "b", "range": [0.5, 1.5]},
+            {"key": "c", "range": [0.9, 0.8]}]}));
+        for field in [
+            "variants[0].range",
+            "variants[1].range",
+            "variants[2].range",
+        ] {
+            assert!(err.mentions(field), "{field}: {err}");
+        }
+        let err = problems(json!({"key": "k", "variants": [
+            {"key": "a", "range": [0.0, 0.5]}, {"key": "b", "range": [0.4, 1.0]}]}));
+        assert!(err.mentions("variants[1].range"), "{err}");
+        assert!(err.to_string().contains("overlaps"), "{err}");
+        let err = problems(json!({"key": "k", "variants": [
+            {"key": "a", "range": [0.3, 0.3]}, {"key": "b", "range": [0.5, 0.5]}]}));
+        assert!(err.to_string().contains("total width is 0"), "{err}");
+        let err = problems(json!({"key": "k", "variants": [
+            {"key": "a", "range": [0.0, 0.5], "weight": 0.5},
+            {"key": "b", "range": [0.5, 1.0]}]}));
+        assert!(err.mentions("variants[0].weight"), "{err}");
+        let err = problems(json!({"key": "k", "coverage": 1.0, "variants": [
+            {"key": "a", "range": [0.0, 0.1]}, {"key": "b", "range": [0.1, 0.2]}]}));
+        assert!(err.mentions("coverage"), "{err}");
+        // Touching ranges, in any order, are fine.
+        assert!(
+            input(json!({"key": "k", "variants": [
+                {"key": "a", "range": [0.5, 1.0]}, {"key": "b", "range": [0.0, 0.5]}]}))
+            .into_experiment(Scope::default(), provided())
+            .is_ok()
+        );
     }
 }
