@@ -438,12 +438,8 @@ impl SqliteStore {
     {
         // The first free one: point reads keep going to the same few connections, whose
         // caches then hold the hot index pages (instead of a copy in every reader's).
-        for reader in &self.inner.readers {
-            match reader.try_lock() {
-                Ok(conn) => return f(&conn),
-                Err(std::sync::TryLockError::Poisoned(p)) => return f(&p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
+        if let Some(conn) = free_reader(&self.inner.readers, 0) {
+            return f(&conn);
         }
         self.read(f).await
     }
@@ -484,23 +480,30 @@ impl SqliteStore {
             // A free reader if there is one (from a rotating start, so scans spread over the
             // connections), else wait for the next in turn: a read never queues behind
             // another's long scan while a connection is idle.
-            let n = inner.readers.len();
-            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed) % n;
-            for k in 0..n {
-                match inner.readers[(start + k) % n].try_lock() {
-                    Ok(conn) => return f(&conn),
-                    Err(std::sync::TryLockError::Poisoned(p)) => return f(&p.into_inner()),
-                    Err(std::sync::TryLockError::WouldBlock) => {}
-                }
-            }
-            let conn = inner.readers[start]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = free_reader(&inner.readers, start).unwrap_or_else(|| {
+                inner.readers[start]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
             f(&conn)
         })
         .await
         .map_err(|e| StoreError::internal("running a read on the blocking pool", e))?
     }
+}
+
+/// The first reader not in use, looking from `start` round the list (a poisoned lock is
+/// taken as it is, like every lock of this adapter).
+fn free_reader(
+    readers: &[Mutex<Connection>],
+    start: usize,
+) -> Option<std::sync::MutexGuard<'_, Connection>> {
+    (0..readers.len()).find_map(|k| match readers[(start + k) % readers.len()].try_lock() {
+        Ok(conn) => Some(conn),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    })
 }
 
 /// WAL pages (4 KiB each) after which a commit checkpoints.
