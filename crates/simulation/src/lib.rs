@@ -807,7 +807,7 @@ pub fn smallest_lift_found(tallies: &[Tally]) -> Option<(f64, f64)> {
 /// The results as markdown: one table per metric kind, the revenue sweep, the guardrails.
 pub fn markdown_table(config: &Config, tallies: &[Tally]) -> String {
     let mut out = format!(
-        "{} simulated experiments per scenario, random seed {}; two arms, subjects alternate between arms; evaluated \
+        "Each scenario is simulated {} times (draws of a ChaCha8 generator keyed {}); two arms, subjects alternate between arms; evaluated \
          every {} subjects per arm up to {} ({} looks), stopping at the first decision; \
          default policy (min_assignments 100, min_conversions 10, threshold 0.95, max loss \
          0.0025 — relative to the control for value metrics —, α 0.05; τ² {} for rates, τ = a \
