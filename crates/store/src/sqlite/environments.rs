@@ -27,7 +27,7 @@ impl EnvironmentStore for SqliteStore {
 
     async fn get_environment(&self, key: &str) -> Result<Option<Environment>> {
         let key = key.to_owned();
-        self.read(move |c| {
+        self.read_point(move |c| {
             get_doc(
                 c,
                 "SELECT doc FROM environments WHERE key = ?1",

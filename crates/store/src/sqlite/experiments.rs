@@ -121,7 +121,7 @@ impl ExperimentStore for SqliteStore {
         let env = scope.environment.clone();
         let org = org_column(&scope.organization).to_owned();
         let k = key_or_id.to_owned();
-        self.read(move |c| {
+        self.read_point(move |c| {
             get_doc(
                 c,
                 "SELECT doc FROM experiments

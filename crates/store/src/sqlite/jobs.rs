@@ -140,7 +140,7 @@ impl JobStore for SqliteStore {
 
     async fn get_lease(&self, job: &str) -> Result<Option<Lease>> {
         let job = job.to_owned();
-        self.read(move |c| {
+        self.read_point(move |c| {
             Ok(
                 read_lease(c, &job)?.map(|(owner, token, expires_at, _)| Lease {
                     job,
@@ -173,7 +173,7 @@ impl JobStore for SqliteStore {
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
         let id = id.to_owned();
-        self.read(move |c| {
+        self.read_point(move |c| {
             let doc: Option<String> = c
                 .query_row("SELECT doc FROM job_runs WHERE id = ?1", [&id], |r| {
                     r.get(0)

@@ -31,7 +31,7 @@ impl KeyStore for SqliteStore {
 
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
         let hash = hash.to_owned();
-        self.read(move |c| {
+        self.read_point(move |c| {
             let found: Option<ApiKey> = get_doc(
                 c,
                 "SELECT doc FROM api_keys WHERE hash = ?1",

@@ -1,9 +1,11 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
 //! One writer connection (SQLite allows one writer at a time anyway), owned by one writer
-//! thread that runs every write, and a few reader connections that WAL lets run beside it
-//! (point lookups on the calling thread, scans on tokio's blocking pool). Every write is
-//! one `BEGIN IMMEDIATE` transaction, so a crash leaves either all of it or none of it.
+//! thread that runs every write, a few reader connections that WAL lets run beside it
+//! (point lookups on the calling thread, scans on tokio's blocking pool), and one
+//! checkpointer connection on its own thread that copies the WAL into the database file
+//! beside the writer (never on a write's commit). Every write is one `BEGIN IMMEDIATE`
+//! transaction, so a crash leaves either all of it or none of it.
 //!
 //! Experiments are stored as JSON documents with the columns that queries filter on
 //! projected beside them; the projection and the document are always written together.
@@ -26,13 +28,15 @@ mod keys;
 mod rollups;
 mod webhooks;
 
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use rusqlite::hooks::Wal;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -79,7 +83,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-const READERS: usize = 4;
+/// Reader connections for point lookups ([`SqliteStore::read_point`]).
+const POINT_READERS: usize = 2;
+/// Reader connections for everything else: scans, lists, aggregations
+/// ([`SqliteStore::read`]). Apart from the point readers, so that a lookup by key never
+/// waits behind a results scan that reads half the store (from disk, once the store has
+/// outgrown the page cache).
+const SCAN_READERS: usize = 3;
 
 /// Most writes waiting for the writer thread; a write beyond them is refused with
 /// [`StoreError::Overloaded`] at once.
@@ -103,8 +113,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    points: Readers,
+    scans: Readers,
     /// Work for the writer thread, which alone holds the writer connection (see
     /// [`writer_thread`]); at most `capacity` messages wait.
     writes: SyncSender<Message>,
@@ -196,7 +206,9 @@ const GROUP_COMMIT_MAX: usize = 64;
 /// answer only after its write is durable. A panic in a write fails that write (or group)
 /// only: it is rolled back and the thread goes on serving. Ends when the store is dropped
 /// (the sender closes).
-fn writer_thread(mut conn: Connection, messages: Receiver<Message>) {
+fn writer_thread(mut conn: Connection, messages: Receiver<Message>, checkpoints: SyncSender<()>) {
+    CHECKPOINT_WAKE.set(Some(checkpoints));
+    conn.wal_hook(Some(wake_checkpointer));
     let mut next = None;
     loop {
         let first = match next.take() {
@@ -383,19 +395,24 @@ impl SqliteStore {
         }
         let mut writer = open_connection(&path, busy_timeout_ms, false)?;
         migrate(&mut writer)?;
-        let readers = (0..READERS)
-            .map(|_| open_connection(&path, busy_timeout_ms, true).map(Mutex::new))
-            .collect::<Result<Vec<_>>>()?;
+        let checkpointer = open_connection(&path, busy_timeout_ms, false)?;
+        let points = Readers::open(&path, busy_timeout_ms, POINT_READERS)?;
+        let scans = Readers::open(&path, busy_timeout_ms, SCAN_READERS)?;
         let (writes, messages) = std::sync::mpsc::sync_channel(capacity);
+        let (wake, wakes) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpointer_thread(checkpointer, wakes))
+            .map_err(|e| StoreError::internal("starting the SQLite checkpointer thread", e))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_thread(writer, messages))
+            .spawn(move || writer_thread(writer, messages, wake))
             .map_err(|e| StoreError::internal("starting the SQLite writer thread", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                readers,
-                next_reader: AtomicUsize::new(0),
+                points,
+                scans,
                 writes,
                 capacity,
             }),
@@ -426,22 +443,23 @@ impl SqliteStore {
         self.send(Message::Run(Box::new(run)), answer).await
     }
 
-    /// Run `f`, a lookup of a few rows by key, on a free reader connection right here on
-    /// the calling thread. Such a read takes microseconds from SQLite's page cache, less
-    /// than handing it to the blocking pool and back (two context switches, which dominated
-    /// the assignment path on one core). When every reader is busy (e.g. with long scans)
-    /// it waits for one on the blocking pool like any [`Self::read`].
+    /// Run `f`, a lookup of a few rows by key, on a free point reader right here on the
+    /// calling thread. Such a read takes microseconds from SQLite's page cache, less than
+    /// handing it to the blocking pool and back (two context switches, which dominated the
+    /// assignment path on one core). When every point reader is busy it waits for one on
+    /// the blocking pool.
     pub(crate) async fn read_point<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        // The first free one: point reads keep going to the same few connections, whose
-        // caches then hold the hot index pages (instead of a copy in every reader's).
-        if let Some(conn) = free_reader(&self.inner.readers, 0) {
+        // The first free one: point reads keep going to the same connection, whose cache
+        // then holds the hot index pages (instead of a copy in every reader's).
+        if let Some(conn) = self.inner.points.free(0) {
             return f(&conn);
         }
-        self.read(f).await
+        let inner = self.inner.clone();
+        blocking(move || f(&inner.points.take())).await
     }
 
     /// Hand `message` to the writer thread and wait for its `answer`; refused at once with
@@ -469,45 +487,122 @@ impl SqliteStore {
         })?
     }
 
-    /// Run `f` on one of the reader connections on the blocking pool.
+    /// Run `f`, a scan (anything more than a lookup by key), on one of the scan readers on
+    /// the blocking pool.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            // A free reader if there is one (from a rotating start, so scans spread over the
-            // connections), else wait for the next in turn: a read never queues behind
-            // another's long scan while a connection is idle.
-            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = free_reader(&inner.readers, start).unwrap_or_else(|| {
-                inner.readers[start]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            });
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::internal("running a read on the blocking pool", e))?
+        blocking(move || f(&inner.scans.take())).await
     }
 }
 
-/// The first reader not in use, looking from `start` round the list (a poisoned lock is
-/// taken as it is, like every lock of this adapter).
-fn free_reader(
-    readers: &[Mutex<Connection>],
-    start: usize,
-) -> Option<std::sync::MutexGuard<'_, Connection>> {
-    (0..readers.len()).find_map(|k| match readers[(start + k) % readers.len()].try_lock() {
-        Ok(conn) => Some(conn),
-        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    })
+/// Run `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::internal("running a read on the blocking pool", e))?
 }
 
-/// WAL pages (4 KiB each) after which a commit checkpoints.
+/// A few read-only connections, each used by one read at a time.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path, busy_timeout_ms: u64, n: usize) -> Result<Self> {
+        Ok(Self {
+            conns: (0..n)
+                .map(|_| open_connection(path, busy_timeout_ms, true).map(Mutex::new))
+                .collect::<Result<_>>()?,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The first connection not in use, looking from `start` round the list (a poisoned
+    /// lock is taken as it is, like every lock of this adapter).
+    fn free(&self, start: usize) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        let n = self.conns.len();
+        (0..n).find_map(|k| match self.conns[(start + k) % n].try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        })
+    }
+
+    /// A free connection if there is one (from a rotating start, so reads spread over the
+    /// connections), else the next in turn once it is free: a read never waits while a
+    /// connection is idle. Blocks: for the blocking pool only.
+    fn take(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.free(start)
+            .unwrap_or_else(|| self.conns[start].lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// WAL pages (4 KiB each) after which a commit wakes the checkpointer.
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// How often the checkpointer copies whatever the WAL holds when no commit woke it (so the
+/// WAL of a quiet store is folded into the database file soon after its last write).
+const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    /// On the writer thread: the checkpointer's wake-up (see [`wake_checkpointer`]).
+    static CHECKPOINT_WAKE: RefCell<Option<SyncSender<()>>> = const { RefCell::new(None) };
+}
+
+/// The writer connection's WAL hook, called by SQLite after each commit with the pages
+/// the WAL now holds: from [`WAL_CHECKPOINT_PAGES`] on, wake the checkpointer (a wake-up
+/// already pending is enough). Replaces SQLite's automatic checkpoint, which would copy the
+/// WAL into the database file inside the commit, holding up every write behind it for as
+/// long as that copy and its fsync take (hundreds of milliseconds once the event indexes
+/// outgrow the page cache: each commit then dirties pages all over them).
+fn wake_checkpointer(_: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    if i64::from(pages) >= WAL_CHECKPOINT_PAGES {
+        CHECKPOINT_WAKE.with_borrow(|wake| {
+            if let Some(wake) = wake {
+                let _ = wake.try_send(());
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The checkpointer thread: copies the WAL into the database file with a PASSIVE
+/// checkpoint (which takes no lock a reader or the writer waits for) whenever the writer's
+/// WAL hook wakes it, and every [`CHECKPOINT_IDLE`] otherwise. Writes keep committing to
+/// the WAL meanwhile; the writer starts the WAL over at its next write once a checkpoint
+/// has copied all of it (a checkpoint that ran beside commits leaves their pages to the
+/// next, which the next commit's hook asks for at once). Ends when the writer thread does.
+fn checkpointer_thread(conn: Connection, wakes: Receiver<()>) {
+    loop {
+        match wakes.recv_timeout(CHECKPOINT_IDLE) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let started = std::time::Instant::now();
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match outcome {
+            Ok((wal_pages, copied)) if wal_pages > 0 => tracing::debug!(
+                wal_pages,
+                copied,
+                ms = started.elapsed().as_millis() as u64,
+                "SQLite checkpoint"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %verdict_domain::ErrorChain(&e),
+                "SQLite checkpoint failed (the next one copies what it left)"
+            ),
+        }
+    }
+}
 
 fn open_connection(path: &Path, busy_timeout_ms: u64, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
@@ -532,12 +627,14 @@ fn open_connection(path: &Path, busy_timeout_ms: u64, read_only: bool) -> Result
             .map_err(internal("setting synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(internal("enabling foreign keys"))?;
-        // Checkpoint every ~40 MB of WAL rather than SQLite's 4 MB: under ingestion a commit
-        // is a few MB, mostly the same hot pages (index leaves, the table's tail), which a
-        // checkpoint then copies once for many commits instead of once per commit. The WAL
-        // file is cut back to this size after a checkpoint.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
-            .map_err(internal("setting the checkpoint interval"))?;
+        // No checkpoint at commit: the checkpointer thread copies the WAL into the database
+        // file beside the writer (see [`wake_checkpointer`]), every ~40 MB of WAL rather than
+        // SQLite's 4 MB: under ingestion a commit is a few MB, mostly the same hot pages
+        // (index leaves, the table's tail), which a checkpoint then copies once for many
+        // commits instead of once per commit. The WAL file is cut back to this size when
+        // the WAL starts over.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(internal("turning off checkpoints at commit"))?;
         conn.pragma_update(None, "journal_size_limit", WAL_CHECKPOINT_PAGES * 4096)
             .map_err(internal("setting the WAL size limit"))?;
     }
@@ -799,7 +896,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| {
+        self.read_point(|c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map_err(internal("pinging the database"))?;
             Ok(())

@@ -180,7 +180,7 @@ impl RollupStore for SqliteStore {
     }
 
     async fn rollup_watermark(&self) -> Result<u64> {
-        self.read(|c| {
+        self.read_point(|c| {
             c.query_row(
                 "SELECT COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)",
                 [],
@@ -422,7 +422,7 @@ impl RollupStore for SqliteStore {
 
     async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<Value>> {
         let eid = experiment_id.to_owned();
-        self.read(move |c| {
+        self.read_point(move |c| {
             let raw: Option<String> = c
                 .query_row(
                     "SELECT state FROM evaluation_state WHERE experiment_id = ?1",

@@ -242,7 +242,7 @@ impl WebhookStore for SqliteStore {
 
     async fn get_endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
         let id = id.to_owned();
-        self.read(move |c| load_endpoint(c, &id)).await
+        self.read_point(move |c| load_endpoint(c, &id)).await
     }
 
     async fn list_endpoints(
@@ -578,7 +578,7 @@ impl WebhookStore for SqliteStore {
 
     async fn get_delivery(&self, endpoint_id: &str, message_id: &str) -> Result<Option<Delivery>> {
         let (e, m) = (endpoint_id.to_owned(), message_id.to_owned());
-        self.read(move |c| select_delivery(c, &e, &m)).await
+        self.read_point(move |c| select_delivery(c, &e, &m)).await
     }
 
     async fn list_attempts(
