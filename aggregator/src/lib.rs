@@ -9,7 +9,10 @@
 //!   or exposure event applies, from raw events (what results and evaluation read).
 //! - [`jobs`]: the aggregation job (drives `Store::rollup` until caught up).
 //! - [`evaluate`]: the evaluation job (figures → policy → recorded decision).
+//! - [`lifecycle`]: the lifecycle job (experiments start and end on their schedule, with
+//!   the policy's winner at the end when it has one).
 
 pub mod counts;
 pub mod evaluate;
 pub mod jobs;
+pub mod lifecycle;

@@ -53,6 +53,8 @@ pub struct JobsSettings {
     pub evaluate_schedule: String,
     /// When the retention job runs.
     pub retention_schedule: String,
+    /// When the lifecycle job starts and completes experiments on their schedule.
+    pub lifecycle_schedule: String,
     /// How long a job's lease lasts without renewal (renewed every third of it while the
     /// run goes on); a crashed holder's jobs resume on another replica after this.
     pub lease_seconds: u64,

@@ -203,6 +203,7 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         ("jobs.aggregate_schedule", &s.jobs.aggregate_schedule),
         ("jobs.evaluate_schedule", &s.jobs.evaluate_schedule),
         ("jobs.retention_schedule", &s.jobs.retention_schedule),
+        ("jobs.lifecycle_schedule", &s.jobs.lifecycle_schedule),
     ] {
         if let Err(e) = parse_schedule(expr) {
             check(

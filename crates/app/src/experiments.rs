@@ -8,9 +8,10 @@
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use verdict_domain::assignment::subject_key;
-use verdict_domain::experiment::{Provided, VariantInput, ranges_total, variants_from_input};
+use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
     Experiment, ExperimentInput, Metric, PolicyMode, Problems, RetentionOverride, Right, Scope,
@@ -44,12 +45,29 @@ pub struct ExperimentPatch {
     pub retention: Option<RetentionOverride>,
     /// Only while a draft; running experiments use `PUT …/variants`.
     pub variants: Option<Vec<VariantInput>>,
+    /// When the draft starts by itself (RFC 3339); only while a draft. `null` removes it.
+    #[serde(default, deserialize_with = "double_option_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start_at: Option<Option<OffsetDateTime>>,
+    /// When it completes by itself (RFC 3339, in the future). `null` removes it.
+    #[serde(default, deserialize_with = "double_option_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ends_at: Option<Option<OffsetDateTime>>,
+    /// Days after its start when it completes by itself. `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub evaluation_period_days: Option<Option<u32>>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+fn double_option_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+    time::serde::rfc3339::option::deserialize(d).map(Some)
 }
 
 impl ExperimentPatch {
@@ -75,11 +93,27 @@ impl ExperimentPatch {
         set(&mut next.exposure_event, self.exposure_event);
         set(&mut next.policy, self.policy);
         set(&mut next.retention, self.retention);
-        if let Some(v) = self.variants {
-            next.variants = variants_from_input(v, problems);
-            if !coverage_given && let Some(total) = ranges_total(&next.variants) {
-                next.coverage = total;
+        if let Some(start_at) = self.start_at {
+            if next.status != Status::Draft {
+                problems.push(
+                    "start_at",
+                    "the experiment has started: start_at applies to drafts only",
+                );
             }
+            next.start_at = start_at;
+        }
+        if let Some(ends_at) = self.ends_at {
+            if ends_at.is_some_and(|at| at <= next.updated_at) {
+                problems.push("ends_at", "must be in the future");
+            }
+            next.ends_at = ends_at;
+        }
+        set(
+            &mut next.evaluation_period_days,
+            self.evaluation_period_days,
+        );
+        if let Some(v) = self.variants {
+            next.replace_variants(variants_from_input(v, problems), coverage_given);
         }
         next
     }
@@ -421,10 +455,7 @@ impl App {
             }
         }
         let mut next = current;
-        if let Some(total) = ranges_total(&variants) {
-            next.coverage = total;
-        }
-        next.variants = variants;
+        next.replace_variants(variants, false);
         next.version = body.version;
         next.updated_at = now();
         self.save(next, problems, caller.actor()).await

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 use verdict_aggregator::evaluate::EvaluateJob;
 use verdict_aggregator::jobs::AggregateJob;
+use verdict_aggregator::lifecycle::LifecycleJob;
 use verdict_cache::DynCache;
 use verdict_config::Settings;
 use verdict_jobs::{JobStatus, Registry, Runner, RunnerConfig, Start, StartError};
@@ -48,6 +49,11 @@ pub(crate) fn runner(
             store.clone(),
             cache.clone(),
             jobs.evaluate_schedule.clone(),
+        ))
+        .with(LifecycleJob::new(
+            store.clone(),
+            cache.clone(),
+            jobs.lifecycle_schedule.clone(),
         ))
         .with(RetentionJob::new(
             store.clone(),

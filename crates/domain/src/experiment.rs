@@ -233,6 +233,15 @@ pub struct Experiment {
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub completed_at: Option<OffsetDateTime>,
+    /// When a draft starts by itself (the `lifecycle` job starts it within a minute).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub start_at: Option<OffsetDateTime>,
+    /// When it completes by itself (at most one of this and `evaluation_period_days`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+    /// Days after its start when it completes by itself.
+    #[serde(default)]
+    pub evaluation_period_days: Option<u32>,
     /// Optimistic concurrency version, incremented by every write.
     pub version: u64,
 }
@@ -299,6 +308,7 @@ impl Experiment {
             check_key(&mut p, "exposure_event", e);
         }
         self.retention.check(&mut p);
+        self.check_schedule(&mut p);
         let keys: HashSet<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
         self.policy.check(&mut p, &keys);
         self.check_policy_against_metrics(&mut p);
@@ -362,6 +372,62 @@ impl Experiment {
         explicit_ranges(&self.variants).unwrap_or_else(|| {
             crate::hashing::bucket_ranges(self.variants.len(), self.coverage, Some(&self.weights()))
         })
+    }
+
+    fn check_schedule(&self, p: &mut Problems) {
+        if let Some(days) = self.evaluation_period_days
+            && !(1..=MAX_EVALUATION_PERIOD_DAYS).contains(&days)
+        {
+            p.push(
+                "evaluation_period_days",
+                format!("must be between 1 and {MAX_EVALUATION_PERIOD_DAYS} days"),
+            );
+        }
+        if self.ends_at.is_some() && self.evaluation_period_days.is_some() {
+            p.push(
+                "ends_at",
+                "give ends_at or evaluation_period_days, not both",
+            );
+        }
+        if let (Some(start), Some(end)) = (self.start_at, self.ends_at)
+            && end <= start
+        {
+            p.push("ends_at", "must be after start_at");
+        }
+    }
+
+    /// When the experiment completes by itself: `ends_at`, else `evaluation_period_days`
+    /// after it started (unknown before it has).
+    pub fn scheduled_end(&self) -> Option<OffsetDateTime> {
+        self.ends_at.or_else(|| {
+            let days = self.evaluation_period_days?;
+            Some(self.started_at? + time::Duration::days(i64::from(days)))
+        })
+    }
+
+    /// The status its schedule calls for at `now`, if that differs from its own: a draft
+    /// whose `start_at` has come runs; a running or paused experiment whose end has come
+    /// completes.
+    pub fn scheduled_status(&self, now: OffsetDateTime) -> Option<Status> {
+        match self.status {
+            Status::Draft if self.start_at.is_some_and(|at| at <= now) => Some(Status::Running),
+            Status::Running | Status::Paused
+                if self.scheduled_end().is_some_and(|at| at <= now) =>
+            {
+                Some(Status::Completed)
+            }
+            _ => None,
+        }
+    }
+
+    /// Replace the variants. With explicit ranges the coverage becomes their total width,
+    /// unless `coverage_given` (a coverage sent along, which [`Experiment::check`] then
+    /// holds against the ranges).
+    pub fn replace_variants(&mut self, variants: Vec<Variant>, coverage_given: bool) {
+        if !coverage_given && let Some(total) = ranges_total(&variants) {
+            self.coverage = total;
+        }
+        self.variants = variants;
     }
 
     /// Apply a status change decided by [`Status::transition_to`]: stamps `started_at` on
@@ -614,6 +680,16 @@ pub struct ExperimentInput {
     pub policy: WinnerPolicy,
     #[serde(default)]
     pub retention: RetentionOverride,
+    /// When the draft starts by itself (within a minute; RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub start_at: Option<OffsetDateTime>,
+    /// When it completes by itself (RFC 3339, in the future; not with
+    /// `evaluation_period_days`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+    /// Days after its start when it completes by itself (1 to 3,650).
+    #[serde(default)]
+    pub evaluation_period_days: Option<u32>,
 }
 
 /// How long one experiment's data is kept, overriding the `[retention]` settings; `None`
@@ -632,6 +708,9 @@ pub struct RetentionOverride {
 
 /// Longest retention accepted, in days (100 years).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// Longest evaluation period accepted, in days (10 years).
+pub const MAX_EVALUATION_PERIOD_DAYS: u32 = 3_650;
 
 impl RetentionOverride {
     fn check(&self, p: &mut Problems) {
@@ -721,6 +800,9 @@ impl ExperimentInput {
                  gets the same variant anyway while weights and coverage are unchanged)",
             );
         }
+        if self.ends_at.is_some_and(|at| at <= provided.now) {
+            p.push("ends_at", "must be in the future");
+        }
         let variants = variants_from_input(self.variants, &mut p);
         let coverage = self
             .coverage
@@ -759,6 +841,9 @@ impl ExperimentInput {
             updated_at: provided.now,
             started_at: None,
             completed_at: None,
+            start_at: self.start_at,
+            ends_at: self.ends_at,
+            evaluation_period_days: self.evaluation_period_days,
             version: 1,
         };
         for problem in experiment.check() {
@@ -1042,6 +1127,97 @@ mod tests {
                 {"key": "a", "range": [0.5, 1.0]}, {"key": "b", "range": [0.0, 0.5]}]}))
             .into_experiment(Scope::default(), provided())
             .is_ok()
+        );
+    }
+
+    fn scheduled(extra: Value) -> Result<Experiment, Problems> {
+        let mut v = json!({"key": "checkout", "variants": [{"key": "a"}, {"key": "b"}]});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        input(v).into_experiment(Scope::default(), provided())
+    }
+
+    fn at(seconds: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seconds)
+    }
+
+    #[test]
+    fn a_draft_starts_when_its_start_at_has_come() {
+        let e = scheduled(json!({"start_at": "1970-01-01T01:00:00Z"})).unwrap();
+        assert_eq!(e.start_at, Some(at(3600)));
+        assert_eq!(e.scheduled_status(at(3599)), None);
+        assert_eq!(e.scheduled_status(at(3600)), Some(Status::Running));
+        let unscheduled = scheduled(json!({})).unwrap();
+        assert_eq!(unscheduled.scheduled_status(at(i64::from(u32::MAX))), None);
+    }
+
+    #[test]
+    fn a_started_experiment_completes_at_its_end_whether_running_or_paused() {
+        let mut e = scheduled(json!({"ends_at": "1970-01-02T00:00:00Z"})).unwrap();
+        assert_eq!(e.scheduled_status(at(86_400)), None, "a draft only starts");
+        e.apply_status(Status::Running, at(10));
+        assert_eq!(e.scheduled_status(at(86_399)), None);
+        assert_eq!(e.scheduled_status(at(86_400)), Some(Status::Completed));
+        e.apply_status(Status::Paused, at(20));
+        assert_eq!(e.scheduled_status(at(86_400)), Some(Status::Completed));
+        e.apply_status(Status::Completed, at(86_400));
+        assert_eq!(e.scheduled_status(at(10 * 86_400)), None);
+    }
+
+    #[test]
+    fn an_evaluation_period_counts_from_the_start() {
+        let mut e = scheduled(json!({"evaluation_period_days": 14})).unwrap();
+        assert_eq!(e.scheduled_end(), None, "not started: no end yet");
+        e.apply_status(Status::Running, at(1_000));
+        assert_eq!(e.scheduled_end(), Some(at(1_000 + 14 * 86_400)));
+        assert_eq!(
+            e.scheduled_status(at(1_000 + 14 * 86_400)),
+            Some(Status::Completed)
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_schedule_is_named() {
+        let fields = |v: Value| -> Vec<String> {
+            scheduled(v)
+                .unwrap_err()
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        // Both ends, an end before the start (and in the past), a period out of bounds.
+        assert_eq!(
+            fields(json!({
+                "start_at": "1970-01-03T00:00:00Z",
+                "ends_at": "1970-01-02T00:00:00Z",
+                "evaluation_period_days": 0
+            })),
+            vec!["evaluation_period_days", "ends_at", "ends_at"]
+        );
+        // `provided().now` is the epoch: an end at it has passed.
+        assert_eq!(
+            fields(json!({"ends_at": "1970-01-01T00:00:00Z"})),
+            vec!["ends_at"]
+        );
+        assert_eq!(
+            fields(json!({"evaluation_period_days": MAX_EVALUATION_PERIOD_DAYS + 1})),
+            vec!["evaluation_period_days"]
+        );
+        assert!(scheduled(json!({"evaluation_period_days": MAX_EVALUATION_PERIOD_DAYS})).is_ok());
+    }
+
+    #[test]
+    fn an_experiment_stored_without_a_schedule_reads_as_unscheduled() {
+        let mut stored = serde_json::to_value(scheduled(json!({})).unwrap()).unwrap();
+        let doc = stored.as_object_mut().unwrap();
+        for field in ["start_at", "ends_at", "evaluation_period_days"] {
+            assert!(doc.remove(field).is_some(), "{field} is serialized");
+        }
+        let read: Experiment = serde_json::from_value(stored).unwrap();
+        assert_eq!(
+            (read.start_at, read.ends_at, read.evaluation_period_days),
+            (None, None, None)
         );
     }
 }

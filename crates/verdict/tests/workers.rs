@@ -45,6 +45,7 @@ fn worker(backend: &Backend<'_>, lease_seconds: u64, schedule: &str) -> Child {
         .env("VERDICT_JOBS__AGGREGATE_SCHEDULE", schedule)
         .env("VERDICT_JOBS__EVALUATE_SCHEDULE", schedule)
         .env("VERDICT_JOBS__RETENTION_SCHEDULE", schedule)
+        .env("VERDICT_JOBS__LIFECYCLE_SCHEDULE", schedule)
         .env("VERDICT_JOBS__LEASE_SECONDS", lease_seconds.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -99,7 +100,7 @@ async fn two_workers_run_each_tick_of_each_job_exactly_once() {
     // Until every job has run at least 4 ticks (polled, not a fixed sleep: start-up and
     // runs take longer on a loaded machine).
     let store = open(dir.path());
-    let jobs = ["aggregate", "evaluate", "retention"];
+    let jobs = ["aggregate", "evaluate", "retention", "lifecycle"];
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut least = usize::MAX;
@@ -350,4 +351,71 @@ async fn a_stalled_holder_that_wakes_after_losing_its_lease_is_fenced_off() {
     );
     assert_counted_once(&store, EVENTS).await;
     mongo.database().drop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_starts_and_completes_an_experiment_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = OffsetDateTime::now_utc();
+    let (start_at, ends_at) = (now + Duration::from_secs(2), now + Duration::from_secs(4));
+    let input: verdict_domain::ExperimentInput = serde_json::from_value(serde_json::json!({
+        "key": "scheduled",
+        "variants": [{"key": "a"}, {"key": "b"}],
+        "start_at": start_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "ends_at": ends_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+    }))
+    .unwrap();
+    let experiment = input
+        .into_experiment(
+            verdict_domain::Scope::default(),
+            verdict_domain::experiment::Provided {
+                id: "exp_scheduled".into(),
+                salt: "salt".into(),
+                now,
+            },
+        )
+        .unwrap();
+    store.create_experiment(&experiment, "test").await.unwrap();
+    // The lifecycle job every second (the default is every minute).
+    let w = worker(&Backend::Sqlite(dir.path()), 5, "* * * * * *");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let e = store
+            .get_experiment(&verdict_domain::Scope::default(), "scheduled")
+            .await
+            .unwrap()
+            .unwrap();
+        if e.status == verdict_domain::Status::Completed {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not completed 60 s after its start: {e:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop(w);
+    let (started, completed) = (done.started_at.unwrap(), done.completed_at.unwrap());
+    // Started and completed by ticks at or after the scheduled times (within the test's
+    // deadline: a tick every second on a loaded machine).
+    assert!(started >= start_at - Duration::from_secs(1), "{done:?}");
+    assert!(completed >= ends_at - Duration::from_secs(1), "{done:?}");
+    assert!(completed > started, "{done:?}");
+    let audit = store
+        .list_audit(
+            &done.id,
+            PageRequest {
+                page: 1,
+                page_size: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let by_scheduler = audit
+        .items
+        .iter()
+        .filter(|e| e.action == "status_changed" && e.actor == "scheduler")
+        .count();
+    assert_eq!(by_scheduler, 2, "{:?}", audit.items);
 }
