@@ -178,7 +178,16 @@ async fn jobs_are_listed_with_schedule_next_run_last_run_and_lag() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let jobs = body["data"].as_array().unwrap();
     let names: Vec<_> = jobs.iter().map(|j| j["job"].as_str().unwrap()).collect();
-    assert_eq!(names, ["aggregate", "evaluate", "retention", "webhooks"]);
+    assert_eq!(
+        names,
+        [
+            "aggregate",
+            "evaluate",
+            "lifecycle",
+            "retention",
+            "webhooks"
+        ]
+    );
     let aggregate = &jobs[0];
     assert_eq!(aggregate["schedule"], "0 * * * * *");
     let next = OffsetDateTime::parse(
@@ -197,7 +206,7 @@ async fn jobs_are_listed_with_schedule_next_run_last_run_and_lag() {
     assert_eq!(aggregate["last_run"], Value::Null);
     assert!(aggregate["lag_seconds"].as_f64().unwrap() >= 0.0);
     assert_eq!(
-        jobs[3]["schedule"],
+        jobs[4]["schedule"],
         Value::Null,
         "webhooks is a continuous loop"
     );

@@ -66,7 +66,13 @@ async fn every_registered_job_runs_through_the_runner_and_records_its_report() {
     let runner = app.runner();
     assert_eq!(
         runner.names(),
-        ["aggregate", "evaluate", "retention", "webhooks"]
+        [
+            "aggregate",
+            "evaluate",
+            "lifecycle",
+            "retention",
+            "webhooks"
+        ]
     );
     let run = |name: &'static str| async move {
         let run = runner
@@ -82,6 +88,11 @@ async fn every_registered_job_runs_through_the_runner_and_records_its_report() {
     let evaluated = run("evaluate").await;
     assert_eq!(evaluated["evaluated"], 1);
     assert_eq!(evaluated["outcomes"][0]["experiment"], "checkout");
+    assert_eq!(
+        run("lifecycle").await["changes"],
+        json!([]),
+        "nothing scheduled"
+    );
     assert_eq!(run("retention").await["events_deleted"], 0);
     let delivered = run("webhooks").await;
     assert_eq!(delivered["claimed"], 0, "no endpoint, nothing to deliver");

@@ -46,7 +46,13 @@ const EXPERIMENT: &str = "soak";
 const GROWING: &str = "soak-new";
 /// The experiment whose status changes make the webhook messages.
 const TOGGLED: &str = "soak-toggled";
-const JOBS: [&str; 4] = ["aggregate", "evaluate", "retention", "webhooks"];
+const JOBS: [&str; 5] = [
+    "aggregate",
+    "evaluate",
+    "lifecycle",
+    "retention",
+    "webhooks",
+];
 /// The schedules the soak gives the cron jobs (`webhooks` runs continuously anyway).
 const SCHEDULES: [(&str, &str); 3] = [
     ("VERDICT_JOBS__AGGREGATE_SCHEDULE", "0,30 * * * * *"),

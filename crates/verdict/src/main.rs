@@ -54,7 +54,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (GET /healthz, /readyz, /metrics, /v1/...) and run the scheduled
-    /// jobs (aggregate, evaluate, retention, webhooks; see the jobs section of the
+    /// jobs (aggregate, evaluate, lifecycle, retention, webhooks; see the jobs section of the
     /// configuration) until SIGINT or SIGTERM.
     Serve {
         /// Do not run the scheduled jobs in this process (e.g. API-only replicas).
@@ -68,7 +68,7 @@ enum Command {
     /// Run one job once, now, and print its report; exits non-zero when the run fails (1)
     /// or another process holds the job's lease (75, try again later).
     Run {
-        /// The job: aggregate, evaluate, retention or webhooks (an unknown name is refused
+        /// The job: aggregate, evaluate, lifecycle, retention or webhooks (an unknown name is refused
         /// with the list of this build's jobs).
         job: String,
         /// evaluate only: just this experiment (its id, or its key in the default

@@ -385,7 +385,7 @@ fn run_aggregate_on_a_fresh_data_dir_prints_a_report_and_exits_0() {
     );
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("jobs are aggregate, evaluate, retention, webhooks"),
+            .contains("jobs are aggregate, evaluate, lifecycle, retention, webhooks"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
