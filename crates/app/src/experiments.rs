@@ -93,24 +93,13 @@ impl ExperimentPatch {
         set(&mut next.exposure_event, self.exposure_event);
         set(&mut next.policy, self.policy);
         set(&mut next.retention, self.retention);
-        if let Some(start_at) = self.start_at {
-            if next.status != Status::Draft {
-                problems.push(
-                    "start_at",
-                    "the experiment has started: start_at applies to drafts only",
-                );
-            }
-            next.start_at = start_at;
-        }
-        if let Some(ends_at) = self.ends_at {
-            if ends_at.is_some_and(|at| at <= next.updated_at) {
-                problems.push("ends_at", "must be in the future");
-            }
-            next.ends_at = ends_at;
-        }
-        set(
-            &mut next.evaluation_period_days,
+        let at = next.updated_at;
+        next.reschedule(
+            self.start_at,
+            self.ends_at,
             self.evaluation_period_days,
+            at,
+            problems,
         );
         if let Some(v) = self.variants {
             next.replace_variants(variants_from_input(v, problems), coverage_given);

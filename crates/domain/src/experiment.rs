@@ -420,6 +420,35 @@ impl Experiment {
         }
     }
 
+    /// Change the schedule: each `Some` sets its field, `Some(None)` removes it. `start_at`
+    /// changes only on a draft, and a new `ends_at` must lie ahead of `now`; problems go to
+    /// `p` (the rest is [`Experiment::check`]'s).
+    pub fn reschedule(
+        &mut self,
+        start_at: Option<Option<OffsetDateTime>>,
+        ends_at: Option<Option<OffsetDateTime>>,
+        evaluation_period_days: Option<Option<u32>>,
+        now: OffsetDateTime,
+        p: &mut Problems,
+    ) {
+        if let Some(start_at) = start_at {
+            if self.status != Status::Draft {
+                p.push(
+                    "start_at",
+                    "the experiment has started: start_at applies to drafts only",
+                );
+            }
+            self.start_at = start_at;
+        }
+        if let Some(ends_at) = ends_at {
+            check_end_ahead(ends_at, now, p);
+            self.ends_at = ends_at;
+        }
+        if let Some(days) = evaluation_period_days {
+            self.evaluation_period_days = days;
+        }
+    }
+
     /// Replace the variants. With explicit ranges the coverage becomes their total width,
     /// unless `coverage_given` (a coverage sent along, which [`Experiment::check`] then
     /// holds against the ranges).
@@ -712,6 +741,14 @@ pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Longest evaluation period accepted, in days (10 years).
 pub const MAX_EVALUATION_PERIOD_DAYS: u32 = 3_650;
 
+/// An `ends_at` being set must lie ahead of `now` (one already past would end the
+/// experiment at once).
+fn check_end_ahead(ends_at: Option<OffsetDateTime>, now: OffsetDateTime, p: &mut Problems) {
+    if ends_at.is_some_and(|at| at <= now) {
+        p.push("ends_at", "must be in the future");
+    }
+}
+
 impl RetentionOverride {
     fn check(&self, p: &mut Problems) {
         for (field, days) in [
@@ -800,9 +837,7 @@ impl ExperimentInput {
                  gets the same variant anyway while weights and coverage are unchanged)",
             );
         }
-        if self.ends_at.is_some_and(|at| at <= provided.now) {
-            p.push("ends_at", "must be in the future");
-        }
+        check_end_ahead(self.ends_at, provided.now, &mut p);
         let variants = variants_from_input(self.variants, &mut p);
         let coverage = self
             .coverage
