@@ -11,9 +11,6 @@ use serde::{Deserialize, Serialize};
 use verdict_domain::{Cap, Experiment};
 use verdict_store::{Attribution, DynStore, StoreError, TimeRange, VariantCounts};
 
-/// The event counted as an exposure when an experiment names no `exposure_event`.
-pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
-
 /// Where a metric's figures come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -98,31 +95,13 @@ pub async fn in_variant_order(
         .collect())
 }
 
-/// What results show of one metric: its figures, where they were read, and the exposures
-/// beside them (of the experiment's exposure event, else [`DEFAULT_EXPOSURE_EVENT`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResultsFigures {
-    pub source: ResultsSource,
-    pub metric: Vec<VariantCounts>,
-    pub exposures: Vec<VariantCounts>,
-}
-
-/// [`ResultsFigures`] of `metric` inside `range`.
-pub async fn results_figures(
+/// `e`'s per-variant figures of its exposure event ([`Experiment::exposure_event_name`]) inside
+/// `range`: the exposures results show beside every metric.
+pub async fn exposure_figures(
     store: &DynStore,
     e: &Experiment,
-    metric: &str,
     range: TimeRange,
-) -> Result<ResultsFigures, StoreError> {
-    let exposure_event = e
-        .exposure_event
-        .as_deref()
-        .unwrap_or(DEFAULT_EXPOSURE_EVENT);
-    let (source, metric) = variant_counts(store, e, metric, range).await?;
-    let (_, exposures) = variant_counts(store, e, exposure_event, range).await?;
-    Ok(ResultsFigures {
-        source,
-        metric,
-        exposures,
-    })
+) -> Result<Vec<VariantCounts>, StoreError> {
+    let (_, exposures) = variant_counts(store, e, e.exposure_event_name(), range).await?;
+    Ok(exposures)
 }

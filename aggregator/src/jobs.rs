@@ -9,12 +9,17 @@
 //! experiment's rollups from its raw events without the values ingestion now rejects, when
 //! they are all retained; it runs under the same lease, after the rollup steps.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use verdict_store::{DynStore, Fence, RepairOutcome, RollupStore, StoreError};
+use verdict_cache::{Change, DynCache};
+use verdict_domain::{MetricsSnapshot, Status};
+use verdict_store::{DynStore, ExperimentFilter, Fence, RepairOutcome, RollupStore, StoreError};
+
+use crate::counts;
 
 /// Events folded per step (one transaction). Bounds lock hold time and memory: on SQLite a
 /// step holds the one writer, so ingestion waits for at most one step (tens of milliseconds
@@ -29,6 +34,10 @@ pub struct AggregateReport {
     pub subjects_written: u64,
     pub steps: u64,
     pub watermark: u64,
+    /// Running experiments whose primary metric was pushed to subscribers after the run
+    /// (`metrics` messages; see [`AggregateJob`]).
+    #[serde(default)]
+    pub metrics_pushed: u64,
     /// The repair of overflowed totals after the rollup steps (empty lists from
     /// [`aggregate`], which does not repair).
     #[serde(flatten)]
@@ -159,33 +168,101 @@ pub async fn repair_overflowed_totals(
 
 /// The `aggregate` job: [`aggregate_fenced`] on its schedule, under the runner's lease,
 /// then, on the first run of the process, [`repair_overflowed_totals`] with
-/// `ingest.max_abs_value`.
+/// `ingest.max_abs_value`. After a run that folded events, each running experiment's
+/// primary metric is published as a [`Change::Metrics`] (what WebSocket subscribers get),
+/// at most once per `metrics_push_interval` per experiment.
 #[derive(Debug, Clone)]
 pub struct AggregateJob {
     store: DynStore,
+    cache: DynCache,
     schedule: String,
     metrics: verdict_metrics::Metrics,
     max_abs_value: f64,
+    metrics_push_interval: Duration,
+    /// When this process last pushed each experiment's metrics.
+    pushed: Arc<Mutex<HashMap<String, Instant>>>,
     /// Whether this process looked for overflowed totals and repaired what it could.
     overflow_checked: Arc<AtomicBool>,
 }
 
+/// What an [`AggregateJob`] is built from besides the store and the cache.
+#[derive(Debug, Clone)]
+pub struct AggregateConfig {
+    pub schedule: String,
+    /// The bound of event values (`ingest.max_abs_value`): a repair leaves out the events
+    /// beyond it.
+    pub max_abs_value: f64,
+    /// Least time between two metrics pushes of one experiment (`jobs.metrics_push_seconds`).
+    pub metrics_push_interval: Duration,
+}
+
 impl AggregateJob {
-    /// `max_abs_value`: the bound of event values (`ingest.max_abs_value`); a repair leaves
-    /// out the events beyond it.
     pub fn new(
         store: DynStore,
-        schedule: String,
+        cache: DynCache,
         metrics: verdict_metrics::Metrics,
-        max_abs_value: f64,
+        config: AggregateConfig,
     ) -> Self {
         Self {
             store,
-            schedule,
+            cache,
+            schedule: config.schedule,
             metrics,
-            max_abs_value,
+            max_abs_value: config.max_abs_value,
+            metrics_push_interval: config.metrics_push_interval,
+            pushed: Arc::default(),
             overflow_checked: Arc::default(),
         }
+    }
+
+    /// Publish the primary metric of every running experiment not pushed within the
+    /// interval; returns how many were. A failure is logged and skips that experiment: the
+    /// rollups are done, and the next run pushes again.
+    async fn push_metrics(&self, aggregated_through: u64) -> Result<u64, StoreError> {
+        let running = ExperimentFilter {
+            status: Some(Status::Running),
+            ..Default::default()
+        };
+        let mut pushed = 0;
+        for e in self.store.list_all_experiments(&running).await? {
+            let due = {
+                let mut last = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+                let due = last
+                    .get(&e.id)
+                    .is_none_or(|at| at.elapsed() >= self.metrics_push_interval);
+                if due {
+                    last.insert(e.id.clone(), Instant::now());
+                }
+                due
+            };
+            if !due {
+                continue;
+            }
+            let figures =
+                match counts::in_variant_order(&self.store, &e, &e.primary_metric.event).await {
+                    Ok(figures) => figures,
+                    Err(err) => {
+                        tracing::warn!(
+                            experiment = %e.key,
+                            error = %verdict_domain::ErrorChain(&err),
+                            "could not read the experiment's metrics to push them"
+                        );
+                        continue;
+                    }
+                };
+            let change = Change::Metrics {
+                metrics: MetricsSnapshot::of(&e, aggregated_through, &figures),
+            };
+            match self.cache.publish(&change).await {
+                Ok(()) => pushed += 1,
+                Err(err) => tracing::warn!(
+                    experiment = %e.key,
+                    error = %verdict_domain::ErrorChain(&err),
+                    "could not push the experiment's metrics"
+                ),
+            }
+        }
+        Ok(pushed)
     }
 }
 
@@ -215,6 +292,9 @@ impl verdict_jobs::Job for AggregateJob {
                 repair_overflowed_totals(&*self.store, self.max_abs_value, Some(&ctx.fence))
                     .await?;
             self.overflow_checked.store(true, Ordering::Relaxed);
+        }
+        if report.events > 0 {
+            report.metrics_pushed = self.push_metrics(report.watermark).await?;
         }
         report.duration = started.elapsed();
         // The lag gauge as of this run, so a scrape right after it reads the new figure.

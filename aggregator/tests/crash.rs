@@ -53,6 +53,7 @@ async fn fill(store: &DynStore) {
                 subject: format!("s{s}"),
                 variant: if s % 2 == 0 { "a".into() } else { "b".into() },
                 assigned_at: t0,
+                context: None,
             })
             .await
             .unwrap();

@@ -6,14 +6,15 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use verdict_app::json::parse_json;
+use verdict_app::json::parse_json_object;
 use verdict_app::{Caller, ErrorCode};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A JSON body. Wrong content type → 415, over the body limit → 413, broken JSON → 400
-/// `invalid_json`, well-formed JSON of the wrong shape → 422 `invalid_body` naming the field.
+/// `invalid_json`, well-formed JSON of the wrong shape (or not an object) → 422 `invalid_body`
+/// naming the field.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -22,7 +23,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
-        parse_json(&bytes).map(ApiJson).map_err(ApiError)
+        parse_json_object(&bytes).map(ApiJson).map_err(ApiError)
     }
 }
 

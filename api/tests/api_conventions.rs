@@ -472,7 +472,7 @@ async fn an_experiment_is_reachable_by_its_id_wherever_a_key_is() {
         .get(&format!("/v1/experiments/{id}/results"), &client)
         .await;
     assert_eq!(status, StatusCode::OK, "{results}");
-    let conversions: u64 = results["variants"]
+    let conversions: u64 = results["metrics"][0]["variants"]
         .as_array()
         .unwrap()
         .iter()
@@ -485,7 +485,9 @@ async fn an_experiment_is_reachable_by_its_id_wherever_a_key_is() {
 async fn a_wrong_method_is_a_405_with_the_error_body() {
     let app = spawn_app().await;
     app.create_experiment(&ab_experiment("checkout")).await;
-    let (status, body) = app.delete("/v1/experiments/checkout", &app.admin_key).await;
+    let (status, body) = app
+        .put_json("/v1/experiments/checkout", &app.admin_key, &json!({}))
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_eq!(error_code(&body), "method_not_allowed");
     assert_eq!(app.experiment_count().await, 1);

@@ -23,14 +23,21 @@ async fn running_with_subjects(app: &TestApp, subjects: usize) -> String {
     client
 }
 
-/// What is stored, as far as HTTP can see: experiment count and the results of `checkout`.
+/// What is stored, as far as HTTP can see: experiment count and the results of `checkout`
+/// (without `days_running`, which moves with the clock).
 async fn snapshot(app: &TestApp) -> (u64, Value) {
-    (app.experiment_count().await, app.results("checkout").await)
+    let mut results = app.results("checkout").await;
+    results
+        .as_object_mut()
+        .expect("results object")
+        .remove("days_running")
+        .expect("days_running");
+    (app.experiment_count().await, results)
 }
 
 /// Total purchases counted in `checkout` results.
 fn total_conversions(results: &Value) -> u64 {
-    results["variants"]
+    results["metrics"][0]["variants"]
         .as_array()
         .unwrap()
         .iter()
@@ -523,7 +530,7 @@ async fn a_10_kb_subject_id_is_refused_for_assignment_and_rejected_as_an_event()
     assert_eq!(report["results"][1]["status"], "accepted");
     let after = app.results("checkout").await;
     let subjects = |r: &Value| -> u64 {
-        r["variants"]
+        r["metrics"][0]["variants"]
             .as_array()
             .unwrap()
             .iter()
@@ -537,6 +544,74 @@ async fn a_10_kb_subject_id_is_refused_for_assignment_and_rejected_as_an_event()
     );
     assert_eq!(subjects(&after), 1);
     assert_eq!(total_conversions(&after), 1, "only the valid event counts");
+}
+
+#[tokio::test]
+async fn every_subject_id_given_is_checked_even_when_no_experiment_is_live() {
+    let app = spawn_app().await;
+    let client = app.create_key(&["client"]).await;
+    // An empty x-anon-id header and an over-long user_id: both listed, though nothing is live.
+    let (status, answer) = app
+        .send(
+            app.client
+                .post(app.url("/v1/assignments"))
+                .bearer_auth(&client)
+                .header("x-anon-id", "")
+                .json(&json!({"subject_id": "visitor-1", "user_id": "u".repeat(257)})),
+        )
+        .await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let fields: Vec<&str> = answer["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["anon_id", "user_id"], "{answer}");
+    let (status, answer) = app
+        .post_json(
+            "/v1/assignments",
+            &client,
+            &json!({"subject_id": "visitor-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["assignments"], json!([]));
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_a_422_invalid_body() {
+    let app = spawn_app().await;
+    let client = app.create_key(&["client"]).await;
+    // Every field of an assignment request is optional: an array must still not pass for one.
+    for (path, key, body) in [
+        ("/v1/assignments", &client, "[null, null]"),
+        ("/v1/assignments", &client, r#"["visitor-1"]"#),
+        ("/v1/assignments", &client, "\"visitor-1\""),
+        ("/v1/experiments", &app.admin_key, "[]"),
+        ("/v1/environments", &app.admin_key, "42"),
+    ] {
+        let (status, answer) = app
+            .post_raw(path, key, Some("application/json"), body)
+            .await;
+        assert_error(
+            status,
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        );
+    }
+    // Broken JSON that starts like an array stays a 400 invalid_json.
+    let (status, answer) = app
+        .post_raw("/v1/assignments", &client, Some("application/json"), "[nul")
+        .await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_json");
+    assert_eq!(app.experiment_count().await, 0);
 }
 
 #[tokio::test]
@@ -615,7 +690,7 @@ async fn a_key_without_the_needed_scope_is_a_403_and_writes_nothing() {
 
     let after = snapshot(&app).await;
     assert_eq!(after.0, before.0);
-    assert_eq!(after.1["variants"], before.1["variants"]);
+    assert_eq!(after.1["metrics"], before.1["metrics"]);
     assert!(after.1["winner"].is_null());
 }
 

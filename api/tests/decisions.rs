@@ -215,8 +215,19 @@ async fn every_metric_kind_decides_for_the_better_arm_and_a_guardrail_blocks_a_h
         .await;
     assert_eq!(status, StatusCode::OK, "{results}");
     assert_eq!(results["winner"], Value::Null);
-    // Results show the blocker with its figures, and the guardrail's status per arm.
-    let decision = &results["decision"];
+    // Results list both metrics, the primary first: its decision shows the blocker with its
+    // figures, and the guardrail metric its status per arm.
+    let events: Vec<&str> = results["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["signup", "crash"], "{results}");
+    assert!(results["metrics"][1]["decision"].is_null(), "{results}");
+    assert_eq!(results["metrics"][1]["role"], "guardrail", "{results}");
+    assert!(results["metrics"][1]["guardrail"].is_array(), "{results}");
+    let decision = &results["metrics"][0]["decision"];
     let blocker = decision["verdict"]["blockers"]
         .as_array()
         .unwrap()
@@ -237,7 +248,21 @@ async fn every_metric_kind_decides_for_the_better_arm_and_a_guardrail_blocks_a_h
             &app.admin_key,
         )
         .await;
-    assert_eq!(crash["role"], "guardrail", "{crash}");
+    // `?metric=` narrows the list to that metric.
+    assert_eq!(crash["metrics"].as_array().unwrap().len(), 1, "{crash}");
+    assert_eq!(crash["metrics"][0]["role"], "guardrail", "{crash}");
+    let conversions = |block: &Value| -> Vec<Value> {
+        block["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["conversions"].clone())
+            .collect()
+    };
+    assert_eq!(
+        conversions(&crash["metrics"][0]),
+        conversions(&results["metrics"][1])
+    );
     // The revenue results: the same statistics as for a rate, in the metric's own units.
     let (_, revenue) = app
         .get("/v1/experiments/revenue/results", &app.admin_key)

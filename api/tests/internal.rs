@@ -416,6 +416,7 @@ async fn a_trigger_while_the_same_job_is_running_gets_409_naming_the_runner() {
                 subject: format!("s{s}"),
                 variant: "a".into(),
                 assigned_at: now,
+                context: None,
             })
             .await
             .unwrap();

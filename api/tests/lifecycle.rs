@@ -6,7 +6,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use common::{TestApp, ab_experiment, spawn_app, variant_row};
+use common::{TestApp, ab_experiment, first_metric, spawn_app, variant_row};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -96,6 +96,9 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
     assert_eq!(created["version"], 1);
     assert_eq!(created["variants"][0]["config"], control_config());
     assert_eq!(created["variants"][1]["weight"], 0.5);
+    // A draft has results (all zeros) but no days running yet.
+    let draft = app.results("checkout").await;
+    assert_eq!(draft["days_running"], Value::Null, "{draft}");
 
     let (status, body) = app.activate("checkout").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -197,8 +200,11 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
     // Results match what was sent, per variant.
     let check_results = |results: Value| {
         assert_eq!(results["experiment"], "checkout");
-        assert_eq!(results["metric"], "purchase");
+        assert_eq!(first_metric(&results)["event"], "purchase");
         assert_eq!(results["status"], "running");
+        // Started moments ago: a small fraction of a day.
+        let days = results["days_running"].as_f64().expect("days_running");
+        assert!((0.0..0.01).contains(&days), "{results}");
         for variant in ["control", "treatment"] {
             let row = variant_row(&results, variant);
             let exp = &expected[variant];
@@ -223,15 +229,39 @@ async fn the_full_lifecycle_assigns_sticky_variants_and_counts_exactly_what_was_
             assert!(lo <= rate && rate <= hi, "{variant}: {row}");
         }
         // The statistics come with the figures: P(best) over the arms sums to 1.
-        let p_best: f64 = results["variants"]
+        let p_best: f64 = first_metric(&results)["variants"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["p_best"].as_f64().expect("p_best"))
             .sum();
         assert!((p_best - 1.0).abs() < 1e-9, "{results}");
-        assert_eq!(results["source"], "rollups");
+        assert_eq!(first_metric(&results)["source"], "rollups");
         assert!(results["srm"]["p_value"].is_f64(), "{results}");
+        // Every event type per variant, beside the metrics (early events not counted).
+        let (mut subjects_total, mut events_total) = (0, 0);
+        for (i, variant) in ["control", "treatment"].into_iter().enumerate() {
+            let summary = &results["variants"][i];
+            let exp = &expected[variant];
+            let subjects = first.iter().filter(|(v, _)| v == variant).count() as u64;
+            assert_eq!(summary["variant"], variant, "{summary}");
+            assert_eq!(summary["subjects"], subjects, "{summary}");
+            assert_eq!(summary["exposed_subjects"], exp.exposed.len() as u64);
+            assert_eq!(
+                summary["events"],
+                json!({"exposure": exp.exposures, "purchase": exp.conversions}),
+                "{summary}"
+            );
+            assert_eq!(summary["total_events"], exp.exposures + exp.conversions);
+            subjects_total += subjects;
+            events_total += exp.exposures + exp.conversions;
+        }
+        assert_eq!(
+            results["totals"]["subjects"], subjects_total,
+            "{}",
+            results["totals"]
+        );
+        assert_eq!(results["totals"]["events"], events_total);
     };
     // Results read the rollups: as of the last aggregation run.
     app.aggregate().await;
@@ -504,6 +534,7 @@ async fn a_subject_stored_by_another_replica_keeps_its_variant() {
             subject: stored_elsewhere.clone(),
             variant: "treatment".into(),
             assigned_at: at,
+            context: None,
         })
         .await
         .unwrap();

@@ -38,6 +38,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("GET", "/v1/experiments"),
     ("GET", "/v1/experiments/{key}"),
     ("PATCH", "/v1/experiments/{key}"),
+    ("DELETE", "/v1/experiments/{key}"),
     ("PUT", "/v1/experiments/{key}/variants"),
     ("POST", "/v1/experiments/{key}/status"),
     ("POST", "/v1/experiments/{key}/activate"),

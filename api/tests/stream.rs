@@ -166,28 +166,14 @@ async fn revoking_the_key_ends_its_open_stream() {
 
 #[tokio::test]
 async fn revoking_the_key_closes_its_websocket_with_a_policy_violation() {
-    use futures::{SinkExt, StreamExt};
+    use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
     let app = spawn_app().await;
     app.create_experiment(&ab_experiment("watched")).await;
     let (client_key, id) = app.create_key_with_id(&["client"]).await;
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={client_key}", app.addr))
-            .await
-            .expect("the WebSocket upgrade succeeds");
-    ws.send(Message::text(
-        json!({"type": "subscribe", "experiment": "watched"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(2), ws.next())
-        .await
-        .expect("a snapshot")
-        .unwrap()
-        .unwrap();
-    assert!(first.to_text().unwrap().contains("snapshot"), "{first:?}");
+    let mut ws = subscribed(&app, &client_key, "watched").await;
 
     let (status, _) = app
         .delete(&format!("/v1/api-keys/{id}"), &app.admin_key)
@@ -204,4 +190,153 @@ async fn revoking_the_key_closes_its_websocket_with_a_policy_violation() {
     .await
     .expect("the connection of a revoked key is closed");
     assert_eq!(closed.expect("a close frame").code, CloseCode::Policy);
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket on `app` with `token`, subscribed to `experiment` (its snapshot read).
+async fn subscribed(app: &common::TestApp, token: &str, experiment: &str) -> Socket {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", app.addr))
+            .await
+            .expect("the WebSocket upgrade succeeds");
+    ws.send(Message::text(
+        json!({"type": "subscribe", "experiment": experiment}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let first = next_json(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(first["type"], "snapshot", "{first}");
+    ws
+}
+
+/// The next WebSocket text message as JSON, skipping pings; fails after `within`.
+async fn next_json<S>(ws: &mut S, within: Duration) -> Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await.expect("the socket stays open").unwrap() {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("a message within the time allowed")
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_the_metrics_after_an_aggregation_at_most_once_per_interval() {
+    let app = spawn_app().await;
+    for key in ["watched", "other"] {
+        app.create_experiment(&ab_experiment(key)).await;
+        assert_eq!(app.activate(key).await.0, StatusCode::OK);
+    }
+    let client = app.create_key(&["client"]).await;
+    let internal = app.create_key(&["internal"]).await;
+    let mut variants = std::collections::HashMap::new();
+    for subject in ["a", "b", "c"] {
+        for key in ["watched", "other"] {
+            let (status, body) = app.assignment(key, &client, subject, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if key == "watched" {
+                variants.insert(subject, body["variant"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let mut ws = subscribed(&app, &client, "watched").await;
+
+    let purchase = |key: &str, id: &str, subject: &str| {
+        json!({"event_id": id, "experiment": key, "subject_id": subject, "event": "purchase",
+               "value": 2.5})
+    };
+    let (status, report) = app
+        .post_events(
+            &client,
+            vec![
+                purchase("watched", "w-1", "a"),
+                purchase("watched", "w-2", "a"),
+                purchase("other", "o-1", "b"),
+            ],
+        )
+        .await;
+    assert_eq!(report["accepted"], 3, "{report}");
+    assert_eq!(status, StatusCode::OK);
+    let (status, run) = app
+        .post_json("/v1/internal/jobs/aggregate/run", &internal, &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["report"]["metrics_pushed"], 2, "{run}");
+
+    // Only the subscribed experiment's, with what was sent.
+    let pushed = next_json(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(pushed["type"], "metrics", "{pushed}");
+    assert_eq!(pushed["experiment"], "watched", "{pushed}");
+    let metrics = &pushed["metrics"];
+    assert_eq!(metrics["metric"], "purchase", "{pushed}");
+    assert_eq!(metrics["aggregated_through"], run["report"]["watermark"]);
+    let rows = metrics["variants"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{pushed}");
+    for row in rows {
+        let variant = row["variant"].as_str().unwrap();
+        let subjects = variants.values().filter(|v| *v == variant).count() as u64;
+        let buyer = variants["a"] == variant;
+        assert_eq!(row["subjects"], subjects, "{pushed}");
+        assert_eq!(row["events"], if buyer { 2 } else { 0 }, "{pushed}");
+        assert_eq!(row["converted_subjects"], u64::from(buyer), "{pushed}");
+        assert_eq!(row["sum"], if buyer { 5.0 } else { 0.0 }, "{pushed}");
+    }
+
+    // Within the interval (`jobs.metrics_push_seconds`, 10 s by default) a second run
+    // pushes nothing, though it folded an event; nor does a run that folded none.
+    app.post_events(&client, vec![purchase("watched", "w-3", "b")])
+        .await;
+    for folded in [1, 0] {
+        let (_, run) = app
+            .post_json("/v1/internal/jobs/aggregate/run", &internal, &json!({}))
+            .await;
+        assert_eq!(run["report"]["events"], folded, "{run}");
+        assert_eq!(run["report"]["metrics_pushed"], 0, "{run}");
+    }
+}
+
+#[tokio::test]
+async fn with_no_interval_every_aggregation_that_folds_events_pushes() {
+    let app = common::spawn_app_with(&[("VERDICT_JOBS__METRICS_PUSH_SECONDS", "0")]).await;
+    app.create_experiment(&ab_experiment("watched")).await;
+    assert_eq!(app.activate("watched").await.0, StatusCode::OK);
+    let client = app.create_key(&["client"]).await;
+    let internal = app.create_key(&["internal"]).await;
+    app.assignment("watched", &client, "a", &[]).await;
+    for (i, folded, pushed) in [(0, 1, 1), (1, 1, 1), (2, 0, 0)] {
+        if folded > 0 {
+            let (_, report) = app
+                .post_events(
+                    &client,
+                    vec![
+                        json!({"event_id": format!("e-{i}"), "experiment": "watched",
+                                "subject_id": "a", "event": "purchase"}),
+                    ],
+                )
+                .await;
+            assert_eq!(report["accepted"], 1, "{report}");
+        }
+        let (_, run) = app
+            .post_json("/v1/internal/jobs/aggregate/run", &internal, &json!({}))
+            .await;
+        assert_eq!(run["report"]["events"], folded, "{run}");
+        assert_eq!(run["report"]["metrics_pushed"], pushed, "{run}");
+    }
 }

@@ -60,6 +60,9 @@ pub struct JobsSettings {
     pub lease_seconds: u64,
     /// How long `POST /v1/internal/jobs/{job}/run` waits for the run before answering 202.
     pub http_wait_seconds: u64,
+    /// Least seconds between two `metrics` pushes of one experiment to WebSocket
+    /// subscribers, which follow aggregation runs that folded events (0: after every one).
+    pub metrics_push_seconds: u64,
     /// This process's name in job leases and run records (before a process id and a
     /// random suffix); empty in the configuration means the host name (`HOSTNAME`).
     pub instance: String,
@@ -72,6 +75,10 @@ impl JobsSettings {
 
     pub fn http_wait(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.http_wait_seconds)
+    }
+
+    pub fn metrics_push_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.metrics_push_seconds)
     }
 }
 

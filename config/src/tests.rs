@@ -551,6 +551,16 @@ fn job_schedules_are_cron_with_seconds() {
 }
 
 #[test]
+fn metrics_pushes_are_limited_to_at_most_a_day_apart() {
+    let s = load_ok(None, &[]);
+    assert_eq!(s.jobs.metrics_push_seconds, 10);
+    let s = load_ok(None, &[("VERDICT_JOBS__METRICS_PUSH_SECONDS", "0")]);
+    assert_eq!(s.jobs.metrics_push_interval(), std::time::Duration::ZERO);
+    let err = load_err(None, &[("VERDICT_JOBS__METRICS_PUSH_SECONDS", "86401")]);
+    assert!(line_for(&err, "jobs.metrics_push_seconds").contains("between 0 and 86400"));
+}
+
+#[test]
 fn ticks_are_the_latest_occurrence_and_next_fires_follow() {
     use time::macros::datetime;
     let now = datetime!(2026-03-01 10:07:42.731 UTC);

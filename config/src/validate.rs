@@ -230,6 +230,14 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
             s.jobs.http_wait_seconds
         ),
     );
+    check(
+        s.jobs.metrics_push_seconds <= 86_400,
+        "jobs.metrics_push_seconds",
+        format!(
+            "must be between 0 and 86400 (got {})",
+            s.jobs.metrics_push_seconds
+        ),
+    );
     // A job run requested over HTTP must be able to answer before the request times out.
     check(
         (1..=MAX_REQUEST_TIMEOUT_SECONDS).contains(&s.server.request_timeout_seconds)

@@ -9,8 +9,16 @@
 //! - finished job run records older than `runs_days`;
 //! - the attempt log of finished webhook deliveries older than `webhook_attempts_days`.
 //!
-//! An experiment's `retention` overrides the first two for its own data. Every delete
-//! carries the run's fencing token: if this run's lease was taken over, the store refuses.
+//! An experiment's `retention` overrides the first two for its own data.
+//!
+//! It also purges deleted experiments (`DELETE /v1/experiments/{key}`): all of a deleted
+//! experiment's raw events, buckets, per-subject rollups, assignments, QA overrides and
+//! evaluation state, in the same bounded batches. A purge is forgotten once nothing is left
+//! and the deletion is older than [`PURGE_GRACE`] (a write that read the experiment just
+//! before it was deleted has landed by then, and is purged too).
+//!
+//! Every delete carries the run's fencing token: if this run's lease was taken over, the
+//! store refuses.
 
 use std::time::Instant;
 
@@ -22,6 +30,11 @@ use verdict_store::{
     StoreError,
 };
 
+/// How long a deleted experiment's purge stays queued, and is run again, after it found
+/// nothing left: longer than any write that read the experiment before its deletion takes
+/// to land (the in-process experiment caches keep a definition for a second).
+pub const PURGE_GRACE: Duration = Duration::minutes(10);
+
 /// What one retention run deleted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RetentionReport {
@@ -29,6 +42,10 @@ pub struct RetentionReport {
     pub buckets_deleted: u64,
     pub runs_deleted: u64,
     pub webhook_attempts_deleted: u64,
+    /// Rows of deleted experiments' data removed.
+    pub deleted_experiment_rows: u64,
+    /// Deleted experiments whose data is all gone (their purge is finished).
+    pub deleted_experiments_purged: u64,
     /// Delete statements issued (each removes at most `batch_size` rows).
     pub batches: u64,
     /// Experiments with their own retention.
@@ -86,11 +103,23 @@ pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
     })
     .await?;
 
+    for purge in store.pending_purges().await? {
+        report.deleted_experiment_rows += drain(&mut report.batches, batch, |n| {
+            store.purge_experiment_data(&purge.experiment_id, n, fence)
+        })
+        .await?;
+        if now - purge.deleted_at >= PURGE_GRACE {
+            store.finish_purge(&purge.experiment_id, fence).await?;
+            report.deleted_experiments_purged += 1;
+        }
+    }
+
     report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::info!(
         events = report.events_deleted,
         buckets = report.buckets_deleted,
         runs = report.runs_deleted,
+        deleted_experiment_rows = report.deleted_experiment_rows,
         batches = report.batches,
         "retention run finished"
     );

@@ -50,6 +50,7 @@ async fn experiment(
                 subject: subject.into(),
                 variant: "a".into(),
                 assigned_at: now - Duration::days(400),
+                context: None,
             })
             .await
             .unwrap();
@@ -144,4 +145,80 @@ async fn deletes_expired_aggregated_events_in_batches_honouring_overrides_and_th
         .await
         .unwrap();
     assert_eq!(report.events_deleted, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_experiment_is_purged_whole_and_its_purge_forgotten_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(SqliteStore::open(dir.path().join("v.db"), 5_000).unwrap());
+    let now = OffsetDateTime::now_utc();
+    experiment(&store, "kept", json!({}), now).await;
+    experiment(&store, "gone", json!({}), now).await;
+    for exp in ["kept", "gone"] {
+        store
+            .append_events(events(exp, "recent", now - Duration::days(1), 7))
+            .await
+            .unwrap();
+    }
+    verdict_store::RollupStore::rollup(store.as_ref(), 1_000)
+        .await
+        .unwrap();
+    // Not yet rolled up: a deleted experiment's events go all the same.
+    store
+        .append_events(events("gone", "late", now, 3))
+        .await
+        .unwrap();
+    let gone = store
+        .get_experiment(&Scope::default(), "gone")
+        .await
+        .unwrap()
+        .unwrap();
+    let deleted = store
+        .delete_experiment(&verdict_store::Deletion {
+            experiment_id: gone.id.clone(),
+            version: gone.version,
+            at: now,
+            actor: "test".into(),
+            details: json!({"key": "gone"}),
+        })
+        .await
+        .unwrap();
+    assert!(deleted);
+
+    let report = verdict_retention::run(&*store, &settings(4), now, None)
+        .await
+        .unwrap();
+    // 10 events, 2 assignments, and at least one bucket, in batches of at most 4.
+    assert!(report.deleted_experiment_rows > 10 + 2, "{report:?}");
+    assert_eq!(report.events_deleted, 0, "nothing else has expired");
+    assert_eq!(report.deleted_experiments_purged, 0, "within the grace");
+    let left = store.scan_events(0, 1_000).await.unwrap();
+    assert_eq!(left.len(), 7);
+    assert!(left.iter().all(|e| e.experiment_id == "kept"));
+    assert!(
+        store
+            .subject_state("gone", "s1")
+            .await
+            .unwrap()
+            .assignment
+            .is_none()
+    );
+    assert!(
+        store
+            .subject_state("kept", "s1")
+            .await
+            .unwrap()
+            .assignment
+            .is_some()
+    );
+    assert_eq!(store.pending_purges().await.unwrap().len(), 1);
+
+    // Past the grace: nothing left, the purge is forgotten.
+    let later = now + verdict_retention::PURGE_GRACE;
+    let report = verdict_retention::run(&*store, &settings(4), later, None)
+        .await
+        .unwrap();
+    assert_eq!(report.deleted_experiment_rows, 0);
+    assert_eq!(report.deleted_experiments_purged, 1);
+    assert!(store.pending_purges().await.unwrap().is_empty());
 }

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::experiments::{
-    ExperimentPatch, ForcedAssignment, ForcedVariant, ListParams, ScopedPageParams,
-    StatusChangeResult, StatusRequest, VariantsUpdate, WinnerOverride,
+    DeleteQuery, DeletedExperiment, ExperimentPatch, ForcedAssignment, ForcedVariant, ListParams,
+    ScopedPageParams, StatusChangeResult, StatusRequest, VariantsUpdate, WinnerOverride,
 };
 use verdict_app::{Caller, Paginated, ScopeParams};
 use verdict_domain::{Experiment, ExperimentInput, Status};
@@ -22,7 +22,7 @@ use crate::state::AppState;
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router
         .routes(routes!(create, list))
-        .routes(routes!(get, update))
+        .routes(routes!(get, update, delete))
         .routes(routes!(put_variants))
         .routes(routes!(set_status))
         .routes(routes!(activate))
@@ -140,6 +140,36 @@ pub async fn update(
             .update_experiment(&caller, &scope, &key, patch)
             .await?,
     ))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/experiments/{key}",
+    tag = "experiments",
+    operation_id = "delete_experiment",
+    summary = "Delete an experiment",
+    description = "Refused while the experiment serves subjects (running or paused) unless \
+        `force=true`. The definition goes at once (its key is free again); its raw events, \
+        rollups, assignments, QA overrides and evaluation state are removed by the retention \
+        job in bounded batches. The deletion is audited; the log stays readable at \
+        `GET /v1/audit?subject=experiment:<id>`.",
+    security(("bearer" = ["experiments:write"])),
+    params(("key" = String, Path, description = "The experiment key or id."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted; its data is being removed.",
+            body = DeletedExperiment),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+        (status = 409, description = "`experiment_running` (running or paused, without \
+            `force=true`) or `version_conflict` (changed meanwhile).", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<Json<DeletedExperiment>, ApiError> {
+    Ok(Json(state.delete_experiment(&caller, &key, query).await?))
 }
 
 /// `PUT /v1/experiments/{key}/variants`: change variants and weights (or explicit ranges)

@@ -82,8 +82,12 @@ async fn next_event(
 ) -> Option<(Result<Event, Infallible>, (Followed, AppState))> {
     loop {
         let next = match followed.changes.recv().await {
-            Ok(change) if change.snapshot().experiment_id == followed.experiment.id => {
-                event(change_kind(&change), change.snapshot())
+            // Winner and status changes; metrics go to WebSocket subscribers only.
+            Ok(change) if change.experiment_id() == followed.experiment.id => {
+                match change.snapshot() {
+                    Some(snapshot) => event(change_kind(&change), snapshot),
+                    None => continue,
+                }
             }
             Ok(_) => continue,
             // Fell behind: what changed is unknown, so send the state as it is now.

@@ -1,11 +1,14 @@
-//! `GET /v1/ws`: winner and status changes pushed over a WebSocket.
+//! `GET /v1/ws`: winner and status changes, and new metrics, pushed over a WebSocket.
 //!
 //! Auth by `Authorization: Bearer` or `?token=` (browsers cannot set headers on a WebSocket),
 //! `client` scope. The client sends `{"type": "subscribe", "experiment": KEY}` /
 //! `{"type": "unsubscribe", "experiment": KEY}`; the server answers a subscribe with the
 //! current snapshot (`{"type": "snapshot", "experiment", "snapshot"}`), then pushes
 //! `{"type": "winner" | "status", "experiment", "snapshot"}` on every change announced by any
-//! replica (the cache's change stream: Redis pub/sub across replicas), and pings every 30 s.
+//! replica (the cache's change stream: Redis pub/sub across replicas), `{"type": "metrics",
+//! "experiment", "metrics"}` with the primary metric per variant after an aggregation run
+//! that folded events (at most once per `jobs.metrics_push_seconds` per experiment), and
+//! pings every 30 s.
 //! A bad message gets `{"type": "error", "code", "message"}`; the connection stays open.
 //! When the server shuts down, the session sends a close frame and ends.
 
@@ -22,7 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use verdict_app::results::change_kind;
+use verdict_app::results::{Change, change_kind};
 use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
 use verdict_domain::{Experiment, Scope};
 
@@ -67,12 +70,15 @@ enum ClientMessage {
     get,
     path = "/v1/ws",
     tag = "results",
-    summary = "Winner and status changes over a WebSocket",
+    summary = "Winner and status changes, and metrics, over a WebSocket",
     description = "The credential as `Authorization: \
         Bearer` or `?token=`. Send `{\"type\": \"subscribe\", \"experiment\": KEY}` (answered with \
         `{\"type\": \"snapshot\", ...}`) or `unsubscribe`; the server pushes `{\"type\": \"winner\"}` \
         and `{\"type\": \"status\"}` messages carrying the new snapshot when any replica changes \
-        the experiment, and pings every 30 s. Bad messages get `{\"type\": \"error\", \"code\"}` \
+        the experiment, `{\"type\": \"metrics\", \"metrics\": {metric, aggregated_through, \
+        variants: [{variant, subjects, converted_subjects, events, sum}]}}` with the primary \
+        metric after an aggregation run that folded events (at most once per \
+        `jobs.metrics_push_seconds` per experiment), and pings every 30 s. Bad messages get `{\"type\": \"error\", \"code\"}` \
         (`invalid_message`, `experiment_not_found`, `too_many_subscriptions`) and the \
         connection stays open. At most 100 subscriptions per connection.",
     security(("bearer" = ["results:read"])),
@@ -181,19 +187,19 @@ impl Followed {
     async fn on_change(
         &self,
         state: &AppState,
-        change: Result<verdict_app::results::Change, RecvError>,
+        change: Result<Change, RecvError>,
     ) -> Option<Vec<Value>> {
         Some(match change {
-            Ok(change) => {
-                let snapshot = change.snapshot();
-                match self.0.get(&snapshot.experiment_id) {
-                    Some((key, _)) => {
-                        let kind = change_kind(&change);
-                        vec![json!({"type": kind, "experiment": key, "snapshot": snapshot})]
-                    }
-                    None => Vec::new(),
+            Ok(change) => match (self.0.get(change.experiment_id()), &change) {
+                (None, _) => Vec::new(),
+                (Some((key, _)), Change::Metrics { metrics }) => {
+                    vec![json!({"type": "metrics", "experiment": key, "metrics": metrics})]
                 }
-            }
+                (Some((key, _)), Change::Winner { snapshot } | Change::Status { snapshot }) => {
+                    let kind = change_kind(&change);
+                    vec![json!({"type": kind, "experiment": key, "snapshot": snapshot})]
+                }
+            },
             // Fell behind: send every followed experiment's state as it is now.
             Err(RecvError::Lagged(_)) => {
                 let mut all = Vec::new();

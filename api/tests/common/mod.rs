@@ -345,9 +345,15 @@ pub fn error_code(body: &Value) -> &str {
         .unwrap_or_else(|| panic!("no error code in {body}"))
 }
 
-/// The per-variant row of a results body.
+/// The first metric's block of a results body: the primary metric's, or the one `?metric=`
+/// named.
+pub fn first_metric(results: &Value) -> &Value {
+    &results["metrics"][0]
+}
+
+/// The per-variant row of the first metric of a results body (see [`first_metric`]).
 pub fn variant_row<'a>(results: &'a Value, variant: &str) -> &'a Value {
-    results["variants"]
+    first_metric(results)["variants"]
         .as_array()
         .expect("variants array")
         .iter()

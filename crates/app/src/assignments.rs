@@ -2,17 +2,20 @@
 //! caches that keep the hot path off the store (experiment definitions for a second;
 //! stored assignments, which never change, until evicted).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
+use verdict_domain::experiment::Unit;
 use verdict_domain::targeting::Attributes;
-use verdict_domain::{Assignment, Experiment, Scope, Status};
-use verdict_store::{ExperimentFilter, SubjectRecord};
+use verdict_domain::{Assignment, Experiment, Problems, Scope, Status};
+use verdict_store::{ExperimentFilter, Exposure, SubjectRecord};
 
 use crate::auth::{Caller, ScopeParams};
 use crate::error::AppError;
@@ -71,6 +74,7 @@ async fn assign<'a>(
     subject: &str,
     attributes: &Attributes,
 ) -> Result<AssignmentView<'a>, AppError> {
+    check_subject(subject)?;
     let experiment = &live_experiment.experiment;
     let subject_key = assignment::subject_key(organization, subject);
     let mut known = if experiment.winner.is_some() {
@@ -90,7 +94,8 @@ async fn assign<'a>(
         let fresh = Known::default();
         let decision = decide_for(state, experiment, subject, attributes, &fresh).await?;
         if decision.create {
-            let (kept, created) = store_new(state, experiment, &subject_key, &decision).await?;
+            let (kept, created) =
+                store_new(state, experiment, &subject_key, attributes, &decision).await?;
             if created {
                 return Ok(view(experiment, &decision, None, Some(&kept)));
             }
@@ -116,7 +121,7 @@ async fn assign<'a>(
     let decision = decide_for(state, experiment, subject, attributes, &record).await?;
     let created = match decision.create {
         true => Some(
-            store_new(state, experiment, &subject_key, &decision)
+            store_new(state, experiment, &subject_key, attributes, &decision)
                 .await?
                 .0,
         ),
@@ -198,23 +203,64 @@ async fn decide_for(
 
 /// Store the decided variant unless the subject has an assignment; the stored one, and
 /// whether this made it.
+///
+/// With `assignment.auto_exposure`, the subject's exposure is recorded too, before the
+/// assignment is cached and answered: under an id derived from the subject, so that it is
+/// stored once however often this runs (a retry after a failure, another replica, a
+/// process that has not cached the subject yet), at the assignment's time.
 async fn store_new(
     state: &Inner,
     experiment: &Experiment,
     subject_key: &str,
+    attributes: &Attributes,
     decision: &assignment::Decision,
 ) -> Result<(Assignment, bool), AppError> {
-    let (kept, created) = state
-        .store
-        .get_or_create_assignment(&Assignment {
-            experiment_id: experiment.id.clone(),
-            subject: subject_key.to_owned(),
-            variant: experiment.variants[decision.variant].key.clone(),
-            assigned_at: now(),
-        })
-        .await?;
+    let assignment = Assignment {
+        experiment_id: experiment.id.clone(),
+        subject: subject_key.to_owned(),
+        variant: experiment.variants[decision.variant].key.clone(),
+        assigned_at: now(),
+        context: experiment.assignment.context_of(attributes),
+    };
+    let (kept, created) = if experiment.assignment.auto_exposure {
+        let digest = Sha256::digest(subject_key.as_bytes());
+        let exposure = Exposure {
+            event_id: format!("auto-exposure-{}", hex::encode(&digest[..16])),
+            event: experiment.exposure_event_name().to_owned(),
+            received_at: now(),
+        };
+        state
+            .store
+            .get_or_create_exposed_assignment(&assignment, &exposure)
+            .await?
+    } else {
+        state.store.get_or_create_assignment(&assignment).await?
+    };
     state.assignments.put(&kept);
     Ok((kept, created))
+}
+
+/// What a request that does not identify the experiment's subject is served: the winner
+/// when one is decided, else the control, outside the experiment.
+fn unidentified(experiment: &Experiment) -> AssignmentView<'_> {
+    let winner = experiment
+        .winner
+        .as_ref()
+        .and_then(|w| experiment.variant(&w.variant));
+    let variant = winner.unwrap_or(&experiment.variants[experiment.control_index()]);
+    AssignmentView {
+        experiment: &experiment.key,
+        variant: &variant.key,
+        config: &variant.config,
+        assigned_at: None,
+        in_experiment: false,
+        reason: if winner.is_some() {
+            Reason::Winner
+        } else {
+            Reason::Unidentified
+        },
+        winner: winner.map(|w| w.key.as_str()),
+    }
 }
 
 /// The answer: the decided variant, or what was stored when this request stored one
@@ -251,20 +297,167 @@ fn view<'a>(
 /// Every live experiment's assignment for one subject.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubjectAssignments<'a> {
-    #[schema(value_type = String)]
-    pub subject_id: &'a str,
+    /// The request's `subject_id`, if it gave one.
+    #[schema(value_type = Option<String>)]
+    pub subject_id: Option<&'a str>,
     pub assignments: Vec<AssignmentView<'a>>,
 }
 
+/// Who an assignment is for. Each experiment takes the identity its `assignment.unit`
+/// names (`subject_id` by default; `anon_id`, `user_id`, `org_id`, or the attribute of a
+/// `custom` unit), else `subject_id`. Each id is 1 to 256 bytes.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentRequest {
-    /// The subject (1 to 256 bytes).
-    pub subject_id: String,
+    /// The subject, for experiments whose unit is `subject_id` (and any other when the
+    /// request does not carry that unit's id).
+    #[serde(default)]
+    pub subject_id: Option<String>,
+    /// An anonymous visitor's id, for unit `anon_id` (also the `x-anon-id` header).
+    #[serde(default)]
+    pub anon_id: Option<String>,
+    /// A signed-in user's id, for unit `user_id` (default: the subject of the caller's JWT).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// An organization's id, for unit `org_id` (default: the organization the request acts
+    /// in).
+    #[serde(default)]
+    pub org_id: Option<String>,
     /// Targeting attributes: any JSON values by name.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub attributes: Attributes,
+}
+
+impl AssignmentRequest {
+    /// A request for `subject_id` without attributes.
+    pub fn subject(subject_id: impl Into<String>) -> Self {
+        Self {
+            subject_id: Some(subject_id.into()),
+            anon_id: None,
+            user_id: None,
+            org_id: None,
+            attributes: Attributes::new(),
+        }
+    }
+
+    /// Take the `x-anon-id` header's value as `anon_id` unless the request gives one.
+    pub fn with_anon_header(mut self, header: Option<String>) -> Self {
+        if self.anon_id.is_none() {
+            self.anon_id = header;
+        }
+        self
+    }
+
+    /// The request's ids, with the caller's JWT subject; every id given must be 1 to
+    /// [`MAX_SUBJECT_LEN`] bytes (each bad one is listed), whether or not an experiment
+    /// uses it.
+    pub fn ids<'r>(&'r self, caller_user: Option<&'r str>) -> Result<SubjectIds<'r>, AppError> {
+        let mut problems = Problems::new();
+        for (field, id) in [
+            ("subject_id", &self.subject_id),
+            ("anon_id", &self.anon_id),
+            ("user_id", &self.user_id),
+            ("org_id", &self.org_id),
+        ] {
+            match id.as_deref() {
+                Some("") => problems.push(field, "must not be empty"),
+                Some(id) if id.len() > MAX_SUBJECT_LEN => {
+                    problems.push(field, "must be at most 256 bytes")
+                }
+                _ => {}
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AppError::validation(problems));
+        }
+        Ok(SubjectIds {
+            subject_id: self.subject_id.as_deref(),
+            anon_id: self.anon_id.as_deref(),
+            user_id: self.user_id.as_deref().or(caller_user),
+            org_id: self.org_id.as_deref(),
+        })
+    }
+}
+
+/// The identities a request carries, one per [`Unit`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubjectIds<'r> {
+    pub subject_id: Option<&'r str>,
+    pub anon_id: Option<&'r str>,
+    pub user_id: Option<&'r str>,
+    pub org_id: Option<&'r str>,
+}
+
+impl<'r> SubjectIds<'r> {
+    /// Whether the request carries any id at all.
+    fn is_empty(&self) -> bool {
+        self.subject_id.is_none()
+            && self.anon_id.is_none()
+            && self.user_id.is_none()
+            && self.org_id.is_none()
+    }
+
+    /// The subject `experiment` is assigned for: the id of its unit, else `subject_id`
+    /// (so experiments stored before units were honoured, all `subject_id`, and clients
+    /// that always send `subject_id` keep their subjects). A missing one is
+    /// `validation_failed` naming where the unit's id comes from.
+    fn subject_of<'a>(
+        &self,
+        experiment: &Experiment,
+        organization: Option<&'a str>,
+        attributes: &'a Attributes,
+    ) -> Result<Cow<'a, str>, AppError>
+    where
+        'r: 'a,
+    {
+        let settings = &experiment.assignment;
+        let own: Option<Cow<'a, str>> = match settings.unit() {
+            Unit::SubjectId => None,
+            Unit::AnonId => self.anon_id.map(Cow::Borrowed),
+            Unit::UserId => self.user_id.map(Cow::Borrowed),
+            Unit::OrgId => self.org_id.or(organization).map(Cow::Borrowed),
+            Unit::Custom => settings
+                .unit_attribute
+                .as_deref()
+                .and_then(|name| attributes.get(name))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+                    Value::Number(n) => Some(Cow::Owned(n.to_string())),
+                    _ => None,
+                }),
+        };
+        if let Some(subject) = own.or(self.subject_id.map(Cow::Borrowed)) {
+            return Ok(subject);
+        }
+        let (field, from) = match settings.unit() {
+            Unit::SubjectId => ("subject_id", "give subject_id"),
+            Unit::AnonId => (
+                "anon_id",
+                "this experiment's unit is anon_id: give the x-anon-id header or anon_id \
+                 (or subject_id)",
+            ),
+            Unit::UserId => (
+                "user_id",
+                "this experiment's unit is user_id: give user_id, authenticate with the \
+                 user's JWT, or give subject_id",
+            ),
+            Unit::OrgId => (
+                "org_id",
+                "this experiment's unit is org_id: give org_id, act in an organization, or \
+                 give subject_id",
+            ),
+            Unit::Custom => (
+                "attributes",
+                "this experiment's unit is custom: give its unit attribute (a string or \
+                 number) among the attributes, or subject_id",
+            ),
+        };
+        Err(AppError::invalid_field(
+            field,
+            format!("is required: {from}"),
+        ))
+    }
 }
 
 /// The experiment an assignment names and the scope it was asked in (whose organization
@@ -273,6 +466,8 @@ pub struct AssignmentRequest {
 pub struct Target {
     pub experiment: Arc<LiveExperiment>,
     pub scope: Scope,
+    /// The caller's JWT subject (the `user_id` unit's default).
+    pub user: Option<String>,
 }
 
 /// The live experiments a scope sees and the scope, for [`App::assign_all`].
@@ -280,6 +475,8 @@ pub struct Target {
 pub struct LiveTargets {
     pub experiments: LiveList,
     pub scope: Scope,
+    /// The caller's JWT subject (the `user_id` unit's default).
+    pub user: Option<String>,
 }
 
 impl App {
@@ -289,17 +486,20 @@ impl App {
     pub async fn assign<'a>(
         &self,
         target: &'a Target,
-        subject: &str,
-        attributes: &Attributes,
+        request: &AssignmentRequest,
     ) -> Result<AssignmentView<'a>, AppError> {
-        check_subject(subject)?;
         let organization = target.scope.organization.as_deref();
+        let subject = request.ids(target.user.as_deref())?.subject_of(
+            &target.experiment.experiment,
+            organization,
+            &request.attributes,
+        )?;
         assign(
             &self.0,
             &target.experiment,
             organization,
-            subject,
-            attributes,
+            &subject,
+            &request.attributes,
         )
         .await
     }
@@ -314,7 +514,11 @@ impl App {
     ) -> Result<Target, AppError> {
         let scope = caller.scope(scope)?;
         let experiment = self.0.experiments.get(&self.0, &scope, key).await?;
-        Ok(Target { experiment, scope })
+        Ok(Target {
+            experiment,
+            scope,
+            user: caller.token_subject().map(str::to_owned),
+        })
     }
 
     /// The live experiments the caller's scope sees, for [`App::assign_all`].
@@ -325,7 +529,11 @@ impl App {
     ) -> Result<LiveTargets, AppError> {
         let scope = caller.scope(scope)?;
         let experiments = self.0.experiments.live(&self.0, &scope).await?;
-        Ok(LiveTargets { experiments, scope })
+        Ok(LiveTargets {
+            experiments,
+            scope,
+            user: caller.token_subject().map(str::to_owned),
+        })
     }
 
     /// `subject` in every experiment of `live` (running; paused, serving stored
@@ -335,23 +543,36 @@ impl App {
         live: &'a LiveTargets,
         request: &'a AssignmentRequest,
     ) -> Result<SubjectAssignments<'a>, AppError> {
-        check_subject(&request.subject_id)?;
+        let ids = request.ids(live.user.as_deref())?;
+        if ids.is_empty() {
+            return Err(AppError::invalid_field(
+                "subject_id",
+                "is required: give subject_id, anon_id (or x-anon-id), user_id or org_id",
+            ));
+        }
         let organization = live.scope.organization.as_deref();
         let mut assignments = Vec::with_capacity(live.experiments.len());
         for experiment in live.experiments.iter() {
-            assignments.push(
-                assign(
-                    &self.0,
-                    experiment,
-                    organization,
-                    &request.subject_id,
-                    &request.attributes,
-                )
-                .await?,
-            );
+            let e = &experiment.experiment;
+            // An experiment whose unit the request does not identify (no signed-in user,
+            // say) serves what an unknown subject sees, and stores nothing.
+            let view = match ids.subject_of(e, organization, &request.attributes) {
+                Ok(subject) => {
+                    assign(
+                        &self.0,
+                        experiment,
+                        organization,
+                        &subject,
+                        &request.attributes,
+                    )
+                    .await?
+                }
+                Err(_) => unidentified(e),
+            };
+            assignments.push(view);
         }
         Ok(SubjectAssignments {
-            subject_id: &request.subject_id,
+            subject_id: request.subject_id.as_deref(),
             assignments,
         })
     }
@@ -589,6 +810,7 @@ mod cache_tests {
             subject: subject.into(),
             variant: variant.into(),
             assigned_at: OffsetDateTime::UNIX_EPOCH,
+            context: None,
         }
     }
 

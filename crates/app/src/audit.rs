@@ -17,8 +17,9 @@ use crate::pages::{PageParams, Paginated};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Whose changes: `api_key:<id>`, `environment:<key>`, `audience:<env>/<key>` or
-    /// `webhook_endpoint:<id>`.
+    /// Whose changes: `api_key:<id>`, `environment:<key>`, `audience:<env>/<key>`,
+    /// `webhook_endpoint:<id>`, or `experiment:<id>` (an experiment's own log, which stays
+    /// readable after it is deleted).
     pub subject: String,
     /// Page number, from 1 (default 1; give with `page_size`).
     #[param(minimum = 1)]
@@ -28,8 +29,15 @@ pub struct AuditQuery {
     pub page_size: Option<u32>,
 }
 
-/// The kinds of subject [`App::audit_log`] serves (experiments have their own route).
-const SUBJECT_KINDS: &[&str] = &["api_key", "environment", "audience", "webhook_endpoint"];
+/// The kinds of subject [`App::audit_log`] serves. An experiment's log is stored under its
+/// bare id (and also served at `/v1/experiments/{key}/audit` while it exists).
+const SUBJECT_KINDS: &[&str] = &[
+    "api_key",
+    "environment",
+    "audience",
+    "webhook_endpoint",
+    "experiment",
+];
 
 impl App {
     /// A page of one subject's changes, newest first. These subjects belong to the whole
@@ -55,8 +63,12 @@ impl App {
             page_size: query.page_size,
         }
         .to_request()?;
+        let subject = match query.subject.split_once(':') {
+            Some(("experiment", id)) => id,
+            _ => query.subject.as_str(),
+        };
         Ok(Paginated::of(
-            self.0.store.list_audit(&query.subject, page).await?,
+            self.0.store.list_audit(subject, page).await?,
             page,
         ))
     }

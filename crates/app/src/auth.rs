@@ -187,6 +187,14 @@ impl Caller {
         &self.0.actor
     }
 
+    /// The subject of the caller's JWT (a signed-in user), when it presented one.
+    pub fn token_subject(&self) -> Option<&str> {
+        match self.0.credential {
+            Credential::Token { .. } => self.0.actor.strip_prefix("jwt:"),
+            _ => None,
+        }
+    }
+
     /// The environment the caller acts in when it names none.
     pub fn environment(&self) -> &str {
         self.0

@@ -17,7 +17,9 @@ use verdict_domain::{
     Experiment, ExperimentInput, Metric, PolicyMode, Problems, RetentionOverride, Right, Scope,
     Status, Targeting, Winner, WinnerPolicy,
 };
-use verdict_store::{AuditEntry, ExperimentFilter, StatusChange, StoreError, WinnerChange};
+use verdict_store::{
+    AuditEntry, Deletion, ExperimentFilter, StatusChange, StoreError, WinnerChange,
+};
 
 use crate::auth::{Caller, ScopeParams};
 use crate::error::{AppError, ErrorCode};
@@ -128,6 +130,35 @@ pub struct StatusRequest {
 pub struct StatusChangeResult {
     pub changed: bool,
     pub experiment: Experiment,
+}
+
+/// `DELETE /v1/experiments/{key}`'s query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Act in this environment instead of the caller's (right `scope:any`).
+    pub environment: Option<String>,
+    /// Act in this organization instead of the caller's (right `scope:any`).
+    pub organization: Option<String>,
+    /// Also delete a running or paused experiment (one that is serving subjects).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A deleted experiment: its definition is gone, its data is being removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedExperiment {
+    /// Its id: `GET /v1/audit?subject=experiment:<id>` reads its audit log, deletion included.
+    pub id: String,
+    pub key: String,
+    /// Its status when deleted.
+    pub status: Status,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deleted_at: OffsetDateTime,
+    /// Its raw events, rollups, assignments, QA overrides and evaluation state are removed
+    /// by the retention job, in bounded batches (`retention.batch_size`).
+    pub purge: &'static str,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -539,6 +570,59 @@ impl App {
             ErrorCode::VersionConflict,
             "the experiment keeps changing; retry",
         ))
+    }
+
+    /// Delete an experiment (audited): refused while it serves subjects (running or
+    /// paused) unless `force`. Its key is free at once; its data is purged by the retention
+    /// job. A change meanwhile (another caller started it, say) is a version conflict.
+    pub async fn delete_experiment(
+        &self,
+        caller: &Caller,
+        key: &str,
+        query: DeleteQuery,
+    ) -> Result<DeletedExperiment, AppError> {
+        let scope = ScopeParams {
+            environment: query.environment.clone(),
+            organization: query.organization.clone(),
+        };
+        let e = self.own_experiment(caller, &scope, key).await?;
+        if matches!(e.status, Status::Running | Status::Paused) && !query.force {
+            return Err(AppError::new(
+                ErrorCode::ExperimentRunning,
+                format!(
+                    "experiment '{}' is {} and serving subjects: complete it first, or delete \
+                     with force=true",
+                    e.key,
+                    e.status.as_str()
+                ),
+            ));
+        }
+        let deletion = Deletion {
+            experiment_id: e.id.clone(),
+            version: e.version,
+            at: now(),
+            actor: caller.actor().to_owned(),
+            details: json!({"key": e.key, "status": e.status, "forced": query.force}),
+        };
+        if !self.0.store.delete_experiment(&deletion).await? {
+            return Err(AppError::new(
+                ErrorCode::VersionConflict,
+                "the experiment changed while it was being deleted; read it and retry",
+            ));
+        }
+        self.0.experiments.clear();
+        let cache = self.0.snapshots.cache();
+        if let Err(err) = verdict_cache::Cache::invalidate(cache, &e.scope.environment, &e.id).await
+        {
+            tracing::warn!(experiment = %e.key, error = %verdict_domain::ErrorChain(&err), "cannot drop a deleted experiment's winner snapshot");
+        }
+        Ok(DeletedExperiment {
+            id: e.id,
+            key: e.key,
+            status: e.status,
+            deleted_at: deletion.at,
+            purge: "queued",
+        })
     }
 
     /// Drop cached definitions and tell every replica (snapshot written, change published).

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 use verdict_aggregator::evaluate::EvaluateJob;
-use verdict_aggregator::jobs::AggregateJob;
+use verdict_aggregator::jobs::{AggregateConfig, AggregateJob};
 use verdict_aggregator::lifecycle::LifecycleJob;
 use verdict_cache::DynCache;
 use verdict_config::Settings;
@@ -41,9 +41,13 @@ pub(crate) fn runner(
     let registry = Registry::new()
         .with(AggregateJob::new(
             store.clone(),
-            jobs.aggregate_schedule.clone(),
+            cache.clone(),
             metrics.clone(),
-            settings.ingest.max_abs_value,
+            AggregateConfig {
+                schedule: jobs.aggregate_schedule.clone(),
+                max_abs_value: settings.ingest.max_abs_value,
+                metrics_push_interval: jobs.metrics_push_interval(),
+            },
         ))
         .with(EvaluateJob::new(
             store.clone(),

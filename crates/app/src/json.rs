@@ -35,3 +35,25 @@ pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, AppError
     })?;
     Ok(value)
 }
+
+/// [`parse_json`] for a body that must be one JSON object (every request body of the API
+/// is): an array or a scalar is `invalid_body`, even where a struct of optional fields would
+/// otherwise accept an array of its fields in order.
+pub fn parse_json_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, AppError> {
+    let starts_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    if !starts_object {
+        // Broken JSON still answers `invalid_json`.
+        parse_json::<serde::de::IgnoredAny>(bytes)?;
+        return Err(AppError::new(
+            ErrorCode::InvalidBody,
+            "the body does not have the expected shape",
+        )
+        .with_details(vec![
+            json!({"field": "", "message": "the body must be a JSON object"}),
+        ]));
+    }
+    parse_json(bytes)
+}

@@ -5,8 +5,11 @@
 //! subject-level figures of the metric), so their cost does not grow with raw events, as
 //! fresh as the last aggregation run (`aggregated_through` says how far it got); or raw
 //! events at query time when a `from` / `to` range, the metric's window or the experiment's
-//! exposure event applies. They add the statistics of `verdict_policy::analysis`. Time
-//! series serve the hour and day buckets.
+//! exposure event applies. They add the statistics of `verdict_policy::analysis`, and per
+//! variant the events of every type (from the buckets). Time series serve the hour and day
+//! buckets.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -17,7 +20,7 @@ use verdict_aggregator::evaluate;
 use verdict_cache::Cache;
 pub use verdict_cache::Change;
 use verdict_domain::{Experiment, Scope, Status, WinnerSnapshot};
-use verdict_policy::analysis::{Analysis, MetricSpec, analyze};
+use verdict_policy::analysis::{MetricAnalysis, MetricSpec, SrmView, analyze_metric, srm};
 use verdict_policy::{Evaluation, GuardOutcome, GuardrailReport, SubjectsNeeded, Verdict};
 use verdict_store::{Granularity, TimeRange};
 
@@ -29,13 +32,17 @@ use crate::error::{AppError, ErrorCode};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsParams {
-    /// The metric event to analyse (default: the primary metric's).
+    /// Only this metric's event (default: every metric of the experiment).
     pub metric: Option<String>,
-    /// Count events at or after this time (RFC 3339); counts raw events.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// Count events at or after this time: RFC 3339, or a date (`2026-12-03`) for the start
+    /// of that UTC day; counts raw events.
+    #[serde(default, deserialize_with = "bound::from")]
+    #[param(value_type = Option<String>)]
     pub from: Option<OffsetDateTime>,
-    /// Count events before this time (RFC 3339); counts raw events.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// Count events before this time: RFC 3339, or a date (`2026-12-03`) for that whole UTC
+    /// day (events before the next day's start); counts raw events.
+    #[serde(default, deserialize_with = "bound::to")]
+    #[param(value_type = Option<String>)]
     pub to: Option<OffsetDateTime>,
     /// Act in this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
@@ -43,22 +50,112 @@ pub struct ResultsParams {
     pub organization: Option<String>,
 }
 
-/// Per-variant results of one metric with their statistics.
+/// The `from` / `to` bounds of a query: an RFC 3339 time, or a date standing for whole UTC
+/// days (`from=2026-12-01&to=2026-12-03` takes in the three days: `to` a date is the start of
+/// the day after it).
+mod bound {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    use time::{Date, Duration, OffsetDateTime, Time};
+
+    /// `value` as a time, or as the start of the day it names (`next_day`: of the day after).
+    pub(super) fn parse(value: &str, next_day: bool) -> Result<OffsetDateTime, String> {
+        if let Ok(t) = OffsetDateTime::parse(value, &Rfc3339) {
+            return Ok(t);
+        }
+        let day = Date::parse(value, &Iso8601::DATE).map_err(|_| {
+            format!("`{value}` is neither an RFC 3339 time nor a date (YYYY-MM-DD)")
+        })?;
+        let start = day.with_time(Time::MIDNIGHT).assume_utc();
+        if next_day {
+            start
+                .checked_add(Duration::DAY)
+                .ok_or_else(|| format!("`{value}` is the last day a time can name"))
+        } else {
+            Ok(start)
+        }
+    }
+
+    fn bound<'de, D: Deserializer<'de>>(
+        d: D,
+        next_day: bool,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|v| parse(&v, next_day).map_err(D::Error::custom))
+            .transpose()
+    }
+
+    pub(super) fn from<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        bound(d, false)
+    }
+
+    pub(super) fn to<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+        bound(d, true)
+    }
+}
+
+/// An experiment's results: every metric (or the one `metric` names) with per-variant
+/// figures and their statistics, beside the SRM check of its assigned subjects.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ResultsView {
     /// The experiment key.
     pub experiment: String,
     pub experiment_id: String,
-    /// The metric event analysed (the primary metric's unless `metric` was given).
-    pub metric: String,
     pub status: Status,
     /// The decided winner's variant key, if any.
     pub winner: Option<String>,
-    pub source: ResultsSource,
+    /// Days since the experiment started, to its completion once completed (fractional,
+    /// paused time included); `null` before it starts.
+    pub days_running: Option<f64>,
     /// Ingestion sequence number of the last event folded into the rollups.
     pub aggregated_through: u64,
+    /// The sample-ratio check of the subjects in the analysis (exposed subjects when the
+    /// experiment names an exposure event) against the weights; `null` when there is
+    /// nothing to test (no subjects, or fewer than two weighted arms).
+    pub srm: Option<SrmView>,
+    /// Per variant, in the experiment's order: its subjects and the events of every type it
+    /// received.
+    pub variants: Vec<VariantSummary>,
+    /// The same over every variant.
+    pub totals: Totals,
+    /// The primary metric, then the secondary and guardrail metrics, in their configured
+    /// order; only the one `metric` names when given.
+    pub metrics: Vec<MetricResults>,
+}
+
+/// One variant's population and events, whatever the metrics.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VariantSummary {
+    pub variant: String,
+    /// Subjects in the analysis (those who sent the exposure event when the experiment
+    /// names one).
+    pub subjects: u64,
+    /// Subjects who sent the exposure event (the experiment's, else `exposure`).
+    pub exposed_subjects: u64,
+    /// Events by type, as rolled up (with `from`/`to`: those of the hours starting inside
+    /// the range), each counted from its subject's assignment on.
+    pub events: BTreeMap<String, u64>,
+    /// Σ of `events`.
+    pub total_events: u64,
+}
+
+/// Every variant's [`VariantSummary`] summed.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Totals {
+    pub subjects: u64,
+    pub exposed_subjects: u64,
+    pub events: u64,
+}
+
+/// One metric's per-variant figures and statistics.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MetricResults {
+    /// Where the figures come from: the rollups, or raw events counted at query time.
+    pub source: ResultsSource,
     #[serde(flatten)]
-    pub analysis: Analysis,
+    pub analysis: MetricAnalysis,
     /// For the primary metric: what the winner policy concludes from these figures now (its
     /// verdict, every blocker with its figures, the subjects per arm still needed where the
     /// rule allows an estimate, each guardrail's status per arm). The evaluation job records
@@ -109,11 +206,15 @@ pub struct TimeseriesParams {
     /// Bucket width: `hour` or `day` (default `day`).
     #[param(value_type = Option<String>)]
     pub granularity: Option<Granularity>,
-    /// Buckets starting at or after this time (RFC 3339).
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// Buckets starting at or after this time: RFC 3339, or a date (`2026-12-03`) for the
+    /// start of that UTC day.
+    #[serde(default, deserialize_with = "bound::from")]
+    #[param(value_type = Option<String>)]
     pub from: Option<OffsetDateTime>,
-    /// Buckets starting before this time (RFC 3339).
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// Buckets starting before this time: RFC 3339, or a date (`2026-12-03`) for that whole
+    /// UTC day (buckets before the next day's start).
+    #[serde(default, deserialize_with = "bound::to")]
+    #[param(value_type = Option<String>)]
     pub to: Option<OffsetDateTime>,
     /// Act in this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
@@ -183,7 +284,8 @@ impl App {
         self.0.snapshots.read(&*self.0.store, &e).await
     }
 
-    /// Per-variant figures of one metric with their statistics.
+    /// Every metric of the experiment (or the one `params.metric` names), per variant, with
+    /// their statistics and the SRM check.
     pub async fn results(
         &self,
         caller: &Caller,
@@ -194,43 +296,96 @@ impl App {
             environment: params.environment,
             organization: params.organization,
         };
-        let (e, metric) = self
-            .experiment_and_metric(caller, scope, key, params.metric)
-            .await?;
+        let e = self.find(&caller.scope(&scope)?, key).await?;
+        let events: Vec<String> = match params.metric {
+            Some(m) if e.metric(&m).is_some() => vec![m],
+            Some(m) => return Err(metric_not_found(&e, &m)),
+            None => e.metrics().map(|(m, _)| m.event.clone()).collect(),
+        };
         let store = &self.0.store;
         let aggregated_through = store.rollup_watermark().await?;
         let range = TimeRange {
             from: params.from,
             to: params.to,
         };
-        let figures = counts::results_figures(store, &e, &metric, range).await?;
         let state = evaluate::guard_state(store, &e).await?;
-        let analysis = analyze(
-            &e,
-            MetricSpec::of(&e, &metric),
-            &figures.metric,
-            &figures.exposures,
-            Some(&state),
-        );
-        let decision = if metric == e.primary_metric.event {
-            let at = time::OffsetDateTime::now_utc();
-            evaluate::evaluation_of(store, &e, at)
-                .await?
-                .ok()
-                .map(DecisionView::of)
+        let exposures = counts::exposure_figures(store, &e, range).await?;
+        let now = OffsetDateTime::now_utc();
+        // Events by type: day buckets, or hour buckets to follow a range more closely.
+        let granularity = if range == TimeRange::default() {
+            Granularity::Day
         } else {
-            None
+            Granularity::Hour
         };
+        let by_type = store.event_counts(&e.id, granularity, range).await?;
+        let mut variants: Vec<VariantSummary> = e
+            .variants
+            .iter()
+            .map(|v| VariantSummary {
+                variant: v.key.clone(),
+                subjects: 0,
+                exposed_subjects: exposures
+                    .iter()
+                    .find(|c| c.variant == v.key)
+                    .map_or(0, |c| c.converted_subjects),
+                events: BTreeMap::new(),
+                total_events: 0,
+            })
+            .collect();
+        for c in by_type {
+            if let Some(v) = variants.iter_mut().find(|v| v.variant == c.variant) {
+                v.total_events += c.count;
+                v.events.insert(c.event, c.count);
+            }
+        }
+        let mut srm_view = None;
+        let mut metrics = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let (source, figures) = counts::variant_counts(store, &e, &event, range).await?;
+            if i == 0 {
+                srm_view = srm(&e, &figures);
+                for v in &mut variants {
+                    v.subjects = figures
+                        .iter()
+                        .find(|c| c.variant == v.variant)
+                        .map_or(0, |c| c.subjects);
+                }
+            }
+            let decision = if event == e.primary_metric.event {
+                evaluate::evaluation_of(store, &e, now)
+                    .await?
+                    .ok()
+                    .map(DecisionView::of)
+            } else {
+                None
+            };
+            metrics.push(MetricResults {
+                source,
+                analysis: analyze_metric(
+                    &e,
+                    &MetricSpec::of(&e, &event),
+                    &figures,
+                    &exposures,
+                    Some(&state),
+                ),
+                decision,
+            });
+        }
         Ok(ResultsView {
+            days_running: e.days_running(now),
             experiment: e.key,
             experiment_id: e.id,
-            metric,
             status: e.status,
             winner: e.winner.map(|w| w.variant),
-            source: figures.source,
             aggregated_through,
-            analysis,
-            decision,
+            srm: srm_view,
+            totals: Totals {
+                subjects: variants.iter().map(|v| v.subjects).sum(),
+                exposed_subjects: variants.iter().map(|v| v.exposed_subjects).sum(),
+                events: variants.iter().map(|v| v.total_events).sum(),
+            },
+            variants,
+            metrics,
         })
     }
 
@@ -339,10 +494,55 @@ pub struct Followed {
     pub changes: broadcast::Receiver<Change>,
 }
 
-/// The push message kind of a change: `winner` or `status`.
+/// The push message kind of a change: `winner`, `status` or `metrics`.
 pub fn change_kind(change: &Change) -> &'static str {
     match change {
         Change::Winner { .. } => "winner",
         Change::Status { .. } => "status",
+        Change::Metrics { .. } => "metrics",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::bound::parse;
+
+    #[test]
+    fn a_date_bound_takes_in_the_whole_utc_day() {
+        assert_eq!(
+            parse("2026-12-03", false),
+            Ok(datetime!(2026-12-03 00:00 UTC))
+        );
+        assert_eq!(
+            parse("2026-12-03", true),
+            Ok(datetime!(2026-12-04 00:00 UTC))
+        );
+        assert_eq!(
+            parse("2026-12-31", true),
+            Ok(datetime!(2027-01-01 00:00 UTC))
+        );
+    }
+
+    #[test]
+    fn a_time_bound_is_taken_as_it_is_whichever_end() {
+        let t = datetime!(2026-12-03 10:30 +02:00);
+        assert_eq!(parse("2026-12-03T10:30:00+02:00", false), Ok(t));
+        assert_eq!(parse("2026-12-03T10:30:00+02:00", true), Ok(t));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_what_was_sent() {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-12-3",
+            "",
+            "2026-12-03T25:00:00Z",
+        ] {
+            let e = parse(bad, false).unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{e}");
+        }
     }
 }

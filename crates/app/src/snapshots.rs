@@ -78,14 +78,15 @@ impl Snapshots {
     }
 
     /// Keep `definitions` fresh across replicas: drop them whenever any replica announces a
-    /// change (or when this replica fell behind the change stream). Runs until the cache is
-    /// dropped.
+    /// change of an experiment (or when this replica fell behind the change stream); new
+    /// metrics change no definition. Runs until the cache is dropped.
     pub fn forget_on_change(&self, definitions: Arc<ExperimentCache>) {
         let mut changes = self.cache.subscribe();
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match changes.recv().await {
+                    Ok(verdict_cache::Change::Metrics { .. }) => {}
                     Ok(_) | Err(RecvError::Lagged(_)) => definitions.clear(),
                     Err(RecvError::Closed) => return,
                 }

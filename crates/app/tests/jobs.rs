@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use verdict_app::assignments::AssignmentRequest;
 use verdict_app::{App, ScopeParams};
 use verdict_cache::MemoryCache;
 use verdict_config::Settings;
@@ -53,7 +54,7 @@ async fn every_registered_job_runs_through_the_runner_and_records_its_report() {
     let mut events = Vec::new();
     for i in 0..10 {
         let subject = format!("user-{i}");
-        app.assign(&target, &subject, &Default::default())
+        app.assign(&target, &AssignmentRequest::subject(&subject))
             .await
             .unwrap();
         events.push(json!({"experiment": "checkout", "subject_id": subject,

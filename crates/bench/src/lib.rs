@@ -132,6 +132,7 @@ pub async fn assign_subjects(
                 subject,
                 variant,
                 assigned_at: verdict_store::model::truncate_to_millis(assigned_at(i)),
+                context: None,
             }
         })
         .collect();

@@ -5,7 +5,8 @@
 //! driven by the same load generator (`load.rs`). With two or more cores the servers run on
 //! core 1 and the load generator on core 0 (`taskset`), so neither steals the other's CPU
 //! and latency is not the generator's queueing. Reported, each against the baseline where
-//! one exists: assignment requests/s and p50/p99 for repeat and new subjects, ingestion
+//! one exists: assignment requests/s and p50/p99 for repeat and new subjects (and new ones
+//! in an experiment with `assignment.auto_exposure`), ingestion
 //! events/s at batch sizes 1, 100 and 500, the rollup of everything ingested (a triggered
 //! `aggregate` run), webhook deliveries/s (a triggered `webhooks` run to a local receiver),
 //! and Verdict's peak RSS. `--write BENCHMARKS.md` puts the table in that file.
@@ -53,6 +54,9 @@ use crate::procs::{Launch, Server};
 const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 const SECTION: &str = "verdict-bench";
 const EXPERIMENT: &str = "bench";
+/// The same experiment with `assignment.auto_exposure`: each new subject's exposure event is
+/// written with its assignment.
+const EXPOSED: &str = "bench-exposed";
 
 /// The end-to-end benchmark: Verdict against a bare axum server, driven by one load
 /// generator, pinned to separate cores.
@@ -527,6 +531,16 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
         }),
     )
     .await?;
+    running_experiment(
+        &client,
+        &verdict,
+        json!({
+            "key": EXPOSED,
+            "primary_metric": {"event": "conversion"},
+            "assignment": {"auto_exposure": true}
+        }),
+    )
+    .await?;
     let client_key = client_key(&client, &verdict).await?;
     let assigned: Vec<anyhow::Result<Value>> = futures::stream::iter(0..args.subjects)
         .map(|i| {
@@ -588,11 +602,28 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
         }),
     )
     .await?;
+    let exposed = measure(
+        "assignment, new subjects, `auto_exposure`",
+        &verdict_server,
+        Some(&client_key),
+        args.connections,
+        seconds,
+        None,
+        Arc::new(|i| {
+            Req::get(format!(
+                "/v1/experiments/{EXPOSED}/assignment?subject_id=new-{i}"
+            ))
+        }),
+    )
+    .await?;
     let hello_rate = hello.rate();
     let (repeat_ratio, fresh_ratio) = (repeat.rate() / hello_rate, fresh.rate() / hello_rate);
+    let exposed_ratio = exposed.rate() / hello_rate;
+    let exposure_cost = exposed.rate() / fresh.rate();
     rows.push((hello, None, ""));
     rows.push((repeat, Some(repeat_ratio), "≥ 0.40"));
     rows.push((fresh, Some(fresh_ratio), "≥ 0.20"));
+    rows.push((exposed, Some(exposed_ratio), ""));
 
     eprintln!(
         "ingestion ({} connections, {seconds} s each):",
@@ -675,9 +706,10 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
         .await?;
     }
     let hooks = run_job(&client, &verdict, "webhooks", "delivered").await?;
-    // The experiment's activation wrote a message too; endpoints get every message not yet
-    // fanned out when the dispatcher runs.
-    let expected = ((args.webhook_messages + 1) * args.webhook_endpoints) as u64;
+    // The two experiments' activations wrote a message each too; endpoints get every
+    // message not yet fanned out when the dispatcher runs.
+    let status_changes = args.webhook_messages + 2;
+    let expected = (status_changes * args.webhook_endpoints) as u64;
     let got = received.load(Ordering::Relaxed);
     if hooks.items != expected || got != expected {
         bail!(
@@ -716,15 +748,17 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
     let _ = write!(
         table,
         "\n| measurement | result | target |\n|---|---:|---|\n\
-         | rollup: one triggered `aggregate` run over the {} events ingested above | {} events/s ({:.2} s) | |\n\
+         | new subjects with `auto_exposure` (an exposure event written with each assignment) against without | {:.2}× | |\n\
+         | rollup: one triggered `aggregate` run over the {} events stored above | {} events/s ({:.2} s) | |\n\
          | webhooks: one triggered `webhooks` run, {} deliveries ({} status changes × {} endpoints) to a local receiver | {} deliveries/s ({:.2} s) | |\n\
          | Verdict peak RSS (`VmHWM`, whole run) | {} | ≤ 150 MB |\n\
          | baseline peak RSS | {} | |\n",
+        exposure_cost,
         thousands(rollup.items),
         thousands(rollup.rate() as u64),
         rollup.elapsed.as_secs_f64(),
         thousands(hooks.items),
-        args.webhook_messages + 1,
+        status_changes,
         args.webhook_endpoints,
         thousands(hooks.rate() as u64),
         hooks.elapsed.as_secs_f64(),

@@ -498,6 +498,7 @@ async fn history_on(
         let url = format!("{verdict}/v1/experiments/{TARGET}/results");
         let results = timed_calls(&client, &url, Some(ADMIN_KEY), args.results_calls, |b| {
             let v: Value = serde_json::from_slice(b)?;
+            let v = &v["metrics"][0];
             if v["source"] != "raw_events" {
                 bail!("results not counted from raw events: {}", v["source"]);
             }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use verdict_domain::WinnerSnapshot;
+use verdict_domain::{MetricsSnapshot, WinnerSnapshot};
 
 pub use error::CacheError;
 pub use memory::MemoryCache;
@@ -100,13 +100,24 @@ pub enum Change {
     Winner { snapshot: WinnerSnapshot },
     /// The experiment's status changed (started, paused, completed, archived).
     Status { snapshot: WinnerSnapshot },
+    /// An aggregation run folded new events into a running experiment's rollups.
+    Metrics { metrics: MetricsSnapshot },
 }
 
 impl Change {
-    /// The snapshot after the change.
-    pub fn snapshot(&self) -> &WinnerSnapshot {
+    /// The experiment changed.
+    pub fn experiment_id(&self) -> &str {
         match self {
-            Change::Winner { snapshot } | Change::Status { snapshot } => snapshot,
+            Change::Winner { snapshot } | Change::Status { snapshot } => &snapshot.experiment_id,
+            Change::Metrics { metrics } => &metrics.experiment_id,
+        }
+    }
+
+    /// The winner snapshot after a winner or status change; `None` for metrics.
+    pub fn snapshot(&self) -> Option<&WinnerSnapshot> {
+        match self {
+            Change::Winner { snapshot } | Change::Status { snapshot } => Some(snapshot),
+            Change::Metrics { .. } => None,
         }
     }
 }

@@ -17,13 +17,17 @@ use crate::hashing;
 pub const MAX_SUBJECT_LEN: usize = 256;
 
 /// A subject's stored assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub experiment_id: String,
     pub subject: String,
     pub variant: String,
     #[serde(with = "time::serde::rfc3339")]
     pub assigned_at: OffsetDateTime,
+    /// The declared attributes the request carried (`assignment.context`), kept as they
+    /// were when the subject was first assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Where the hash puts a subject.
@@ -79,6 +83,10 @@ pub enum Reason {
     TargetingMiss,
     /// A winner was decided: everyone gets the winner's config.
     Winner,
+    /// The request did not carry the id of the experiment's unit (`POST /v1/assignments`
+    /// for an `anon_id` or `user_id` experiment without one, say): the control, nothing
+    /// stored.
+    Unidentified,
 }
 
 /// What to serve a subject. The variant is always usable: when the subject is not in the

@@ -174,14 +174,95 @@ impl WinnerPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignmentSettings {
-    /// The randomization unit's name (the attribute that identifies a subject).
+    /// The randomization unit: which identity of a request is the subject that is hashed,
+    /// stored and credited with events (see [`Unit`]). An experiment stored with another
+    /// name (a free label once) is served as `subject_id`.
     pub unit: String,
+    /// The attribute whose value identifies the subject when `unit` is `custom`.
+    #[serde(default)]
+    pub unit_attribute: Option<String>,
+    /// Targeting attributes kept with each new assignment (its context: app version,
+    /// platform, country, …), up to [`MAX_CONTEXT_ATTRIBUTES`].
+    #[serde(default)]
+    pub context: Vec<String>,
     /// Keep a subject's first assignment even when weights change.
     pub sticky: bool,
     /// Hash seed; random per experiment unless given.
     pub salt: String,
     /// GrowthBook hash version (1 or 2).
     pub hash_version: u8,
+    /// Record the exposure event (the experiment's `exposure_event`, else `exposure`) when a
+    /// subject is first assigned, once per subject, at its assignment time.
+    #[serde(default)]
+    pub auto_exposure: bool,
+}
+
+/// The event counted as an exposure when an experiment names no `exposure_event`.
+pub const DEFAULT_EXPOSURE_EVENT: &str = "exposure";
+
+/// Most attributes an experiment keeps with each assignment.
+pub const MAX_CONTEXT_ATTRIBUTES: usize = 20;
+
+/// Where the id of an experiment's subject comes from (`assignment.unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// The `subject_id` the caller gives (the default).
+    SubjectId,
+    /// An anonymous visitor: the `x-anon-id` header or an `anon_id` parameter.
+    AnonId,
+    /// A signed-in user: a `user_id` parameter, else the subject of the caller's JWT.
+    UserId,
+    /// An organization (all its people see one variant): an `org_id` parameter, else the
+    /// organization the request acts in.
+    OrgId,
+    /// The value of the attribute `assignment.unit_attribute` (e.g. a device id).
+    Custom,
+}
+
+impl Unit {
+    pub const ALL: [Unit; 5] = [
+        Unit::SubjectId,
+        Unit::AnonId,
+        Unit::UserId,
+        Unit::OrgId,
+        Unit::Custom,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unit::SubjectId => "subject_id",
+            Unit::AnonId => "anon_id",
+            Unit::UserId => "user_id",
+            Unit::OrgId => "org_id",
+            Unit::Custom => "custom",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Unit> {
+        Unit::ALL.into_iter().find(|u| u.as_str() == name)
+    }
+}
+
+impl AssignmentSettings {
+    /// The unit subjects are identified by; a stored name Verdict does not know is
+    /// `subject_id`, what such experiments were always served as.
+    pub fn unit(&self) -> Unit {
+        Unit::parse(&self.unit).unwrap_or(Unit::SubjectId)
+    }
+
+    /// The declared context attributes `attributes` carries, to keep with a new assignment;
+    /// `None` when it carries none of them.
+    pub fn context_of(
+        &self,
+        attributes: &crate::targeting::Attributes,
+    ) -> Option<serde_json::Map<String, Value>> {
+        let kept: serde_json::Map<String, Value> = self
+            .context
+            .iter()
+            .filter_map(|name| Some((name.clone(), attributes.get(name)?.clone())))
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    }
 }
 
 /// A decided winner and the numbers behind it.
@@ -349,6 +430,22 @@ impl Experiment {
                     .iter()
                     .map(|m| (m, MetricRole::Guardrail)),
             )
+    }
+
+    /// Days since the experiment started, to its completion once completed (fractional,
+    /// paused time included); `None` before it starts.
+    pub fn days_running(&self, now: OffsetDateTime) -> Option<f64> {
+        let start = self.started_at?;
+        let end = self.completed_at.unwrap_or(now);
+        Some((end - start).as_seconds_f64().max(0.0) / 86_400.0)
+    }
+
+    /// The event that counts as an exposure: `exposure_event`, else
+    /// [`DEFAULT_EXPOSURE_EVENT`].
+    pub fn exposure_event_name(&self) -> &str {
+        self.exposure_event
+            .as_deref()
+            .unwrap_or(DEFAULT_EXPOSURE_EVENT)
     }
 
     /// Index of the control variant: the flagged one, else the first.
@@ -676,6 +773,15 @@ pub struct AssignmentInput {
     pub salt: Option<String>,
     #[serde(default)]
     pub hash_version: Option<u8>,
+    /// Required when `unit` is `custom`: the attribute holding the subject's id.
+    #[serde(default)]
+    pub unit_attribute: Option<String>,
+    /// Attributes to keep with each new assignment (default none).
+    #[serde(default)]
+    pub context: Vec<String>,
+    /// Record the exposure event on each subject's first assignment (default `false`).
+    #[serde(default)]
+    pub auto_exposure: Option<bool>,
 }
 
 /// What an experimenter sends to create an experiment.
@@ -825,6 +931,55 @@ pub struct Provided {
     pub now: OffsetDateTime,
 }
 
+impl AssignmentInput {
+    /// The unit is one Verdict knows, `custom` names its attribute (and only it does), and
+    /// the context attributes are few, named, and distinct.
+    fn check_unit(&self, p: &mut Problems) {
+        let unit = self.unit.as_deref().unwrap_or(Unit::SubjectId.as_str());
+        match (Unit::parse(unit), &self.unit_attribute) {
+            (None, _) => p.push(
+                "assignment.unit",
+                format!(
+                    "unknown unit '{unit}': expected one of {}",
+                    Unit::ALL.map(Unit::as_str).join(", ")
+                ),
+            ),
+            (Some(Unit::Custom), None) => p.push(
+                "assignment.unit_attribute",
+                "is required with unit custom: the attribute holding the subject's id",
+            ),
+            (Some(Unit::Custom), Some(name)) => {
+                check_attribute_name(p, "assignment.unit_attribute", name)
+            }
+            (Some(_), Some(_)) => p.push("assignment.unit_attribute", "is only for unit custom"),
+            (Some(_), None) => {}
+        }
+        if self.context.len() > MAX_CONTEXT_ATTRIBUTES {
+            p.push(
+                "assignment.context",
+                format!("at most {MAX_CONTEXT_ATTRIBUTES} attributes"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, name) in self.context.iter().enumerate() {
+            check_attribute_name(p, &format!("assignment.context[{i}]"), name);
+            if !seen.insert(name) {
+                p.push(
+                    format!("assignment.context[{i}]"),
+                    format!("'{name}' is named twice"),
+                );
+            }
+        }
+    }
+}
+
+/// An attribute name: 1 to 64 bytes.
+fn check_attribute_name(p: &mut Problems, field: &str, name: &str) {
+    if name.is_empty() || name.len() > 64 {
+        p.push(field, "must be 1 to 64 bytes");
+    }
+}
+
 impl ExperimentInput {
     /// Build a draft experiment in `scope`, or report every problem.
     pub fn into_experiment(self, scope: Scope, provided: Provided) -> Result<Experiment, Problems> {
@@ -838,6 +993,7 @@ impl ExperimentInput {
             );
         }
         check_end_ahead(self.ends_at, provided.now, &mut p);
+        self.assignment.check_unit(&mut p);
         let variants = variants_from_input(self.variants, &mut p);
         let coverage = self
             .coverage
@@ -862,6 +1018,9 @@ impl ExperimentInput {
                 sticky: self.assignment.sticky.unwrap_or(true),
                 salt: self.assignment.salt.unwrap_or(provided.salt),
                 hash_version: self.assignment.hash_version.unwrap_or(2),
+                unit_attribute: self.assignment.unit_attribute,
+                context: self.assignment.context,
+                auto_exposure: self.assignment.auto_exposure.unwrap_or(false),
             },
             primary_metric: self.primary_metric.unwrap_or_else(|| {
                 Metric::new("conversion", MetricKind::Binomial, Objective::Maximize)
@@ -919,6 +1078,45 @@ mod tests {
         assert_eq!(e.policy.probability_threshold, 0.95);
         assert_eq!(e.version, 1);
         assert!(e.check().is_empty());
+    }
+
+    #[test]
+    fn the_unit_names_the_subject_and_a_stored_label_is_served_as_subject_id() {
+        let e = input(json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}]}))
+            .into_experiment(Scope::default(), provided())
+            .unwrap();
+        assert_eq!(e.assignment.unit, "subject_id");
+        assert_eq!(e.assignment.unit(), Unit::SubjectId);
+        for unit in Unit::ALL {
+            assert_eq!(Unit::parse(unit.as_str()), Some(unit));
+        }
+        // A stored experiment whose unit was a free label, without the newer fields.
+        let mut stored = serde_json::to_value(&e).unwrap();
+        stored["assignment"] = json!({"unit": "visitor", "sticky": true, "salt": "s",
+            "hash_version": 2});
+        let stored: Experiment = serde_json::from_value(stored).unwrap();
+        assert_eq!(stored.assignment.unit(), Unit::SubjectId);
+        assert!(stored.assignment.context.is_empty());
+        assert_eq!(stored.assignment.unit_attribute, None);
+    }
+
+    #[test]
+    fn only_declared_context_attributes_are_kept() {
+        let e = input(json!({"key": "k", "variants": [{"key": "a"}, {"key": "b"}],
+            "assignment": {"unit": "anon_id", "context": ["platform", "app_version"]}}))
+        .into_experiment(Scope::default(), provided())
+        .unwrap();
+        let attributes = json!({"platform": "ios", "country": "US", "app_version": 21});
+        let kept = e
+            .assignment
+            .context_of(attributes.as_object().unwrap())
+            .unwrap();
+        assert_eq!(
+            Value::Object(kept),
+            json!({"platform": "ios", "app_version": 21})
+        );
+        let none = json!({"country": "US"});
+        assert_eq!(e.assignment.context_of(none.as_object().unwrap()), None);
     }
 
     #[test]

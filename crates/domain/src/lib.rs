@@ -69,7 +69,7 @@ pub use metric::{
 pub use outbox::{EventType, OutboxMessage};
 pub use rights::{Right, Rights, RoleBook};
 pub use scope::Scope;
-pub use snapshot::WinnerSnapshot;
+pub use snapshot::{MetricsSnapshot, VariantMetrics, WinnerSnapshot};
 pub use status::{Status, TransitionError};
 pub use targeting::{Condition, Operator, Rule, Targeting};
 pub use validation::{Problem, Problems};

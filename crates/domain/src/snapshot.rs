@@ -51,3 +51,51 @@ impl WinnerSnapshot {
         }
     }
 }
+
+/// An experiment's primary metric per variant after an aggregation run: what WebSocket
+/// subscribers get as a `metrics` message (the full statistics are `GET …/results`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricsSnapshot {
+    pub experiment_id: String,
+    /// The primary metric's event.
+    pub metric: String,
+    /// Ingestion sequence number of the last event folded into the rollups.
+    pub aggregated_through: u64,
+    /// In the experiment's variant order.
+    pub variants: Vec<VariantMetrics>,
+}
+
+/// One variant's figures of the primary metric in a [`MetricsSnapshot`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VariantMetrics {
+    pub variant: String,
+    /// Subjects in the analysis.
+    pub subjects: u64,
+    /// Subjects with at least one of the metric's events.
+    pub converted_subjects: u64,
+    /// The metric's events.
+    pub events: u64,
+    /// Σ of their values (`null` when not finite).
+    pub sum: Option<f64>,
+}
+
+impl MetricsSnapshot {
+    /// The snapshot of `e`'s primary metric from its per-variant `figures` (variant order).
+    pub fn of(e: &Experiment, aggregated_through: u64, figures: &[crate::VariantCounts]) -> Self {
+        Self {
+            experiment_id: e.id.clone(),
+            metric: e.primary_metric.event.clone(),
+            aggregated_through,
+            variants: figures
+                .iter()
+                .map(|c| VariantMetrics {
+                    variant: c.variant.clone(),
+                    subjects: c.subjects,
+                    converted_subjects: c.converted_subjects,
+                    events: c.events,
+                    sum: c.sum.is_finite().then_some(c.sum),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Pure results analysis: per-variant figures of one metric with the statistics an
 //! experimenter reads, the same for every metric kind. The `results` endpoint calls
-//! [`analyze`] on figures read from the rollups; no IO here.
+//! [`analyze_metric`] for each metric and [`srm`] once, on figures read from the rollups; no
+//! IO here.
 //!
 //! # Per variant, whatever the kind
 //!
@@ -32,11 +33,10 @@
 //! # Shape
 //!
 //! [`MetricAnalysis`] is one metric's block (its event, role, kind, objective, per-variant
-//! rows and guardrail statuses), so that a response can list several; [`Analysis`] is one
-//! metric's block with the experiment's SRM check, what `GET …/results` serves. Compared with
-//! the rate-only analysis, the row fields `credible_interval`, `p_best`, `expected_loss` and
-//! `lift` are now of the metric's estimate (they were of the conversion rate whatever the
-//! kind); `rate` is still converted subjects / subjects.
+//! rows and guardrail statuses); `GET …/results` lists one per metric beside the
+//! experiment's SRM check ([`SrmView`]). The row fields `credible_interval`, `p_best`,
+//! `expected_loss` and `lift` are of the metric's estimate; `rate` is converted subjects /
+//! subjects whatever the kind.
 
 use serde::{Deserialize, Serialize};
 use verdict_domain::{
@@ -235,34 +235,6 @@ pub struct MetricAnalysis {
     pub totals_not_finite: bool,
 }
 
-/// One metric's statistics and the experiment's SRM check: what `GET …/results` serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Analysis {
-    #[serde(flatten)]
-    pub metric: MetricAnalysis,
-    /// `None` when there is nothing to test (no subjects, or fewer than two weighted arms).
-    pub srm: Option<SrmView>,
-}
-
-/// Analyse `metric` (per-variant subject-level figures of the metric's event) and `exposures`
-/// (the same for the exposure event) of experiment `e`, with the SRM check of the assigned
-/// subjects. `state` is the evaluation's stored peeking-guard state, if any: see
-/// [`analyze_metric`] for what it brings (τ, guardrail intervals).
-pub fn analyze(
-    e: &Experiment,
-    spec: MetricSpec,
-    metric: &[VariantCounts],
-    exposures: &[VariantCounts],
-    state: Option<&GuardState>,
-) -> Analysis {
-    let counts = in_variant_order(e, metric);
-    Analysis {
-        srm: srm(e, &counts),
-        metric: analyze_metric(e, &spec, metric, exposures, state),
-    }
-}
-
 /// The figures of every variant of `e`, in variant order (zeros for a variant without any).
 fn in_variant_order(e: &Experiment, list: &[VariantCounts]) -> Vec<VariantCounts> {
     e.variants
@@ -279,9 +251,14 @@ fn in_variant_order(e: &Experiment, list: &[VariantCounts]) -> Vec<VariantCounts
         .collect()
 }
 
-/// The SRM check of the subjects in `counts` (variant order) against `e`'s weights.
+/// The SRM check of the subjects in `counts` (any metric's figures: each variant's subjects
+/// are the same for every metric) against `e`'s weights; `None` when there is nothing to
+/// test (no subjects, or fewer than two weighted arms).
 pub fn srm(e: &Experiment, counts: &[VariantCounts]) -> Option<SrmView> {
-    let assigned: Vec<u64> = counts.iter().map(|c| c.subjects).collect();
+    let assigned: Vec<u64> = in_variant_order(e, counts)
+        .iter()
+        .map(|c| c.subjects)
+        .collect();
     stats::srm_check(&assigned, &e.weights())
         .ok()
         .filter(|r| r.df > 0 && assigned.iter().sum::<u64>() > 0)
@@ -522,6 +499,25 @@ mod tests {
     use time::OffsetDateTime;
     use verdict_domain::experiment::Provided;
     use verdict_domain::{ExperimentInput, Scope};
+
+    /// One metric's block and the SRM check, as the results endpoint serves them together.
+    struct Read {
+        metric: MetricAnalysis,
+        srm: Option<SrmView>,
+    }
+
+    fn analyze(
+        e: &Experiment,
+        spec: MetricSpec,
+        metric: &[VariantCounts],
+        exposures: &[VariantCounts],
+        state: Option<&GuardState>,
+    ) -> Read {
+        Read {
+            metric: analyze_metric(e, &spec, metric, exposures, state),
+            srm: srm(e, metric),
+        }
+    }
 
     fn experiment_with(v: serde_json::Value) -> Experiment {
         let mut input = json!({
@@ -821,14 +817,8 @@ mod tests {
             counts("a", 1000, 100, 100.0, 100.0),
             counts("b", 1000, 120, 120.0, 120.0),
         ];
-        let json = serde_json::to_value(analyze(
-            &e,
-            MetricSpec::of(&e, "purchase"),
-            &metric,
-            &[],
-            None,
-        ))
-        .unwrap();
+        let a = analyze(&e, MetricSpec::of(&e, "purchase"), &metric, &[], None);
+        let json = serde_json::to_value(&a.metric).unwrap();
         assert_eq!(json["metric_kind"], "binomial");
         assert_eq!(json["objective"], "maximize");
         assert_eq!(json["role"], "primary");
@@ -843,8 +833,8 @@ mod tests {
         ] {
             assert!(!json["variants"][0][field].is_null(), "{field}: {json}");
         }
-        assert!(json["srm"]["p_value"].is_f64());
-        let back: Analysis = serde_json::from_value(json).unwrap();
-        assert_eq!(back.metric.variants.len(), 2);
+        assert!(serde_json::to_value(&a.srm).unwrap()["p_value"].is_f64());
+        let back: MetricAnalysis = serde_json::from_value(json).unwrap();
+        assert_eq!(back.variants.len(), 2);
     }
 }

@@ -3,8 +3,9 @@
 //! This crate owns what Verdict concludes from data: the winner policy ([`evaluate`]: SRM
 //! gate, simple-rate or Bayesian rule on the primary metric of any kind, mSPRT peeking guard,
 //! guardrail metrics, every blocker named) and the statistics a results page shows
-//! ([`analysis::analyze`]). It takes figures in (`verdict_domain::VariantCounts`,
-//! [`ArmFigures`]) and the time elapsed, and gives numbers and a verdict out.
+//! ([`analysis::analyze_metric`] per metric, [`analysis::srm`]). It takes figures in
+//! (`verdict_domain::VariantCounts`, [`ArmFigures`]) and the time elapsed, and gives numbers
+//! and a verdict out.
 //!
 //! It must not do IO, read the clock, spawn tasks or draw random numbers: the evaluation job
 //! (`verdict-aggregator`) loads figures (turning a percentile cap into a value first) and

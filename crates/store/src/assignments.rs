@@ -1,10 +1,11 @@
 //! [`AssignmentStore`]: subjects' stored assignments and QA overrides.
 
 use async_trait::async_trait;
-use verdict_domain::Assignment;
+use time::OffsetDateTime;
+use verdict_domain::{Assignment, NewEvent};
 
 use crate::Result;
-use crate::model::SubjectRecord;
+use crate::model::{AppendOutcome, SubjectRecord};
 
 /// Stored assignments (never updated or deleted once made) and QA overrides (forced
 /// variants).
@@ -49,5 +50,45 @@ pub trait AssignmentStore: Send + Sync + std::fmt::Debug {
             forced: self.get_forced_variant(experiment_id, subject).await?,
             assignment: self.get_assignment(experiment_id, subject).await?,
         })
+    }
+}
+
+/// The exposure event recorded with an assignment (see
+/// [`crate::Store::get_or_create_exposed_assignment`]): everything but what the stored
+/// assignment decides (subject, variant, time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposure {
+    /// Derived from the subject by the caller, so that it is stored once per subject.
+    pub event_id: String,
+    /// The experiment's exposure event.
+    pub event: String,
+    pub received_at: OffsetDateTime,
+}
+
+impl Exposure {
+    /// The event of `assignment`'s subject: its variant, at its assignment time.
+    pub fn of(&self, assignment: &Assignment) -> NewEvent {
+        NewEvent {
+            experiment_id: assignment.experiment_id.clone(),
+            event_id: self.event_id.clone(),
+            subject: assignment.subject.clone(),
+            variant: Some(assignment.variant.clone()),
+            event: self.event.clone(),
+            value: 1.0,
+            ts: assignment.assigned_at,
+            received_at: self.received_at,
+            meta: None,
+        }
+    }
+
+    /// The append of an exposure is stored or was already: anything else means the
+    /// assignment it follows is not what was just stored.
+    pub(crate) fn check(outcomes: &[AppendOutcome]) -> Result<()> {
+        match outcomes {
+            [AppendOutcome::Accepted | AppendOutcome::Duplicate] => Ok(()),
+            other => Err(crate::StoreError::corrupt(format!(
+                "the exposure of a stored assignment was refused: {other:?}"
+            ))),
+        }
     }
 }

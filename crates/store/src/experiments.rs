@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use verdict_domain::{Experiment, OutboxMessage, Scope};
 
 use crate::Result;
-use crate::model::{AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange};
+use crate::model::{
+    AuditEntry, Deletion, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange,
+};
 
 /// Experiments, status changes, winners, audit entries and outbox messages.
 ///
@@ -66,6 +68,14 @@ pub trait ExperimentStore: Send + Sync + std::fmt::Debug {
     /// Record a winner (and complete a running or paused experiment when
     /// `change.complete`), with an audit entry, atomically.
     async fn set_winner(&self, change: &WinnerChange) -> Result<Experiment>;
+
+    /// Delete an experiment if its stored version is still `deletion.version`: its
+    /// definition goes (its key is free again), a `deleted` audit entry stays under its id,
+    /// and its data (raw events, rollups, assignments, QA overrides, evaluation state) is
+    /// queued for [`crate::JobStore::purge_experiment_data`], all at once (a crash leaves
+    /// either the experiment or its queued purge). `Ok(false)` when the version moved or the
+    /// experiment is gone.
+    async fn delete_experiment(&self, deletion: &Deletion) -> Result<bool>;
 
     /// The audit log of an experiment (its id), or of another subject of changes
     /// (`api_key:<id>`, `environment:<key>`, `audience:<env>/<key>`,

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Page, PageRequest, Result};
+use crate::{Page, PageRequest, Purge, Result};
 
 /// A granted lease on one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +197,23 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64>;
+
+    /// Deleted experiments whose data is still being removed, oldest deletion first.
+    async fn pending_purges(&self) -> Result<Vec<Purge>>;
+
+    /// Delete up to `limit` rows of a deleted experiment's data (raw events first, then
+    /// buckets, per-subject rollups, assignments, QA overrides, evaluation state); the rows
+    /// deleted, 0 once none is left. Deletes nothing while an experiment with that id exists
+    /// (a purge queued by a deletion that did not happen).
+    async fn purge_experiment_data(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64>;
+
+    /// Forget a purge: its experiment's data is gone.
+    async fn finish_purge(&self, experiment_id: &str, fence: Option<&Fence>) -> Result<()>;
 
     /// Delete up to `limit` finished run records that finished before `before`.
     async fn delete_runs(

@@ -54,8 +54,9 @@ pub mod contract;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use verdict_domain::Assignment;
 
-pub use assignments::AssignmentStore;
+pub use assignments::{AssignmentStore, Exposure};
 pub use audiences::AudienceStore;
 pub use environments::EnvironmentStore;
 pub use error::StoreError;
@@ -66,11 +67,11 @@ pub use jobs::{
 };
 pub use keys::KeyStore;
 pub use model::{
-    AppendOutcome, Attribution, AudienceDeletion, AuditEntry, ExperimentFilter, Page, PageRequest,
-    StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange,
+    AppendOutcome, Attribution, AudienceDeletion, AuditEntry, Deletion, ExperimentFilter, Page,
+    PageRequest, Purge, StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
 pub use mongo::MongoStore;
-pub use rollup::{Bucket, Granularity, RepairOutcome, RollupReport, RollupStore};
+pub use rollup::{Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore};
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryStatus, DeliveryUpdate, Endpoint,
@@ -103,6 +104,21 @@ pub trait Store:
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<()>;
+
+    /// [`AssignmentStore::get_or_create_assignment`], then `exposure` of the stored
+    /// assignment appended (a duplicate when its id is stored already). SQLite writes both
+    /// in one transaction (of one group commit); by default (MongoDB) they are written one
+    /// after the other, which is as safe because the caller derives the event id from the
+    /// subject: a retry writes what is missing and nothing twice.
+    async fn get_or_create_exposed_assignment(
+        &self,
+        assignment: &Assignment,
+        exposure: &Exposure,
+    ) -> Result<(Assignment, bool)> {
+        let (kept, created) = self.get_or_create_assignment(assignment).await?;
+        Exposure::check(&self.append_events(vec![exposure.of(&kept)]).await?)?;
+        Ok((kept, created))
+    }
 }
 
 /// A shared store handle.

@@ -84,6 +84,28 @@ pub struct StatusChange {
     pub actor: String,
 }
 
+/// An experiment deletion, a compare-and-delete on the version read
+/// ([`crate::ExperimentStore::delete_experiment`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    pub experiment_id: String,
+    /// The version the caller read (and judged deletable).
+    pub version: u64,
+    pub at: OffsetDateTime,
+    /// Who asked, for the audit log.
+    pub actor: String,
+    /// What the audit entry records besides (key, status, whether forced).
+    pub details: Value,
+}
+
+/// A deleted experiment whose data is still being removed
+/// ([`crate::JobStore::purge_experiment_data`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purge {
+    pub experiment_id: String,
+    pub deleted_at: OffsetDateTime,
+}
+
 /// An entry of an experiment's audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -199,7 +221,7 @@ pub fn from_millis(ms: i64) -> OffsetDateTime {
 }
 
 /// What the store knows about one subject of one experiment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SubjectRecord {
     pub forced: Option<String>,
     pub assignment: Option<verdict_domain::Assignment>,

@@ -106,6 +106,16 @@ pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
         range: TimeRange,
     ) -> Result<Vec<Bucket>>;
 
+    /// Events of every type per variant of one experiment, summed over its `granularity`
+    /// buckets that start inside `range` (the time series of all its events at once),
+    /// ordered by variant, then event; a (variant, event) without events is left out.
+    async fn event_counts(
+        &self,
+        experiment_id: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<EventCount>>;
+
     /// State the evaluator carries between runs for one experiment (e.g. the peeking
     /// guard's running maximum), as JSON.
     async fn get_evaluation_state(&self, experiment_id: &str) -> Result<Option<serde_json::Value>>;
@@ -214,6 +224,14 @@ pub struct Bucket {
     pub count: u64,
     pub sum: f64,
     pub sum_of_squares: f64,
+}
+
+/// How many events of one type one variant received (see [`RollupStore::event_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCount {
+    pub variant: String,
+    pub event: String,
+    pub count: u64,
 }
 
 /// A cap is a number or nothing: a NaN would compare differently in each backend.

@@ -58,6 +58,7 @@ async fn connecting_twice_keeps_data_and_indexes() {
         subject: "s".into(),
         variant: "v".into(),
         assigned_at: time::OffsetDateTime::UNIX_EPOCH,
+        context: None,
     };
     test.store.get_or_create_assignment(&a).await.unwrap();
     let db = test
@@ -100,6 +101,7 @@ async fn an_interrupted_rollup_resumes_without_counting_twice() {
             subject: "s1".into(),
             variant: "control".into(),
             assigned_at: t0,
+            context: None,
         })
         .await
         .unwrap();
@@ -302,6 +304,7 @@ async fn overflowed_totals_of_every_kind_are_listed_and_an_interrupted_repair_is
                 subject: s.into(),
                 variant: "control".into(),
                 assigned_at: t0,
+                context: None,
             })
             .await
             .unwrap();

@@ -27,6 +27,7 @@ async fn store() -> MongoStore {
             subject: "s1".into(),
             variant: "control".into(),
             assigned_at: T0,
+            context: None,
         })
         .await
         .unwrap();

@@ -36,6 +36,7 @@ async fn scans_and_rollups_go_on_past_gaps_in_the_seqs() {
             subject: "s1".into(),
             variant: "control".into(),
             assigned_at: datetime!(2026-01-01 00:00:00 UTC),
+            context: None,
         })
         .await
         .unwrap();

@@ -17,6 +17,7 @@ async fn assign_through(store: Arc<dyn AssignmentStore>) -> bool {
         subject: "s1".into(),
         variant: "control".into(),
         assigned_at: datetime!(2026-01-01 00:00:00 UTC),
+        context: None,
     };
     store.get_or_create_assignment(&a).await.unwrap().1
 }

@@ -29,6 +29,7 @@ async fn reopening_a_database_keeps_its_data_and_schema() {
             subject: "s".into(),
             variant: "v".into(),
             assigned_at: time::OffsetDateTime::UNIX_EPOCH,
+            context: None,
         };
         store.get_or_create_assignment(&a).await.unwrap();
     }

@@ -178,7 +178,12 @@ pub async fn run(
         v.as_f64()
             .map_or("-".to_owned(), |x| format!("{:.2}%", x * 100.0))
     };
-    for v in results["variants"].as_array().into_iter().flatten() {
+    // The primary metric is listed first.
+    for v in results["metrics"][0]["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let interval = match v["credible_interval"].as_array() {
             Some(ci) if ci.len() == 2 => format!("{} – {}", pct(&ci[0]), pct(&ci[1])),
             _ => "-".to_owned(),

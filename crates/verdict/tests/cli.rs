@@ -321,7 +321,7 @@ async fn serve_runs_the_scheduled_aggregation() {
             .json()
             .await
             .unwrap();
-        let counted: u64 = results["variants"]
+        let counted: u64 = results["metrics"][0]["variants"]
             .as_array()
             .unwrap()
             .iter()

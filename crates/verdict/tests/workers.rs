@@ -186,6 +186,7 @@ async fn backlog(store: &DynStore, n: usize) {
                 subject: format!("s{s}"),
                 variant: if s % 2 == 0 { "a" } else { "b" }.into(),
                 assigned_at: now - time::Duration::hours(1),
+                context: None,
             })
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! WebSocket push across replicas: two real `verdict serve` processes sharing a MongoDB
 //! store and Redis. A client subscribed on process A hears the decision of an evaluation run
-//! triggered on process B, through Redis pub/sub.
+//! triggered on process B, and the metrics of an aggregation run there, through Redis
+//! pub/sub.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,15 +193,25 @@ async fn a_client_on_one_replica_hears_a_decision_made_on_another() {
     assert_eq!(evaluated["report"]["decisions"], 1, "{evaluated}");
     let decided = Instant::now();
 
-    // A's client hears it within 2 s.
+    // A's client hears it within 2 s, after the metrics B's aggregation pushed.
+    let mut metrics = None;
     let winner = loop {
         let left = Duration::from_secs(2).saturating_sub(decided.elapsed());
         let message = next(&mut ws, left).await;
-        if message["type"] == "winner" {
-            break message;
+        match message["type"].as_str() {
+            Some("winner") => break message,
+            Some("metrics") => metrics = Some(message),
+            _ => assert_eq!(message["type"], "status", "{message}"),
         }
-        assert_eq!(message["type"], "status", "{message}");
     };
+    // (Published before the decision, but pub/sub need not keep the order.)
+    let metrics = match metrics {
+        Some(m) => m,
+        None => next(&mut ws, Duration::from_secs(2)).await,
+    };
+    assert_eq!(metrics["type"], "metrics", "{metrics}");
+    assert_eq!(metrics["experiment"], "pushed", "{metrics}");
+    assert_eq!(metrics["metrics"]["variants"].as_array().unwrap().len(), 2);
     assert_eq!(winner["experiment"], "pushed");
     assert_eq!(winner["snapshot"]["winner"], "treatment", "{winner}");
     assert_eq!(winner["snapshot"]["status"], "completed");

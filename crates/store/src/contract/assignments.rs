@@ -1,8 +1,9 @@
 //! Contract tests of [`crate::AssignmentStore`]: get-or-create under concurrency and QA
-//! overrides.
+//! overrides; an assignment with its exposure.
 
 use std::collections::HashSet;
 
+use time::OffsetDateTime;
 use verdict_domain::Assignment;
 
 use super::T0;
@@ -16,6 +17,7 @@ pub async fn assignment_get_or_create_keeps_the_first_assignment(store: DynStore
         subject: "alice".into(),
         variant: "control".into(),
         assigned_at: T0,
+        context: None,
     };
     let (stored, created) = store.get_or_create_assignment(&first).await.unwrap();
     assert!(created);
@@ -66,6 +68,7 @@ pub async fn fifty_concurrent_get_or_create_calls_return_one_identical_assignmen
                         subject: "bob".into(),
                         variant: variant.into(),
                         assigned_at: T0 + time::Duration::milliseconds(i),
+                        context: None,
                     })
                     .await
                     .unwrap()
@@ -126,5 +129,84 @@ pub async fn forced_variants_are_set_replaced_and_cleared(store: DynStore) {
             .unwrap()
             .total,
         3
+    );
+}
+
+pub async fn an_exposed_assignment_stores_its_exposure_once_at_the_stored_time(store: DynStore) {
+    let exposure = |id: &str| crate::Exposure {
+        event_id: id.into(),
+        event: "exposure".into(),
+        received_at: T0 + time::Duration::hours(2),
+    };
+    let first = Assignment {
+        experiment_id: "e1".into(),
+        subject: "alice".into(),
+        variant: "control".into(),
+        assigned_at: T0,
+        context: None,
+    };
+    let (stored, created) = store
+        .get_or_create_exposed_assignment(&first, &exposure("x-alice"))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(stored, first);
+    // Again, later, with another variant proposed: the stored one holds, no second event.
+    let later = Assignment {
+        variant: "treatment".into(),
+        assigned_at: T0 + time::Duration::hours(1),
+        ..first.clone()
+    };
+    let (stored, created) = store
+        .get_or_create_exposed_assignment(&later, &exposure("x-alice"))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(stored, first);
+
+    // A subject stored without its exposure gets it at its stored time and variant.
+    let bob = Assignment {
+        subject: "bob".into(),
+        variant: "treatment".into(),
+        ..first.clone()
+    };
+    store.get_or_create_assignment(&bob).await.unwrap();
+    let (stored, created) = store
+        .get_or_create_exposed_assignment(
+            &Assignment {
+                variant: "control".into(),
+                assigned_at: T0 + time::Duration::hours(1),
+                ..bob.clone()
+            },
+            &exposure("x-bob"),
+        )
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(stored, bob);
+
+    let events = store.scan_events(0, 100).await.unwrap();
+    let seen: Vec<(&str, &str, &str, OffsetDateTime)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_id.as_str(),
+                e.subject.as_str(),
+                e.variant.as_str(),
+                e.ts,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("x-alice", "alice", "control", T0),
+            ("x-bob", "bob", "treatment", T0)
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event == "exposure" && e.value == 1.0)
     );
 }

@@ -415,3 +415,126 @@ pub async fn retention_deletes_only_aggregated_old_events_in_bounded_batches(sto
         "another experiment's buckets are not touched"
     );
 }
+
+pub async fn a_deleted_experiments_data_is_purged_in_bounded_batches(store: DynStore) {
+    // Two experiments with events, rollups, assignments, an override and evaluation state.
+    let scope = verdict_domain::Scope::global("prod");
+    for id in ["e1", "e2"] {
+        let e = super::experiment(scope.clone(), &format!("key-{id}"), id);
+        store.create_experiment(&e, "tester").await.unwrap();
+    }
+    rollup_fixture(&store, "p", 2).await;
+    store.rollup(1000).await.unwrap();
+    for id in ["e1", "e2"] {
+        store
+            .set_forced_variant(id, "qa", Some("control"), "tester")
+            .await
+            .unwrap();
+        store
+            .put_evaluation_state(id, &json!({"round": 1}))
+            .await
+            .unwrap();
+    }
+    let data_of = |store: DynStore, id: &'static str| async move {
+        let events = store.scan_events(0, 1000).await.unwrap();
+        let buckets = store
+            .buckets(
+                id,
+                "conversion",
+                Granularity::Hour,
+                crate::model::TimeRange::default(),
+            )
+            .await
+            .unwrap();
+        let subjects = ["s1", "s2", "s3", "s4", "qa"];
+        let mut stored = 0;
+        for s in subjects {
+            let record = store.subject_state(id, s).await.unwrap();
+            stored +=
+                usize::from(record.assignment.is_some()) + usize::from(record.forced.is_some());
+        }
+        (
+            events.iter().filter(|e| e.experiment_id == id).count(),
+            buckets.len(),
+            stored,
+            store.get_evaluation_state(id).await.unwrap().is_some(),
+        )
+    };
+    let e1_before = data_of(store.clone(), "e1").await;
+    let e2_before = data_of(store.clone(), "e2").await;
+    assert!(e1_before.0 > 0 && e1_before.1 > 0 && e1_before.2 > 1 && e1_before.3);
+    assert!(e2_before.0 > 0 && e2_before.1 > 0 && e2_before.2 > 1 && e2_before.3);
+
+    // A purge never acts on an experiment that exists.
+    assert_eq!(
+        store.purge_experiment_data("e2", 100, None).await.unwrap(),
+        0
+    );
+    assert_eq!(data_of(store.clone(), "e2").await, e2_before);
+
+    // The delete is a compare-and-delete on the version read.
+    let e1 = store.get_experiment(&scope, "e1").await.unwrap().unwrap();
+    let deletion = |version| crate::Deletion {
+        experiment_id: "e1".into(),
+        version,
+        at: at(7200),
+        actor: "tester".into(),
+        details: json!({"key": "key-e1", "forced": false}),
+    };
+    assert!(
+        !store
+            .delete_experiment(&deletion(e1.version + 1))
+            .await
+            .unwrap()
+    );
+    assert!(store.get_experiment(&scope, "e1").await.unwrap().is_some());
+    assert!(store.pending_purges().await.unwrap().is_empty());
+    assert!(
+        store
+            .delete_experiment(&deletion(e1.version))
+            .await
+            .unwrap()
+    );
+    assert!(store.get_experiment(&scope, "e1").await.unwrap().is_none());
+    assert!(
+        store
+            .get_experiment(&scope, "key-e1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let pending = store.pending_purges().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].experiment_id, "e1");
+    assert_eq!(pending[0].deleted_at, at(7200));
+    // Its audit log stays, the deletion on top; its key is free again.
+    let audit = store.list_audit("e1", PageRequest::DEFAULT).await.unwrap();
+    assert_eq!(audit.items[0].action, "deleted");
+    assert_eq!(audit.items[0].details["key"], "key-e1");
+    let again = super::experiment(scope.clone(), "key-e1", "e3");
+    store.create_experiment(&again, "tester").await.unwrap();
+
+    // Bounded batches until nothing is left of e1; e2 keeps all of its data.
+    let mut batches = 0;
+    let mut purged = 0;
+    loop {
+        let n = store.purge_experiment_data("e1", 5, None).await.unwrap();
+        assert!(n <= 5, "a batch deletes at most its limit: {n}");
+        if n == 0 {
+            break;
+        }
+        purged += n;
+        batches += 1;
+    }
+    assert!(batches >= 3, "{batches} batches");
+    let expected = e1_before.0 + e1_before.1 + e1_before.2 + usize::from(e1_before.3);
+    assert!(
+        purged as usize >= expected,
+        "{purged} rows purged, at least {expected}"
+    );
+    assert_eq!(data_of(store.clone(), "e1").await, (0, 0, 0, false));
+    assert_eq!(data_of(store.clone(), "e2").await, e2_before);
+
+    store.finish_purge("e1", None).await.unwrap();
+    assert!(store.pending_purges().await.unwrap().is_empty());
+}

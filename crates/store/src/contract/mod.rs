@@ -75,6 +75,7 @@ macro_rules! store_contract_suite {
             assignment_get_or_create_keeps_the_first_assignment,
             fifty_concurrent_get_or_create_calls_return_one_identical_assignment,
             forced_variants_are_set_replaced_and_cleared,
+            an_exposed_assignment_stores_its_exposure_once_at_the_stored_time,
             // events
             a_batch_with_duplicate_event_ids_stores_each_once_and_reports_duplicates,
             events_are_attributed_to_the_stored_assignment_or_rejected,
@@ -98,6 +99,7 @@ macro_rules! store_contract_suite {
             a_stale_holders_fenced_write_is_rejected,
             run_records_round_trip_and_list_newest_first,
             retention_deletes_only_aggregated_old_events_in_bounded_batches,
+            a_deleted_experiments_data_is_purged_in_bounded_batches,
             // webhooks
             old_attempts_of_finished_deliveries_are_deleted_in_batches,
             webhook_endpoints_round_trip_update_disable_rotate_and_delete,
@@ -174,6 +176,7 @@ pub(crate) async fn assign(
             subject: subject.into(),
             variant: variant.into(),
             assigned_at: T0 + time::Duration::seconds(at_s),
+            context: None,
         })
         .await
         .unwrap();

@@ -10,6 +10,32 @@ use crate::{Attribution, DynStore, StoreError};
 
 async fn assert_rollups_match_raw(store: &DynStore) {
     for exp in ["e1", "e2"] {
+        // Every event type per variant at once: the raw events per (variant, event).
+        let mut want = Vec::new();
+        for ev in ["conversion", "exposure"] {
+            for c in store
+                .variant_counts(exp, ev, &Attribution::default(), None)
+                .await
+                .unwrap()
+            {
+                if c.events > 0 {
+                    want.push(crate::EventCount {
+                        variant: c.variant,
+                        event: ev.to_owned(),
+                        count: c.events,
+                    });
+                }
+            }
+        }
+        want.sort_by(|a, b| (&a.variant, &a.event).cmp(&(&b.variant, &b.event)));
+        assert!(!want.is_empty(), "{exp}: the fixture has events");
+        for g in [crate::Granularity::Hour, crate::Granularity::Day] {
+            let counts = store
+                .event_counts(exp, g, TimeRange::default())
+                .await
+                .unwrap();
+            assert_eq!(counts, want, "{exp}/{g:?}: event counts by type");
+        }
         for ev in ["conversion", "exposure"] {
             for cap in [None, Some(1.0)] {
                 let raw = store
@@ -114,6 +140,37 @@ pub async fn rollup_matches_raw_counts_and_running_it_again_changes_nothing(stor
     assert!(
         hours.len() > days.len(),
         "30 hours of events span more hour buckets than days"
+    );
+    // Inside a range: the buckets that start in it.
+    let range = TimeRange {
+        from: Some(T0 + time::Duration::hours(5)),
+        to: Some(T0 + time::Duration::hours(12)),
+    };
+    let mut want: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for ev in ["conversion", "exposure"] {
+        for b in store
+            .buckets("e1", ev, crate::Granularity::Hour, range)
+            .await
+            .unwrap()
+        {
+            *want.entry((b.variant, ev.to_owned())).or_default() += b.count;
+        }
+    }
+    let counts = store
+        .event_counts("e1", crate::Granularity::Hour, range)
+        .await
+        .unwrap();
+    let got: std::collections::BTreeMap<(String, String), u64> = counts
+        .into_iter()
+        .map(|c| ((c.variant, c.event), c.count))
+        .collect();
+    assert!(!got.is_empty(), "the range holds events");
+    assert_eq!(got, want);
+    let all: u64 = got.values().sum();
+    let total: u64 = hours.iter().map(|b| b.count).sum();
+    assert!(
+        all < total,
+        "the range leaves events out ({all} of {total})"
     );
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use verdict_domain::Assignment;
 
-use super::{MongoStore, bdate, db_err, get_date, get_str, is_duplicate};
+use super::{MongoStore, bdate, db_err, decode, get_date, get_str, is_duplicate};
 use crate::Result;
 use crate::assignments::AssignmentStore;
 use crate::error::StoreError;
@@ -34,6 +34,10 @@ impl MongoStore {
             subject: subject.to_owned(),
             variant: get_str(&d, "variant", WHAT)?.to_owned(),
             assigned_at: get_date(&d, "assigned_at", WHAT)?,
+            context: match d.get_str("context") {
+                Ok(c) => Some(decode(c, "reading an assignment's context")?),
+                Err(_) => None,
+            },
         }))
     }
 }
@@ -58,10 +62,20 @@ impl AssignmentStore for MongoStore {
             .coll("assignments")
             .update_one(
                 doc! {"experiment_id": &a.experiment_id, "subject": &a.subject},
-                doc! {"$setOnInsert": {
-                    "variant": &a.variant,
-                    "assigned_at": bdate(a.assigned_at),
-                }},
+                {
+                    let mut new = doc! {
+                        "variant": &a.variant,
+                        "assigned_at": bdate(a.assigned_at),
+                    };
+                    if let Some(context) = &a.context {
+                        // As JSON text, like audit details: any attribute value round-trips.
+                        new.insert(
+                            "context",
+                            serde_json::Value::Object(context.clone()).to_string(),
+                        );
+                    }
+                    doc! {"$setOnInsert": new}
+                },
             )
             .upsert(true)
             .await;

@@ -21,7 +21,9 @@ use super::{
 use crate::Result;
 use crate::error::StoreError;
 use crate::experiments::ExperimentStore;
-use crate::model::{AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange};
+use crate::model::{
+    AuditEntry, Deletion, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange,
+};
 
 const EXPERIMENTS: &str = "`experiments`";
 
@@ -357,6 +359,39 @@ impl ExperimentStore for MongoStore {
             }
             return Ok(e);
         }
+    }
+
+    async fn delete_experiment(&self, deletion: &Deletion) -> Result<bool> {
+        let d = deletion;
+        // Messages of changes already made leave the document before it goes; none can be
+        // added after, as each change bumps the version the delete below is filtered on.
+        self.relay_outbox(&d.experiment_id).await?;
+        // The purge is queued first: a crash before the delete leaves a purge whose
+        // experiment still exists, which the purge never acts on (and drops).
+        let purges = self.coll("deleted_experiments");
+        purges
+            .update_one(
+                doc! {"_id": &d.experiment_id},
+                doc! {"$set": {"deleted_at": bdate(d.at)}},
+            )
+            .upsert(true)
+            .await
+            .map_err(db_err("queueing a deleted experiment's purge"))?;
+        let removed = self
+            .coll("experiments")
+            .delete_one(doc! {"_id": &d.experiment_id, "version": d.version as i64})
+            .await
+            .map_err(db_err("deleting an experiment"))?;
+        if removed.deleted_count == 0 {
+            purges
+                .delete_one(doc! {"_id": &d.experiment_id})
+                .await
+                .map_err(db_err("dropping a purge queued in vain"))?;
+            return Ok(false);
+        }
+        self.audit(&d.experiment_id, d.at, &d.actor, "deleted", &d.details)
+            .await?;
+        Ok(true)
     }
 
     async fn list_audit(&self, experiment_id: &str, page: PageRequest) -> Result<Page<AuditEntry>> {

@@ -28,6 +28,7 @@ use super::{
     is_duplicate,
 };
 use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
+use crate::model::Purge;
 use crate::model::{Page, PageRequest};
 use crate::rollup::RollupStore;
 use crate::{Result, StoreError};
@@ -431,6 +432,81 @@ impl JobStore for MongoStore {
             "deleting old webhook attempts",
         )
         .await
+    }
+
+    async fn pending_purges(&self) -> Result<Vec<Purge>> {
+        const WHAT: &str = "`deleted_experiments`";
+        let docs = collect(
+            self.coll("deleted_experiments")
+                .find(doc! {})
+                .sort(doc! {"deleted_at": 1, "_id": 1})
+                .await
+                .map_err(db_err("listing deleted experiments"))?,
+            "listing deleted experiments",
+        )
+        .await?;
+        docs.iter()
+            .map(|d| {
+                Ok(Purge {
+                    experiment_id: get_str(d, "_id", WHAT)?.to_owned(),
+                    deleted_at: get_date(d, "deleted_at", WHAT)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_experiment_data(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence_before_delete(fence).await?;
+        let exists = self
+            .coll("experiments")
+            .find_one(doc! {"_id": experiment_id})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(db_err("reading an experiment"))?
+            .is_some();
+        if exists {
+            return Ok(0);
+        }
+        // Raw events first (nothing is rolled up from them meanwhile), then what was rolled
+        // up or decided from them.
+        let mut deleted = 0;
+        for (coll, field) in [
+            ("events", "experiment_id"),
+            ("buckets", "experiment_id"),
+            ("subject_metrics", "experiment_id"),
+            ("assignments", "experiment_id"),
+            ("forced_variants", "experiment_id"),
+            ("evaluation_state", "_id"),
+        ] {
+            let left = limit.saturating_sub(deleted as usize);
+            if left == 0 {
+                break;
+            }
+            deleted += self
+                .bounded_delete(
+                    coll,
+                    doc! {field: experiment_id},
+                    doc! {"_id": 1},
+                    left,
+                    fence,
+                )
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn finish_purge(&self, experiment_id: &str, fence: Option<&Fence>) -> Result<()> {
+        self.check_fence(fence).await?;
+        self.coll("deleted_experiments")
+            .delete_one(doc! {"_id": experiment_id})
+            .await
+            .map_err(db_err("forgetting a finished purge"))?;
+        Ok(())
     }
 
     async fn delete_runs(

@@ -17,8 +17,8 @@ use super::{
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts};
 use crate::rollup::{
-    Bucket, Granularity, RepairOutcome, RollupReport, RollupStore, SQUARE_OVERFLOWS, check_bound,
-    check_cap, check_fence, quantile_position,
+    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SQUARE_OVERFLOWS,
+    check_bound, check_cap, check_fence, quantile_position,
 };
 use crate::{Result, StoreError};
 
@@ -839,6 +839,48 @@ impl RollupStore for MongoStore {
                     count: get_u64(d, "count", WHAT)?,
                     sum: get_f64(d, "sum", WHAT)?,
                     sum_of_squares: get_f64(d, "sum_sq", WHAT)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn event_counts(
+        &self,
+        experiment_id: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<EventCount>> {
+        const WHAT: &str = "event counts";
+        let mut f = doc! {"experiment_id": experiment_id, "granularity": granularity.as_str()};
+        if let Some(t) = time_filter(range) {
+            f.insert("start", t);
+        }
+        let docs = collect(
+            self.coll("buckets")
+                .aggregate(vec![
+                    doc! {"$match": f},
+                    doc! {"$group": {
+                        "_id": {"v": "$variant", "e": "$event"},
+                        "n": {"$sum": "$count"},
+                    }},
+                    doc! {"$match": {"n": {"$gt": 0_i64}}},
+                    doc! {"$sort": {"_id.v": 1, "_id.e": 1}},
+                ])
+                .await
+                .map_err(db_err("counting events by type"))?,
+            "counting events by type",
+        )
+        .await?;
+        docs.iter()
+            .map(|d| {
+                let id = match super::get_bson(d, "_id", WHAT)? {
+                    Bson::Document(id) => id,
+                    other => return Err(super::mistyped(WHAT, "_id", "a document", other)),
+                };
+                Ok(EventCount {
+                    variant: get_str(id, "v", WHAT)?.to_owned(),
+                    event: get_str(id, "e", WHAT)?.to_owned(),
+                    count: get_u64(d, "n", WHAT)?,
                 })
             })
             .collect()

@@ -8,9 +8,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use verdict_domain::Assignment;
 
-use super::{Message, SqliteStore, WriteJob, audit, begin, commit, internal};
+use super::{Message, SqliteStore, WriteJob, audit, begin, commit, decode, internal};
 use crate::Result;
-use crate::assignments::AssignmentStore;
+use crate::assignments::{AssignmentStore, Exposure};
 use crate::error::StoreError;
 use crate::model::{SubjectRecord, from_millis, to_millis};
 
@@ -19,15 +19,18 @@ use crate::model::{SubjectRecord, from_millis, to_millis};
 pub(super) fn assign_in(tx: &Transaction<'_>, a: &Assignment) -> Result<(Assignment, bool)> {
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO assignments (experiment_id, subject, variant, assigned_at)
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            "INSERT INTO assignments (experiment_id, subject, variant, assigned_at, context)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
         )
         .and_then(|mut st| {
             st.execute(params![
                 a.experiment_id,
                 a.subject,
                 a.variant,
-                to_millis(a.assigned_at)
+                to_millis(a.assigned_at),
+                a.context
+                    .as_ref()
+                    .map(|c| serde_json::Value::Object(c.clone()).to_string())
             ])
         })
         .map_err(internal("inserting an assignment"))?;
@@ -50,20 +53,36 @@ fn select_assignment(
     experiment_id: &str,
     subject: &str,
 ) -> Result<Option<Assignment>> {
-    c.prepare_cached(
-        "SELECT variant, assigned_at FROM assignments WHERE experiment_id = ?1 AND subject = ?2",
-    )
-    .map_err(internal("reading an assignment"))?
-    .query_row(params![experiment_id, subject], |r| {
+    let row: Option<(String, i64, Option<String>)> = c
+        .prepare_cached(
+            "SELECT variant, assigned_at, context FROM assignments
+             WHERE experiment_id = ?1 AND subject = ?2",
+        )
+        .map_err(internal("reading an assignment"))?
+        .query_row(params![experiment_id, subject], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(internal("reading an assignment"))?;
+    row.map(|(variant, at, context)| {
         Ok(Assignment {
             experiment_id: experiment_id.to_owned(),
             subject: subject.to_owned(),
-            variant: r.get(0)?,
-            assigned_at: from_millis(r.get(1)?),
+            variant,
+            assigned_at: from_millis(at),
+            context: decode_context(context)?,
         })
     })
-    .optional()
-    .map_err(internal("reading an assignment"))
+    .transpose()
+}
+
+/// An assignment's stored context (a JSON object, or NULL).
+fn decode_context(
+    context: Option<String>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    context
+        .map(|c| decode(&c, "reading an assignment's context"))
+        .transpose()
 }
 
 #[async_trait]
@@ -82,14 +101,7 @@ impl AssignmentStore for SqliteStore {
         &self,
         assignment: &Assignment,
     ) -> Result<(Assignment, bool)> {
-        // Callers look for a stored assignment first; new subjects arrive many at a time,
-        // so they are committed in groups like event batches.
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = WriteJob::Assign {
-            assignment: assignment.clone(),
-            reply,
-        };
-        self.send(Message::Commit(job), answer).await
+        self.assign(assignment, None).await
     }
 
     async fn set_forced_variant(
@@ -158,30 +170,52 @@ impl AssignmentStore for SqliteStore {
         let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
         self.read_point(move |c| {
             // One statement, so one read transaction (each takes the WAL's read lock).
-            c.prepare_cached(
-                "SELECT (SELECT variant FROM forced_variants
-                         WHERE experiment_id = ?1 AND subject = ?2),
-                        a.variant, a.assigned_at
-                 FROM (SELECT 1)
-                 LEFT JOIN assignments a ON a.experiment_id = ?1 AND a.subject = ?2",
-            )
-            .and_then(|mut st| {
-                st.query_row(params![eid, s], |r| {
-                    let variant: Option<String> = r.get(1)?;
-                    let assigned_at: Option<i64> = r.get(2)?;
-                    Ok(SubjectRecord {
-                        forced: r.get(0)?,
-                        assignment: variant.zip(assigned_at).map(|(variant, at)| Assignment {
-                            experiment_id: eid.clone(),
-                            subject: s.clone(),
-                            variant,
-                            assigned_at: from_millis(at),
-                        }),
+            type Row = (Option<String>, Option<String>, Option<i64>, Option<String>);
+            let (forced, variant, assigned_at, context): Row = c
+                .prepare_cached(
+                    "SELECT (SELECT variant FROM forced_variants
+                             WHERE experiment_id = ?1 AND subject = ?2),
+                            a.variant, a.assigned_at, a.context
+                     FROM (SELECT 1)
+                     LEFT JOIN assignments a ON a.experiment_id = ?1 AND a.subject = ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![eid, s], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                 })
-            })
-            .map_err(internal("reading the subject's state"))
+                .map_err(internal("reading the subject's state"))?;
+            let assignment = match variant.zip(assigned_at) {
+                Some((variant, at)) => Some(Assignment {
+                    experiment_id: eid.clone(),
+                    subject: s.clone(),
+                    variant,
+                    assigned_at: from_millis(at),
+                    context: decode_context(context)?,
+                }),
+                None => None,
+            };
+            Ok(SubjectRecord { forced, assignment })
         })
         .await
+    }
+}
+
+impl SqliteStore {
+    /// Store `assignment` (and `exposure` of what is stored) through the writer thread.
+    /// Callers look for a stored assignment first; new subjects arrive many at a time, so
+    /// they are committed in groups like event batches.
+    pub(super) async fn assign(
+        &self,
+        assignment: &Assignment,
+        exposure: Option<&Exposure>,
+    ) -> Result<(Assignment, bool)> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = WriteJob::Assign {
+            assignment: assignment.clone(),
+            exposure: exposure.cloned().map(Box::new),
+            reply,
+        };
+        self.send(Message::Commit(job), answer).await
     }
 }

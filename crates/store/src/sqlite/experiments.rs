@@ -16,8 +16,8 @@ use crate::Result;
 use crate::error::StoreError;
 use crate::experiments::ExperimentStore;
 use crate::model::{
-    AuditEntry, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange, from_millis,
-    to_millis,
+    AuditEntry, Deletion, ExperimentFilter, Page, PageRequest, StatusChange, WinnerChange,
+    from_millis, to_millis,
 };
 
 fn org_column(org: &Option<String>) -> &str {
@@ -287,6 +287,31 @@ impl ExperimentStore for SqliteStore {
             }
             commit(tx)?;
             Ok(e)
+        })
+        .await
+    }
+
+    async fn delete_experiment(&self, deletion: &Deletion) -> Result<bool> {
+        let d = deletion.clone();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM experiments WHERE id = ?1 AND version = ?2",
+                    params![d.experiment_id, d.version as i64],
+                )
+                .map_err(internal("deleting an experiment"))?;
+            if removed == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO deleted_experiments (id, deleted_at) VALUES (?1, ?2)",
+                params![d.experiment_id, to_millis(d.at)],
+            )
+            .map_err(internal("queueing a deleted experiment's purge"))?;
+            audit(&tx, &d.experiment_id, d.at, &d.actor, "deleted", &d.details)?;
+            commit(tx)?;
+            Ok(true)
         })
         .await
     }

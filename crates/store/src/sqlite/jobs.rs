@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{SqliteStore, begin, check_fence, commit, decode, encode, internal};
 use crate::Result;
 use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
-use crate::model::{Page, PageRequest, from_millis, to_millis};
+use crate::model::{Page, PageRequest, Purge, from_millis, to_millis};
 
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
@@ -48,6 +48,25 @@ fn scope_clause(filter: &RetentionFilter, column: &str) -> (String, Vec<String>)
         }
     }
 }
+
+/// What a deleted experiment leaves, in purge order: raw events first (nothing is rolled up
+/// from them meanwhile), then what was rolled up or decided from them. Each statement
+/// deletes at most `?2` rows of experiment `?1`, by the table's own key.
+const PURGE_STATEMENTS: &[&str] = &[
+    "DELETE FROM events WHERE seq IN (
+         SELECT seq FROM events WHERE experiment_id = ?1 LIMIT ?2)",
+    "DELETE FROM buckets WHERE (experiment_id, event, granularity, start, variant) IN (
+         SELECT experiment_id, event, granularity, start, variant FROM buckets
+         WHERE experiment_id = ?1 LIMIT ?2)",
+    "DELETE FROM subject_metrics WHERE (experiment, event, subject) IN (
+         SELECT experiment, event, subject FROM subject_metrics
+         WHERE experiment = (SELECT id FROM rollup_names WHERE name = ?1) LIMIT ?2)",
+    "DELETE FROM assignments WHERE (experiment_id, subject) IN (
+         SELECT experiment_id, subject FROM assignments WHERE experiment_id = ?1 LIMIT ?2)",
+    "DELETE FROM forced_variants WHERE (experiment_id, subject) IN (
+         SELECT experiment_id, subject FROM forced_variants WHERE experiment_id = ?1 LIMIT ?2)",
+    "DELETE FROM evaluation_state WHERE experiment_id = ?1 AND ?2 > 0",
+];
 
 #[async_trait]
 impl JobStore for SqliteStore {
@@ -278,6 +297,75 @@ impl JobStore for SqliteStore {
         );
         self.fenced_delete(sql, to_millis(before), Vec::new(), fence)
             .await
+    }
+
+    async fn pending_purges(&self) -> Result<Vec<Purge>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, deleted_at FROM deleted_experiments ORDER BY deleted_at, id",
+                )
+                .map_err(internal("listing deleted experiments"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(internal("listing deleted experiments"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(experiment_id, at)| Purge {
+                    experiment_id,
+                    deleted_at: from_millis(at),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn purge_experiment_data(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        let (id, fence) = (experiment_id.to_owned(), fence.cloned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |c| {
+            let tx = begin(c)?;
+            check_fence(&tx, fence.as_ref())?;
+            let exists = tx
+                .query_row("SELECT 1 FROM experiments WHERE id = ?1", [&id], |_| Ok(()))
+                .optional()
+                .map_err(internal("reading an experiment"))?
+                .is_some();
+            let mut deleted = 0;
+            if !exists {
+                for sql in PURGE_STATEMENTS {
+                    if deleted >= limit {
+                        break;
+                    }
+                    let n = tx
+                        .prepare_cached(sql)
+                        .and_then(|mut st| st.execute(params![id, limit - deleted]))
+                        .map_err(internal("deleting a deleted experiment's data"))?;
+                    deleted += n as i64;
+                }
+            }
+            commit(tx)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn finish_purge(&self, experiment_id: &str, fence: Option<&Fence>) -> Result<()> {
+        let (id, fence) = (experiment_id.to_owned(), fence.cloned());
+        self.write(move |c| {
+            let tx = begin(c)?;
+            check_fence(&tx, fence.as_ref())?;
+            tx.execute("DELETE FROM deleted_experiments WHERE id = ?1", [&id])
+                .map_err(internal("forgetting a finished purge"))?;
+            commit(tx)
+        })
+        .await
     }
 
     async fn delete_runs(

@@ -46,6 +46,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use verdict_domain::{Assignment, NewEvent};
 
+use crate::assignments::Exposure;
 use crate::error::{Cause, StoreError};
 use crate::jobs::Fence;
 use crate::model::{AppendOutcome, Page, PageRequest, to_millis};
@@ -80,6 +81,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0008_overflowed_totals",
         include_str!("../../migrations/0008_overflowed_totals.sql"),
+    ),
+    (
+        "0009_deleted_experiments",
+        include_str!("../../migrations/0009_deleted_experiments.sql"),
+    ),
+    (
+        "0010_assignment_context",
+        include_str!("../../migrations/0010_assignment_context.sql"),
     ),
 ];
 
@@ -137,8 +146,10 @@ enum WriteJob {
         batch: Vec<NewEvent>,
         reply: tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>>>,
     },
+    /// An assignment, and its exposure event when given (in the same transaction).
     Assign {
         assignment: Assignment,
+        exposure: Option<Box<Exposure>>,
         reply: tokio::sync::oneshot::Sender<Result<(Assignment, bool)>>,
     },
     /// A write that panics while it is applied (tests of panic containment).
@@ -158,8 +169,17 @@ impl WriteJob {
     fn apply(&self, tx: &Transaction<'_>) -> Result<Written> {
         match self {
             Self::Append { batch, .. } => events::append_in(tx, batch).map(Written::Appended),
-            Self::Assign { assignment, .. } => assignments::assign_in(tx, assignment)
-                .map(|(a, created)| Written::Assigned(a, created)),
+            Self::Assign {
+                assignment,
+                exposure,
+                ..
+            } => {
+                let (kept, created) = assignments::assign_in(tx, assignment)?;
+                if let Some(exposure) = exposure {
+                    Exposure::check(&events::append_in(tx, &[exposure.of(&kept)])?)?;
+                }
+                Ok(Written::Assigned(kept, created))
+            }
             #[cfg(test)]
             Self::Panic { .. } => panic!("a test write panics while it is applied"),
         }
@@ -902,6 +922,14 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn get_or_create_exposed_assignment(
+        &self,
+        assignment: &Assignment,
+        exposure: &Exposure,
+    ) -> Result<(Assignment, bool)> {
+        self.assign(assignment, Some(exposure)).await
     }
 }
 

@@ -15,7 +15,8 @@ use crate::Result;
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts, from_millis, to_millis};
 use crate::rollup::{
-    Bucket, Granularity, RepairOutcome, RollupReport, RollupStore, check_bound, check_cap,
+    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, check_bound,
+    check_cap,
 };
 
 /// A bucket whose Σ or Σ² is infinite: the condition of the partial index
@@ -416,6 +417,39 @@ impl RollupStore for SqliteStore {
             .map_err(internal("reading buckets"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal("reading buckets"))
+        })
+        .await
+    }
+
+    async fn event_counts(
+        &self,
+        experiment_id: &str,
+        granularity: Granularity,
+        range: TimeRange,
+    ) -> Result<Vec<EventCount>> {
+        let eid = experiment_id.to_owned();
+        let from = range.from.map(to_millis);
+        let to = range.to.map(to_millis);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT variant, event, SUM(count) FROM buckets
+                     WHERE experiment_id = ?1 AND granularity = ?2
+                       AND (?3 IS NULL OR start >= ?3) AND (?4 IS NULL OR start < ?4)
+                     GROUP BY variant, event HAVING SUM(count) > 0
+                     ORDER BY variant, event",
+                )
+                .map_err(internal("counting events by type"))?;
+            stmt.query_map(params![eid, granularity.as_str(), from, to], |r| {
+                Ok(EventCount {
+                    variant: r.get(0)?,
+                    event: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(internal("counting events by type"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal("counting events by type"))
         })
         .await
     }

@@ -11,6 +11,7 @@ fn assignment(subject: &str) -> Assignment {
         subject: subject.into(),
         variant: "control".into(),
         assigned_at: datetime!(2026-01-01 00:00:00 UTC),
+        context: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn assign_job(
 ) {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job = WriteJob::Assign {
+        exposure: None,
         assignment: assignment(subject),
         reply,
     };
