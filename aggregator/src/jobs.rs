@@ -15,8 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use time::OffsetDateTime;
 use verdict_cache::{Change, DynCache};
-use verdict_domain::{MetricsSnapshot, Status};
+use verdict_domain::outbox::threshold_message;
+use verdict_domain::{Experiment, MetricsSnapshot, Status, VariantCounts};
+use verdict_policy::thresholds;
 use verdict_store::{DynStore, ExperimentFilter, Fence, RepairOutcome, RollupStore, StoreError};
 
 use crate::counts;
@@ -38,6 +41,10 @@ pub struct AggregateReport {
     /// (`metrics` messages; see [`AggregateJob`]).
     #[serde(default)]
     pub metrics_pushed: u64,
+    /// Metric thresholds newly reached after the run, each announced by an
+    /// `experiment.metrics_threshold_reached` webhook.
+    #[serde(default)]
+    pub thresholds_reached: u64,
     /// The repair of overflowed totals after the rollup steps (empty lists from
     /// [`aggregate`], which does not repair).
     #[serde(flatten)]
@@ -170,7 +177,9 @@ pub async fn repair_overflowed_totals(
 /// then, on the first run of the process, [`repair_overflowed_totals`] with
 /// `ingest.max_abs_value`. After a run that folded events, each running experiment's
 /// primary metric is published as a [`Change::Metrics`] (what WebSocket subscribers get),
-/// at most once per `metrics_push_interval` per experiment.
+/// at most once per `metrics_push_interval` per experiment, and its metric thresholds are
+/// checked, each new crossing announced by an `experiment.metrics_threshold_reached`
+/// webhook (see `verdict_domain::threshold`).
 #[derive(Debug, Clone)]
 pub struct AggregateJob {
     store: DynStore,
@@ -215,54 +224,116 @@ impl AggregateJob {
         }
     }
 
-    /// Publish the primary metric of every running experiment not pushed within the
-    /// interval; returns how many were. A failure is logged and skips that experiment: the
-    /// rollups are done, and the next run pushes again.
-    async fn push_metrics(&self, aggregated_through: u64) -> Result<u64, StoreError> {
+    /// What follows a run that folded events, for every running experiment: its metrics
+    /// pushed ([`AggregateJob::push_metrics`]) and its thresholds checked
+    /// ([`AggregateJob::announce_crossings`]). A failure for one experiment is logged and
+    /// skips it: the rollups are done, and the next run tries again.
+    async fn after_folding(&self, report: &mut AggregateReport) -> Result<(), StoreError> {
         let running = ExperimentFilter {
             status: Some(Status::Running),
             ..Default::default()
         };
-        let mut pushed = 0;
         for e in self.store.list_all_experiments(&running).await? {
-            let due = {
-                let mut last = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
-                let due = last
-                    .get(&e.id)
-                    .is_none_or(|at| at.elapsed() >= self.metrics_push_interval);
-                if due {
-                    last.insert(e.id.clone(), Instant::now());
-                }
-                due
-            };
-            if !due {
+            if self.push_metrics(&e, report.watermark).await {
+                report.metrics_pushed += 1;
+            }
+            if e.thresholds.is_empty() {
                 continue;
             }
-            let figures =
-                match counts::in_variant_order(&self.store, &e, &e.primary_metric.event).await {
-                    Ok(figures) => figures,
-                    Err(err) => {
-                        tracing::warn!(
-                            experiment = %e.key,
-                            error = %verdict_domain::ErrorChain(&err),
-                            "could not read the experiment's metrics to push them"
-                        );
-                        continue;
-                    }
-                };
-            let change = Change::Metrics {
-                metrics: MetricsSnapshot::of(&e, aggregated_through, &figures),
-            };
-            match self.cache.publish(&change).await {
-                Ok(()) => pushed += 1,
+            match self.announce_crossings(&e, report.watermark).await {
+                Ok(n) => report.thresholds_reached += n,
                 Err(err) => tracing::warn!(
                     experiment = %e.key,
                     error = %verdict_domain::ErrorChain(&err),
-                    "could not push the experiment's metrics"
+                    "could not check the experiment's metric thresholds"
                 ),
             }
         }
-        Ok(pushed)
+        Ok(())
+    }
+
+    /// Publish `e`'s primary metric unless this process pushed it within the interval;
+    /// whether it did.
+    async fn push_metrics(&self, e: &Experiment, aggregated_through: u64) -> bool {
+        {
+            let mut last = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+            if last
+                .get(&e.id)
+                .is_some_and(|at| at.elapsed() < self.metrics_push_interval)
+            {
+                return false;
+            }
+            last.insert(e.id.clone(), Instant::now());
+        }
+        let figures = match counts::in_variant_order(&self.store, e, &e.primary_metric.event).await
+        {
+            Ok(figures) => figures,
+            Err(err) => {
+                tracing::warn!(
+                    experiment = %e.key,
+                    error = %verdict_domain::ErrorChain(&err),
+                    "could not read the experiment's metrics to push them"
+                );
+                return false;
+            }
+        };
+        let change = Change::Metrics {
+            metrics: MetricsSnapshot::of(e, aggregated_through, &figures),
+        };
+        match self.cache.publish(&change).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(
+                    experiment = %e.key,
+                    error = %verdict_domain::ErrorChain(&err),
+                    "could not push the experiment's metrics"
+                );
+                false
+            }
+        }
+    }
+
+    /// Read the figures `e`'s thresholds watch, and store the new crossing state with an
+    /// `experiment.metrics_threshold_reached` message per new crossing, atomically
+    /// (`ExperimentStore::record_threshold_state`); returns the crossings announced. When
+    /// another writer moved the state first nothing is written: the next run reads again.
+    async fn announce_crossings(
+        &self,
+        e: &Experiment,
+        aggregated_through: u64,
+    ) -> Result<u64, StoreError> {
+        let mut figures: HashMap<&str, Vec<VariantCounts>> = HashMap::new();
+        for t in &e.thresholds {
+            if !figures.contains_key(t.metric.as_str()) {
+                let read = counts::in_variant_order(&self.store, e, &t.metric).await?;
+                figures.insert(&t.metric, read);
+            }
+        }
+        let readings = thresholds::readings(e, |event| figures.get(event).map(Vec::as_slice));
+        let state = self.store.threshold_state(&e.id).await?;
+        let (next, crossings) = state.advance(&e.thresholds, &readings);
+        if next == state {
+            return Ok(0);
+        }
+        let at = OffsetDateTime::now_utc();
+        let messages: Vec<_> = crossings
+            .iter()
+            .filter_map(|c| threshold_message(e, c, aggregated_through, at))
+            .collect();
+        let recorded = self
+            .store
+            .record_threshold_state(&e.id, state.announced, &next, &messages)
+            .await?;
+        for c in crossings.iter().filter(|_| recorded) {
+            tracing::info!(
+                experiment = %e.key,
+                variant = %c.variant,
+                figure = c.figure,
+                crossing = c.number,
+                "metric threshold reached"
+            );
+        }
+        Ok(if recorded { messages.len() as u64 } else { 0 })
     }
 }
 
@@ -294,7 +365,7 @@ impl verdict_jobs::Job for AggregateJob {
             self.overflow_checked.store(true, Ordering::Relaxed);
         }
         if report.events > 0 {
-            report.metrics_pushed = self.push_metrics(report.watermark).await?;
+            self.after_folding(&mut report).await?;
         }
         report.duration = started.elapsed();
         // The lag gauge as of this run, so a scrape right after it reads the new figure.

@@ -6,42 +6,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::webhooks::{dispatcher, verify};
 use common::{ab_experiment, error_code, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use verdict_webhooks::test_support::{Receiver, Reply};
-use verdict_webhooks::{Dispatcher, DispatcherConfig, RetrySchedule};
 
 const ALLOW_PRIVATE: (&str, &str) = ("VERDICT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true");
-
-fn dispatcher(app: &common::TestApp) -> Dispatcher {
-    Dispatcher::new(
-        app.store.clone(),
-        DispatcherConfig {
-            allow_private_targets: true,
-            request_timeout: Duration::from_secs(5),
-            schedule: RetrySchedule::default(),
-            disable_after: Duration::from_secs(5 * 86_400),
-            lease: Duration::from_secs(30),
-            batch_size: 100,
-            idle_sleep: Duration::from_millis(10),
-        },
-    )
-    .expect("http client")
-    .with_jitter(|| 0.5)
-}
-
-fn verify(received: &verdict_webhooks::test_support::Received, secret: &str) -> bool {
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &received.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    standardwebhooks::Webhook::new(secret)
-        .expect("reference accepts the secret")
-        .verify(&received.body, &headers)
-        .is_ok()
-}
 
 async fn create_endpoint(app: &common::TestApp, body: Value) -> Value {
     let (status, created) = app

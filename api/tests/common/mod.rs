@@ -21,6 +21,8 @@ use verdict_cache::{DynCache, MemoryCache, RedisCache};
 use verdict_config::{CacheKind, ExposeSecret, Settings, StoreKind};
 use verdict_store::{DynStore, MongoStore, SqliteStore};
 
+pub mod webhooks;
+
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 /// A running server and a client to talk to it.

@@ -14,8 +14,8 @@ use verdict_domain::assignment::subject_key;
 use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
-    Experiment, ExperimentInput, Metric, PolicyMode, Problems, RetentionOverride, Right, Scope,
-    Status, Targeting, Winner, WinnerPolicy,
+    Experiment, ExperimentInput, Metric, MetricThreshold, PolicyMode, Problems, RetentionOverride,
+    Right, Scope, Status, Targeting, Winner, WinnerPolicy,
 };
 use verdict_store::{
     AuditEntry, Deletion, ExperimentFilter, StatusChange, StoreError, WinnerChange,
@@ -43,6 +43,8 @@ pub struct ExperimentPatch {
     pub guardrail_metrics: Option<Vec<Metric>>,
     #[serde(default, deserialize_with = "double_option")]
     pub exposure_event: Option<Option<String>>,
+    /// Replaces every threshold (`[]` removes them); a changed threshold starts afresh.
+    pub thresholds: Option<Vec<MetricThreshold>>,
     pub policy: Option<WinnerPolicy>,
     pub retention: Option<RetentionOverride>,
     /// Only while a draft; running experiments use `PUT …/variants`.
@@ -93,6 +95,7 @@ impl ExperimentPatch {
         set(&mut next.secondary_metrics, self.secondary_metrics);
         set(&mut next.guardrail_metrics, self.guardrail_metrics);
         set(&mut next.exposure_event, self.exposure_event);
+        set(&mut next.thresholds, self.thresholds);
         set(&mut next.policy, self.policy);
         set(&mut next.retention, self.retention);
         let at = next.updated_at;

@@ -15,6 +15,7 @@ pub use crate::metric::{Metric, MetricKind, MetricRole, Objective};
 use crate::scope::Scope;
 use crate::status::Status;
 use crate::targeting::Targeting;
+use crate::threshold::{MetricThreshold, check_thresholds};
 use crate::validation::{Problems, check_key};
 
 /// Weights must sum to 1 within this tolerance.
@@ -301,6 +302,9 @@ pub struct Experiment {
     pub guardrail_metrics: Vec<Metric>,
     /// When set, only subjects who sent this event count, from their first exposure.
     pub exposure_event: Option<String>,
+    /// Alerts on metric figures, announced by `experiment.metrics_threshold_reached`.
+    #[serde(default)]
+    pub thresholds: Vec<MetricThreshold>,
     pub policy: WinnerPolicy,
     /// Overrides of the retention settings for this experiment's data.
     #[serde(default)]
@@ -388,6 +392,13 @@ impl Experiment {
         if let Some(e) = &self.exposure_event {
             check_key(&mut p, "exposure_event", e);
         }
+        let metric_events: Vec<&str> = self.metrics().map(|(m, _)| m.event.as_str()).collect();
+        check_thresholds(
+            &mut p,
+            &self.thresholds,
+            &metric_events,
+            self.variants.iter().map(|v| v.key.as_str()),
+        );
         self.retention.check(&mut p);
         self.check_schedule(&mut p);
         let keys: HashSet<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
@@ -811,6 +822,10 @@ pub struct ExperimentInput {
     pub guardrail_metrics: Vec<Metric>,
     #[serde(default)]
     pub exposure_event: Option<String>,
+    /// Alerts on metric figures (at most 20), announced once per crossing by an
+    /// `experiment.metrics_threshold_reached` webhook.
+    #[serde(default)]
+    pub thresholds: Vec<MetricThreshold>,
     #[serde(default)]
     pub policy: WinnerPolicy,
     #[serde(default)]
@@ -1028,6 +1043,7 @@ impl ExperimentInput {
             secondary_metrics: self.secondary_metrics,
             guardrail_metrics: self.guardrail_metrics,
             exposure_event: self.exposure_event,
+            thresholds: self.thresholds,
             policy: self.policy,
             retention: self.retention,
             winner: None,

@@ -24,6 +24,7 @@
 //! - [`event`]: raw events as sent and as stored.
 //! - [`figures`]: per-variant figures of a metric event (what results and decisions read).
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
+//! - [`threshold`]: metric thresholds and when a crossing is announced.
 //! - [`webhook`]: webhook endpoints and deliveries, and the rules every store adapter applies
 //!   to them (health, disabling, secret rotation, completing a delivery).
 //! - [`snapshot`]: the winner snapshot served, cached and published on change.
@@ -49,6 +50,7 @@ pub mod scope;
 pub mod snapshot;
 pub mod status;
 pub mod targeting;
+pub mod threshold;
 pub mod validation;
 pub mod webhook;
 
@@ -72,4 +74,5 @@ pub use scope::Scope;
 pub use snapshot::{MetricsSnapshot, VariantMetrics, WinnerSnapshot};
 pub use status::{Status, TransitionError};
 pub use targeting::{Condition, Operator, Rule, Targeting};
+pub use threshold::{MetricThreshold, ThresholdState, ThresholdStatistic};
 pub use validation::{Problem, Problems};

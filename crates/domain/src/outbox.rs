@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::experiment::Experiment;
+use crate::threshold::Crossing;
 
 /// The event types a webhook endpoint can subscribe to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,15 +22,22 @@ pub enum EventType {
     WinnerChanged,
     #[serde(rename = "experiment.status_changed")]
     StatusChanged,
+    #[serde(rename = "experiment.metrics_threshold_reached")]
+    MetricsThresholdReached,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 2] = [EventType::WinnerChanged, EventType::StatusChanged];
+    pub const ALL: [EventType; 3] = [
+        EventType::WinnerChanged,
+        EventType::StatusChanged,
+        EventType::MetricsThresholdReached,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::WinnerChanged => "experiment.winner_changed",
             EventType::StatusChanged => "experiment.status_changed",
+            EventType::MetricsThresholdReached => "experiment.metrics_threshold_reached",
         }
     }
 
@@ -41,6 +49,7 @@ impl EventType {
         match self {
             EventType::WinnerChanged => "winner",
             EventType::StatusChanged => "status",
+            EventType::MetricsThresholdReached => "threshold",
         }
     }
 }
@@ -49,7 +58,8 @@ impl EventType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutboxMessage {
-    /// `msg_<experiment id>_v<version>_<winner|status>`; the Standard Webhooks `webhook-id`.
+    /// `msg_<experiment id>_v<version>_<winner|status>`, or
+    /// `msg_<experiment id>_threshold_<crossing number>`; the Standard Webhooks `webhook-id`.
     pub id: String,
     pub event_type: EventType,
     pub environment: String,
@@ -142,6 +152,50 @@ pub fn messages_for_change(
     messages
 }
 
+/// The message announcing `crossing` of one of `e`'s thresholds, found by the aggregation
+/// that folded events up to `aggregated_through` at `at`. Its id numbers the experiment's
+/// crossings, so writing it again (a retried step) never makes a second message.
+pub fn threshold_message(
+    e: &Experiment,
+    crossing: &Crossing,
+    aggregated_through: u64,
+    at: OffsetDateTime,
+) -> Option<OutboxMessage> {
+    let t = e.thresholds.get(crossing.threshold)?;
+    let (direction, value) = t.bound();
+    let event_type = EventType::MetricsThresholdReached;
+    Some(OutboxMessage {
+        id: format!(
+            "msg_{}_{}_{}",
+            e.id,
+            event_type.id_suffix(),
+            crossing.number
+        ),
+        event_type,
+        environment: e.scope.environment.clone(),
+        organization: e.scope.organization.clone(),
+        experiment_id: e.id.clone(),
+        created_at: at,
+        data: json!({
+            "experiment": e.key,
+            "experiment_id": e.id,
+            "environment": e.scope.environment,
+            "organization": e.scope.organization,
+            "metric": t.metric,
+            "kind": e.metric(&t.metric).map(|m| m.kind),
+            "statistic": t.statistic,
+            "variant": crossing.variant,
+            "direction": direction,
+            "threshold": value,
+            "value": crossing.figure,
+            "subjects": crossing.subjects,
+            "crossing": crossing.number,
+            "aggregated_through": aggregated_through,
+            "reached_at": rfc3339(at),
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +271,45 @@ mod tests {
         let m = messages_for_change(&before, &after, OffsetDateTime::UNIX_EPOCH);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].data["previous_winner"], "b");
+    }
+
+    #[test]
+    fn a_threshold_crossing_is_numbered_and_says_what_was_reached() {
+        let mut e = experiment();
+        e.thresholds =
+            vec![serde_json::from_value(json!({"metric": "conversion", "below": 0.02})).unwrap()];
+        let crossing = Crossing {
+            threshold: 0,
+            variant: "b".into(),
+            figure: 0.015,
+            subjects: 400,
+            number: 3,
+        };
+        let m = threshold_message(&e, &crossing, 77, OffsetDateTime::UNIX_EPOCH).unwrap();
+        assert_eq!(m.id, "msg_exp_1_threshold_3");
+        assert_eq!(m.body()["type"], "experiment.metrics_threshold_reached");
+        let d = &m.data;
+        assert_eq!(d["metric"], "conversion");
+        assert_eq!(d["kind"], "binomial");
+        assert_eq!(d["statistic"], "estimate");
+        assert_eq!(
+            (d["direction"].as_str(), d["threshold"].as_f64()),
+            (Some("below"), Some(0.02))
+        );
+        assert_eq!(
+            (d["variant"].as_str(), d["value"].as_f64()),
+            (Some("b"), Some(0.015))
+        );
+        assert_eq!(
+            (d["subjects"].as_u64(), d["crossing"].as_u64()),
+            (Some(400), Some(3))
+        );
+        assert_eq!(d["aggregated_through"], 77);
+        let unknown = Crossing {
+            threshold: 1,
+            ..crossing
+        };
+        assert!(threshold_message(&e, &unknown, 77, OffsetDateTime::UNIX_EPOCH).is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`guardrail`]: guardrail metrics (credibly worse, non-inferiority within a margin).
 //! - [`needs`]: how many more subjects per arm a blocker needs, where that can be estimated.
 //! - [`analysis`]: the statistics of one metric across an experiment's variants.
+//! - [`thresholds`]: the figures metric thresholds watch.
 
 pub mod analysis;
 pub mod estimate;
@@ -27,6 +28,7 @@ pub mod guard;
 pub mod guardrail;
 pub mod needs;
 pub mod rules;
+pub mod thresholds;
 
 pub use estimate::{EstimateKind, TauSource};
 pub use guard::{GuardState, GuardrailInterval, GuardrailState, MetricKey, PairMax};

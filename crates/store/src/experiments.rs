@@ -9,7 +9,7 @@
 //! [`crate::WebhookStore::fan_out_webhooks`].
 
 use async_trait::async_trait;
-use verdict_domain::{Experiment, OutboxMessage, Scope};
+use verdict_domain::{Experiment, OutboxMessage, Scope, ThresholdState};
 
 use crate::Result;
 use crate::model::{
@@ -98,4 +98,22 @@ pub trait ExperimentStore: Send + Sync + std::fmt::Debug {
     /// can neither lose a message of a change that was made nor leave one of a change that
     /// was not.
     async fn list_outbox(&self, page: PageRequest) -> Result<Page<OutboxMessage>>;
+
+    /// The crossing state of experiment `experiment_id`'s metric thresholds (the default,
+    /// nothing announced, when none was recorded).
+    async fn threshold_state(&self, experiment_id: &str) -> Result<ThresholdState>;
+
+    /// Replace experiment `experiment_id`'s threshold state with `state` if the stored one
+    /// still has `expected_announced` crossings announced, writing `messages` (the
+    /// announcements of the new crossings, [`verdict_domain::outbox::threshold_message`])
+    /// to the outbox atomically with it: a crossing is announced if and only if the state
+    /// that counts it is stored. `Ok(false)` when another writer moved the state first or
+    /// the experiment is gone; nothing is written then.
+    async fn record_threshold_state(
+        &self,
+        experiment_id: &str,
+        expected_announced: u64,
+        state: &ThresholdState,
+        messages: &[OutboxMessage],
+    ) -> Result<bool>;
 }

@@ -617,3 +617,86 @@ pub async fn changes_of_other_subjects_are_audited(store: DynStore) {
     );
     assert_eq!(audit.items[1].details["roles"][0], "client");
 }
+
+pub async fn threshold_states_are_compared_and_set_with_their_announcements(store: DynStore) {
+    use std::collections::BTreeSet;
+    use verdict_domain::outbox::threshold_message;
+    use verdict_domain::threshold::Crossing;
+    use verdict_domain::{EventType, ThresholdState};
+    let mut e = experiment(Scope::default(), "k", "e1");
+    e.thresholds = vec![
+        serde_json::from_value(json!({"metric": e.primary_metric.event, "above": 0.5})).unwrap(),
+    ];
+    store.create_experiment(&e, "test").await.unwrap();
+    assert_eq!(
+        store.threshold_state("e1").await.unwrap(),
+        ThresholdState::default(),
+        "nothing recorded yet"
+    );
+    let crossing = |variant: &str, number: u64| Crossing {
+        threshold: 0,
+        variant: variant.into(),
+        figure: 0.6,
+        subjects: 10,
+        number,
+    };
+    let state = |announced: u64, reached: &[&str]| ThresholdState {
+        announced,
+        reached: reached
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<BTreeSet<_>>(),
+    };
+    let message = |c: &Crossing| threshold_message(&e, c, 9, T0).unwrap();
+    let first = state(2, &["t/control", "t/treatment"]);
+    let announcements = [
+        message(&crossing("control", 1)),
+        message(&crossing("treatment", 2)),
+    ];
+    assert!(
+        store
+            .record_threshold_state("e1", 0, &first, &announcements)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.threshold_state("e1").await.unwrap(), first);
+    // A writer that read the state before that write is refused, and writes nothing.
+    let stale = state(1, &["t/control"]);
+    assert!(
+        !store
+            .record_threshold_state("e1", 0, &stale, &[message(&crossing("control", 1))])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.threshold_state("e1").await.unwrap(), first);
+    // A state without new crossings (a pair re-armed) is stored without messages.
+    let rearmed = state(2, &["t/treatment"]);
+    assert!(
+        store
+            .record_threshold_state("e1", 2, &rearmed, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.threshold_state("e1").await.unwrap(), rearmed);
+    let outbox = store.list_outbox(PageRequest::DEFAULT).await.unwrap();
+    let ids: Vec<_> = outbox.items.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["msg_e1_threshold_1", "msg_e1_threshold_2"]);
+    assert!(
+        outbox
+            .items
+            .iter()
+            .all(|m| m.event_type == EventType::MetricsThresholdReached)
+    );
+    assert_eq!(outbox.items[1].data["variant"], "treatment");
+    // No experiment, no state.
+    assert!(
+        !store
+            .record_threshold_state("missing", 0, &first, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.threshold_state("missing").await.unwrap(),
+        ThresholdState::default()
+    );
+}

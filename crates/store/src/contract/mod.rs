@@ -71,6 +71,7 @@ macro_rules! store_contract_suite {
             fifty_concurrent_activations_produce_exactly_one_transition,
             a_winner_is_recorded_with_completion_and_audit,
             changes_write_their_outbox_messages_exactly_once,
+            threshold_states_are_compared_and_set_with_their_announcements,
             // assignments
             assignment_get_or_create_keeps_the_first_assignment,
             fifty_concurrent_get_or_create_calls_return_one_identical_assignment,

@@ -6,13 +6,17 @@
 //! `outbox` collection (inserted with stable ids, duplicates ignored, then pulled). A crash
 //! between the two leaves them pending in the experiment document, and the next relay
 //! ([`ExperimentStore::list_outbox`], every webhook fan-out) moves them.
+//!
+//! The crossing state of an experiment's metric thresholds lives in its document too
+//! (`threshold_state: {announced, doc}`, beside the definition in `doc`), so that a new
+//! state and the messages announcing its crossings are again one single-document update.
 
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::json;
 use time::OffsetDateTime;
 use verdict_domain::outbox::messages_for_change;
-use verdict_domain::{Experiment, OutboxMessage, Scope};
+use verdict_domain::{Experiment, OutboxMessage, Scope, ThresholdState};
 
 use super::{
     MongoStore, bdate, collect, db_err, doc_field, documents, encode, get_bson, get_date, get_str,
@@ -52,6 +56,26 @@ fn outbox_doc(m: &OutboxMessage) -> Result<Document> {
     })
 }
 
+/// Add to `update` the `$push` of `messages` onto the experiment document's
+/// `outbox_pending`, each with `version` and its position (the order they are listed in).
+fn push_pending(update: &mut Document, messages: &[OutboxMessage], version: u64) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let pending = messages
+        .iter()
+        .enumerate()
+        .map(|(pos, m)| {
+            let mut d = outbox_doc(m)?;
+            d.insert("version", version as i64);
+            d.insert("pos", pos as i64);
+            Ok(d)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    update.insert("$push", doc! {"outbox_pending": {"$each": pending}});
+    Ok(())
+}
+
 impl MongoStore {
     async fn load_experiment(&self, id: &str) -> Result<Option<Experiment>> {
         self.coll("experiments")
@@ -76,19 +100,7 @@ impl MongoStore {
         outbox: &[OutboxMessage],
     ) -> Result<bool> {
         let mut update = doc! {"$set": experiment_fields(e)?};
-        if !outbox.is_empty() {
-            let pending = outbox
-                .iter()
-                .enumerate()
-                .map(|(pos, m)| {
-                    let mut d = outbox_doc(m)?;
-                    d.insert("version", e.version as i64);
-                    d.insert("pos", pos as i64);
-                    Ok(d)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            update.insert("$push", doc! {"outbox_pending": {"$each": pending}});
-        }
+        push_pending(&mut update, outbox, e.version)?;
         let res = self
             .coll("experiments")
             .update_one(doc! {"_id": &e.id, "version": expected as i64}, update)
@@ -461,5 +473,59 @@ impl ExperimentStore for MongoStore {
             .map(|d| doc_field(d, "`outbox`", "listing outbox messages"))
             .collect::<Result<_>>()?;
         Ok(Page { items, total })
+    }
+
+    async fn threshold_state(&self, experiment_id: &str) -> Result<ThresholdState> {
+        const CONTEXT: &str = "reading a threshold state";
+        let found = self
+            .coll("experiments")
+            .find_one(doc! {"_id": experiment_id})
+            .projection(doc! {"threshold_state": 1})
+            .await
+            .map_err(db_err(CONTEXT))?;
+        match found
+            .as_ref()
+            .and_then(|d| d.get_document("threshold_state").ok())
+        {
+            Some(state) => doc_field(state, EXPERIMENTS, CONTEXT),
+            None => Ok(ThresholdState::default()),
+        }
+    }
+
+    async fn record_threshold_state(
+        &self,
+        experiment_id: &str,
+        expected_announced: u64,
+        state: &ThresholdState,
+        messages: &[OutboxMessage],
+    ) -> Result<bool> {
+        let stored_is_expected = if expected_announced == 0 {
+            doc! {"$or": [
+                {"threshold_state": {"$exists": false}},
+                {"threshold_state.announced": 0_i64},
+            ]}
+        } else {
+            doc! {"threshold_state.announced": expected_announced as i64}
+        };
+        let mut update = doc! {"$set": {"threshold_state": {
+            "announced": state.announced as i64,
+            "doc": encode(state)?,
+        }}};
+        push_pending(&mut update, messages, state.announced)?;
+        let res = self
+            .coll("experiments")
+            .update_one(
+                doc! {"$and": [{"_id": experiment_id}, stored_is_expected]},
+                update,
+            )
+            .await
+            .map_err(db_err("recording a threshold state"))?;
+        if res.matched_count == 0 {
+            return Ok(false);
+        }
+        if !messages.is_empty() {
+            self.relay_outbox(experiment_id).await?;
+        }
+        Ok(true)
     }
 }

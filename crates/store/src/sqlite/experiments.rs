@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::json;
 use time::OffsetDateTime;
-use verdict_domain::{Experiment, OutboxMessage, Scope};
+use verdict_domain::{Experiment, OutboxMessage, Scope, ThresholdState};
 
 use super::{
     SqliteStore, audit, begin, commit, decode, encode, get_doc, insert_doc, internal,
@@ -41,8 +41,17 @@ fn enqueue(
     after: &Experiment,
     at: OffsetDateTime,
 ) -> Result<()> {
-    for m in verdict_domain::outbox::messages_for_change(before, after, at) {
-        let doc = encode(&m)?;
+    insert_outbox(
+        tx,
+        &verdict_domain::outbox::messages_for_change(before, after, at),
+    )
+}
+
+/// Insert outbox messages (inside the transaction of what they announce); one already
+/// there under its stable id stays as it is.
+fn insert_outbox(tx: &Transaction<'_>, messages: &[OutboxMessage]) -> Result<()> {
+    for m in messages {
+        let doc = encode(m)?;
         tx.prepare_cached(
             "INSERT OR IGNORE INTO outbox (id, experiment_id, created_at, doc) VALUES (?1, ?2, ?3, ?4)",
         )
@@ -309,6 +318,11 @@ impl ExperimentStore for SqliteStore {
                 params![d.experiment_id, to_millis(d.at)],
             )
             .map_err(internal("queueing a deleted experiment's purge"))?;
+            tx.execute(
+                "DELETE FROM threshold_states WHERE experiment_id = ?1",
+                [&d.experiment_id],
+            )
+            .map_err(internal("deleting an experiment's threshold state"))?;
             audit(&tx, &d.experiment_id, d.at, &d.actor, "deleted", &d.details)?;
             commit(tx)?;
             Ok(true)
@@ -420,6 +434,68 @@ impl ExperimentStore for SqliteStore {
                 items,
                 total: total as u64,
             })
+        })
+        .await
+    }
+
+    async fn threshold_state(&self, experiment_id: &str) -> Result<ThresholdState> {
+        let id = experiment_id.to_owned();
+        self.read_point(move |c| {
+            let doc: Option<String> = c
+                .query_row(
+                    "SELECT doc FROM threshold_states WHERE experiment_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(internal("reading a threshold state"))?;
+            doc.map(|d| decode(&d, "reading a threshold state"))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn record_threshold_state(
+        &self,
+        experiment_id: &str,
+        expected_announced: u64,
+        state: &ThresholdState,
+        messages: &[OutboxMessage],
+    ) -> Result<bool> {
+        let id = experiment_id.to_owned();
+        let announced = state.announced as i64;
+        let doc = encode(state)?;
+        let messages = messages.to_vec();
+        self.write(move |c| {
+            let tx = begin(c)?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM experiments WHERE id = ?1)",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(internal("recording a threshold state"))?;
+            let stored: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(
+                         (SELECT announced FROM threshold_states WHERE experiment_id = ?1), 0)",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(internal("recording a threshold state"))?;
+            if !exists || stored != expected_announced as i64 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO threshold_states (experiment_id, announced, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (experiment_id) DO UPDATE SET announced = ?2, doc = ?3",
+                params![id, announced, doc],
+            )
+            .map_err(internal("recording a threshold state"))?;
+            insert_outbox(&tx, &messages)?;
+            commit(tx)?;
+            Ok(true)
         })
         .await
     }

@@ -90,6 +90,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_assignment_context",
         include_str!("../../migrations/0010_assignment_context.sql"),
     ),
+    (
+        "0011_threshold_states",
+        include_str!("../../migrations/0011_threshold_states.sql"),
+    ),
 ];
 
 /// Reader connections for point lookups ([`SqliteStore::read_point`]).
