@@ -8,8 +8,8 @@
 //! the same figures at each read (MongoDB 6 has no `$percentile`).
 
 use serde::{Deserialize, Serialize};
-use verdict_domain::{Cap, Experiment};
-use verdict_store::{Attribution, DynStore, StoreError, TimeRange, VariantCounts};
+use verdict_domain::{Breakdown, Cap, Experiment};
+use verdict_store::{Attribution, DynStore, SegmentCounts, StoreError, TimeRange, VariantCounts};
 
 /// Where a metric's figures come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,4 +104,25 @@ pub async fn exposure_figures(
 ) -> Result<Vec<VariantCounts>, StoreError> {
     let (_, exposures) = variant_counts(store, e, e.exposure_event_name(), range).await?;
     Ok(exposures)
+}
+
+/// `e`'s figures of `event` per segment of `breakdown` and variant
+/// (`RollupStore::segment_counts`), capped as [`variant_counts`] caps them; `None` when
+/// `event`'s figures are not read from the rollups (the experiment's exposure event or the
+/// metric's window applies: those are counted from raw events, which breakdowns do not
+/// read).
+pub async fn segment_counts(
+    store: &DynStore,
+    e: &Experiment,
+    event: &str,
+    breakdown: &Breakdown,
+) -> Result<Option<Vec<SegmentCounts>>, StoreError> {
+    let attribution = attribution(e, event, TimeRange::default());
+    if !attribution.is_plain() {
+        return Ok(None);
+    }
+    let cap = cap_value(store, e, event, &attribution).await?;
+    Ok(Some(
+        store.segment_counts(&e.id, event, breakdown, cap).await?,
+    ))
 }

@@ -14,8 +14,8 @@ use verdict_domain::assignment::subject_key;
 use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
-    Experiment, ExperimentInput, Metric, MetricThreshold, PolicyMode, Problems, RetentionOverride,
-    Right, Scope, Status, Targeting, Winner, WinnerPolicy,
+    Breakdown, Experiment, ExperimentInput, Metric, MetricThreshold, PolicyMode, Problems,
+    RetentionOverride, Right, Scope, Status, Targeting, Winner, WinnerPolicy,
 };
 use verdict_store::{
     AuditEntry, Deletion, ExperimentFilter, StatusChange, StoreError, WinnerChange,
@@ -45,6 +45,10 @@ pub struct ExperimentPatch {
     pub exposure_event: Option<Option<String>>,
     /// Replaces every threshold (`[]` removes them); a changed threshold starts afresh.
     pub thresholds: Option<Vec<MetricThreshold>>,
+    /// Only while a draft (an event dimension is recorded as events are rolled up).
+    /// `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub breakdown: Option<Option<Breakdown>>,
     pub policy: Option<WinnerPolicy>,
     pub retention: Option<RetentionOverride>,
     /// Only while a draft; running experiments use `PUT …/variants`.
@@ -96,6 +100,7 @@ impl ExperimentPatch {
         set(&mut next.guardrail_metrics, self.guardrail_metrics);
         set(&mut next.exposure_event, self.exposure_event);
         set(&mut next.thresholds, self.thresholds);
+        set(&mut next.breakdown, self.breakdown);
         set(&mut next.policy, self.policy);
         set(&mut next.retention, self.retention);
         let at = next.updated_at;
@@ -407,6 +412,13 @@ impl App {
             return Err(AppError::new(
                 ErrorCode::ExperimentRunning,
                 "variants of a started experiment change only through PUT /v1/experiments/{key}/variants",
+            ));
+        }
+        if patch.breakdown.is_some() && current.status != Status::Draft {
+            return Err(AppError::new(
+                ErrorCode::ExperimentRunning,
+                "the breakdown of a started experiment cannot change: its segments are \
+                 recorded as its events are rolled up",
             ));
         }
         let overridden = current.policy.override_variant.clone();

@@ -19,10 +19,14 @@ use verdict_aggregator::counts::{self, ResultsSource};
 use verdict_aggregator::evaluate;
 use verdict_cache::Cache;
 pub use verdict_cache::Change;
-use verdict_domain::{Experiment, Scope, Status, WinnerSnapshot};
+use verdict_domain::breakdown::segments_of;
+use verdict_domain::{
+    Breakdown, DimensionSource, Experiment, Scope, SegmentKind, Status, VariantCounts,
+    WinnerSnapshot,
+};
 use verdict_policy::analysis::{MetricAnalysis, MetricSpec, SrmView, analyze_metric, srm};
 use verdict_policy::{Evaluation, GuardOutcome, GuardrailReport, SubjectsNeeded, Verdict};
-use verdict_store::{Granularity, TimeRange};
+use verdict_store::{Granularity, SegmentCounts, TimeRange};
 
 use crate::App;
 use crate::auth::{Caller, ScopeParams};
@@ -44,6 +48,9 @@ pub struct ResultsParams {
     #[serde(default, deserialize_with = "bound::to")]
     #[param(value_type = Option<String>)]
     pub to: Option<OffsetDateTime>,
+    /// Also break the results down by the experiment's declared dimension (`breakdown`),
+    /// from the rollups: not with `from` / `to`.
+    pub breakdown: Option<bool>,
     /// Act in this environment instead of the caller's (right `scope:any`).
     pub environment: Option<String>,
     /// Act in this organization instead of the caller's (right `scope:any`).
@@ -123,6 +130,57 @@ pub struct ResultsView {
     /// The primary metric, then the secondary and guardrail metrics, in their configured
     /// order; only the one `metric` names when given.
     pub metrics: Vec<MetricResults>,
+    /// With `breakdown=true`: the same statistics per segment of the declared dimension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<BreakdownView>,
+}
+
+/// Results per segment of an experiment's declared dimension (`verdict_domain::breakdown`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BreakdownView {
+    pub source: DimensionSource,
+    pub attribute: String,
+    /// Values shown as their own segment; the rest are merged into `other`.
+    pub max_segments: u32,
+    /// The values with the most subjects first, then `other` and `missing` (when they have
+    /// subjects).
+    pub segments: Vec<SegmentResults>,
+    /// Metrics not broken down: their figures are counted from raw events (the experiment's
+    /// exposure event or the metric's window applies), and breakdowns read the rollups.
+    pub omitted_metrics: Vec<String>,
+    /// How to read many segments at once.
+    pub multiple_comparisons: MultipleComparisons,
+}
+
+/// The caution that goes with testing every segment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MultipleComparisons {
+    /// Segments each metric is compared in.
+    pub comparisons: usize,
+    /// The level a segment's p-value must be under for the whole family of segments to keep
+    /// a 5% chance of any false positive (Bonferroni: 0.05 / segments).
+    pub bonferroni_alpha: f64,
+    pub note: String,
+}
+
+/// One segment's subjects and the statistics of each metric among them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SegmentResults {
+    pub kind: SegmentKind,
+    /// The value, for a `value` segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// For `other`: how many values it merges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<usize>,
+    pub subjects: u64,
+    /// The sample-ratio check within the segment (meaningful for a dimension fixed before
+    /// assignment, such as an assignment attribute).
+    pub srm: Option<SrmView>,
+    /// The broken-down metrics, in the order of the results' `metrics`, with the same
+    /// per-variant statistics (the peeking guard's state belongs to the whole experiment,
+    /// so intervals use the configured τ only).
+    pub metrics: Vec<MetricAnalysis>,
 }
 
 /// One variant's population and events, whatever the metrics.
@@ -308,6 +366,27 @@ impl App {
             from: params.from,
             to: params.to,
         };
+        let breakdown = match (params.breakdown, &e.breakdown) {
+            (Some(true), None) => {
+                return Err(AppError::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "'{}' declares no breakdown: set `breakdown` when creating it (or \
+                         while it is a draft)",
+                        e.key
+                    ),
+                ));
+            }
+            (Some(true), Some(_)) if range != TimeRange::default() => {
+                return Err(AppError::new(
+                    ErrorCode::InvalidQuery,
+                    "a breakdown reads the rollups, which have no time range: leave out \
+                     `from` and `to`",
+                ));
+            }
+            (Some(true), Some(b)) => Some(self.breakdown(&e, b, &events).await?),
+            _ => None,
+        };
         let state = evaluate::guard_state(store, &e).await?;
         let exposures = counts::exposure_figures(store, &e, range).await?;
         let now = OffsetDateTime::now_utc();
@@ -386,6 +465,49 @@ impl App {
             },
             variants,
             metrics,
+            breakdown,
+        })
+    }
+
+    /// `e`'s figures of each of `events` per segment of `b`, with their statistics.
+    async fn breakdown(
+        &self,
+        e: &Experiment,
+        b: &Breakdown,
+        events: &[String],
+    ) -> Result<BreakdownView, AppError> {
+        let store = &self.0.store;
+        let mut broken_down = Vec::new();
+        let mut omitted_metrics = Vec::new();
+        for event in events {
+            match counts::segment_counts(store, e, event, b).await? {
+                Some(rows) => broken_down.push((event.clone(), rows)),
+                None => omitted_metrics.push(event.clone()),
+            }
+        }
+        let exposures = counts::segment_counts(store, e, e.exposure_event_name(), b)
+            .await?
+            .unwrap_or_default();
+        let segments = segment_results(e, b, &broken_down, &exposures);
+        let comparisons = segments.len();
+        Ok(BreakdownView {
+            source: b.source,
+            attribute: b.attribute.clone(),
+            max_segments: b.max_segments,
+            segments,
+            omitted_metrics,
+            multiple_comparisons: MultipleComparisons {
+                comparisons,
+                bonferroni_alpha: 0.05 / comparisons.max(1) as f64,
+                note: format!(
+                    "Each segment is compared on its own. With {comparisons} segments, about \
+                     {comparisons} × 5% of them can show a significant difference by chance \
+                     even where there is no effect anywhere, and segments are smaller, so \
+                     each comparison is noisier than the whole experiment's. Read a segment \
+                     whose effect differs as a hypothesis to confirm in a new experiment, or \
+                     hold its p-value to the Bonferroni level given here."
+                ),
+            },
         })
     }
 
@@ -464,6 +586,88 @@ impl App {
 }
 
 /// `metric_not_found`, listing the experiment's metrics (primary, secondary, guardrails).
+/// The segments of breakdown `b` and each metric's statistics in each: the values with the
+/// most subjects (counted in the first metric's rows, all of which hold every assigned
+/// subject; else in the exposure rows), then `other` and `missing`.
+fn segment_results(
+    e: &Experiment,
+    b: &Breakdown,
+    metrics: &[(String, Vec<SegmentCounts>)],
+    exposures: &[SegmentCounts],
+) -> Vec<SegmentResults> {
+    let population = metrics
+        .first()
+        .map_or(exposures, |(_, rows)| rows.as_slice());
+    let values: Vec<(Option<&str>, u64)> = population
+        .iter()
+        .map(|r| (r.segment.as_deref(), r.counts.subjects))
+        .collect();
+    let (segments, _) = segments_of(&values, b.max_segments);
+    let index_of = |value: Option<&str>| {
+        segments
+            .iter()
+            .position(|(kind, v)| match (kind, value) {
+                (SegmentKind::Value, Some(value)) => v.as_deref() == Some(value),
+                (SegmentKind::Missing, None) => true,
+                _ => false,
+            })
+            .or_else(|| {
+                value.and_then(|_| segments.iter().position(|(k, _)| *k == SegmentKind::Other))
+            })
+    };
+    // Each segment's figures per variant, summed over the values it holds.
+    let figures_of = |rows: &[SegmentCounts], i: usize| -> Vec<VariantCounts> {
+        let mut merged: Vec<VariantCounts> = Vec::new();
+        for r in rows
+            .iter()
+            .filter(|r| index_of(r.segment.as_deref()) == Some(i))
+        {
+            match merged.iter_mut().find(|m| m.variant == r.counts.variant) {
+                Some(m) => m.add(&r.counts),
+                None => merged.push(r.counts.clone()),
+            }
+        }
+        merged
+    };
+    let merged_values = |i: usize| {
+        let mut distinct: Vec<&str> = population
+            .iter()
+            .filter(|r| index_of(r.segment.as_deref()) == Some(i))
+            .filter_map(|r| r.segment.as_deref())
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct.len()
+    };
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, value))| {
+            let people = figures_of(population, i);
+            let exposed = figures_of(exposures, i);
+            SegmentResults {
+                kind: *kind,
+                value: value.clone(),
+                values: (*kind == SegmentKind::Other).then(|| merged_values(i)),
+                subjects: people.iter().map(|c| c.subjects).sum(),
+                srm: srm(e, &people),
+                metrics: metrics
+                    .iter()
+                    .map(|(event, rows)| {
+                        analyze_metric(
+                            e,
+                            &MetricSpec::of(e, event),
+                            &figures_of(rows, i),
+                            &exposed,
+                            None,
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 fn metric_not_found(e: &Experiment, asked: &str) -> AppError {
     let metrics: Vec<&str> = std::iter::once(&e.primary_metric)
         .chain(&e.secondary_metrics)

@@ -72,13 +72,27 @@ pub async fn running_experiment(
     id: &str,
     key: &str,
 ) -> anyhow::Result<Experiment> {
-    let input: ExperimentInput = serde_json::from_value(json!({
+    running_experiment_with(store, id, key, json!({})).await
+}
+
+/// [`running_experiment`] with the fields of `extra` (an object) added to its definition.
+pub async fn running_experiment_with(
+    store: &DynStore,
+    id: &str,
+    key: &str,
+    extra: serde_json::Value,
+) -> anyhow::Result<Experiment> {
+    let mut definition = json!({
         "key": key,
         "variants": [
             {"key": "control", "config": {"color": "blue"}},
             {"key": "treatment", "config": {"color": "green"}}
         ]
-    }))?;
+    });
+    if let (Some(d), Some(extra)) = (definition.as_object_mut(), extra.as_object()) {
+        d.extend(extra.clone());
+    }
+    let input: ExperimentInput = serde_json::from_value(definition)?;
     let experiment = input
         .into_experiment(
             Scope::default(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::breakdown::Breakdown;
 pub use crate::metric::{Metric, MetricKind, MetricRole, Objective};
 use crate::scope::Scope;
 use crate::status::Status;
@@ -305,6 +306,9 @@ pub struct Experiment {
     /// Alerts on metric figures, announced by `experiment.metrics_threshold_reached`.
     #[serde(default)]
     pub thresholds: Vec<MetricThreshold>,
+    /// The dimension results can be broken down by (`GET …/results?breakdown=true`).
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
     pub policy: WinnerPolicy,
     /// Overrides of the retention settings for this experiment's data.
     #[serde(default)]
@@ -399,6 +403,9 @@ impl Experiment {
             &metric_events,
             self.variants.iter().map(|v| v.key.as_str()),
         );
+        if let Some(b) = &self.breakdown {
+            b.check(&mut p, &self.assignment.context);
+        }
         self.retention.check(&mut p);
         self.check_schedule(&mut p);
         let keys: HashSet<&str> = self.variants.iter().map(|v| v.key.as_str()).collect();
@@ -826,6 +833,9 @@ pub struct ExperimentInput {
     /// `experiment.metrics_threshold_reached` webhook.
     #[serde(default)]
     pub thresholds: Vec<MetricThreshold>,
+    /// The one dimension results can be broken down by (assignment context or event meta).
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
     #[serde(default)]
     pub policy: WinnerPolicy,
     #[serde(default)]
@@ -1044,6 +1054,7 @@ impl ExperimentInput {
             guardrail_metrics: self.guardrail_metrics,
             exposure_event: self.exposure_event,
             thresholds: self.thresholds,
+            breakdown: self.breakdown,
             policy: self.policy,
             retention: self.retention,
             winner: None,

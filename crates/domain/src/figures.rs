@@ -31,3 +31,17 @@ pub struct VariantCounts {
     #[serde(default)]
     pub sum_events_value: f64,
 }
+
+impl VariantCounts {
+    /// Add `other`'s figures (of other subjects of the same variant) to these: every figure
+    /// is a sum over subjects.
+    pub fn add(&mut self, other: &VariantCounts) {
+        self.subjects += other.subjects;
+        self.converted_subjects += other.converted_subjects;
+        self.events += other.events;
+        self.sum += other.sum;
+        self.sum_of_squares += other.sum_of_squares;
+        self.sum_events_squared += other.sum_events_squared;
+        self.sum_events_value += other.sum_events_value;
+    }
+}

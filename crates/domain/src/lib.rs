@@ -22,6 +22,7 @@
 //! - [`audience`]: reusable rule sets per environment.
 //! - [`assignment`]: stored assignments and the bucketing of a subject into a variant.
 //! - [`event`]: raw events as sent and as stored.
+//! - [`breakdown`]: the dimension results are broken down by, and its segments.
 //! - [`figures`]: per-variant figures of a metric event (what results and decisions read).
 //! - [`outbox`]: the webhook messages a state change causes (written with the change).
 //! - [`threshold`]: metric thresholds and when a crossing is announced.
@@ -37,6 +38,7 @@
 pub mod api_key;
 pub mod assignment;
 pub mod audience;
+pub mod breakdown;
 pub mod environment;
 pub mod error_chain;
 pub mod event;
@@ -57,6 +59,7 @@ pub mod webhook;
 pub use api_key::ApiKey;
 pub use assignment::Assignment;
 pub use audience::Audience;
+pub use breakdown::{Breakdown, DimensionSource, SegmentKind};
 pub use environment::Environment;
 pub use error_chain::{ErrorChain, error_chain};
 pub use event::{EventRecord, NewEvent};

@@ -865,21 +865,12 @@ proptest! {
         let named = |variant: &str| VariantCounts { variant: variant.into(), ..VariantCounts::default() };
         let (mut fa, mut fb) = (named("a"), named("b"));
         for (a, b) in looks {
-            let add = |acc: &mut VariantCounts, more: VariantCounts| {
-                acc.subjects += more.subjects;
-                acc.converted_subjects += more.converted_subjects;
-                acc.events += more.events;
-                acc.sum += more.sum;
-                acc.sum_of_squares += more.sum_of_squares;
-                acc.sum_events_squared += more.sum_events_squared;
-                acc.sum_events_value += more.sum_events_value;
-            };
             // A subject with no events has a total of 0.
             let clean = |v: Vec<(u64, f64)>| -> Vec<(u64, f64)> {
                 v.into_iter().map(|(n, t)| if n == 0 { (0, 0.0) } else { (n, t) }).collect()
             };
-            add(&mut fa, repeated("", &clean(a), 1));
-            add(&mut fb, repeated("", &clean(b), 1));
+            fa.add(&repeated("", &clean(a), 1));
+            fb.add(&repeated("", &clean(b), 1));
             let e = look.at(&[fa.clone(), fb.clone()], &state);
             if let Some(total) = e.arms.iter().map(|a| a.prob_best).sum::<Option<f64>>() {
                 prop_assert!((total - 1.0).abs() < 1e-9, "{}", total);

@@ -71,7 +71,9 @@ pub use model::{
     PageRequest, Purge, StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
 pub use mongo::MongoStore;
-pub use rollup::{Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore};
+pub use rollup::{
+    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SegmentCounts,
+};
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     Attempt, AttemptResult, Delivery, DeliveryNext, DeliveryStatus, DeliveryUpdate, Endpoint,

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::jobs::{Fence, JobStore};
+use verdict_domain::Breakdown;
+
 use crate::model::{Attribution, TimeRange, VariantCounts};
 use crate::{Result, StoreError};
 
@@ -97,6 +99,20 @@ pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
         q: f64,
     ) -> Result<Option<f64>>;
 
+    /// [`RollupStore::rolled_up_counts`] per segment of `dimension`: the figures of every
+    /// subject assigned to experiment `experiment_id` grouped by its segment (its string
+    /// value of the dimension, `None` without one; see `verdict_domain::breakdown`) and
+    /// variant, ordered by segment (`None` first) then variant; a (segment, variant)
+    /// without subjects is left out. An `event` dimension reads the segments the rollup
+    /// recorded; an `assignment` one the context kept with each assignment.
+    async fn segment_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        dimension: &Breakdown,
+        cap: Option<f64>,
+    ) -> Result<Vec<SegmentCounts>>;
+
     /// Time buckets of one experiment's `event` (all variants), oldest first.
     async fn buckets(
         &self,
@@ -124,6 +140,58 @@ pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
         experiment_id: &str,
         state: &serde_json::Value,
     ) -> Result<()>;
+}
+
+/// One (segment, variant)'s figures ([`RollupStore::segment_counts`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentCounts {
+    /// The subjects' value of the dimension; `None` for those without one.
+    pub segment: Option<String>,
+    pub counts: VariantCounts,
+}
+
+/// One assigned subject as [`segment_figures`] groups it: its segment, its variant, and
+/// its counted events and their total of the metric's event (`None` without any).
+pub(crate) struct SubjectFigure {
+    pub segment: Option<String>,
+    pub variant: String,
+    pub events: Option<(u64, f64)>,
+}
+
+/// The [`SegmentCounts`] of `subjects`, each total capped at `cap` (`min(total, cap)`,
+/// negative totals left as they are), in the order [`RollupStore::segment_counts`] gives:
+/// what the SQLite adapter computes in SQL, for adapters that read the rows instead.
+pub(crate) fn segment_figures(
+    subjects: impl IntoIterator<Item = SubjectFigure>,
+    cap: Option<f64>,
+) -> Vec<SegmentCounts> {
+    let mut groups: std::collections::BTreeMap<(Option<String>, String), VariantCounts> =
+        std::collections::BTreeMap::new();
+    for s in subjects {
+        let c = groups
+            .entry((s.segment, s.variant.clone()))
+            .or_insert_with(|| VariantCounts {
+                variant: s.variant,
+                ..Default::default()
+            });
+        c.subjects += 1;
+        if let Some((n, total)) = s.events {
+            let t = match cap {
+                Some(cap) if total >= 0.0 && total > cap => cap,
+                _ => total,
+            };
+            c.converted_subjects += 1;
+            c.events += n;
+            c.sum += t;
+            c.sum_of_squares += t * t;
+            c.sum_events_squared += n * n;
+            c.sum_events_value += n as f64 * t;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((segment, _), counts)| SegmentCounts { segment, counts })
+        .collect()
 }
 
 /// What one [`RollupStore::rollup`] call did.

@@ -10,6 +10,13 @@
 //!   and only their rollup is timed; repeated `--repeats` times, alternating between the two
 //!   stores, median reported. Rollup cost should follow the new events, not the history.
 //!
+//! With `--dimension` it measures instead what a declared breakdown by an event `meta` key
+//! costs the rollup: two stores whose events all carry `meta.platform` (10 values), one
+//! whose experiment declares `breakdown: {source: event, attribute: platform}`; both get
+//! `--events` events rolled up cold, then `--new-events` new events rolled up `--repeats`
+//! times alternately (median), and the times with the dimension are compared with those
+//! without (target: within 1.5×).
+//!
 //! Events are a realistic mix: exposures (60%), conversions (30%) and revenue (10%, values
 //! 5–200), subjects drawn uniformly, timestamps spread over `--days` days in roughly
 //! ingestion order, subjects assigned during the first half of that period (so some events
@@ -24,12 +31,15 @@ use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use verdict_bench::{
-    Rng, Subject, T0, assign_subjects, cores, human, running_experiment, thousands,
+    Rng, Subject, T0, assign_subjects, cores, human, running_experiment_with, thousands,
 };
 use verdict_domain::NewEvent;
 use verdict_store::{AppendOutcome, DynStore, MongoStore, SqliteStore};
 
 const SECTION: &str = "verdict-bench-rollup";
+const DIMENSION_SECTION: &str = "verdict-bench-rollup-dimension";
+/// The breakdown `--dimension` declares, on the key every event's meta carries.
+const PLATFORMS: u64 = 10;
 const EXPERIMENT: &str = "exp-rollup";
 const DAY_MS: i64 = 86_400_000;
 
@@ -96,6 +106,10 @@ struct Args {
     /// to inspect them.
     #[arg(long)]
     keep: bool,
+    /// Measure the cost of a declared event-meta dimension of 10 values instead (see the
+    /// module docs); writes its own section.
+    #[arg(long)]
+    dimension: bool,
     /// Replace this command's section of this markdown file with the results.
     #[arg(long, value_name = "FILE")]
     write: Option<PathBuf>,
@@ -145,8 +159,15 @@ struct Window {
     total: u64,
 }
 
-fn events(subjects: &[Subject], window: Window, first: u64, n: u64) -> Vec<NewEvent> {
+fn events(
+    subjects: &[Subject],
+    window: Window,
+    first: u64,
+    n: u64,
+    with_meta: bool,
+) -> Vec<NewEvent> {
     let mut rng = Rng::new(first.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ window.span_ms as u64);
+    let mut platforms = Rng::new(first ^ 0x9e37_79b9_7f4a_7c15);
     let received = OffsetDateTime::now_utc();
     (first..first + n)
         .map(|i| {
@@ -168,7 +189,9 @@ fn events(subjects: &[Subject], window: Window, first: u64, n: u64) -> Vec<NewEv
                 value,
                 ts: window.from + time::Duration::milliseconds(at.clamp(0, window.span_ms - 1)),
                 received_at: received,
-                meta: None,
+                meta: with_meta.then(
+                    || serde_json::json!({"platform": format!("p{}", platforms.below(PLATFORMS))}),
+                ),
             }
         })
         .collect()
@@ -190,9 +213,11 @@ async fn load(
         .map(|(from, count)| {
             let (store, subjects) = (store.clone(), subjects.clone());
             async move {
-                let batch =
-                    tokio::task::spawn_blocking(move || events(&subjects, window, from, count))
-                        .await?;
+                let with_meta = args.dimension;
+                let batch = tokio::task::spawn_blocking(move || {
+                    events(&subjects, window, from, count, with_meta)
+                })
+                .await?;
                 let outcomes = store.append_events(batch).await?;
                 let accepted = outcomes
                     .iter()
@@ -225,15 +250,16 @@ async fn rollup_all(store: &DynStore, step: usize) -> anyhow::Result<(u64, Durat
     Ok((events, t.elapsed(), steps))
 }
 
-/// A store set up with the experiment and its subjects.
+/// A store set up with the experiment (with the fields of `extra`) and its subjects.
 async fn prepared(
     args: &Args,
     backend: Backend,
     dir: &Path,
     name: &str,
+    extra: serde_json::Value,
 ) -> anyhow::Result<(Opened, Arc<Vec<Subject>>, Duration)> {
     let opened = Opened::open(args, backend, dir, name).await?;
-    let experiment = running_experiment(&opened.store, EXPERIMENT, "rollup").await?;
+    let experiment = running_experiment_with(&opened.store, EXPERIMENT, "rollup", extra).await?;
     let half_period_s = (args.days.max(1) * DAY_MS / 2000) as u64;
     let t = Instant::now();
     let subjects = assign_subjects(&opened.store, &experiment, args.subjects, 16, |i| {
@@ -276,7 +302,8 @@ async fn measure(args: &Args, backend: Backend, dir: &Path) -> anyhow::Result<Fi
         backend.name(),
         args.subjects
     );
-    let (big, subjects, assign) = prepared(args, backend, dir, "cold").await?;
+    let (big, subjects, assign) =
+        prepared(args, backend, dir, "cold", serde_json::json!({})).await?;
     let result = async {
         eprintln!("[{}] loading {} events …", backend.name(), args.events);
         let load_time = load(args, &big.store, &subjects, history_window, 0, args.events).await?;
@@ -303,7 +330,8 @@ async fn measure(args: &Args, backend: Backend, dir: &Path) -> anyhow::Result<Fi
             backend.name(),
             args.history
         );
-        let (small, small_subjects, _) = prepared(args, backend, dir, "small").await?;
+        let (small, small_subjects, _) =
+            prepared(args, backend, dir, "small", serde_json::json!({})).await?;
         let inner = async {
             let small_window = Window {
                 total: args.history,
@@ -380,6 +408,143 @@ async fn measure(args: &Args, backend: Backend, dir: &Path) -> anyhow::Result<Fi
     .await;
     big.close(args.keep).await?;
     result
+}
+
+/// One store's figures with and without a declared dimension.
+#[derive(Debug)]
+struct DimensionFigures {
+    backend: Backend,
+    /// Cold rollup of `--events`: without, with.
+    cold: (Duration, Duration),
+    /// Median incremental rollup of `--new-events`: without, with.
+    incremental: (Duration, Duration),
+}
+
+async fn measure_dimension(
+    args: &Args,
+    backend: Backend,
+    dir: &Path,
+) -> anyhow::Result<DimensionFigures> {
+    let declared = serde_json::json!({"breakdown": {"source": "event", "attribute": "platform"}});
+    eprintln!(
+        "[{}] two stores of {} subjects …",
+        backend.name(),
+        args.subjects
+    );
+    let (plain, plain_subjects, _) =
+        prepared(args, backend, dir, "plain", serde_json::json!({})).await?;
+    let (dim, dim_subjects, _) = prepared(args, backend, dir, "dimension", declared).await?;
+    let result = async {
+        let history = Window {
+            from: T0,
+            span_ms: args.days.max(1) * DAY_MS,
+            total: args.events,
+        };
+        let mut cold = Vec::new();
+        for (opened, subjects) in [(&plain, &plain_subjects), (&dim, &dim_subjects)] {
+            load(args, &opened.store, subjects, history, 0, args.events).await?;
+            settle().await;
+            let (n, d, _) = rollup_all(&opened.store, args.step).await?;
+            if n != args.events {
+                bail!("the cold rollup folded {n} of {} events", args.events);
+            }
+            cold.push(d);
+        }
+        eprintln!(
+            "[{}]   cold: {:.0} ms without, {:.0} ms with the dimension",
+            backend.name(),
+            cold[0].as_secs_f64() * 1e3,
+            cold[1].as_secs_f64() * 1e3
+        );
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for r in 0..args.repeats.max(1) as u64 {
+            let window = Window {
+                from: T0
+                    + time::Duration::milliseconds(history.span_ms)
+                    + time::Duration::hours(r as i64),
+                span_ms: 3_600_000,
+                total: args.new_events,
+            };
+            let mut pair = [
+                (&plain, &plain_subjects, &mut without),
+                (&dim, &dim_subjects, &mut with),
+            ];
+            // Each goes first every other round.
+            if r % 2 == 1 {
+                pair.reverse();
+            }
+            for (opened, subjects, times) in pair {
+                let seed = 1_000_000_000 * (r + 1);
+                load(args, &opened.store, subjects, window, seed, args.new_events).await?;
+                settle().await;
+                let (n, d, _) = rollup_all(&opened.store, args.step).await?;
+                if n != args.new_events {
+                    bail!(
+                        "an incremental rollup folded {n} of {} events",
+                        args.new_events
+                    );
+                }
+                times.push(d);
+            }
+        }
+        anyhow::Ok(DimensionFigures {
+            backend,
+            cold: (cold[0], cold[1]),
+            incremental: (median(without), median(with)),
+        })
+    }
+    .await;
+    plain.close(args.keep).await?;
+    dim.close(args.keep).await?;
+    result
+}
+
+/// Let what a load left running in the background (SQLite's checkpoints of both stores,
+/// which share the machine) finish before a timed rollup.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+fn dimension_report(args: &Args, figures: &[DimensionFigures]) -> String {
+    let mut table = String::from(
+        "| store | measurement | events | without | with the dimension | ratio |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for f in figures {
+        for (what, events, (without, with)) in [
+            (
+                format!(
+                    "cold rollup, `rollup({})` until caught up",
+                    thousands(args.step as u64)
+                ),
+                args.events,
+                f.cold,
+            ),
+            (
+                format!("incremental rollup, median of {}", args.repeats.max(1)),
+                args.new_events,
+                f.incremental,
+            ),
+        ] {
+            let ratio = with.as_secs_f64() / without.as_secs_f64().max(1e-9);
+            table.push_str(&format!(
+                "| {} | {what} | {} | {} | {} | **{ratio:.2}×** (target ≤ 1.5×) |\n",
+                f.backend.name(),
+                thousands(events),
+                human(without),
+                human(with),
+            ));
+        }
+    }
+    format!(
+        "Measured by `cargo run --release -p verdict-bench --bin rollup -- --dimension --events {} \
+         --subjects {} --repeats {} --write BENCHMARKS.md` (every event carries \
+         `meta.platform`, {PLATFORMS} values; {} cores; MongoDB: secantusd-rs on the same \
+         machine).\n\n{table}",
+        args.events,
+        args.subjects,
+        args.repeats.max(1),
+        cores()
+    )
 }
 
 fn report(args: &Args, figures: &[Figures]) -> String {
@@ -465,17 +630,25 @@ async fn main() -> anyhow::Result<()> {
         bail!("--subjects, --events, --history and --new-events must be positive");
     }
     let dir = tempfile::tempdir()?;
-    let mut figures = Vec::new();
-    for &b in backends {
-        figures.push(measure(&args, b, dir.path()).await?);
-    }
+    let (section, report) = if args.dimension {
+        let mut figures = Vec::new();
+        for &b in backends {
+            figures.push(measure_dimension(&args, b, dir.path()).await?);
+        }
+        (DIMENSION_SECTION, dimension_report(&args, &figures))
+    } else {
+        let mut figures = Vec::new();
+        for &b in backends {
+            figures.push(measure(&args, b, dir.path()).await?);
+        }
+        (SECTION, report(&args, &figures))
+    };
     if args.keep {
         eprintln!("kept SQLite files in {}", dir.keep().display());
     }
-    let report = report(&args, &figures);
     println!("{report}");
     if let Some(path) = &args.write {
-        verdict_bench::write_section(path, SECTION, &report)?;
+        verdict_bench::write_section(path, section, &report)?;
     }
     Ok(())
 }

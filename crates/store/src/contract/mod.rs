@@ -93,6 +93,7 @@ macro_rules! store_contract_suite {
             overflowed_totals_are_recomputed_from_raw_events_without_values_beyond_the_bound,
             overflowed_totals_stay_when_retention_deleted_raw_events,
             evaluation_state_round_trips,
+            segment_counts_group_every_subject_by_its_segment,
             // jobs
             leases_grant_one_holder_at_a_time_with_increasing_tokens,
             concurrent_lease_requests_grant_exactly_one,

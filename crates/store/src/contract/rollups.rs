@@ -786,3 +786,168 @@ pub async fn overflowed_totals_stay_when_retention_deleted_raw_events(store: Dyn
         ["e1"]
     );
 }
+
+pub async fn segment_counts_group_every_subject_by_its_segment(store: DynStore) {
+    use verdict_domain::{Breakdown, DimensionSource, Scope, Status};
+
+    use crate::SegmentCounts;
+    use crate::model::StatusChange;
+
+    let mut e = super::experiment(Scope::default(), "seg", "seg");
+    e.assignment.context = vec!["country".into()];
+    e.breakdown = Some(Breakdown {
+        source: DimensionSource::Event,
+        attribute: "platform".into(),
+        max_segments: 50,
+    });
+    store.create_experiment(&e, "test").await.unwrap();
+    store
+        .transition_status(&StatusChange {
+            experiment_id: "seg".into(),
+            from: Status::Draft,
+            to: Status::Running,
+            at: super::T0,
+            actor: "test".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    for (subject, variant, country) in [
+        ("s1", "control", Some(json!("US"))),
+        ("s2", "control", Some(json!("FR"))),
+        ("s3", "treatment", Some(json!("US"))),
+        ("s4", "treatment", None),
+        ("s5", "control", Some(json!("US"))),
+        ("s6", "treatment", Some(json!(7))),
+    ] {
+        let context = country.map(|c| {
+            let mut m = serde_json::Map::new();
+            m.insert("country".into(), c);
+            m
+        });
+        store
+            .get_or_create_assignment(&verdict_domain::Assignment {
+                experiment_id: "seg".into(),
+                subject: subject.into(),
+                variant: variant.into(),
+                assigned_at: super::T0 + time::Duration::seconds(3600),
+                context,
+            })
+            .await
+            .unwrap();
+    }
+    // (subject, at, value, meta) in ingestion order. s1's first event is before its
+    // assignment (not counted, but its platform, "web", is s1's); s2's first has no platform;
+    // s3's first has a number; s4's two values are folded in different steps (the first
+    // wins); s6 never sends one; s5 sends nothing.
+    let sent = [
+        ("s1", 10, 1.0, Some(json!({"platform": "web"}))),
+        ("s4", 4000, 10.0, Some(json!({"platform": "web"}))),
+        ("s2", 4000, 1.0, None),
+        ("s3", 4000, 1.0, Some(json!({"platform": 5}))),
+        ("s1", 4000, 2.0, Some(json!({"platform": "ios"}))),
+        ("s6", 4000, 1.0, Some(json!({"other": "x"}))),
+        ("s4", 4200, 1.0, Some(json!({"platform": "ios"}))),
+        ("s1", 5000, 3.0, Some(json!({"platform": "android"}))),
+        ("s2", 4500, 1.0, Some(json!({"platform": "android"}))),
+        ("s3", 4100, 4.0, Some(json!({"platform": "ios"}))),
+    ];
+    for (i, (subject, at, value, meta)) in sent.into_iter().enumerate() {
+        let mut ev = event("seg", &format!("g{i}"), subject, at);
+        ev.value = value;
+        ev.meta = meta;
+        store.append_events(vec![ev]).await.unwrap();
+    }
+    while store.rollup(2).await.unwrap().events > 0 {}
+
+    // The expected figures, from the events above: (variant, per-subject (n, total)).
+    let figures = |variant: &str, subjects: &[Option<(u64, f64)>], cap: Option<f64>| {
+        let mut c = VariantCounts {
+            variant: variant.into(),
+            subjects: subjects.len() as u64,
+            ..Default::default()
+        };
+        for (n, total) in subjects.iter().flatten() {
+            let t = cap.map_or(*total, |cap| total.min(cap));
+            c.converted_subjects += 1;
+            c.events += n;
+            c.sum += t;
+            c.sum_of_squares += t * t;
+            c.sum_events_squared += n * n;
+            c.sum_events_value += *n as f64 * t;
+        }
+        c
+    };
+    let seg = |segment: Option<&str>, counts: VariantCounts| SegmentCounts {
+        segment: segment.map(str::to_owned),
+        counts,
+    };
+    let (s1, s2, s3, s4, s6) = (
+        Some((2, 5.0)),
+        Some((2, 2.0)),
+        Some((2, 5.0)),
+        Some((2, 11.0)),
+        Some((1, 1.0)),
+    );
+    for cap in [None, Some(5.0)] {
+        let by_platform = store
+            .segment_counts("seg", "conversion", e.breakdown.as_ref().unwrap(), cap)
+            .await
+            .unwrap();
+        assert_eq!(
+            by_platform,
+            [
+                seg(None, figures("control", &[None], cap)),
+                seg(None, figures("treatment", &[s6], cap)),
+                seg(Some("android"), figures("control", &[s2], cap)),
+                seg(Some("ios"), figures("treatment", &[s3], cap)),
+                seg(Some("web"), figures("control", &[s1], cap)),
+                seg(Some("web"), figures("treatment", &[s4], cap)),
+            ],
+            "by the first string value of the event key, cap {cap:?}"
+        );
+        let by_country = store
+            .segment_counts(
+                "seg",
+                "conversion",
+                &Breakdown {
+                    source: DimensionSource::Assignment,
+                    attribute: "country".into(),
+                    max_segments: 50,
+                },
+                cap,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            by_country,
+            [
+                seg(None, figures("treatment", &[s4, s6], cap)),
+                seg(Some("FR"), figures("control", &[s2], cap)),
+                seg(Some("US"), figures("control", &[s1, None], cap)),
+                seg(Some("US"), figures("treatment", &[s3], cap)),
+            ],
+            "by the assignment context's string value, cap {cap:?}"
+        );
+        // The segments of a variant add up to its figures.
+        for variant in store
+            .rolled_up_counts("seg", "conversion", cap)
+            .await
+            .unwrap()
+        {
+            for split in [&by_platform, &by_country] {
+                let parts: Vec<_> = split
+                    .iter()
+                    .filter(|s| s.counts.variant == variant.variant)
+                    .collect();
+                let subjects: u64 = parts.iter().map(|s| s.counts.subjects).sum();
+                let events: u64 = parts.iter().map(|s| s.counts.events).sum();
+                let sum: f64 = parts.iter().map(|s| s.counts.sum).sum();
+                assert_eq!(
+                    (subjects, events, sum),
+                    (variant.subjects, variant.events, variant.sum)
+                );
+            }
+        }
+    }
+}

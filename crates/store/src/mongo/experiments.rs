@@ -43,6 +43,12 @@ fn experiment_fields(e: &Experiment) -> Result<Document> {
         "status": e.status.as_str(),
         "audience": e.audience.as_deref().unwrap_or(""),
         "version": e.version as i64,
+        // The rollup records segments for the experiments broken down by an event key.
+        "breakdown_event": e
+            .breakdown
+            .as_ref()
+            .filter(|b| b.source == verdict_domain::DimensionSource::Event)
+            .map(|b| b.attribute.as_str()),
         "doc": encode(e)?,
     })
 }

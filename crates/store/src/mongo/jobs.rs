@@ -479,6 +479,7 @@ impl JobStore for MongoStore {
             ("events", "experiment_id"),
             ("buckets", "experiment_id"),
             ("subject_metrics", "experiment_id"),
+            ("subject_segments", "experiment_id"),
             ("assignments", "experiment_id"),
             ("forced_variants", "experiment_id"),
             ("evaluation_state", "_id"),

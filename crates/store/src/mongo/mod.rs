@@ -582,6 +582,10 @@ impl MongoStore {
                 vec![unique(doc! {"experiment_id": 1, "event": 1, "subject": 1})],
             ),
             (
+                "subject_segments",
+                vec![unique(doc! {"experiment_id": 1, "subject": 1})],
+            ),
+            (
                 "outbox",
                 vec![plain(doc! {"created_at": 1, "version": 1, "pos": 1})],
             ),

@@ -9,16 +9,19 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, bson, doc};
 use serde_json::Value;
+use verdict_domain::{Breakdown, DimensionSource};
 
 use super::{
     MongoStore, collect, combine, counted, db_err, decode, documents, get_date, get_f64, get_i64,
-    get_str, get_u64, is_duplicate, opt_i64, per_variant_totals, subject_stages, time_filter,
+    get_str, get_u64, is_duplicate, opt_i64, opt_str, per_variant_totals, subject_stages,
+    time_filter,
 };
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts};
 use crate::rollup::{
     Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SQUARE_OVERFLOWS,
-    check_bound, check_cap, check_fence, quantile_position,
+    SegmentCounts, SubjectFigure, check_bound, check_cap, check_fence, quantile_position,
+    segment_figures,
 };
 use crate::{Result, StoreError};
 
@@ -217,6 +220,115 @@ fn fence_write(filter: &mut Document, set: &mut Document, fence: Option<&Fence>)
 impl MongoStore {
     /// One step of [`RollupStore::rollup`], its state changes fenced by `fence` (see
     /// [`RollupStore::rollup_fenced`]).
+    /// Record the segments of the subjects whose events `(from, to]` are folded, for the
+    /// experiments broken down by an event-meta key (their `breakdown_event` field): the
+    /// key's string value on each subject's first event carrying it, in
+    /// `subject_segments`, unless the subject has one already (unique per experiment and
+    /// subject; the first wins, as ranges are folded in increasing order, and a resumed
+    /// range inserts the same documents again, ignored). Event `meta` is stored as JSON
+    /// text, so the values are read here rather than in a pipeline.
+    async fn record_segments(&self, from: i64, to: i64) -> Result<()> {
+        const DOING: &str = "recording breakdown segments";
+        const EVENTS: &str = "`events`";
+        let dims: std::collections::HashMap<String, String> = collect(
+            self.coll("experiments")
+                .find(doc! {
+                    "status": {"$in": ["running", "paused"]},
+                    "breakdown_event": {"$type": "string"},
+                })
+                .projection(doc! {"breakdown_event": 1})
+                .await
+                .map_err(db_err(DOING))?,
+            DOING,
+        )
+        .await?
+        .iter()
+        .map(|d| {
+            Ok((
+                get_str(d, "_id", "`experiments`")?.to_owned(),
+                get_str(d, "breakdown_event", "`experiments`")?.to_owned(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+        if dims.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = dims.keys().map(String::as_str).collect();
+        let events = collect(
+            self.coll("events")
+                .find(doc! {
+                    "seq": {"$gt": from, "$lte": to},
+                    "experiment_id": {"$in": ids},
+                    "meta": {"$type": "string"},
+                })
+                .sort(doc! {"seq": 1})
+                // The seq range, not every event of the experiments (their index).
+                .hint(mongodb::options::Hint::Keys(doc! {"seq": 1}))
+                .projection(doc! {"experiment_id": 1, "subject": 1, "meta": 1})
+                .await
+                .map_err(db_err(DOING))?,
+            DOING,
+        )
+        .await?;
+        let mut first: std::collections::HashMap<(String, String), String> =
+            std::collections::HashMap::new();
+        for d in &events {
+            let experiment_id = get_str(d, "experiment_id", EVENTS)?;
+            let meta: serde_json::Map<String, Value> = decode(get_str(d, "meta", EVENTS)?, DOING)?;
+            let Some(Value::String(segment)) = dims.get(experiment_id).and_then(|k| meta.get(k))
+            else {
+                continue;
+            };
+            let subject = get_str(d, "subject", EVENTS)?;
+            first
+                .entry((experiment_id.to_owned(), subject.to_owned()))
+                .or_insert_with(|| segment.clone());
+        }
+        // Leave out the subjects with a segment already (most, after their first events):
+        // a duplicate insert costs the server more than this read.
+        for experiment_id in dims.keys() {
+            let subjects: Vec<&str> = first
+                .keys()
+                .filter(|(e, _)| e == experiment_id)
+                .map(|(_, s)| s.as_str())
+                .collect();
+            if subjects.is_empty() {
+                continue;
+            }
+            let known = collect(
+                self.coll("subject_segments")
+                    .find(doc! {"experiment_id": experiment_id, "subject": {"$in": subjects}})
+                    .projection(doc! {"_id": 0, "subject": 1})
+                    .await
+                    .map_err(db_err(DOING))?,
+                DOING,
+            )
+            .await?;
+            for d in &known {
+                let subject = get_str(d, "subject", "`subject_segments`")?;
+                first.remove(&(experiment_id.clone(), subject.to_owned()));
+            }
+        }
+        if first.is_empty() {
+            return Ok(());
+        }
+        let docs = first
+            .into_iter()
+            .map(|((experiment_id, subject), segment)| {
+                doc! {"experiment_id": experiment_id, "subject": subject, "segment": segment}
+            });
+        match self
+            .coll("subject_segments")
+            .insert_many(docs)
+            .ordered(false)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(db_err(DOING)(e)),
+        }
+    }
+
     pub(super) async fn rollup_step(
         &self,
         max_events: usize,
@@ -365,6 +477,8 @@ impl MongoStore {
             }},
         ])
         .await?;
+
+        self.record_segments(from, to).await?;
 
         let mut filter = doc! {"_id": "events", "seq": from, "pending_to": to};
         let mut set = doc! {"seq": to, "pending_to": Bson::Null};
@@ -737,6 +851,92 @@ impl RollupStore for MongoStore {
             &figures,
             "per-variant figures of `subject_metrics`",
         )
+    }
+
+    /// The subjects' segments, variants and figures are read and grouped here
+    /// ([`segment_figures`]): assignment contexts and event `meta` are stored as JSON text.
+    async fn segment_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        dimension: &Breakdown,
+        cap: Option<f64>,
+    ) -> Result<Vec<SegmentCounts>> {
+        const DOING: &str = "reading rolled-up counts per segment";
+        check_cap(cap, DOING)?;
+        let find = |coll: &'static str, filter: Document, projection: Document| async move {
+            collect(
+                self.coll(coll)
+                    .find(filter)
+                    .projection(projection)
+                    .await
+                    .map_err(db_err(DOING))?,
+                DOING,
+            )
+            .await
+        };
+        let assignments = find(
+            "assignments",
+            doc! {"experiment_id": experiment_id},
+            doc! {"subject": 1, "variant": 1, "context": 1},
+        )
+        .await?;
+        let mut segments: std::collections::HashMap<String, String> = match dimension.source {
+            DimensionSource::Event => find(
+                "subject_segments",
+                doc! {"experiment_id": experiment_id},
+                doc! {"subject": 1, "segment": 1},
+            )
+            .await?
+            .iter()
+            .map(|d| {
+                Ok((
+                    get_str(d, "subject", "`subject_segments`")?.to_owned(),
+                    get_str(d, "segment", "`subject_segments`")?.to_owned(),
+                ))
+            })
+            .collect::<Result<_>>()?,
+            DimensionSource::Assignment => Default::default(),
+        };
+        let mut figures: std::collections::HashMap<String, (u64, f64)> = find(
+            "subject_metrics",
+            doc! {"experiment_id": experiment_id, "event": event},
+            doc! {"subject": 1, "n": 1, "total": 1},
+        )
+        .await?
+        .iter()
+        .map(|d| {
+            const WHAT: &str = "`subject_metrics`";
+            Ok((
+                get_str(d, "subject", WHAT)?.to_owned(),
+                (get_u64(d, "n", WHAT)?, get_f64(d, "total", WHAT)?),
+            ))
+        })
+        .collect::<Result<_>>()?;
+        let mut subjects = Vec::with_capacity(assignments.len());
+        for d in &assignments {
+            const WHAT: &str = "`assignments`";
+            let subject = get_str(d, "subject", WHAT)?;
+            let segment = match dimension.source {
+                DimensionSource::Event => segments.remove(subject),
+                DimensionSource::Assignment => match opt_str(d, "context", WHAT)? {
+                    Some(c) => {
+                        let context: serde_json::Map<String, Value> = decode(c, DOING)?;
+                        match context.get(&dimension.attribute) {
+                            Some(Value::String(v)) => Some(v.clone()),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                },
+            };
+            subjects.push(SubjectFigure {
+                segment,
+                variant: get_str(d, "variant", WHAT)?.to_owned(),
+                events: figures.remove(subject),
+            });
+        }
+        Ok(segment_figures(subjects, cap))
     }
 
     /// Rollups: the `total`s of `subject_metrics` with at least one event (all but those a

@@ -61,6 +61,9 @@ const PURGE_STATEMENTS: &[&str] = &[
     "DELETE FROM subject_metrics WHERE (experiment, event, subject) IN (
          SELECT experiment, event, subject FROM subject_metrics
          WHERE experiment = (SELECT id FROM rollup_names WHERE name = ?1) LIMIT ?2)",
+    "DELETE FROM subject_segments WHERE (experiment, subject) IN (
+         SELECT experiment, subject FROM subject_segments
+         WHERE experiment = (SELECT id FROM rollup_names WHERE name = ?1) LIMIT ?2)",
     "DELETE FROM assignments WHERE (experiment_id, subject) IN (
          SELECT experiment_id, subject FROM assignments WHERE experiment_id = ?1 LIMIT ?2)",
     "DELETE FROM forced_variants WHERE (experiment_id, subject) IN (

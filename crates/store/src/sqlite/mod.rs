@@ -94,6 +94,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_threshold_states",
         include_str!("../../migrations/0011_threshold_states.sql"),
     ),
+    (
+        "0012_subject_segments",
+        include_str!("../../migrations/0012_subject_segments.sql"),
+    ),
 ];
 
 /// Reader connections for point lookups ([`SqliteStore::read_point`]).
@@ -868,15 +872,23 @@ fn variant_sums(cap: usize) -> String {
 
 /// Read one row of `SELECT variant, subjects, {variant_sums}`.
 fn variant_counts_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::model::VariantCounts> {
+    variant_counts_row_at(r, 0)
+}
+
+/// [`variant_counts_row`] from column `at` on (after the columns before it).
+fn variant_counts_row_at(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<crate::model::VariantCounts> {
     Ok(crate::model::VariantCounts {
-        variant: r.get(0)?,
-        subjects: r.get::<_, i64>(1)? as u64,
-        converted_subjects: r.get::<_, i64>(2)? as u64,
-        events: r.get::<_, i64>(3)? as u64,
-        sum: r.get(4)?,
-        sum_of_squares: r.get(5)?,
-        sum_events_squared: r.get::<_, i64>(6)? as u64,
-        sum_events_value: r.get(7)?,
+        variant: r.get(at)?,
+        subjects: r.get::<_, i64>(at + 1)? as u64,
+        converted_subjects: r.get::<_, i64>(at + 2)? as u64,
+        events: r.get::<_, i64>(at + 3)? as u64,
+        sum: r.get(at + 4)?,
+        sum_of_squares: r.get(at + 5)?,
+        sum_events_squared: r.get::<_, i64>(at + 6)? as u64,
+        sum_events_value: r.get(at + 7)?,
     })
 }
 

@@ -6,17 +6,18 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
+use verdict_domain::{Breakdown, DimensionSource};
 
 use super::{
     STARTS, SUBJECT_FIGURES, SqliteStore, begin, check_fence, commit, decode, internal,
-    quantile_of_totals, variant_counts_row, variant_sums,
+    quantile_of_totals, variant_counts_row, variant_counts_row_at, variant_sums,
 };
 use crate::Result;
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts, from_millis, to_millis};
 use crate::rollup::{
-    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, check_bound,
-    check_cap,
+    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SegmentCounts,
+    check_bound, check_cap,
 };
 
 /// A bucket whose Σ or Σ² is infinite: the condition of the partial index
@@ -73,6 +74,71 @@ fn has_overflowed(
         |r| r.get(0),
     )
     .map_err(internal("looking for overflowed totals"))
+}
+
+/// The JSON path of key `attribute` (letters, digits, `_`, `-`: see
+/// `verdict_domain::Breakdown::check`).
+fn json_path(attribute: &str) -> String {
+    format!("$.\"{attribute}\"")
+}
+
+/// Record the segments of the subjects whose events `(from, to]` are folded, for the live
+/// experiments broken down by an event-meta key (`breakdown.source = event`): the key's
+/// string value on each subject's first event carrying it, unless the subject has one
+/// already (`subject_segments`, migration 0012).
+fn record_segments(tx: &rusqlite::Transaction<'_>, from: i64, to: i64) -> Result<()> {
+    const DOING: &str = "recording breakdown segments";
+    let dims: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT id, json_extract(doc, '$.breakdown.attribute') FROM experiments
+             WHERE status IN ('running', 'paused')
+               AND json_extract(doc, '$.breakdown.source') = 'event'",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(internal(DOING))?;
+    for (experiment_id, attribute) in dims {
+        let names_id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM rollup_names WHERE name = ?1",
+                [&experiment_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(internal(DOING))?;
+        // Named once one of its events was rolled up: none yet, nothing to record.
+        let Some(names_id) = names_id else { continue };
+        // In ingestion order, so that a subject's first value is inserted and the later
+        // ones ignored; the events of subjects with a segment already are skipped before
+        // their meta is parsed (after a subject's first events, that is nearly all). The
+        // unary `+` keeps the planner on the seq range: the index by experiment would read
+        // every event of the experiment, a cost growing with its history.
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO subject_segments (experiment, subject, segment)
+             SELECT ?3, subject, segment
+             FROM (SELECT e.subject AS subject, e.meta ->> ?5 AS segment
+                   FROM events e
+                   WHERE e.seq > ?1 AND e.seq <= ?2 AND +e.experiment_id = ?4
+                     AND e.meta IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM subject_segments g
+                                     WHERE g.experiment = ?3 AND g.subject = e.subject)
+                   ORDER BY e.seq)
+             WHERE typeof(segment) = 'text'",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                from,
+                to,
+                names_id,
+                experiment_id,
+                json_path(&attribute)
+            ])
+        })
+        .map_err(internal(DOING))?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -163,6 +229,7 @@ impl RollupStore for SqliteStore {
                     params![from, to],
                 )
                 .map_err(internal("rolling up subjects"))? as u64;
+            record_segments(&tx, from, to)?;
             tx.execute(
                 "INSERT INTO rollup_state (name, seq) VALUES ('events', ?1)
                  ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
@@ -344,6 +411,63 @@ impl RollupStore for SqliteStore {
                 .map_err(internal("reading rolled-up counts"))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(internal("reading rolled-up counts"))
+        })
+        .await
+    }
+
+    async fn segment_counts(
+        &self,
+        experiment_id: &str,
+        event: &str,
+        dimension: &Breakdown,
+        cap: Option<f64>,
+    ) -> Result<Vec<SegmentCounts>> {
+        const DOING: &str = "reading rolled-up counts per segment";
+        check_cap(cap, DOING)?;
+        let (eid, ev) = (experiment_id.to_owned(), event.to_owned());
+        let dimension = dimension.clone();
+        self.read(move |c| {
+            let sums = variant_sums(3);
+            let figures = "LEFT JOIN subject_metrics s
+                   ON s.experiment = (SELECT id FROM rollup_names WHERE name = ?1)
+                  AND s.event = (SELECT id FROM rollup_names WHERE name = ?2)
+                  AND s.subject = a.subject";
+            let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<SegmentCounts> {
+                Ok(SegmentCounts {
+                    segment: r.get(0)?,
+                    counts: variant_counts_row_at(r, 1)?,
+                })
+            };
+            let rows = match dimension.source {
+                DimensionSource::Assignment => c
+                    .prepare_cached(&format!(
+                        "SELECT CASE WHEN json_type(a.context, ?4) = 'text'
+                                     THEN json_extract(a.context, ?4) END,
+                                a.variant, COUNT(*), {sums}
+                         FROM assignments a {figures}
+                         WHERE a.experiment_id = ?1
+                         GROUP BY 1, 2 ORDER BY 1, 2"
+                    ))
+                    .and_then(|mut st| {
+                        st.query_map(params![eid, ev, cap, json_path(&dimension.attribute)], row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
+                DimensionSource::Event => c
+                    .prepare_cached(&format!(
+                        "SELECT g.segment, a.variant, COUNT(*), {sums}
+                         FROM assignments a {figures}
+                         LEFT JOIN subject_segments g
+                           ON g.experiment = (SELECT id FROM rollup_names WHERE name = ?1)
+                          AND g.subject = a.subject
+                         WHERE a.experiment_id = ?1
+                         GROUP BY 1, 2 ORDER BY 1, 2"
+                    ))
+                    .and_then(|mut st| {
+                        st.query_map(params![eid, ev, cap], row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
+            };
+            rows.map_err(internal(DOING))
         })
         .await
     }

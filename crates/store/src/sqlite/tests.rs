@@ -361,7 +361,7 @@ fn every_migration_file_is_applied_in_the_order_of_its_number() {
 /// pinned: a schema change is a new migration (a pin changes only with a comment).
 #[test]
 fn applied_migrations_are_never_edited() {
-    const PINNED: [(&str, u64); 11] = [
+    const PINNED: [(&str, u64); 12] = [
         ("0001_core", 0xaa46_8c87_e86e_9caa),
         ("0002_rollups", 0x3e1a_1c10_21f8_1df4),
         ("0003_outbox", 0x2171_bcdf_e975_a1a9),
@@ -373,6 +373,7 @@ fn applied_migrations_are_never_edited() {
         ("0009_deleted_experiments", 0x9fc2_d6a6_2afc_525a),
         ("0010_assignment_context", 0x9e41_ca1a_dd21_9890),
         ("0011_threshold_states", 0x3047_b102_facb_434c),
+        ("0012_subject_segments", 0x9a78_0d70_e54a_ebef),
     ];
     let fnv = |text: &str| {
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
