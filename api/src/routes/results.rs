@@ -62,7 +62,10 @@ pub async fn winner(
         experiment names an `exposure_event`, only subjects who sent it count, from their first \
         exposure; a metric's `window_hours` limits its events to that long after the subject's \
         start; a metric's `cap` caps each subject's total. With a window, an exposure event or \
-        `from`/`to`, raw events are counted at query time (`source: raw_events`).",
+        `from`/`to`, raw events are counted at query time (`source: raw_events`). With \
+        `breakdown=true`, `breakdown` holds the same statistics per segment of the \
+        experiment's declared dimension, read from the rollups (400 `invalid_query` when it \
+        declares none, or with `from`/`to`).",
     security(("bearer" = ["results:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ResultsParams),
     responses(

@@ -854,7 +854,7 @@ impl RollupStore for MongoStore {
     }
 
     /// The subjects' segments, variants and figures are read and grouped here
-    /// ([`segment_figures`]): assignment contexts and event `meta` are stored as JSON text.
+    /// (`segment_figures`): assignment contexts and event `meta` are stored as JSON text.
     async fn segment_counts(
         &self,
         experiment_id: &str,
