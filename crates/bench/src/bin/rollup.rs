@@ -269,6 +269,38 @@ async fn prepared(
     Ok((opened, Arc::new(subjects), t.elapsed()))
 }
 
+/// The `r`-th window of `n` new events: the hour after `history`, one hour per round.
+fn new_events_window(history: Window, r: u64, n: u64) -> Window {
+    Window {
+        from: T0 + time::Duration::milliseconds(history.span_ms) + time::Duration::hours(r as i64),
+        span_ms: 3_600_000,
+        total: n,
+    }
+}
+
+/// Load `n` events of `window` (from its event `first`) into `opened`, let the load's
+/// background work finish when `settled`, then time the rollup that folds exactly them.
+#[allow(clippy::too_many_arguments)]
+async fn load_then_roll_up(
+    args: &Args,
+    opened: &Opened,
+    subjects: &Arc<Vec<Subject>>,
+    window: Window,
+    first: u64,
+    n: u64,
+    settled: bool,
+) -> anyhow::Result<Duration> {
+    load(args, &opened.store, subjects, window, first, n).await?;
+    if settled {
+        settle().await;
+    }
+    let (folded, d, _) = rollup_all(&opened.store, args.step).await?;
+    if folded != n {
+        bail!("a rollup folded {folded} of {n} events");
+    }
+    Ok(d)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -349,36 +381,24 @@ async fn measure(args: &Args, backend: Backend, dir: &Path) -> anyhow::Result<Fi
             rollup_all(&small.store, args.step).await?;
             let (mut t_small, mut t_large) = (Vec::new(), Vec::new());
             for r in 0..args.repeats.max(1) as u64 {
-                // New events: the hour after the history, one hour per repetition.
-                let window = Window {
-                    from: T0
-                        + time::Duration::milliseconds(history_window.span_ms)
-                        + time::Duration::hours(r as i64),
-                    span_ms: 3_600_000,
-                    total: args.new_events,
-                };
-                let seed_from = 1_000_000_000 * (r + 1);
+                let window = new_events_window(history_window, r, args.new_events);
                 for (opened, subj, times) in [
                     (&small, &small_subjects, &mut t_small),
                     (&big, &subjects, &mut t_large),
                 ] {
-                    load(
-                        args,
-                        &opened.store,
-                        subj,
-                        window,
-                        seed_from,
-                        args.new_events,
-                    )
-                    .await?;
-                    let (n, d, _) = rollup_all(&opened.store, args.step).await?;
-                    if n != args.new_events {
-                        bail!(
-                            "an incremental rollup folded {n} of {} events",
-                            args.new_events
-                        );
-                    }
-                    times.push(d);
+                    let first = 1_000_000_000 * (r + 1);
+                    times.push(
+                        load_then_roll_up(
+                            args,
+                            opened,
+                            subj,
+                            window,
+                            first,
+                            args.new_events,
+                            false,
+                        )
+                        .await?,
+                    );
                 }
                 eprintln!(
                     "[{}]   incremental #{}: {:.0} ms ({} history), {:.0} ms ({} history)",
@@ -442,13 +462,9 @@ async fn measure_dimension(
         };
         let mut cold = Vec::new();
         for (opened, subjects) in [(&plain, &plain_subjects), (&dim, &dim_subjects)] {
-            load(args, &opened.store, subjects, history, 0, args.events).await?;
-            settle().await;
-            let (n, d, _) = rollup_all(&opened.store, args.step).await?;
-            if n != args.events {
-                bail!("the cold rollup folded {n} of {} events", args.events);
-            }
-            cold.push(d);
+            cold.push(
+                load_then_roll_up(args, opened, subjects, history, 0, args.events, true).await?,
+            );
         }
         eprintln!(
             "[{}]   cold: {:.0} ms without, {:.0} ms with the dimension",
@@ -458,13 +474,7 @@ async fn measure_dimension(
         );
         let (mut without, mut with) = (Vec::new(), Vec::new());
         for r in 0..args.repeats.max(1) as u64 {
-            let window = Window {
-                from: T0
-                    + time::Duration::milliseconds(history.span_ms)
-                    + time::Duration::hours(r as i64),
-                span_ms: 3_600_000,
-                total: args.new_events,
-            };
+            let window = new_events_window(history, r, args.new_events);
             let mut pair = [
                 (&plain, &plain_subjects, &mut without),
                 (&dim, &dim_subjects, &mut with),
@@ -474,17 +484,11 @@ async fn measure_dimension(
                 pair.reverse();
             }
             for (opened, subjects, times) in pair {
-                let seed = 1_000_000_000 * (r + 1);
-                load(args, &opened.store, subjects, window, seed, args.new_events).await?;
-                settle().await;
-                let (n, d, _) = rollup_all(&opened.store, args.step).await?;
-                if n != args.new_events {
-                    bail!(
-                        "an incremental rollup folded {n} of {} events",
-                        args.new_events
-                    );
-                }
-                times.push(d);
+                let first = 1_000_000_000 * (r + 1);
+                times.push(
+                    load_then_roll_up(args, opened, subjects, window, first, args.new_events, true)
+                        .await?,
+                );
             }
         }
         anyhow::Ok(DimensionFigures {
