@@ -588,34 +588,24 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
         }),
     )
     .await?;
-    let fresh = measure(
-        "assignment, new subjects",
-        &verdict_server,
-        Some(&client_key),
-        args.connections,
-        seconds,
-        None,
-        Arc::new(|i| {
-            Req::get(format!(
-                "/v1/experiments/{EXPERIMENT}/assignment?subject_id=new-{i}"
-            ))
-        }),
-    )
-    .await?;
-    let exposed = measure(
-        "assignment, new subjects, `auto_exposure`",
-        &verdict_server,
-        Some(&client_key),
-        args.connections,
-        seconds,
-        None,
-        Arc::new(|i| {
-            Req::get(format!(
-                "/v1/experiments/{EXPOSED}/assignment?subject_id=new-{i}"
-            ))
-        }),
-    )
-    .await?;
+    // New subjects of an experiment: each request assigns one never seen before.
+    let new_subjects = |name: &'static str, experiment: &'static str| {
+        measure(
+            name,
+            &verdict_server,
+            Some(&client_key),
+            args.connections,
+            seconds,
+            None,
+            Arc::new(move |i| {
+                Req::get(format!(
+                    "/v1/experiments/{experiment}/assignment?subject_id=new-{i}"
+                ))
+            }),
+        )
+    };
+    let fresh = new_subjects("assignment, new subjects", EXPERIMENT).await?;
+    let exposed = new_subjects("assignment, new subjects, `auto_exposure`", EXPOSED).await?;
     let hello_rate = hello.rate();
     let (repeat_ratio, fresh_ratio) = (repeat.rate() / hello_rate, fresh.rate() / hello_rate);
     let exposed_ratio = exposed.rate() / hello_rate;
