@@ -50,6 +50,7 @@ fn credential(req: &Request, required: Requirement) -> Result<String, ApiError> 
             )
         })?),
         None if required.query_token => query_token(req),
+        None if required.path_key => path_key(req),
         None => None,
     };
     token.ok_or_else(|| {
@@ -78,6 +79,16 @@ fn bearer_value(value: &HeaderValue) -> Option<String> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
+}
+
+/// The last segment of the request's path (a route's `{client_key}`), percent-decoded.
+fn path_key(req: &Request) -> Option<String> {
+    let segment = req.uri().path().rsplit('/').next()?;
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// `?token=` of the request's query, percent-decoded. (A credential that is not UTF-8

@@ -58,6 +58,8 @@ use crate::state::DocPages;
         (name = "audiences", description = "Reusable targeting rules per environment."),
         (name = "experiments", description = "Experiments and their lifecycle."),
         (name = "assignments", description = "Which variant a subject sees."),
+        (name = "sdk", description = "Payloads for SDKs that evaluate experiments locally \
+            (GrowthBook SDKs)."),
         (name = "events", description = "Event ingestion."),
         (name = "results", description = "Winner snapshot and per-variant results."),
         (name = "webhooks", description = "Webhook endpoints, their secrets and delivery log. \

@@ -22,6 +22,9 @@ pub struct Requirement {
     /// The route also takes the credential as `?token=` (browsers cannot set headers on a
     /// WebSocket).
     pub query_token: bool,
+    /// The route takes the credential as its `{client_key}` path segment, as GrowthBook
+    /// SDKs send it.
+    pub path_key: bool,
 }
 
 /// The right of every protected route, by route template then method (looked up per
@@ -70,7 +73,16 @@ impl RouteRights {
                     .iter()
                     .flatten()
                     .any(|p| p.name == "token" && p.parameter_in == ParameterIn::Query);
-                let requirement = Requirement { right, query_token };
+                let path_key = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "client_key" && p.parameter_in == ParameterIn::Path);
+                let requirement = Requirement {
+                    right,
+                    query_token,
+                    path_key,
+                };
                 routes
                     .entry(path.clone())
                     .or_default()

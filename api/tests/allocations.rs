@@ -164,3 +164,53 @@ async fn new_ranges_reach_new_subjects_only_and_bad_ranges_are_refused_whole() {
         assert_eq!(b["variant"], ["control", "treatment"][v], "{s}: {b}");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_is_validated_patched_and_honoured_by_assignment() {
+    let app = spawn_app().await;
+    let mut bad = json!({"key": "ns", "variants": [{"key": "a"}, {"key": "b"}],
+        "namespace": {"id": "", "start": 0.7, "end": 0.2}});
+    let (status, body) = app.post_json("/v1/experiments", &app.admin_key, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "validation_failed");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["namespace.id", "namespace.end"], "{body}");
+
+    bad["namespace"] = json!({"id": "checkout", "start": 0.0, "end": 0.5});
+    let created = app.create_experiment(&bad).await;
+    assert_eq!(created["namespace"], bad["namespace"]);
+    app.activate("ns").await;
+    let in_slice = |s: &str| hashing::in_namespace(s, ("checkout", 0.0, 0.5));
+    let inside = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|s| in_slice(s))
+        .unwrap();
+    let (_, got) = app.assignment("ns", &app.admin_key, &inside, &[]).await;
+    assert_eq!(got["reason"], "assigned", "{got}");
+
+    // Out of the namespace by PATCH: everyone is eligible again.
+    let late = (0..)
+        .map(|i| format!("late{i}"))
+        .find(|s| !in_slice(s))
+        .unwrap();
+    let (_, got) = app.assignment("ns", &app.admin_key, &late, &[]).await;
+    assert_eq!(got["reason"], "outside_namespace", "{got}");
+    assert_eq!(got["in_experiment"], false);
+    let version = created["version"].as_u64().unwrap() + 1;
+    let (status, patched) = app
+        .patch_json(
+            "/v1/experiments/ns",
+            &app.admin_key,
+            &json!({"version": version, "namespace": null}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["namespace"], Value::Null);
+    let (_, got) = app.assignment("ns", &app.admin_key, &late, &[]).await;
+    assert_eq!(got["reason"], "assigned", "{got}");
+}

@@ -22,6 +22,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/api/features/{client_key}"),
     ("POST", "/v1/api-keys"),
     ("GET", "/v1/api-keys"),
     ("GET", "/v1/audit"),
@@ -301,7 +302,8 @@ async fn every_documented_operation_is_routed_and_nothing_else_on_its_path() {
     for path in paths {
         let url = app.url(&concrete(path));
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
-            // No API key: a routed operation answers (401 for /v1), the router never 404s.
+            // No API key: a routed operation answers (401 for /v1 and /api), the router never
+            // 404s.
             let response = app
                 .client
                 .request(Method::from_bytes(method.as_bytes()).unwrap(), &url)
@@ -323,7 +325,9 @@ async fn every_documented_operation_is_routed_and_nothing_else_on_its_path() {
                         "{name} is documented but not routed"
                     );
                 }
-                if path.starts_with("/v1/") {
+                // `/api/features/{client_key}` takes its credential in the path: a
+                // made-up one is refused.
+                if path.starts_with("/v1/") || path.starts_with("/api/") {
                     assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
                 } else {
                     assert_eq!(status, StatusCode::OK, "{name}");

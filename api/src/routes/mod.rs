@@ -11,6 +11,7 @@ pub mod health;
 pub mod internal;
 pub mod keys;
 pub mod results;
+pub mod sdk;
 pub mod stream;
 pub mod webhooks;
 pub mod ws;
@@ -22,7 +23,7 @@ use crate::state::AppState;
 /// Every resource's routes added to `router`. Their paths carry the `/v1` prefix themselves
 /// (not nested: a nested route would rebuild every request's URI without the prefix).
 pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 13] = [
+    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 14] = [
         health::routes,
         docs::routes,
         keys::routes,
@@ -30,6 +31,7 @@ pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         environments::routes,
         experiments::routes,
         assignments::routes,
+        sdk::routes,
         events::routes,
         results::routes,
         stream::routes,

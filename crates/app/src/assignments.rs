@@ -182,11 +182,7 @@ async fn decide_for(
             .await?
             // A deleted audience matches nobody rather than everybody.
             .map(|a| a.rules)
-            .or_else(|| {
-                Some(verdict_domain::Targeting {
-                    rules: vec![Default::default()],
-                })
-            }),
+            .or_else(|| Some(verdict_domain::Targeting::nobody())),
         _ => None,
     };
     Ok(assignment::decide(

@@ -14,8 +14,8 @@ use verdict_domain::assignment::subject_key;
 use verdict_domain::experiment::{Provided, VariantInput, variants_from_input};
 use verdict_domain::status::Transition;
 use verdict_domain::{
-    Breakdown, Experiment, ExperimentInput, Metric, MetricThreshold, PolicyMode, Problems,
-    RetentionOverride, Right, Scope, Status, Targeting, Winner, WinnerPolicy,
+    Breakdown, Experiment, ExperimentInput, Metric, MetricThreshold, Namespace, PolicyMode,
+    Problems, RetentionOverride, Right, Scope, Status, Targeting, Winner, WinnerPolicy,
 };
 use verdict_store::{
     AuditEntry, Deletion, ExperimentFilter, StatusChange, StoreError, WinnerChange,
@@ -38,6 +38,10 @@ pub struct ExperimentPatch {
     /// `null` removes the audience.
     #[serde(default, deserialize_with = "double_option")]
     pub audience: Option<Option<String>>,
+    /// Its slice of a namespace; `null` takes it out of its namespace. Subjects already
+    /// assigned keep their variant.
+    #[serde(default, deserialize_with = "double_option")]
+    pub namespace: Option<Option<Namespace>>,
     pub primary_metric: Option<Metric>,
     pub secondary_metrics: Option<Vec<Metric>>,
     pub guardrail_metrics: Option<Vec<Metric>>,
@@ -95,6 +99,7 @@ impl ExperimentPatch {
         set(&mut next.coverage, self.coverage);
         set(&mut next.targeting, self.targeting);
         set(&mut next.audience, self.audience);
+        set(&mut next.namespace, self.namespace);
         set(&mut next.primary_metric, self.primary_metric);
         set(&mut next.secondary_metrics, self.secondary_metrics);
         set(&mut next.guardrail_metrics, self.guardrail_metrics);

@@ -20,6 +20,7 @@
 //! - [`events`]: event ingestion (validation, attribution, per-item results, rate limit).
 //! - [`results`]: winner snapshots, results with statistics, time series, change streams.
 //! - [`snapshots`]: the winner-snapshot cache as the read path uses it.
+//! - [`sdk`]: the GrowthBook SDK payload, for SDKs that evaluate experiments locally.
 //! - [`keys`]: API keys (create, list, revoke; the first-run admin key).
 //! - [`environments`]: environments and audiences.
 //! - [`webhooks`]: webhook endpoints, secrets, the delivery log.
@@ -40,6 +41,7 @@ pub mod keys;
 pub mod pages;
 pub mod rate_limit;
 pub mod results;
+pub mod sdk;
 pub mod snapshots;
 pub mod webhooks;
 

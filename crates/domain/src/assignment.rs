@@ -79,6 +79,9 @@ pub enum Reason {
     Paused,
     /// Eligible but outside the traffic allocation.
     OutsideCoverage,
+    /// Outside the experiment's slice of its namespace (another experiment of the
+    /// namespace may hold the subject).
+    OutsideNamespace,
     /// The experiment's (or its audience's) targeting rules do not match.
     TargetingMiss,
     /// A winner was decided: everyone gets the winner's config.
@@ -163,6 +166,14 @@ pub fn decide(
     }
     if experiment.status == Status::Paused {
         return outside(Reason::Paused);
+    }
+    // GrowthBook checks the namespace before targeting.
+    if experiment
+        .namespace
+        .as_ref()
+        .is_some_and(|n| !n.contains(subject))
+    {
+        return outside(Reason::OutsideNamespace);
     }
     let targeted =
         audience.is_none_or(|a| a.matches(attributes)) && experiment.targeting.matches(attributes);
@@ -419,5 +430,43 @@ mod tests {
         }
         // About 40 %, 20 % and 40 % of 10,000.
         assert!(seen.iter().all(|&c| c > 1_500), "{seen:?}");
+    }
+
+    #[test]
+    fn a_namespace_admits_only_the_subjects_of_its_slice_and_keeps_stored_ones() {
+        let mut e = experiment(Status::Running, 1.0);
+        e.namespace = Some(crate::Namespace {
+            id: "checkout".into(),
+            start: 0.0,
+            end: 0.3,
+        });
+        let (mut inside, mut outside) = (0, 0);
+        for i in 0..2_000 {
+            let subject = format!("u{i}");
+            let d = decide(&e, None, &subject, &us(), SubjectState::default());
+            if hashing::in_namespace(&subject, ("checkout", 0.0, 0.3)) {
+                assert_eq!(d.reason, Reason::Assigned, "{subject}");
+                inside += 1;
+            } else {
+                assert_eq!(d.reason, Reason::OutsideNamespace, "{subject}");
+                assert!(!d.in_experiment && !d.create);
+                outside += 1;
+            }
+        }
+        assert!(inside > 400 && outside > 1_200, "{inside} / {outside}");
+        // A subject assigned before the namespace was set keeps its variant.
+        let left_out = (0..)
+            .map(|i| format!("u{i}"))
+            .find(|s| !hashing::in_namespace(s, ("checkout", 0.0, 0.3)))
+            .unwrap();
+        let stored = SubjectState {
+            stored: Some("b"),
+            forced: None,
+        };
+        let d = decide(&e, None, &left_out, &us(), stored);
+        assert_eq!(
+            (d.reason, e.variants[d.variant].key.as_str()),
+            (Reason::Assigned, "b")
+        );
     }
 }

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::breakdown::Breakdown;
 pub use crate::metric::{Metric, MetricKind, MetricRole, Objective};
+use crate::namespace::Namespace;
 use crate::scope::Scope;
 use crate::status::Status;
 use crate::targeting::Targeting;
@@ -297,6 +298,10 @@ pub struct Experiment {
     pub coverage: f64,
     pub targeting: Targeting,
     pub audience: Option<String>,
+    /// Its slice of a namespace: experiments in disjoint slices of one namespace share no
+    /// subject.
+    #[serde(default)]
+    pub namespace: Option<Namespace>,
     pub assignment: AssignmentSettings,
     pub primary_metric: Metric,
     pub secondary_metrics: Vec<Metric>,
@@ -367,6 +372,9 @@ impl Experiment {
         self.targeting.check(&mut p, "targeting");
         if let Some(a) = &self.audience {
             check_key(&mut p, "audience", a);
+        }
+        if let Some(n) = &self.namespace {
+            n.check(&mut p, "namespace");
         }
         if self.assignment.unit.trim().is_empty() {
             p.push("assignment.unit", "must not be empty");
@@ -819,6 +827,9 @@ pub struct ExperimentInput {
     pub targeting: Targeting,
     #[serde(default)]
     pub audience: Option<String>,
+    /// Its slice `[start, end)` of a namespace (mutually exclusive experiments).
+    #[serde(default)]
+    pub namespace: Option<Namespace>,
     #[serde(default)]
     pub assignment: AssignmentInput,
     #[serde(default)]
@@ -1035,6 +1046,7 @@ impl ExperimentInput {
             coverage,
             targeting: self.targeting,
             audience: self.audience,
+            namespace: self.namespace,
             assignment: AssignmentSettings {
                 unit: self
                     .assignment

@@ -34,6 +34,8 @@
 //! - [`api_key`]: API keys and the roles they carry.
 //! - [`rights`]: rights, the built-in roles and custom ones.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
+//! - [`growthbook`]: live experiments as the GrowthBook SDK payload.
+//! - [`namespace`]: an experiment's slice of a namespace (mutual exclusion).
 
 pub mod api_key;
 pub mod assignment;
@@ -44,8 +46,10 @@ pub mod error_chain;
 pub mod event;
 pub mod experiment;
 pub mod figures;
+pub mod growthbook;
 pub mod hashing;
 pub mod metric;
+pub mod namespace;
 pub mod outbox;
 pub mod rights;
 pub mod scope;
@@ -71,6 +75,7 @@ pub use figures::VariantCounts;
 pub use metric::{
     Cap, DEFAULT_GUARDRAIL_MARGIN, Margin, Metric, MetricKind, MetricRole, Objective,
 };
+pub use namespace::Namespace;
 pub use outbox::{EventType, OutboxMessage};
 pub use rights::{Right, Rights, RoleBook};
 pub use scope::Scope;

@@ -65,6 +65,20 @@ pub struct Targeting {
 }
 
 impl Targeting {
+    /// Rules no subject matches (what a named audience that does not exist stands for).
+    pub fn nobody() -> Self {
+        let on = |value| Condition {
+            attribute: "id".to_owned(),
+            operator: Operator::Exists,
+            value: Some(Value::Bool(value)),
+        };
+        Self {
+            rules: vec![Rule {
+                conditions: vec![on(true), on(false)],
+            }],
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -247,6 +261,18 @@ mod tests {
 
     fn attrs(v: Value) -> Attributes {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn nobody_matches_no_subject() {
+        let nobody = Targeting::nobody();
+        for a in [
+            json!({}),
+            json!({"id": "u1"}),
+            json!({"id": null, "country": "US"}),
+        ] {
+            assert!(!nobody.matches(&attrs(a.clone())), "{a}");
+        }
     }
 
     fn cond(attribute: &str, operator: Operator, value: Option<Value>) -> Condition {
