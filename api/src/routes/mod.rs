@@ -10,6 +10,7 @@ pub mod experiments;
 pub mod health;
 pub mod internal;
 pub mod keys;
+pub mod ofrep;
 pub mod results;
 pub mod sdk;
 pub mod stream;
@@ -23,7 +24,7 @@ use crate::state::AppState;
 /// Every resource's routes added to `router`. Their paths carry the `/v1` prefix themselves
 /// (not nested: a nested route would rebuild every request's URI without the prefix).
 pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 14] = [
+    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 15] = [
         health::routes,
         docs::routes,
         keys::routes,
@@ -32,6 +33,7 @@ pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         experiments::routes,
         assignments::routes,
         sdk::routes,
+        ofrep::routes,
         events::routes,
         results::routes,
         stream::routes,
