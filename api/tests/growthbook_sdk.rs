@@ -151,23 +151,18 @@ async fn verdict_assignments(
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn growthbooks_python_sdk_picks_the_variant_verdict_assigns() {
+/// Run GrowthBook's Python SDK against `app` for `subjects` (see
+/// `tests/sdk/growthbook_evaluate.py`): what it evaluated and the exposures it tracked.
+async fn run_sdk(app: &TestApp, client_key: &str, subjects: &[Value]) -> Value {
     let python = sdk_python();
-    let app = spawn_app().await;
-    experiments(&app).await;
-    let client_key = app.create_key(&["client"]).await;
-    let subjects = subjects();
     let dir = tempfile::tempdir().unwrap();
     let subjects_path = dir.path().join("subjects.json");
-    std::fs::write(&subjects_path, serde_json::to_vec(&subjects).unwrap()).unwrap();
-
+    std::fs::write(&subjects_path, serde_json::to_vec(subjects).unwrap()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/growthbook_evaluate.py");
-    let api_host = format!("http://{}", app.addr);
     let run = tokio::process::Command::new(&python)
         .arg(&script)
-        .arg(&api_host)
-        .arg(&client_key)
+        .arg(format!("http://{}", app.addr))
+        .arg(client_key)
         .arg(&subjects_path)
         .output()
         .await
@@ -177,7 +172,16 @@ async fn growthbooks_python_sdk_picks_the_variant_verdict_assigns() {
         "the GrowthBook SDK script failed: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let sdk: Value = serde_json::from_slice(&run.stdout).expect("the script prints JSON");
+    serde_json::from_slice(&run.stdout).expect("the script prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growthbooks_python_sdk_picks_the_variant_verdict_assigns() {
+    let app = spawn_app().await;
+    experiments(&app).await;
+    let client_key = app.create_key(&["client"]).await;
+    let subjects = subjects();
+    let sdk = run_sdk(&app, &client_key, &subjects).await;
     assert_eq!(
         sdk["features"],
         json!([
@@ -248,6 +252,97 @@ async fn growthbooks_python_sdk_picks_the_variant_verdict_assigns() {
     assert!((1_000..SUBJECTS - 1_000).contains(&targeted), "{targeted}");
     assert_eq!(in_experiment.get("decided"), None);
     assert!(non_ascii_in_experiment > 5_000, "{non_ascii_in_experiment}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposures_the_sdk_tracks_assign_its_subjects_so_their_events_count() {
+    let app = spawn_app().await;
+    let mut body = two_variants("checkout");
+    body["coverage"] = json!(0.8);
+    body["variants"][0]["weight"] = json!(0.4);
+    body["variants"][1]["weight"] = json!(0.6);
+    app.create_experiment(&body).await;
+    app.activate("checkout").await;
+    let client_key = app.create_key(&["client"]).await;
+    let subjects: Vec<Value> = subjects().into_iter().take(400).collect();
+    let sdk = run_sdk(&app, &client_key, &subjects).await;
+    let tracked: Vec<(String, String)> = sdk["tracked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t[1], "checkout");
+            (
+                t[0].as_str().unwrap().to_owned(),
+                t[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Coverage 0.8 of 400, within 5 standard deviations (8).
+    assert!(tracked.len().abs_diff(320) < 40, "{}", tracked.len());
+
+    // An exposure naming the other variant, or of a subject the SDK left out, assigns no one.
+    let (first, first_variant) = &tracked[0];
+    let other = if first_variant == "a" { "b" } else { "a" };
+    let left_out = subjects
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .find(|id| tracked.iter().all(|(t, _)| t != id))
+        .unwrap();
+    let exposure = |subject: &str, variant: &str| {
+        json!({"experiment": "checkout", "subject_id": subject, "event": "exposure",
+               "variant": variant})
+    };
+    let (status, report) = app
+        .post_events(
+            &client_key,
+            vec![exposure(first, other), exposure(left_out, "a")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let codes: Vec<&Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["code"])
+        .collect();
+    assert_eq!(
+        codes,
+        [&json!("variant_mismatch"), &json!("not_in_experiment")]
+    );
+
+    // What the SDK tracked, then a purchase of every third subject.
+    let mut events: Vec<Value> = tracked.iter().map(|(s, v)| exposure(s, v)).collect();
+    events.extend(
+        tracked.iter().step_by(3).map(
+            |(s, _)| json!({"experiment": "checkout", "subject_id": s, "event": "conversion"}),
+        ),
+    );
+    for chunk in events.chunks(250) {
+        let (status, report) = app.post_events(&client_key, chunk.to_vec()).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["rejected"], 0, "{report}");
+    }
+    for (subject, variant) in tracked.iter().take(50) {
+        let (_, got) = app.assignment("checkout", &client_key, subject, &[]).await;
+        assert_eq!(
+            (&got["variant"], &got["reason"]),
+            (&json!(variant), &json!("assigned")),
+            "{got}"
+        );
+    }
+    let results = app.results("checkout").await;
+    for variant in ["a", "b"] {
+        let subjects = tracked.iter().filter(|(_, v)| v == variant).count();
+        let converted = tracked
+            .iter()
+            .step_by(3)
+            .filter(|(_, v)| v == variant)
+            .count();
+        let row = common::variant_row(&results, variant);
+        assert_eq!(row["subjects"], subjects, "{variant}: {row}");
+        assert_eq!(row["converted_subjects"], converted, "{variant}: {row}");
+    }
 }
 
 #[tokio::test]

@@ -18,12 +18,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::assignments::{AssignmentRequest, AssignmentView};
+use verdict_app::sdk::Rendered;
 use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
 use verdict_domain::assignment::Reason;
 
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::routes::sdk::json_with_etag;
+use crate::routes::sdk::versioned_json;
 use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -278,7 +279,7 @@ pub async fn evaluate_flags(
         serde_json::to_vec(&bulk).map_err(AppError::internal)
     };
     match answer.await {
-        Ok(bytes) => json_with_etag(&headers, bytes),
+        Ok(bytes) => versioned_json(&headers, &Rendered::new(bytes)),
         Err(e) if matches!(e.code, ErrorCode::ValidationFailed) => {
             failure(None, "INVALID_CONTEXT", e.message).into_response()
         }

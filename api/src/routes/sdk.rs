@@ -5,10 +5,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::Caller;
+use verdict_app::sdk::Rendered;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -61,23 +61,19 @@ pub async fn growthbook_features(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let payload = state.growthbook_payload(&caller).await?;
-    let body = serde_json::to_vec(&payload).map_err(verdict_app::AppError::internal)?;
-    Ok(json_with_etag(&headers, body))
+    Ok(versioned_json(&headers, &payload))
 }
 
-/// A JSON answer with a strong `ETag` of its bytes, or 304 when `If-None-Match` names it.
-pub fn json_with_etag(request: &HeaderMap, body: Vec<u8>) -> Response {
-    let digest = Sha256::digest(&body);
-    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
-    let matches = request
+/// A JSON answer with its strong `ETag`, or 304 when `If-None-Match` names it.
+pub fn versioned_json(request: &HeaderMap, rendered: &Rendered) -> Response {
+    let unchanged = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let etag = HeaderValue::from_str(&etag).expect("hex in quotes is a valid header value");
-    let mut response = if matches {
+        .is_some_and(|v| rendered.matches(v));
+    let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = Response::new(Body::from(body));
+        let mut r = Response::new(Body::from(rendered.body.clone()));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -85,7 +81,9 @@ pub fn json_with_etag(request: &HeaderMap, body: Vec<u8>) -> Response {
         r
     };
     let h = response.headers_mut();
-    h.insert(header::ETAG, etag);
+    if let Ok(etag) = HeaderValue::from_str(&rendered.etag) {
+        h.insert(header::ETAG, etag);
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }

@@ -5,7 +5,8 @@ Usage: python growthbook_evaluate.py API_HOST CLIENT_KEY SUBJECTS_JSON
 The SDK loads its payload from API_HOST (`/api/features/{CLIENT_KEY}`, as GrowthBook SDKs
 do) and evaluates every feature for every subject of SUBJECTS_JSON (a list of
 `{"id": ..., "attributes": {...}}`). Prints one JSON object: per subject id, per feature,
-`[value, in_experiment, variation_index]` (`variation_index` null outside an experiment).
+`[value, in_experiment, variation_index]` (`variation_index` null outside an experiment),
+and the exposures the SDK's tracking callback reported: `[subject, experiment, variant]`.
 """
 
 import json
@@ -17,7 +18,14 @@ api_host, client_key, subjects_path = sys.argv[1:4]
 with open(subjects_path, encoding="utf-8") as f:
     subjects = json.load(f)
 
-gb = GrowthBook(api_host=api_host, client_key=client_key)
+tracked = []
+
+
+def track(experiment, result, **_):
+    tracked.append([result.hashValue, experiment.key, result.key])
+
+
+gb = GrowthBook(api_host=api_host, client_key=client_key, on_experiment_viewed=track)
 gb.load_features()
 features = sorted(gb.get_features().keys())
 if not features:
@@ -34,4 +42,4 @@ for subject in subjects:
         seen[key] = [r.value, in_experiment, result.variationId if in_experiment else None]
     out[subject["id"]] = seen
 gb.destroy()
-json.dump({"features": features, "subjects": out}, sys.stdout, ensure_ascii=False)
+json.dump({"features": features, "subjects": out, "tracked": tracked}, sys.stdout, ensure_ascii=False)

@@ -9,9 +9,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use verdict_domain::assignment::{MAX_SUBJECT_LEN, subject_key};
+use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, subject_key};
 use verdict_domain::validation::is_valid_key;
-use verdict_domain::{NewEvent, Scope};
+use verdict_domain::{Assignment, Experiment, NewEvent, Scope, Status};
 use verdict_store::AppendOutcome;
 
 use crate::assignments::LiveExperiment;
@@ -235,6 +235,67 @@ fn check_fields(e: &EventInput, now: OffsetDateTime) -> Result<(), String> {
 
 /// Validate, attribute and store a batch. Items fail one by one; nothing fails the batch
 /// except a store error, in which case nothing was stored.
+/// The exposure of a subject that a GrowthBook SDK put in a running experiment (Verdict has
+/// no assignment for it): the assignment is recorded at the exposure's time, with the variant
+/// Verdict's hashing gives the subject (the SDK applied the targeting; the namespace and
+/// hash are checked here), so that the subject's events count from then on. An exposure
+/// naming another variant than the hash gives, for a subject without an assignment, is
+/// refused (the error message); a subject the hash leaves outside stays unassigned (the
+/// store refuses its events `not_in_experiment`).
+async fn adopt_sdk_assignment(
+    state: &Inner,
+    experiment: &Experiment,
+    scope: &Scope,
+    input: &EventInput,
+    received_at: OffsetDateTime,
+) -> Result<Result<(), String>, AppError> {
+    if input.event != experiment.exposure_event_name()
+        || experiment.status != Status::Running
+        || experiment.winner.is_some()
+    {
+        return Ok(Ok(()));
+    }
+    let key = subject_key(scope.organization.as_deref(), &input.subject_id);
+    if state.assignments.get(&experiment.id, &key).is_some() {
+        return Ok(Ok(()));
+    }
+    let Some(index) = assignment::sdk_variant(experiment, &input.subject_id) else {
+        return Ok(Ok(()));
+    };
+    let variant = &experiment.variants[index].key;
+    if let Some(named) = input.variant.as_deref().filter(|v| v != variant) {
+        // A subject the assignment API assigned before the weights changed keeps its
+        // variant: the store checks the event against it.
+        let stored = state.store.subject_state(&experiment.id, &key).await?;
+        return Ok(match stored.assignment {
+            Some(a) => {
+                state.assignments.put(&a);
+                Ok(())
+            }
+            None => Err(format!(
+                "the exposure names variant '{named}', and Verdict's hashing puts this subject \
+                 in '{variant}'"
+            )),
+        });
+    }
+    let assigned_at = input
+        .ts
+        .map(verdict_store::model::truncate_to_millis)
+        .unwrap_or(received_at);
+    let (kept, _) = state
+        .store
+        .get_or_create_assignment(&Assignment {
+            experiment_id: experiment.id.clone(),
+            subject: key.into_owned(),
+            variant: variant.clone(),
+            assigned_at,
+            context: None,
+        })
+        .await?;
+    state.assignments.put(&kept);
+    Ok(Ok(()))
+}
+
 async fn ingest(
     state: &Inner,
     scope: &Scope,
@@ -308,6 +369,13 @@ async fn ingest(
             ));
             continue;
         };
+        match adopt_sdk_assignment(state, experiment, scope, &input, received_at).await? {
+            Ok(()) => {}
+            Err(message) => {
+                results[index] = Some(rejected(index, input.event_id, "variant_mismatch", message));
+                continue;
+            }
+        }
         let client_id = input.event_id.clone();
         pending.push((
             index,

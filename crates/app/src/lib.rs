@@ -82,6 +82,8 @@ pub struct Inner {
     tokens: Option<verdict_jwt::JwtVerifier>,
     rate: RateLimiter,
     experiments: Arc<ExperimentCache>,
+    /// Rendered GrowthBook payloads, by scope.
+    payloads: sdk::PayloadCache,
     /// Stored assignments of repeat subjects (never stale: assignments never change).
     assignments: AssignmentCache,
     runner: Runner,
@@ -131,6 +133,7 @@ impl App {
             tokens,
             rate,
             experiments,
+            payloads: sdk::PayloadCache::default(),
             assignments,
             runner,
             metrics,

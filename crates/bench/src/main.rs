@@ -6,7 +6,8 @@
 //! core 1 and the load generator on core 0 (`taskset`), so neither steals the other's CPU
 //! and latency is not the generator's queueing. Reported, each against the baseline where
 //! one exists: assignment requests/s and p50/p99 for repeat and new subjects (and new ones
-//! in an experiment with `assignment.auto_exposure`), ingestion
+//! in an experiment with `assignment.auto_exposure`), the SDK routes (the GrowthBook payload,
+//! OFREP for one flag and in bulk, with 22 running experiments), ingestion
 //! events/s at batch sizes 1, 100 and 500, the rollup of everything ingested (a triggered
 //! `aggregate` run), webhook deliveries/s (a triggered `webhooks` run to a local receiver),
 //! and Verdict's peak RSS. `--write BENCHMARKS.md` puts the table in that file.
@@ -57,6 +58,10 @@ const EXPERIMENT: &str = "bench";
 /// The same experiment with `assignment.auto_exposure`: each new subject's exposure event is
 /// written with its assignment.
 const EXPOSED: &str = "bench-exposed";
+/// Running experiments added for the SDK scenarios (GrowthBook payload, OFREP), targeted.
+const SDK_EXPERIMENTS: usize = 20;
+/// Subjects assigned in every experiment before the OFREP scenarios, which cycle through them.
+const SDK_SUBJECTS: usize = 1_000;
 
 /// The end-to-end benchmark: Verdict against a bare axum server, driven by one load
 /// generator, pinned to separate cores.
@@ -614,6 +619,80 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
     rows.push((repeat, Some(repeat_ratio), "≥ 0.40"));
     rows.push((fresh, Some(fresh_ratio), "≥ 0.20"));
     rows.push((exposed, Some(exposed_ratio), ""));
+
+    eprintln!(
+        "SDKs: {SDK_EXPERIMENTS} more running experiments, {SDK_SUBJECTS} subjects assigned in all …"
+    );
+    for k in 0..SDK_EXPERIMENTS {
+        running_experiment(
+            &client,
+            &verdict,
+            json!({"key": format!("sdk-{k}"), "coverage": 0.9,
+                "targeting": [{"conditions": [{"attribute": "country", "operator": "in", "value": ["US", "FR"]}]}]}),
+        )
+        .await?;
+    }
+    let context = |i: u64| {
+        let country = ["US", "FR", "DE"][(i % 3) as usize];
+        format!(r#"{{"context":{{"targetingKey":"user-{i}","country":"{country}"}}}}"#)
+    };
+    let sdk_subjects = SDK_SUBJECTS as u64;
+    let assigned: Vec<anyhow::Result<Value>> = futures::stream::iter(0..sdk_subjects)
+        .map(|i| {
+            let body: Value = serde_json::from_str(&context(i)).expect("JSON");
+            call(
+                &client,
+                reqwest::Method::POST,
+                format!("{verdict}/ofrep/v1/evaluate/flags"),
+                &client_key,
+                Some(body),
+            )
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assigned.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let live = SDK_EXPERIMENTS + 2;
+    let payload_path = format!("/api/features/{client_key}");
+    let payload = measure(
+        format!("GrowthBook payload `GET /api/features/{{key}}` ({live} experiments)"),
+        &verdict_server,
+        None,
+        args.connections,
+        seconds,
+        None,
+        Arc::new(move |_| Req::get(payload_path.clone())),
+    )
+    .await?;
+    let one_flag = measure(
+        "OFREP one flag, repeat subjects",
+        &verdict_server,
+        Some(&client_key),
+        args.connections,
+        seconds,
+        None,
+        Arc::new(move |i| {
+            Req::post(
+                format!("/ofrep/v1/evaluate/flags/{EXPERIMENT}"),
+                context(i % sdk_subjects),
+            )
+        }),
+    )
+    .await?;
+    let bulk = measure(
+        format!("OFREP bulk ({live} flags), repeat subjects"),
+        &verdict_server,
+        Some(&client_key),
+        args.connections,
+        seconds,
+        None,
+        Arc::new(move |i| Req::post("/ofrep/v1/evaluate/flags".into(), context(i % sdk_subjects))),
+    )
+    .await?;
+    for m in [payload, one_flag, bulk] {
+        let ratio = m.rate() / hello_rate;
+        rows.push((m, Some(ratio), ""));
+    }
 
     eprintln!(
         "ingestion ({} connections, {seconds} s each):",

@@ -52,6 +52,23 @@ pub fn bucket(experiment: &Experiment, subject: &str) -> Bucket {
     }
 }
 
+/// The variant a GrowthBook SDK given this experiment's payload puts `subject` in, once its
+/// targeting matched (the SDK has the attributes, Verdict applies none here): the namespace,
+/// then the hash and bucket ranges. `None` when the subject is outside the experiment.
+pub fn sdk_variant(experiment: &Experiment, subject: &str) -> Option<usize> {
+    if experiment
+        .namespace
+        .as_ref()
+        .is_some_and(|n| !n.contains(subject))
+    {
+        return None;
+    }
+    match bucket(experiment, subject) {
+        Bucket::Variant(i) => Some(i),
+        Bucket::OutsideCoverage => None,
+    }
+}
+
 /// The key under which a subject's assignment and events are stored: an organization's
 /// subjects are qualified by it (`org:subject`), so that the same subject id in two
 /// organizations is two subjects, in the organization's own experiments and in global ones
