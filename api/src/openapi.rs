@@ -111,7 +111,11 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 
 /// The push routes: they answer with a stream that stays open (SSE) or upgrade the
 /// connection (WebSocket), so the request time limit does not apply to them (nor its 408).
-pub(crate) const PUSH_ROUTES: [&str; 2] = ["/v1/experiments/{key}/stream", "/v1/ws"];
+pub(crate) const PUSH_ROUTES: [&str; 3] = [
+    "/v1/experiments/{key}/stream",
+    "/v1/ws",
+    "/sub/{client_key}",
+];
 
 /// Add, to every operation that does not declare them itself, the error responses its kind
 /// can give (see the module docs).
@@ -276,6 +280,15 @@ impl DocPages {
             .to_html();
         Self { json, html }
     }
+}
+
+/// One Server-Sent Event of a push route: its name and its data (JSON text).
+#[derive(Debug, ToSchema)]
+pub struct SseEvent {
+    /// The event's name (`event:`).
+    pub event: String,
+    /// The event's data (`data:`): a JSON document.
+    pub data: String,
 }
 
 /// Every error: `{"error": {"code", "message", "details"}}`.

@@ -345,6 +345,44 @@ async fn exposures_the_sdk_tracks_assign_its_subjects_so_their_events_count() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdks_streaming_mode_receives_each_new_payload() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = spawn_app().await;
+    app.create_experiment(&two_variants("banner")).await;
+    app.activate("banner").await;
+    let client_key = app.create_key(&["client"]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/growthbook_stream.py");
+    let mut sdk = tokio::process::Command::new(sdk_python())
+        .arg(&script)
+        .arg(format!("http://{}", app.addr))
+        .arg(&client_key)
+        .arg("banner")
+        .arg(json!({"arm": "banner-b"}).to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the SDK script starts");
+    let mut lines = BufReader::new(sdk.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert!(first["first"]["arm"].is_string(), "{first}");
+    // Let the stream connect, then decide a winner: the SDK must hear of it.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (status, body) = app
+        .post_json(
+            "/v1/experiments/banner/winner",
+            &app.admin_key,
+            &json!({"variant": "b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let updated: Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().expect("a second line")).unwrap();
+    assert_eq!(updated, json!({"updated": {"arm": "banner-b"}}));
+    assert!(sdk.wait().await.unwrap().success());
+}
+
 #[tokio::test]
 async fn the_payload_answers_304_while_unchanged_and_needs_a_valid_client_key() {
     let app = spawn_app().await;

@@ -23,6 +23,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/api/features/{client_key}"),
+    ("GET", "/sub/{client_key}"),
     ("POST", "/ofrep/v1/evaluate/flags/{key}"),
     ("POST", "/ofrep/v1/evaluate/flags"),
     ("POST", "/v1/api-keys"),
@@ -337,9 +338,9 @@ async fn every_documented_operation_is_routed_and_nothing_else_on_its_path() {
                         "{name} is documented but not routed"
                     );
                 }
-                // `/api/features/{client_key}` takes its credential in the path: a
+                // The SDK routes take their client key in the path: a
                 // made-up one is refused.
-                if ["/v1/", "/api/", "/ofrep/"]
+                if ["/v1/", "/api/", "/ofrep/", "/sub/"]
                     .iter()
                     .any(|p| path.starts_with(p))
                 {

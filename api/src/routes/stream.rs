@@ -18,7 +18,7 @@ use verdict_domain::WinnerSnapshot;
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::openapi::ErrorBody;
+use crate::openapi::{ErrorBody, SseEvent};
 use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -46,8 +46,8 @@ fn event(kind: &'static str, snapshot: &WinnerSnapshot) -> Event {
     security(("bearer" = ["results:read"])),
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
-        (status = 200, description = "The event stream.", content_type = "text/event-stream",
-            body = String),
+        (status = 200, description = "The event stream: each event's name and JSON data.",
+            content_type = "text/event-stream", body = SseEvent),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
     )
 )]

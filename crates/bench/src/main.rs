@@ -775,9 +775,9 @@ async fn harness(args: Args, common: &Common) -> anyhow::Result<()> {
         .await?;
     }
     let hooks = run_job(&client, &verdict, "webhooks", "delivered").await?;
-    // The two experiments' activations wrote a message each too; endpoints get every
-    // message not yet fanned out when the dispatcher runs.
-    let status_changes = args.webhook_messages + 2;
+    // The experiments' activations wrote a message each too; endpoints get every message
+    // not yet fanned out when the dispatcher runs.
+    let status_changes = args.webhook_messages + 2 + SDK_EXPERIMENTS;
     let expected = (status_changes * args.webhook_endpoints) as u64;
     let got = received.load(Ordering::Relaxed);
     if hooks.items != expected || got != expected {
