@@ -82,7 +82,18 @@ async fn every_route_allows_exactly_the_roles_holding_its_right() {
                     .header("content-type", "application/json")
                     .body("{\"not\": \"valid\"");
             }
-            let (status, body) = app.send(req).await;
+            let response = req.send().await.expect("request reaches the server");
+            // A push route the caller may use answers with a stream that stays open: its
+            // status is the answer, its body is never read.
+            let streams = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            let (status, body) = if streams {
+                (response.status(), Value::Null)
+            } else {
+                common::parts(response).await
+            };
             if allowed {
                 assert!(
                     status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
