@@ -40,7 +40,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
 }
 
 /// The credential `req` presents: its `Authorization: Bearer` header or, where the route
-/// allows it, its `?token=`.
+/// allows it, its `?token=`, its `{client_key}` path segment or its `X-API-Key` header.
 fn credential(req: &Request, required: Requirement) -> Result<String, ApiError> {
     let token = match req.headers().get(AUTHORIZATION) {
         Some(value) => Some(bearer_value(value).ok_or_else(|| {
@@ -51,11 +51,20 @@ fn credential(req: &Request, required: Requirement) -> Result<String, ApiError> 
         })?),
         None if required.query_token => query_token(req),
         None if required.path_key => path_key(req),
+        None if required.api_key_header => req
+            .headers()
+            .get(crate::rights::API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned),
         None => None,
     };
     token.ok_or_else(|| {
         let how = if required.query_token {
             "send 'Authorization: Bearer <credential>' or ?token=<credential>"
+        } else if required.api_key_header {
+            "send 'Authorization: Bearer <credential>' or 'X-API-Key: <credential>'"
         } else {
             "send 'Authorization: Bearer <credential>' (an API key or a token)"
         };

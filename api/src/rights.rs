@@ -15,6 +15,9 @@ use verdict_domain::Right;
 /// The security scheme every protected operation names.
 pub const SCHEME: &str = "bearer";
 
+/// The header a route that declares it takes the credential in (besides `Authorization`).
+pub const API_KEY_HEADER: &str = "x-api-key";
+
 /// What one route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requirement {
@@ -25,6 +28,8 @@ pub struct Requirement {
     /// The route takes the credential as its `{client_key}` path segment, as GrowthBook
     /// SDKs send it.
     pub path_key: bool,
+    /// The route also takes the credential in an `X-API-Key` header (OFREP's `ApiKeyAuth`).
+    pub api_key_header: bool,
 }
 
 /// The right of every protected route, by route template then method (looked up per
@@ -78,10 +83,15 @@ impl RouteRights {
                     .iter()
                     .flatten()
                     .any(|p| p.name == "client_key" && p.parameter_in == ParameterIn::Path);
+                let api_key_header = op.parameters.iter().flatten().any(|p| {
+                    p.name.eq_ignore_ascii_case(API_KEY_HEADER)
+                        && p.parameter_in == ParameterIn::Header
+                });
                 let requirement = Requirement {
                     right,
                     query_token,
                     path_key,
+                    api_key_header,
                 };
                 routes
                     .entry(path.clone())

@@ -248,10 +248,29 @@ async fn errors_have_ofreps_shape() {
             assert_eq!(error["key"], path.rsplit('/').next().unwrap(), "{error}");
         }
     }
+    let evaluate = |key: Option<&str>| {
+        let mut req = app
+            .client
+            .post(app.url("/ofrep/v1/evaluate/flags/banner"))
+            .body(r#"{"context": {"targetingKey": "u"}}"#);
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.send()
+    };
+    let (status, _) = common::parts(evaluate(None).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // OFREP's ApiKeyAuth: the key in X-API-Key.
+    let (status, body) = common::parts(evaluate(Some(&key)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["key"], "banner");
+    let (status, _) = common::parts(evaluate(Some("not-a-key")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Elsewhere the header is not a credential.
     let (status, _) = common::parts(
         app.client
-            .post(app.url("/ofrep/v1/evaluate/flags/banner"))
-            .body(r#"{"context": {"targetingKey": "u"}}"#)
+            .get(app.url("/v1/experiments"))
+            .header("x-api-key", &key)
             .send()
             .await
             .unwrap(),

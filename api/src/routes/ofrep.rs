@@ -204,7 +204,10 @@ fn assignment_failure(key: &str, error: AppError) -> Response {
         targeting attributes). The value is the variant's config and `variant` its key, as \
         the assignment API gives them (a new eligible subject is assigned and stored).",
     security(("bearer" = ["assignments:read"])),
-    params(("key" = String, Path, description = "The experiment key (the flag key).")),
+    params(("key" = String, Path, description = "The experiment key (the flag key)."),
+        ("X-API-Key" = Option<String>, Header,
+            description = "The API key, as OFREP's `ApiKeyAuth` sends it (instead of \
+                `Authorization: Bearer`).")),
     request_body = OfrepRequest,
     responses(
         (status = 200, description = "The evaluation.", body = OfrepEvaluation),
@@ -248,7 +251,10 @@ pub async fn evaluate_flag(
         while the subject's evaluations are unchanged.",
     security(("bearer" = ["assignments:read"])),
     params(("If-None-Match" = Option<String>, Header,
-        description = "The `ETag` of a previous answer.")),
+        description = "The `ETag` of a previous answer."),
+        ("X-API-Key" = Option<String>, Header,
+            description = "The API key, as OFREP's `ApiKeyAuth` sends it (instead of \
+                `Authorization: Bearer`).")),
     request_body = OfrepRequest,
     responses(
         (status = 200, description = "Every flag's evaluation.", body = OfrepBulk,
