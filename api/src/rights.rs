@@ -73,25 +73,18 @@ impl RouteRights {
                     ));
                     continue;
                 };
-                let query_token = op
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .any(|p| p.name == "token" && p.parameter_in == ParameterIn::Query);
-                let path_key = op
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .any(|p| p.name == "client_key" && p.parameter_in == ParameterIn::Path);
-                let api_key_header = op.parameters.iter().flatten().any(|p| {
-                    p.name.eq_ignore_ascii_case(API_KEY_HEADER)
-                        && p.parameter_in == ParameterIn::Header
-                });
+                // Where else than `Authorization` the operation takes its credential.
+                let declares = |name: &str, location: ParameterIn| {
+                    op.parameters
+                        .iter()
+                        .flatten()
+                        .any(|p| p.name.eq_ignore_ascii_case(name) && p.parameter_in == location)
+                };
                 let requirement = Requirement {
                     right,
-                    query_token,
-                    path_key,
-                    api_key_header,
+                    query_token: declares("token", ParameterIn::Query),
+                    path_key: declares("client_key", ParameterIn::Path),
+                    api_key_header: declares(API_KEY_HEADER, ParameterIn::Header),
                 };
                 routes
                     .entry(path.clone())

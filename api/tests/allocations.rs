@@ -173,12 +173,7 @@ async fn a_namespace_is_validated_patched_and_honoured_by_assignment() {
     let (status, body) = app.post_json("/v1/experiments", &app.admin_key, &bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_code(&body), "validation_failed");
-    let fields: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::problem_fields(&body);
     assert_eq!(fields, ["namespace.id", "namespace.end"], "{body}");
 
     bad["namespace"] = json!({"id": "checkout", "start": 0.0, "end": 0.5});

@@ -566,12 +566,7 @@ async fn every_subject_id_given_is_checked_even_when_no_experiment_is_live() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
-    let fields: Vec<&str> = answer["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::problem_fields(&answer);
     assert_eq!(fields, ["anon_id", "user_id"], "{answer}");
     let (status, answer) = app
         .post_json(

@@ -269,12 +269,7 @@ async fn a_breakdown_must_be_declared_read_without_a_range_and_fixed_once_starte
                               "max_segments": 500});
     let (status, body) = app.post_json("/v1/experiments", &app.admin_key, &bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let fields: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::problem_fields(&body);
     assert_eq!(fields, ["breakdown.attribute", "breakdown.max_segments"]);
 
     let mut body = ab_experiment("seg");

@@ -120,14 +120,27 @@ async fn openfeatures_ofrep_provider_gets_the_variants_of_the_assignment_api() {
 }
 
 async fn ofrep(app: &TestApp, key: &str, path: &str, body: &str) -> reqwest::Response {
-    app.client
+    ofrep_if_changed(app, key, path, body, None).await
+}
+
+/// An OFREP request, conditional on `etag` (`If-None-Match`) when given.
+async fn ofrep_if_changed(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    body: &str,
+    etag: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app
+        .client
         .post(app.url(path))
         .bearer_auth(key)
         .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
+        .body(body.to_owned());
+    if let Some(etag) = etag {
+        req = req.header("if-none-match", etag);
+    }
+    req.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -157,15 +170,7 @@ async fn bulk_evaluation_answers_every_live_flag_with_an_etag() {
         assert_eq!(flag["reason"], expected_reason, "{flag}");
     }
 
-    let again = app
-        .client
-        .post(app.url("/ofrep/v1/evaluate/flags"))
-        .bearer_auth(&key)
-        .header("if-none-match", &etag)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let again = ofrep_if_changed(&app, &key, "/ofrep/v1/evaluate/flags", body, Some(&etag)).await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
     // A decided winner changes the evaluation: a new ETag, reason STATIC.
@@ -178,15 +183,7 @@ async fn bulk_evaluation_answers_every_live_flag_with_an_etag() {
         .await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1_100)).await; // the experiment cache's TTL
-    let changed = app
-        .client
-        .post(app.url("/ofrep/v1/evaluate/flags"))
-        .bearer_auth(&key)
-        .header("if-none-match", &etag)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let changed = ofrep_if_changed(&app, &key, "/ofrep/v1/evaluate/flags", body, Some(&etag)).await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
     let flags: Value = changed.json().await.unwrap();

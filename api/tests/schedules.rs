@@ -244,12 +244,7 @@ async fn a_bad_schedule_is_refused_with_every_problem_named() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_code(&body), "validation_failed", "{body}");
-    let mut fields: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let mut fields = common::problem_fields(&body);
     fields.sort();
     // In the past; before the start; with a period as well; a period of 0 days.
     assert_eq!(

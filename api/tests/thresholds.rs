@@ -194,12 +194,7 @@ async fn thresholds_are_validated_with_every_problem_listed_and_replaced_by_patc
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(error_code(&err), "validation_failed", "{err}");
-    let fields: Vec<&str> = err["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::problem_fields(&err);
     assert_eq!(
         fields,
         [

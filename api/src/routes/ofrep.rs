@@ -20,7 +20,6 @@ use utoipa_axum::routes;
 use verdict_app::assignments::{AssignmentRequest, AssignmentView};
 use verdict_app::sdk::Rendered;
 use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
-use verdict_domain::assignment::Reason;
 
 use crate::error::ApiError;
 use crate::extract::ApiPath;
@@ -150,17 +149,6 @@ fn assignment_request(key: Option<&str>, body: &[u8]) -> Result<AssignmentReques
 
 /// An OFREP evaluation of one assignment.
 fn evaluation<'a>(view: &AssignmentView<'a>) -> OfrepEvaluation<'a> {
-    let reason = match view.reason {
-        Reason::Assigned => "SPLIT",
-        Reason::Forced => "TARGETING_MATCH",
-        Reason::Winner => "STATIC",
-        Reason::NotRunning => "DISABLED",
-        Reason::Paused
-        | Reason::OutsideCoverage
-        | Reason::TargetingMiss
-        | Reason::OutsideNamespace
-        | Reason::Unidentified => "DEFAULT",
-    };
     let mut metadata = Map::new();
     metadata.insert("experiment".into(), view.experiment.into());
     metadata.insert("in_experiment".into(), view.in_experiment.into());
@@ -172,22 +160,21 @@ fn evaluation<'a>(view: &AssignmentView<'a>) -> OfrepEvaluation<'a> {
         key: view.experiment,
         value: view.config,
         variant: view.variant,
-        reason,
+        reason: view.reason.openfeature(),
         metadata,
     }
 }
 
-/// A failed assignment as OFREP's error, where OFREP has one.
-fn assignment_failure(key: &str, error: AppError) -> Response {
+/// A failed assignment as OFREP's error, where OFREP has one (`key`: the flag of a
+/// single-flag evaluation).
+fn assignment_failure(key: Option<&str>, error: AppError) -> Response {
     match error.code {
-        ErrorCode::ExperimentNotFound => failure(
-            Some(key),
-            "FLAG_NOT_FOUND",
-            format!("no experiment '{key}'"),
-        )
-        .into_response(),
+        ErrorCode::ExperimentNotFound => {
+            let details = format!("no experiment '{}'", key.unwrap_or_default());
+            failure(key, "FLAG_NOT_FOUND", details).into_response()
+        }
         ErrorCode::ValidationFailed | ErrorCode::InvalidBody => {
-            failure(Some(key), "INVALID_CONTEXT", error.message).into_response()
+            failure(key, "INVALID_CONTEXT", error.message).into_response()
         }
         _ => ApiError::from(error).into_response(),
     }
@@ -226,17 +213,16 @@ pub async fn evaluate_flag(
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    let target = match state
-        .assignment_target(&caller, &ScopeParams::default(), &key)
-        .await
-    {
-        Ok(target) => target,
-        Err(e) => return assignment_failure(&key, e),
+    let answer = async {
+        let target = state
+            .assignment_target(&caller, &ScopeParams::default(), &key)
+            .await?;
+        let view = state.assign(&target, &request).await?;
+        Ok::<_, AppError>(Json(evaluation(&view)).into_response())
     };
-    match state.assign(&target, &request).await {
-        Ok(view) => Json(evaluation(&view)).into_response(),
-        Err(e) => assignment_failure(&key, e),
-    }
+    answer
+        .await
+        .unwrap_or_else(|e| assignment_failure(Some(&key), e))
 }
 
 /// `POST /ofrep/v1/evaluate/flags`
@@ -286,9 +272,6 @@ pub async fn evaluate_flags(
     };
     match answer.await {
         Ok(bytes) => versioned_json(&headers, &Rendered::new(bytes)),
-        Err(e) if matches!(e.code, ErrorCode::ValidationFailed) => {
-            failure(None, "INVALID_CONTEXT", e.message).into_response()
-        }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => assignment_failure(None, e),
     }
 }

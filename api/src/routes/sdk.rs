@@ -100,15 +100,9 @@ pub async fn growthbook_stream(
     caller: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let first = state.growthbook_payload(&caller).await?;
-    let stop = state.stop_token().clone().cancelled_owned();
     let app = state.app.clone();
     let watcher = caller.clone();
-    let end = async move {
-        tokio::select! {
-            () = stop => {}
-            () = app.credential_revoked(watcher) => {}
-        }
-    };
+    let end = async move { app.push_ended(watcher).await };
     let changes = futures::stream::unfold(
         (state, caller, first.clone()),
         |(state, caller, sent)| async move {

@@ -64,14 +64,8 @@ pub async fn stream(
         &followed.snapshot,
     ))));
     // The stream ends at shutdown, or once the caller's credential is revoked or expires.
-    let stop = state.stop_token().clone().cancelled_owned();
     let app = state.app.clone();
-    let end = async move {
-        tokio::select! {
-            () = stop => {}
-            () = app.credential_revoked(caller) => {}
-        }
-    };
+    let end = async move { app.push_ended(caller).await };
     let rest = futures::stream::unfold((followed, state), next_event).take_until(Box::pin(end));
     Ok(Sse::new(first.chain(rest)).keep_alive(KeepAlive::default()))
 }

@@ -145,7 +145,13 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
     tokio::spawn(server.run_until_stopped());
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server closes them (an idle keep-alive
+        // connection gets `server.header_read_timeout_seconds`, 10 s, to send its next
+        // request), so that a request never goes out on one the server is closing.
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .expect("test HTTP client"),
         admin_key: ADMIN_KEY.to_owned(),
         store,
         cache,
@@ -345,6 +351,16 @@ pub fn error_code(body: &Value) -> &str {
     error["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// The `field` of each problem an error body lists, in order.
+pub fn problem_fields(body: &Value) -> Vec<&str> {
+    body["error"]["details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no details in {body}"))
+        .iter()
+        .map(|d| d["field"].as_str().expect("a problem names its field"))
+        .collect()
 }
 
 /// The first metric's block of a results body: the primary metric's, or the one `?metric=`

@@ -165,6 +165,20 @@ fn stored_for<'a>(experiment: &Experiment, known: &'a Known) -> Option<(&'a str,
         .map(|(variant, at)| (&**variant, *at))
 }
 
+/// The rules of the audience `key` of `environment`; one that does not exist (deleted)
+/// matches nobody rather than everybody.
+pub(crate) async fn audience_rules(
+    state: &Inner,
+    environment: &str,
+    key: &str,
+) -> Result<verdict_domain::Targeting, AppError> {
+    Ok(state
+        .store
+        .get_audience(environment, key)
+        .await?
+        .map_or_else(verdict_domain::Targeting::nobody, |a| a.rules))
+}
+
 /// [`assignment::decide`] for a subject of whom `known` is known, with the experiment's
 /// audience read when it matters (a subject without a stored assignment).
 async fn decide_for(
@@ -176,13 +190,9 @@ async fn decide_for(
 ) -> Result<assignment::Decision, AppError> {
     let stored = stored_for(experiment, known);
     let audience = match (&experiment.audience, stored.is_some()) {
-        (Some(key), false) => state
-            .store
-            .get_audience(&experiment.scope.environment, key)
-            .await?
-            // A deleted audience matches nobody rather than everybody.
-            .map(|a| a.rules)
-            .or_else(|| Some(verdict_domain::Targeting::nobody())),
+        (Some(key), false) => {
+            Some(audience_rules(state, &experiment.scope.environment, key).await?)
+        }
         _ => None,
     };
     Ok(assignment::decide(

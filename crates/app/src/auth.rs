@@ -375,6 +375,15 @@ impl App {
         }
     }
 
+    /// Resolves when a push stream of `caller` must end: the server shuts down, or the
+    /// caller's credential is revoked or expires.
+    pub async fn push_ended(&self, caller: Caller) {
+        tokio::select! {
+            () = self.0.stop.cancelled() => {}
+            () = self.credential_revoked(caller) => {}
+        }
+    }
+
     /// The role names this deployment knows (built-in and configured).
     pub fn roles(&self) -> &RoleBook {
         &self.0.roles

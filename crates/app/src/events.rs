@@ -242,6 +242,10 @@ fn check_fields(e: &EventInput, now: OffsetDateTime) -> Result<(), String> {
 /// naming another variant than the hash gives, for a subject without an assignment, is
 /// refused (the error message); a subject the hash leaves outside stays unassigned (the
 /// store refuses its events `not_in_experiment`).
+///
+/// A subject already assigned (by the assignment API, perhaps under other weights) keeps its
+/// assignment, which the store checks the event against: it is looked up with a read, and
+/// only a subject without one costs a write.
 async fn adopt_sdk_assignment(
     state: &Inner,
     experiment: &Experiment,
@@ -262,21 +266,21 @@ async fn adopt_sdk_assignment(
     let Some(index) = assignment::sdk_variant(experiment, &input.subject_id) else {
         return Ok(Ok(()));
     };
+    if let Some(stored) = state
+        .store
+        .subject_state(&experiment.id, &key)
+        .await?
+        .assignment
+    {
+        state.assignments.put(&stored);
+        return Ok(Ok(()));
+    }
     let variant = &experiment.variants[index].key;
     if let Some(named) = input.variant.as_deref().filter(|v| v != variant) {
-        // A subject the assignment API assigned before the weights changed keeps its
-        // variant: the store checks the event against it.
-        let stored = state.store.subject_state(&experiment.id, &key).await?;
-        return Ok(match stored.assignment {
-            Some(a) => {
-                state.assignments.put(&a);
-                Ok(())
-            }
-            None => Err(format!(
-                "the exposure names variant '{named}', and Verdict's hashing puts this subject \
-                 in '{variant}'"
-            )),
-        });
+        return Ok(Err(format!(
+            "the exposure names variant '{named}', and Verdict's hashing puts this subject in \
+             '{variant}'"
+        )));
     }
     let assigned_at = input
         .ts

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use verdict_domain::growthbook::{self, SdkExperiment};
 use verdict_domain::{Scope, Status, Targeting};
 
-use crate::assignments::LiveList;
+use crate::assignments::{LiveList, audience_rules};
 use crate::auth::{Caller, ScopeParams};
 use crate::error::AppError;
 use crate::{App, Inner};
@@ -93,12 +93,7 @@ async fn render(state: &Inner, scope: &Scope, live: &LiveList) -> Result<Rendere
             continue;
         };
         if e.status == Status::Running && e.winner.is_none() && !audiences.contains_key(key) {
-            let rules = state
-                .store
-                .get_audience(&scope.environment, key)
-                .await?
-                // A deleted audience matches nobody, as on the assignment path.
-                .map_or_else(Targeting::nobody, |a| a.rules);
+            let rules = audience_rules(state, &scope.environment, key).await?;
             audiences.insert(key, rules);
         }
     }
@@ -110,8 +105,7 @@ async fn render(state: &Inner, scope: &Scope, live: &LiveList) -> Result<Rendere
             .as_deref()
             .and_then(|key| audiences.get(key)),
     });
-    // No live experiment: a fixed date, so that the empty payload's ETag stays the same.
-    let payload = growthbook::payload(items, time::OffsetDateTime::UNIX_EPOCH);
+    let payload = growthbook::payload(items);
     let body = serde_json::to_vec(&payload).map_err(AppError::internal)?;
     Ok(Rendered::new(body))
 }

@@ -56,17 +56,21 @@ pub fn bucket(experiment: &Experiment, subject: &str) -> Bucket {
 /// targeting matched (the SDK has the attributes, Verdict applies none here): the namespace,
 /// then the hash and bucket ranges. `None` when the subject is outside the experiment.
 pub fn sdk_variant(experiment: &Experiment, subject: &str) -> Option<usize> {
-    if experiment
-        .namespace
-        .as_ref()
-        .is_some_and(|n| !n.contains(subject))
-    {
+    if outside_namespace(experiment, subject) {
         return None;
     }
     match bucket(experiment, subject) {
         Bucket::Variant(i) => Some(i),
         Bucket::OutsideCoverage => None,
     }
+}
+
+/// Whether the experiment has a namespace and `subject` is outside its slice.
+fn outside_namespace(experiment: &Experiment, subject: &str) -> bool {
+    experiment
+        .namespace
+        .as_ref()
+        .is_some_and(|n| !n.contains(subject))
 }
 
 /// The key under which a subject's assignment and events are stored: an organization's
@@ -107,6 +111,25 @@ pub enum Reason {
     /// for an `anon_id` or `user_id` experiment without one, say): the control, nothing
     /// stored.
     Unidentified,
+}
+
+impl Reason {
+    /// The OpenFeature evaluation reason of an assignment with this reason: `SPLIT` in the
+    /// experiment, `TARGETING_MATCH` for a QA override, `STATIC` for a decided winner,
+    /// `DISABLED` when not running, `DEFAULT` for the control served outside the experiment.
+    pub fn openfeature(self) -> &'static str {
+        match self {
+            Reason::Assigned => "SPLIT",
+            Reason::Forced => "TARGETING_MATCH",
+            Reason::Winner => "STATIC",
+            Reason::NotRunning => "DISABLED",
+            Reason::Paused
+            | Reason::OutsideCoverage
+            | Reason::TargetingMiss
+            | Reason::OutsideNamespace
+            | Reason::Unidentified => "DEFAULT",
+        }
+    }
 }
 
 /// What to serve a subject. The variant is always usable: when the subject is not in the
@@ -185,11 +208,7 @@ pub fn decide(
         return outside(Reason::Paused);
     }
     // GrowthBook checks the namespace before targeting.
-    if experiment
-        .namespace
-        .as_ref()
-        .is_some_and(|n| !n.contains(subject))
-    {
+    if outside_namespace(experiment, subject) {
         return outside(Reason::OutsideNamespace);
     }
     let targeted =

@@ -48,12 +48,10 @@ pub struct SdkExperiment<'a> {
 
 /// The payload of `experiments`, in their order (the first of two with one key wins, as on
 /// the assignment path, where an organization's own experiment hides a global one). Its
-/// date is the newest change of any of them, `empty_since` when there are none.
+/// date is the newest change of any of them; without any, a fixed date (the Unix epoch), so
+/// that an empty payload stays the same.
 #[must_use]
-pub fn payload<'a>(
-    experiments: impl IntoIterator<Item = SdkExperiment<'a>>,
-    empty_since: OffsetDateTime,
-) -> Payload {
+pub fn payload<'a>(experiments: impl IntoIterator<Item = SdkExperiment<'a>>) -> Payload {
     let mut features = Map::new();
     let mut date_updated = None::<OffsetDateTime>;
     for item in experiments {
@@ -70,7 +68,7 @@ pub fn payload<'a>(
     Payload {
         status: 200,
         features,
-        date_updated: date_updated.unwrap_or(empty_since),
+        date_updated: date_updated.unwrap_or(OffsetDateTime::UNIX_EPOCH),
     }
 }
 
@@ -328,13 +326,10 @@ mod tests {
         let mut global = own.clone();
         global.variants[0].config = json!(3);
         global.updated_at = OffsetDateTime::UNIX_EPOCH + time::Duration::days(9);
-        let p = payload(
-            [&own, &global].map(|e| SdkExperiment {
-                experiment: e,
-                audience: None,
-            }),
-            OffsetDateTime::UNIX_EPOCH,
-        );
+        let p = payload([&own, &global].map(|e| SdkExperiment {
+            experiment: e,
+            audience: None,
+        }));
         assert_eq!(p.features.len(), 1);
         assert_eq!(p.features["k"]["defaultValue"], json!(1));
         assert_eq!(p.date_updated, global.updated_at);
