@@ -35,6 +35,7 @@
 //! - [`rights`]: rights, the built-in roles and custom ones.
 //! - [`hashing`]: GrowthBook hash v1/v2, bucket ranges, `chooseVariation`, namespaces.
 //! - [`growthbook`]: live experiments as the GrowthBook SDK payload.
+//! - [`publication`]: the recorded versions of a scope's published config snapshot.
 //! - [`namespace`]: an experiment's slice of a namespace (mutual exclusion).
 
 pub mod api_key;
@@ -51,6 +52,7 @@ pub mod hashing;
 pub mod metric;
 pub mod namespace;
 pub mod outbox;
+pub mod publication;
 pub mod rights;
 pub mod scope;
 pub mod snapshot;
@@ -77,6 +79,7 @@ pub use metric::{
 };
 pub use namespace::Namespace;
 pub use outbox::{EventType, OutboxMessage};
+pub use publication::{PendingPublish, Publication};
 pub use rights::{Right, Rights, RoleBook};
 pub use scope::Scope;
 pub use snapshot::{MetricsSnapshot, VariantMetrics, WinnerSnapshot};

@@ -4,7 +4,8 @@
 //! Everything durable goes through these traits: experiments (with optimistic versions and
 //! an atomic status compare-and-set), assignments (get-or-create, atomic under
 //! concurrency), raw events (batch append, idempotent on `event_id`, scanned in ingestion
-//! order), rollups, job leases, webhook deliveries, environments, audiences and API keys.
+//! order), rollups, job leases, webhook deliveries, environments, audiences, API keys and published
+//! config snapshots.
 //! The rest of Verdict holds an `Arc<dyn Store>` ([`DynStore`]) and never sees a driver; a
 //! consumer that needs one aggregate only can take the narrow trait object instead, by
 //! upcasting (`let hooks: Arc<dyn WebhookStore> = store;`).
@@ -22,7 +23,8 @@
 //!   figures counted from them), [`rollup`] ([`RollupStore`]: rollups, their figures,
 //!   subject value quantiles, buckets, evaluation state), [`jobs`] ([`JobStore`]: leases,
 //!   run records, retention deletes), [`webhooks`] ([`WebhookStore`]), [`environments`]
-//!   ([`EnvironmentStore`]), [`audiences`] ([`AudienceStore`]), [`keys`] ([`KeyStore`]).
+//!   ([`EnvironmentStore`]), [`audiences`] ([`AudienceStore`]), [`keys`] ([`KeyStore`]), [`publications`]
+//!   ([`PublicationStore`]: config snapshot versions).
 //! - [`model`]: the other traits' request/response types (pages, filters, status
 //!   changes, attribution, figures, millisecond times).
 //! - [`error`]: [`StoreError`], the errors callers can act on (conflict, retryable, …),
@@ -44,6 +46,7 @@ pub mod jobs;
 pub mod keys;
 pub mod model;
 pub mod mongo;
+pub mod publications;
 pub mod rollup;
 pub mod sqlite;
 pub mod webhooks;
@@ -71,6 +74,7 @@ pub use model::{
     PageRequest, Purge, StatusChange, SubjectRecord, TimeRange, VariantCounts, WinnerChange,
 };
 pub use mongo::MongoStore;
+pub use publications::{NewPublication, PublicationStore};
 pub use rollup::{
     Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SegmentCounts,
 };
@@ -96,6 +100,7 @@ pub trait Store:
     + EnvironmentStore
     + AudienceStore
     + KeyStore
+    + PublicationStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! One file per aggregate, each testing its trait: `experiments`, `assignments`, `events`,
-//! `rollups`, `jobs`, `webhooks`, `environments`, `audiences`, `keys`. This file holds the
+//! `rollups`, `jobs`, `webhooks`, `environments`, `audiences`, `keys`, `publications`. This file holds the
 //! macro, [`TestStore`] and the fixtures several of them share; every test is re-exported
 //! here, where the macro names it.
 
@@ -17,6 +17,7 @@ mod events;
 mod experiments;
 mod jobs;
 mod keys;
+mod publications;
 mod rollups;
 mod webhooks;
 
@@ -37,6 +38,7 @@ pub use events::*;
 pub use experiments::*;
 pub use jobs::*;
 pub use keys::*;
+pub use publications::*;
 pub use rollups::*;
 pub use webhooks::*;
 
@@ -114,6 +116,10 @@ macro_rules! store_contract_suite {
             environments_are_unique_and_listed_in_creation_order,
             an_audience_used_by_a_running_experiment_cannot_be_deleted,
             api_keys_are_found_by_hash_listed_and_revoked,
+            // published config snapshots
+            publications_are_numbered_per_scope_and_skip_unchanged_bodies,
+            concurrent_publishers_number_versions_without_gaps,
+            a_failed_publish_is_pending_until_a_later_compile_covers_it,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

@@ -59,6 +59,7 @@ mod events;
 mod experiments;
 mod jobs;
 mod keys;
+mod publications;
 mod rollups;
 mod webhooks;
 
@@ -588,6 +589,12 @@ impl MongoStore {
             (
                 "outbox",
                 vec![plain(doc! {"created_at": 1, "version": 1, "pos": 1})],
+            ),
+            (
+                "publications",
+                vec![unique(
+                    doc! {"environment": 1, "organization": 1, "version": -1},
+                )],
             ),
             (
                 "job_runs",

@@ -25,6 +25,7 @@ mod events;
 mod experiments;
 mod jobs;
 mod keys;
+mod publications;
 mod rollups;
 mod webhooks;
 
@@ -97,6 +98,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0012_subject_segments",
         include_str!("../../migrations/0012_subject_segments.sql"),
+    ),
+    (
+        "0013_publications",
+        include_str!("../../migrations/0013_publications.sql"),
     ),
 ];
 
