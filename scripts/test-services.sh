@@ -8,6 +8,10 @@
 # missing, started on a free port with a temporary storage directory, and stopped (and its
 # directory removed) when the sourcing shell exits.
 #
+# S3: the S3-protocol test server `s3s-fs` (crate s3s-fs, pinned =0.14.1: later versions need
+# a newer rustc) is installed if missing and exported as VERDICT_TEST_S3S_FS; the publishing
+# tests start one per test over a temporary directory.
+#
 # Redis: `redis-server` is installed (apt) if missing in every case, because the cache's
 # kill test starts and kills its own server. If VERDICT_TEST_REDIS_URL is set it is used as
 # is; else a Redis already answering PING on 127.0.0.1:6379 is used; else a redis-server
@@ -123,6 +127,21 @@ verdict_test_redis_main() {
     return 1
 }
 
+verdict_test_s3_main() {
+    local bin="${VERDICT_TEST_S3S_FS:-}"
+    if [[ -z "$bin" ]]; then
+        bin="$(command -v s3s-fs || true)"
+        [[ -z "$bin" && -x "$HOME/.cargo/bin/s3s-fs" ]] && bin="$HOME/.cargo/bin/s3s-fs"
+    fi
+    if [[ -z "$bin" ]]; then
+        echo "==> installing the S3 test server s3s-fs (a few minutes, once)"
+        cargo install --locked s3s-fs --version =0.14.1 --features binary || return 1
+        bin="$HOME/.cargo/bin/s3s-fs"
+    fi
+    export VERDICT_TEST_S3S_FS="$bin"
+    echo "==> S3 test server: $bin"
+}
+
 verdict_test_services_stop() {
     if [[ -n "${VERDICT_TEST_REDIS_DIR:-}" ]]; then
         if [[ -s "$VERDICT_TEST_REDIS_DIR/redis.pid" ]]; then
@@ -152,3 +171,4 @@ verdict_test_services_stop() {
 
 verdict_test_services_main || { echo "test services failed to start" >&2; return 1 2>/dev/null || exit 1; }
 verdict_test_redis_main || { echo "Redis for tests failed to start" >&2; return 1 2>/dev/null || exit 1; }
+verdict_test_s3_main || { echo "the S3 test server failed to install" >&2; return 1 2>/dev/null || exit 1; }

@@ -30,7 +30,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | WebhookMessageNotFound
         | JobNotFound
         | RunNotFound
-        | MetricNotFound => StatusCode::NOT_FOUND,
+        | MetricNotFound
+        | SnapshotNotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Conflict | ExperimentExists | EnvironmentExists | AudienceExists | AudienceInUse
         | VersionConflict | InvalidTransition | ExperimentRunning | LeaseHeld | LeaseLost => {
@@ -43,6 +44,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        PublishFailed => StatusCode::BAD_GATEWAY,
         StoreUnavailable | AuthUnavailable | Overloaded | ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE
         }

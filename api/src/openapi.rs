@@ -111,10 +111,11 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 
 /// The push routes: they answer with a stream that stays open (SSE) or upgrade the
 /// connection (WebSocket), so the request time limit does not apply to them (nor its 408).
-pub(crate) const PUSH_ROUTES: [&str; 3] = [
+pub(crate) const PUSH_ROUTES: [&str; 4] = [
     "/v1/experiments/{key}/stream",
     "/v1/ws",
     "/sub/{client_key}",
+    "/v1/environments/{env}/snapshots/stream",
 ];
 
 /// Add, to every operation that does not declare them itself, the error responses its kind

@@ -185,7 +185,8 @@ async fn jobs_are_listed_with_schedule_next_run_last_run_and_lag() {
             "evaluate",
             "lifecycle",
             "retention",
-            "webhooks"
+            "webhooks",
+            "publish"
         ]
     );
     let aggregate = &jobs[0];

@@ -47,6 +47,7 @@
 
 mod error;
 mod load;
+mod publish;
 mod settings;
 mod validate;
 mod webhooks;
@@ -54,6 +55,7 @@ mod webhooks;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
+pub use publish::PublishSettings;
 pub use secrecy::{ExposeSecret, SecretString};
 pub use settings::{
     AuthSettings, CacheKind, IngestSettings, JobsSettings, JwtClaimNames, JwtSettings, LogFormat,

@@ -27,11 +27,13 @@ const CONFIG_FILE_ENV: &str = "VERDICT_CONFIG";
 const ENV_NESTING: &str = "__";
 
 /// Keys whose values must never appear in messages.
-const SECRET_KEYS: [&str; 4] = [
+const SECRET_KEYS: [&str; 6] = [
     "mongodb.uri",
     "redis.url",
     "auth.bootstrap_admin_key",
     "auth.jwt.hs256_secret",
+    "publish.s3_access_key_id",
+    "publish.s3_secret_access_key",
 ];
 
 /// Where a layer came from, for error messages.
@@ -243,7 +245,7 @@ fn extract(figment: &Figment) -> Result<Settings, Vec<figment::Error>> {
     }
     settings_from_parts!(
         data_dir, store, cache, server, log, sqlite, mongodb, redis, auth, ingest, jobs, retention,
-        webhooks
+        webhooks, publish
     )
 }
 

@@ -39,6 +39,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Webhook delivery.
     pub webhooks: crate::webhooks::WebhooksSettings,
+    /// Where published config snapshots are written besides the store.
+    pub publish: crate::publish::PublishSettings,
 }
 
 /// `[jobs]`: what the scheduler runs and when (cron with seconds, UTC).
@@ -55,6 +57,9 @@ pub struct JobsSettings {
     pub retention_schedule: String,
     /// When the lifecycle job starts and completes experiments on their schedule.
     pub lifecycle_schedule: String,
+    /// When the publish job re-publishes scopes whose snapshot changed without a request
+    /// (a decision, a schedule) and retries failed publishes.
+    pub publish_schedule: String,
     /// How long a job's lease lasts without renewal (renewed every third of it while the
     /// run goes on); a crashed holder's jobs resume on another replica after this.
     pub lease_seconds: u64,

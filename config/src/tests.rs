@@ -781,3 +781,38 @@ fn the_assignment_cache_takes_a_memory_budget_in_mib_and_refuses_zero() {
     let err = load_err(None, &[("VERDICT_SERVER__ASSIGNMENT_CACHE_MB", "0")]);
     assert_invalid_only(&err, "server.assignment_cache_mb");
 }
+
+// --- publish --------------------------------------------------------------------------
+
+#[test]
+fn publish_targets_are_off_by_default_and_an_s3_endpoint_is_checked() {
+    let s = load_ok(None, &[]);
+    assert!(s.publish.directory.as_os_str().is_empty());
+    assert!(s.publish.s3_bucket.is_empty());
+    assert_eq!(s.jobs.publish_schedule, "45 * * * * *");
+
+    let err = load_err(
+        None,
+        &[
+            ("VERDICT_PUBLISH__S3_BUCKET", "b"),
+            ("VERDICT_PUBLISH__S3_ENDPOINT", "http://127.0.0.1:9000"),
+        ],
+    );
+    assert_invalid_only(&err, "publish.s3_endpoint");
+    load_ok(
+        None,
+        &[
+            ("VERDICT_PUBLISH__S3_BUCKET", "b"),
+            ("VERDICT_PUBLISH__S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("VERDICT_PUBLISH__S3_ALLOW_HTTP", "true"),
+        ],
+    );
+    let err = load_err(
+        None,
+        &[("VERDICT_PUBLISH__S3_ACCESS_KEY_ID", "AKIA-secret-id")],
+    );
+    assert_invalid_only(&err, "publish.s3_access_key_id");
+    assert!(!err.to_string().contains("AKIA-secret-id"), "{err}");
+    let err = load_err(None, &[("VERDICT_PUBLISH__TIMEOUT_SECONDS", "0")]);
+    assert_invalid_only(&err, "publish.timeout_seconds");
+}

@@ -204,6 +204,7 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         ("jobs.evaluate_schedule", &s.jobs.evaluate_schedule),
         ("jobs.retention_schedule", &s.jobs.retention_schedule),
         ("jobs.lifecycle_schedule", &s.jobs.lifecycle_schedule),
+        ("jobs.publish_schedule", &s.jobs.publish_schedule),
     ] {
         if let Err(e) = parse_schedule(expr) {
             check(
@@ -274,6 +275,7 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
     );
 
     crate::webhooks::validate(&s.webhooks, &mut problems);
+    crate::publish::validate(&s.publish, &mut problems);
 
     // Custom roles: known rights only, no built-in name reused (the domain's rules).
     if let Err(found) = verdict_domain::RoleBook::with_custom(&s.auth.roles, "auth.roles") {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::environments::{AudienceInput, AudienceUpdate, NewEnvironment};
@@ -12,6 +12,7 @@ use verdict_domain::{Audience, Environment};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
+use crate::routes::snapshots::changed;
 use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -166,7 +167,13 @@ pub async fn get_audience(
     ),
     request_body = AudienceUpdate,
     responses(
-        (status = 200, description = "The updated audience.", body = Audience),
+        (status = 200, description = "The updated audience.", body = Audience,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`audience_not_found`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
     )
@@ -176,8 +183,8 @@ pub async fn update_audience(
     caller: Caller,
     ApiPath((env, key)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<AudienceUpdate>,
-) -> Result<Json<Audience>, ApiError> {
-    Ok(Json(
+) -> Result<(HeaderMap, Json<Audience>), ApiError> {
+    Ok(changed(
         state.update_audience(&caller, &env, &key, body).await?,
     ))
 }

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::experiments::{
@@ -17,6 +17,7 @@ use verdict_store::AuditEntry;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
+use crate::routes::snapshots::changed;
 use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -45,7 +46,13 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     params(ScopeParams),
     request_body = ExperimentInput,
     responses(
-        (status = 201, description = "Created (a draft).", body = Experiment),
+        (status = 201, description = "Created (a draft).", body = Experiment,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`environment_not_found`.", body = ErrorBody),
         (status = 409, description = "`experiment_exists`: the key is taken in this scope.",
             body = ErrorBody),
@@ -57,9 +64,9 @@ pub async fn create(
     caller: Caller,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(input): ApiJson<ExperimentInput>,
-) -> Result<(StatusCode, Json<Experiment>), ApiError> {
-    let experiment = state.create_experiment(&caller, &scope, input).await?;
-    Ok((StatusCode::CREATED, Json(experiment)))
+) -> Result<(StatusCode, (HeaderMap, Json<Experiment>)), ApiError> {
+    let created = state.create_experiment(&caller, &scope, input).await?;
+    Ok((StatusCode::CREATED, changed(created)))
 }
 
 #[utoipa::path(
@@ -121,7 +128,13 @@ pub async fn list(
     request_body = ExperimentPatch,
     responses(
         (status = 200, description = "The updated experiment (its `version` incremented).",
-            body = Experiment),
+            body = Experiment,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`version_conflict`, `experiment_running` (variants of a \
             started experiment) or `experiment_exists`.", body = ErrorBody),
@@ -134,8 +147,8 @@ pub async fn update(
     ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(patch): ApiJson<ExperimentPatch>,
-) -> Result<Json<Experiment>, ApiError> {
-    Ok(Json(
+) -> Result<(HeaderMap, Json<Experiment>), ApiError> {
+    Ok(changed(
         state
             .update_experiment(&caller, &scope, &key, patch)
             .await?,
@@ -157,7 +170,13 @@ pub async fn update(
     params(("key" = String, Path, description = "The experiment key or id."), DeleteQuery),
     responses(
         (status = 200, description = "Deleted; its data is being removed.",
-            body = DeletedExperiment),
+            body = DeletedExperiment,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`experiment_running` (running or paused, without \
             `force=true`) or `version_conflict` (changed meanwhile).", body = ErrorBody),
@@ -168,8 +187,10 @@ pub async fn delete(
     caller: Caller,
     ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
-) -> Result<Json<DeletedExperiment>, ApiError> {
-    Ok(Json(state.delete_experiment(&caller, &key, query).await?))
+) -> Result<(HeaderMap, Json<DeletedExperiment>), ApiError> {
+    Ok(changed(
+        state.delete_experiment(&caller, &key, query).await?,
+    ))
 }
 
 /// `PUT /v1/experiments/{key}/variants`: change variants and weights (or explicit ranges)
@@ -188,7 +209,13 @@ pub async fn delete(
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = VariantsUpdate,
     responses(
-        (status = 200, description = "The updated experiment.", body = Experiment),
+        (status = 200, description = "The updated experiment.", body = Experiment,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`version_conflict`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
@@ -200,8 +227,10 @@ pub async fn put_variants(
     ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<VariantsUpdate>,
-) -> Result<Json<Experiment>, ApiError> {
-    Ok(Json(state.put_variants(&caller, &scope, &key, body).await?))
+) -> Result<(HeaderMap, Json<Experiment>), ApiError> {
+    Ok(changed(
+        state.put_variants(&caller, &scope, &key, body).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -216,7 +245,13 @@ pub async fn put_variants(
     request_body = StatusRequest,
     responses(
         (status = 200, description = "Changed, or already in that status.",
-            body = StatusChangeResult),
+            body = StatusChangeResult,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`invalid_transition` (`details` lists the allowed \
             statuses) or `version_conflict`.", body = ErrorBody),
@@ -229,11 +264,12 @@ pub async fn set_status(
     ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<StatusRequest>,
-) -> Result<Json<StatusChangeResult>, ApiError> {
-    let changed = state
-        .set_status(&caller, &scope, &key, &body.status)
-        .await?;
-    Ok(Json(changed))
+) -> Result<(HeaderMap, Json<StatusChangeResult>), ApiError> {
+    Ok(changed(
+        state
+            .set_status(&caller, &scope, &key, &body.status)
+            .await?,
+    ))
 }
 
 #[utoipa::path(
@@ -246,7 +282,13 @@ pub async fn set_status(
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
         (status = 200, description = "Running now, or already running.",
-            body = StatusChangeResult),
+            body = StatusChangeResult,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`invalid_transition` or `version_conflict`.",
             body = ErrorBody),
@@ -257,11 +299,12 @@ pub async fn activate(
     caller: Caller,
     ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
-) -> Result<Json<StatusChangeResult>, ApiError> {
-    let changed = state
-        .transition(&caller, &scope, &key, Status::Running)
-        .await?;
-    Ok(Json(changed))
+) -> Result<(HeaderMap, Json<StatusChangeResult>), ApiError> {
+    Ok(changed(
+        state
+            .transition(&caller, &scope, &key, Status::Running)
+            .await?,
+    ))
 }
 
 /// `POST /v1/experiments/{key}/winner`: declare a winner by hand (audited).
@@ -275,7 +318,13 @@ pub async fn activate(
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = WinnerOverride,
     responses(
-        (status = 200, description = "The experiment with its winner.", body = Experiment),
+        (status = 200, description = "The experiment with its winner.", body = Experiment,
+            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
+                what SDKs evaluate (then its config snapshots were published)."),
+                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
+                reached the store and every target."),
+                ("x-publish-error" = String, description = "What failed; the publish job \
+                retries it. The change itself is made either way."))),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `variant_not_found`.", body = ErrorBody),
     )
@@ -286,8 +335,8 @@ pub async fn override_winner(
     ApiPath(key): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<WinnerOverride>,
-) -> Result<Json<Experiment>, ApiError> {
-    Ok(Json(
+) -> Result<(HeaderMap, Json<Experiment>), ApiError> {
+    Ok(changed(
         state.override_winner(&caller, &scope, &key, body).await?,
     ))
 }

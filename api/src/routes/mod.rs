@@ -13,6 +13,7 @@ pub mod keys;
 pub mod ofrep;
 pub mod results;
 pub mod sdk;
+pub mod snapshots;
 pub mod stream;
 pub mod webhooks;
 pub mod ws;
@@ -24,7 +25,7 @@ use crate::state::AppState;
 /// Every resource's routes added to `router`. Their paths carry the `/v1` prefix themselves
 /// (not nested: a nested route would rebuild every request's URI without the prefix).
 pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 15] = [
+    let resources: [fn(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>; 16] = [
         health::routes,
         docs::routes,
         keys::routes,
@@ -33,6 +34,7 @@ pub fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         experiments::routes,
         assignments::routes,
         sdk::routes,
+        snapshots::routes,
         ofrep::routes,
         events::routes,
         results::routes,

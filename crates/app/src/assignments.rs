@@ -15,7 +15,7 @@ use verdict_domain::assignment::{self, MAX_SUBJECT_LEN, Reason, SubjectState};
 use verdict_domain::experiment::Unit;
 use verdict_domain::targeting::Attributes;
 use verdict_domain::{Assignment, Experiment, Problems, Scope, Status};
-use verdict_store::{ExperimentFilter, Exposure, SubjectRecord};
+use verdict_store::{Exposure, SubjectRecord};
 
 use crate::auth::{Caller, ScopeParams};
 use crate::error::AppError;
@@ -584,39 +584,6 @@ impl App {
     }
 }
 
-/// The live experiments `scope` sees: running, paused, then completed with a winner, each
-/// oldest first; for an organization, its own then the environment's global ones whose key
-/// it does not use itself (its own experiment wins a key clash).
-async fn live_experiments(state: &Inner, scope: &Scope) -> Result<Vec<Experiment>, AppError> {
-    let mut all = live_of(state, scope).await?;
-    if scope.organization.is_some() {
-        let own: std::collections::HashSet<String> = all.iter().map(|e| e.key.clone()).collect();
-        let global = live_of(state, &Scope::global(scope.environment.clone())).await?;
-        all.extend(global.into_iter().filter(|e| !own.contains(&e.key)));
-    }
-    Ok(all)
-}
-
-/// The live experiments of exactly `scope`.
-async fn live_of(state: &Inner, scope: &Scope) -> Result<Vec<Experiment>, AppError> {
-    let mut all = Vec::new();
-    for status in [Status::Running, Status::Paused, Status::Completed] {
-        let filter = ExperimentFilter {
-            environment: Some(scope.environment.clone()),
-            organization: Some(scope.organization.clone()),
-            status: Some(status),
-            with_global: false,
-        };
-        let listed = state.store.list_all_experiments(&filter).await?;
-        all.extend(
-            listed
-                .into_iter()
-                .filter(|e| status != Status::Completed || e.winner.is_some()),
-        );
-    }
-    Ok(all)
-}
-
 /// An experiment as the hot paths use it: its definition, and whether any of its subjects
 /// has a QA override (so the assignment path knows when it must look one up).
 #[derive(Debug)]
@@ -700,7 +667,7 @@ impl ExperimentCache {
             }
         }
         let mut list = Vec::new();
-        for experiment in live_experiments(state, scope).await? {
+        for experiment in verdict_publish::scope_experiments(&*state.store, scope).await? {
             list.push(Arc::new(LiveExperiment::load(state, experiment).await?));
         }
         let list = LiveList::from(list);

@@ -9,6 +9,7 @@ use verdict_store::{AudienceDeletion, StoreError};
 use crate::auth::Caller;
 use crate::error::{AppError, ErrorCode};
 use crate::pages::{PageParams, Paginated};
+use crate::publishing::Changed;
 use crate::{App, now};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -88,7 +89,7 @@ impl App {
         self.find_environment(key).await
     }
 
-    async fn find_environment(&self, key: &str) -> Result<Environment, AppError> {
+    pub(crate) async fn find_environment(&self, key: &str) -> Result<Environment, AppError> {
         self.0.store.get_environment(key).await?.ok_or_else(|| {
             AppError::new(
                 ErrorCode::EnvironmentNotFound,
@@ -184,7 +185,7 @@ impl App {
         env: &str,
         key: &str,
         body: AudienceUpdate,
-    ) -> Result<Audience, AppError> {
+    ) -> Result<Changed<Audience>, AppError> {
         let current = self.audience(caller, env, key).await?;
         let next = Audience {
             name: body.name.unwrap_or(current.name),
@@ -199,7 +200,8 @@ impl App {
                 let details = json!({"rules": a.rules});
                 self.audited(caller, &subject, "audience.updated", details)
                     .await;
-                Ok(a)
+                let publish = self.publish_audience_change(env, key, caller.actor()).await;
+                Ok(Changed { value: a, publish })
             }
             Err(StoreError::NotFound) => Err(audience_not_found(env, key)),
             Err(e) => Err(e.into()),

@@ -50,6 +50,7 @@ error_codes! {
     WebhookMessageNotFound => "webhook_message_not_found",
     VariantNotFound => "variant_not_found",
     MetricNotFound => "metric_not_found",
+    SnapshotNotFound => "snapshot_not_found",
     Conflict => "conflict",
     ExperimentExists => "experiment_exists",
     EnvironmentExists => "environment_exists",
@@ -68,6 +69,7 @@ error_codes! {
     LeaseHeld => "lease_held",
     LeaseLost => "lease_lost",
     ShuttingDown => "shutting_down",
+    PublishFailed => "publish_failed",
     UpgradeRequired => "upgrade_required",
     Internal => "internal",
 }

@@ -24,6 +24,7 @@ use verdict_store::{
 use crate::auth::{Caller, ScopeParams};
 use crate::error::{AppError, ErrorCode};
 use crate::pages::{PageParams, Paginated};
+use crate::publishing::{Changed, PublishOutcome};
 use crate::{App, now};
 
 /// Fields an update may change; `version` is the one the client read.
@@ -314,7 +315,7 @@ impl App {
         caller: &Caller,
         scope: &ScopeParams,
         input: ExperimentInput,
-    ) -> Result<Experiment, AppError> {
+    ) -> Result<Changed<Experiment>, AppError> {
         let scope = caller.scope(scope)?;
         if input.policy.override_variant.is_some() {
             caller.require(Right::ExperimentsDecide)?;
@@ -338,7 +339,14 @@ impl App {
         match store.create_experiment(&experiment, caller.actor()).await {
             Ok(()) => {
                 self.0.experiments.clear();
-                self.apply_override(caller, experiment).await
+                let created = self.apply_override(caller, experiment).await?;
+                let publish = self
+                    .publish_change(None, Some(&created), "experiment.created", caller.actor())
+                    .await;
+                Ok(Changed {
+                    value: created,
+                    publish,
+                })
             }
             Err(StoreError::Conflict(msg)) => Err(AppError::new(ErrorCode::ExperimentExists, msg)),
             Err(e) => Err(e.into()),
@@ -411,7 +419,7 @@ impl App {
         scope: &ScopeParams,
         key: &str,
         patch: ExperimentPatch,
-    ) -> Result<Experiment, AppError> {
+    ) -> Result<Changed<Experiment>, AppError> {
         let current = self.own_experiment(caller, scope, key).await?;
         if patch.variants.is_some() && current.status != Status::Draft {
             return Err(AppError::new(
@@ -426,6 +434,7 @@ impl App {
                  recorded as its events are rolled up",
             ));
         }
+        let before = current.clone();
         let overridden = current.policy.override_variant.clone();
         let mut problems = Problems::new();
         let next = patch.apply(current, &mut problems);
@@ -433,7 +442,19 @@ impl App {
             caller.require(Right::ExperimentsDecide)?;
         }
         let saved = self.save(next, problems, caller.actor()).await?;
-        self.apply_override(caller, saved).await
+        let saved = self.apply_override(caller, saved).await?;
+        let publish = self
+            .publish_change(
+                Some(&before),
+                Some(&saved),
+                "experiment.updated",
+                caller.actor(),
+            )
+            .await;
+        Ok(Changed {
+            value: saved,
+            publish,
+        })
     }
 
     /// `policy.override_variant` decides: when it names a variant that is not already the
@@ -477,8 +498,9 @@ impl App {
         scope: &ScopeParams,
         key: &str,
         body: VariantsUpdate,
-    ) -> Result<Experiment, AppError> {
+    ) -> Result<Changed<Experiment>, AppError> {
         let current = self.own_experiment(caller, scope, key).await?;
+        let before = current.clone();
         let mut problems = Problems::new();
         let variants = variants_from_input(body.variants, &mut problems);
         if current.started_at.is_some() {
@@ -498,7 +520,19 @@ impl App {
         next.replace_variants(variants, false);
         next.version = body.version;
         next.updated_at = now();
-        self.save(next, problems, caller.actor()).await
+        let saved = self.save(next, problems, caller.actor()).await?;
+        let publish = self
+            .publish_change(
+                Some(&before),
+                Some(&saved),
+                "experiment.variants_changed",
+                caller.actor(),
+            )
+            .await;
+        Ok(Changed {
+            value: saved,
+            publish,
+        })
     }
 
     /// Validate and store an edited experiment (optimistic on `version`); `problems` already
@@ -535,7 +569,7 @@ impl App {
         scope: &ScopeParams,
         key: &str,
         to: &str,
-    ) -> Result<StatusChangeResult, AppError> {
+    ) -> Result<Changed<StatusChangeResult>, AppError> {
         let to = parse_status(to).ok_or_else(|| {
             AppError::new(ErrorCode::InvalidBody, format!("unknown status '{to}'"))
                 .with_details(vec![json!({"field": "status", "message": STATUSES})])
@@ -552,15 +586,18 @@ impl App {
         scope: &ScopeParams,
         key: &str,
         to: Status,
-    ) -> Result<StatusChangeResult, AppError> {
+    ) -> Result<Changed<StatusChangeResult>, AppError> {
         let scope = caller.scope(scope)?;
         for _ in 0..3 {
             let current = self.find_own(&scope, key).await?;
             let change = match current.status.transition_to(to) {
                 Ok(Transition::Unchanged) => {
-                    return Ok(StatusChangeResult {
-                        changed: false,
-                        experiment: current,
+                    return Ok(Changed {
+                        value: StatusChangeResult {
+                            changed: false,
+                            experiment: current,
+                        },
+                        publish: PublishOutcome::default(),
                     });
                 }
                 Ok(Transition::Change { from, to }) => StatusChange {
@@ -579,9 +616,20 @@ impl App {
             };
             if let Some(updated) = self.0.store.transition_status(&change).await? {
                 self.announce(&current, &updated).await;
-                return Ok(StatusChangeResult {
-                    changed: true,
-                    experiment: updated,
+                let publish = self
+                    .publish_change(
+                        Some(&current),
+                        Some(&updated),
+                        "experiment.status_changed",
+                        caller.actor(),
+                    )
+                    .await;
+                return Ok(Changed {
+                    value: StatusChangeResult {
+                        changed: true,
+                        experiment: updated,
+                    },
+                    publish,
                 });
             }
             // Lost the race: re-read and decide again.
@@ -600,7 +648,7 @@ impl App {
         caller: &Caller,
         key: &str,
         query: DeleteQuery,
-    ) -> Result<DeletedExperiment, AppError> {
+    ) -> Result<Changed<DeletedExperiment>, AppError> {
         let scope = ScopeParams {
             environment: query.environment.clone(),
             organization: query.organization.clone(),
@@ -636,12 +684,18 @@ impl App {
         {
             tracing::warn!(experiment = %e.key, error = %verdict_domain::ErrorChain(&err), "cannot drop a deleted experiment's winner snapshot");
         }
-        Ok(DeletedExperiment {
-            id: e.id,
-            key: e.key,
-            status: e.status,
-            deleted_at: deletion.at,
-            purge: "queued",
+        let publish = self
+            .publish_change(Some(&e), None, "experiment.deleted", caller.actor())
+            .await;
+        Ok(Changed {
+            value: DeletedExperiment {
+                id: e.id,
+                key: e.key,
+                status: e.status,
+                deleted_at: deletion.at,
+                purge: "queued",
+            },
+            publish,
         })
     }
 
@@ -658,7 +712,7 @@ impl App {
         scope: &ScopeParams,
         key: &str,
         body: WinnerOverride,
-    ) -> Result<Experiment, AppError> {
+    ) -> Result<Changed<Experiment>, AppError> {
         let e = self.own_experiment(caller, scope, key).await?;
         check_variant(&e, &body.variant)?;
         let change = WinnerChange {
@@ -675,7 +729,18 @@ impl App {
         };
         let updated = self.0.store.set_winner(&change).await?;
         self.announce(&e, &updated).await;
-        Ok(updated)
+        let publish = self
+            .publish_change(
+                Some(&e),
+                Some(&updated),
+                "experiment.winner_changed",
+                caller.actor(),
+            )
+            .await;
+        Ok(Changed {
+            value: updated,
+            publish,
+        })
     }
 
     /// Always serve `variant` to `subject` (a QA override, audited). In a global

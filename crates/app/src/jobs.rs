@@ -31,6 +31,7 @@ pub(crate) fn runner(
     settings: &Settings,
     metrics: &Metrics,
     stop: &CancellationToken,
+    publisher: &verdict_publish::Publisher,
 ) -> anyhow::Result<Runner> {
     let jobs = &settings.jobs;
     let dispatcher = Dispatcher::new(
@@ -64,7 +65,11 @@ pub(crate) fn runner(
             settings.retention.clone(),
             jobs.retention_schedule.clone(),
         ))
-        .with(DeliveryJob::new(dispatcher, metrics.clone()));
+        .with(DeliveryJob::new(dispatcher, metrics.clone()))
+        .with(verdict_publish::PublishJob::new(
+            publisher.clone(),
+            jobs.publish_schedule.clone(),
+        ));
     let config = RunnerConfig {
         owner: format!(
             "{}-{}-{}",

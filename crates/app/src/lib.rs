@@ -21,6 +21,8 @@
 //! - [`results`]: winner snapshots, results with statistics, time series, change streams.
 //! - [`snapshots`]: the winner-snapshot cache as the read path uses it.
 //! - [`sdk`]: the GrowthBook SDK payload, for SDKs that evaluate experiments locally.
+//! - [`publishing`]: published config snapshots: publish, versions, the publish after a
+//!   live-impacting change.
 //! - [`keys`]: API keys (create, list, revoke; the first-run admin key).
 //! - [`environments`]: environments and audiences.
 //! - [`webhooks`]: webhook endpoints, secrets, the delivery log.
@@ -39,6 +41,7 @@ pub mod jobs;
 pub mod json;
 pub mod keys;
 pub mod pages;
+pub mod publishing;
 pub mod rate_limit;
 pub mod results;
 pub mod sdk;
@@ -84,6 +87,10 @@ pub struct Inner {
     experiments: Arc<ExperimentCache>,
     /// Rendered GrowthBook payloads, by scope.
     payloads: sdk::PayloadCache,
+    /// Publishes config snapshots (the store, and the configured targets).
+    publisher: verdict_publish::Publisher,
+    /// Wakes snapshot streams after this process published.
+    publications: publishing::PublicationSignal,
     /// Stored assignments of repeat subjects (never stale: assignments never change).
     assignments: AssignmentCache,
     runner: Runner,
@@ -93,7 +100,7 @@ pub struct Inner {
 
 impl App {
     /// The application over `store` and `cache`, with the job runner of every job
-    /// (`aggregate`, `evaluate`, `retention`, `webhooks`). `stop` is the process's shutdown
+    /// (`aggregate`, `evaluate`, `lifecycle`, `retention`, `webhooks`, `publish`). `stop` is the process's shutdown
     /// signal: jobs, push streams and the HTTP server all watch it. Subscribes to the cache's
     /// change stream and, when JWTs are configured, loads their key set.
     pub async fn new(
@@ -103,7 +110,8 @@ impl App {
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let runner = jobs::runner(&store, &cache, &settings, &metrics, &stop)?;
+        let publisher = verdict_publish::Publisher::new(store.clone(), &settings.publish)?;
+        let runner = jobs::runner(&store, &cache, &settings, &metrics, &stop, &publisher)?;
         runner.keep_lags_fresh();
         let bootstrap = Bootstrap::new(
             settings.auth.bootstrap_admin_key.expose_secret(),
@@ -134,6 +142,8 @@ impl App {
             rate,
             experiments,
             payloads: sdk::PayloadCache::default(),
+            publisher,
+            publications: publishing::PublicationSignal::default(),
             assignments,
             runner,
             metrics,
