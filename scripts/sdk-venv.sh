@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pins="scripts/sdk-requirements.txt"
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/verdict/sdk-venv-$(sha256sum "$pins" | cut -c1-16)"
+mkdir -p "$(dirname "$venv")"
+# Tests run in parallel: one makes the venv while the others wait for it on the lock.
+exec 9>"$venv.lock"
+flock 9
 if [[ ! -f "$venv/.complete" ]]; then
     echo "==> creating $venv (official SDKs for the tests)" >&2
     rm -rf "$venv"
@@ -13,4 +17,5 @@ if [[ ! -f "$venv/.complete" ]]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$pins" >&2
     touch "$venv/.complete"
 fi
+flock -u 9
 echo "$venv/bin/python"

@@ -13,6 +13,10 @@
 //!   distinct new subjects through the assignment API (closed loop, like the end-to-end
 //!   harness's new-subject scenario).
 //! - `metrics`: `/metrics` scrape time with each of `--experiments` experiments running.
+//! - `publish`: config snapshot publishing with each of `--experiments` experiments running
+//!   (a directory target configured): a manual publish of the unchanged scope (compile and
+//!   compare), and a status change whose publish records and writes a new version, against
+//!   the same change of a draft (which publishes nothing).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ use crate::{
 const HISTORY_SECTION: &str = "verdict-bench-scale-history";
 const SUBJECTS_SECTION: &str = "verdict-bench-scale-subjects";
 const METRICS_SECTION: &str = "verdict-bench-scale-metrics";
+const PUBLISH_SECTION: &str = "verdict-bench-scale-publish";
 /// The experiment whose cost is watched while the store grows.
 const TARGET: &str = "target";
 /// Its metrics' window.
@@ -49,6 +54,7 @@ pub enum Part {
     History,
     Subjects,
     Metrics,
+    Publish,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +64,7 @@ pub struct ScaleArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "history,subjects,metrics"
+        default_value = "history,subjects,metrics,publish"
     )]
     parts: Vec<Part>,
     /// history: total events in the store at each measurement, increasing (the watched
@@ -98,12 +104,15 @@ pub struct ScaleArgs {
     /// subjects: concurrent connections assigning them.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// metrics: running experiments at each scrape measurement, increasing.
+    /// metrics, publish: running experiments at each measurement, increasing.
     #[arg(long, value_delimiter = ',', default_value = "1,1000")]
     experiments: Vec<u64>,
     /// metrics: timed scrapes per measurement (after one untimed).
     #[arg(long, default_value_t = 50)]
     scrapes: usize,
+    /// publish: timed publishes (and pairs of status changes) per measurement.
+    #[arg(long, default_value_t = 20)]
+    publishes: usize,
 }
 
 fn increasing(name: &str, v: &[u64]) -> anyhow::Result<()> {
@@ -138,7 +147,7 @@ pub async fn run(common: &Common, args: ScaleArgs) -> anyhow::Result<()> {
     if args.parts.contains(&Part::Subjects) {
         increasing("--subjects", &args.subjects)?;
     }
-    if args.parts.contains(&Part::Metrics) {
+    if args.parts.contains(&Part::Metrics) || args.parts.contains(&Part::Publish) {
         increasing("--experiments", &args.experiments)?;
     }
     let conditions = format!(
@@ -168,6 +177,14 @@ pub async fn run(common: &Common, args: ScaleArgs) -> anyhow::Result<()> {
             common,
             METRICS_SECTION,
             &metrics_report(&args, &conditions, &rows),
+        )?;
+    }
+    if args.parts.contains(&Part::Publish) {
+        let rows = publish(common, &args).await?;
+        emit(
+            common,
+            PUBLISH_SECTION,
+            &publish_report(&args, &conditions, &rows),
         )?;
     }
     Ok(())
@@ -817,6 +834,170 @@ fn metrics_report(args: &ScaleArgs, conditions: &str, rows: &[MetricsRow]) -> St
             } else {
                 format!("{} B", r.bytes)
             },
+        );
+    }
+    out
+}
+
+/// One measurement of the publish part.
+struct PublishRow {
+    experiments: u64,
+    /// Manual publishes of the unchanged scope, sorted.
+    unchanged: Vec<Duration>,
+    /// Status changes of a running experiment (pause or resume), each publishing a new
+    /// version, sorted.
+    live_change: Vec<Duration>,
+    /// The same changes of a draft's description, which publish nothing, sorted.
+    draft_change: Vec<Duration>,
+    /// The snapshot's size.
+    bytes: u64,
+}
+
+/// A timed admin call that must succeed.
+async fn timed_call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> anyhow::Result<(Duration, Value)> {
+    let t = Instant::now();
+    let v = call(client, method, url, ADMIN_KEY, body).await?;
+    Ok((t.elapsed(), v))
+}
+
+async fn publish(common: &Common, args: &ScaleArgs) -> anyhow::Result<Vec<PublishRow>> {
+    let dir = tempfile::tempdir()?;
+    let target = dir.path().join("published");
+    let server = start_verdict(
+        common,
+        dir.path(),
+        &["--no-scheduler"],
+        &[("VERDICT_PUBLISH__DIRECTORY", target.display().to_string())],
+    )
+    .await?;
+    let verdict = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let draft = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{verdict}/v1/experiments"),
+        ADMIN_KEY,
+        Some(json!({"key": "draft", "variants": [{"key": "a"}, {"key": "b"}]})),
+    )
+    .await?;
+    let mut draft_version = draft["version"].clone();
+    let mut rows = Vec::new();
+    let mut made = 0u64;
+    for &n in &args.experiments {
+        eprintln!("[publish] {n} running experiments …");
+        create_experiments(
+            &client,
+            &verdict,
+            (made..n).map(|i| format!("p-{i:04}")),
+            |k| {
+                json!({"key": k, "coverage": 0.9,
+                    "targeting": [{"conditions": [{"attribute": "country", "operator": "in", "value": ["US", "FR"]}]}]})
+            },
+        )
+        .await?;
+        made = n;
+        let publish_url = format!("{verdict}/v1/environments/production/publish");
+        let status_url = format!("{verdict}/v1/experiments/p-0000/status");
+        let mut row = PublishRow {
+            experiments: n,
+            unchanged: Vec::new(),
+            live_change: Vec::new(),
+            draft_change: Vec::new(),
+            bytes: 0,
+        };
+        for i in 0..args.publishes {
+            let (t, answer) =
+                timed_call(&client, reqwest::Method::POST, publish_url.clone(), None).await?;
+            if answer["created"] != false {
+                bail!("a publish of an unchanged scope recorded a version: {answer}");
+            }
+            row.bytes = answer["publication"]["size"].as_u64().unwrap_or_default();
+            row.unchanged.push(t);
+            let to = if i % 2 == 0 { "paused" } else { "running" };
+            let (t, _) = timed_call(
+                &client,
+                reqwest::Method::POST,
+                status_url.clone(),
+                Some(json!({"status": to})),
+            )
+            .await?;
+            row.live_change.push(t);
+            let (t, edited) = timed_call(
+                &client,
+                reqwest::Method::PATCH,
+                format!("{verdict}/v1/experiments/draft"),
+                Some(json!({"version": draft_version, "description": format!("edit {i}")})),
+            )
+            .await?;
+            draft_version = edited["version"].clone();
+            row.draft_change.push(t);
+        }
+        if args.publishes % 2 == 1 {
+            call(
+                &client,
+                reqwest::Method::POST,
+                status_url,
+                ADMIN_KEY,
+                Some(json!({"status": "running"})),
+            )
+            .await?;
+        }
+        for v in [
+            &mut row.unchanged,
+            &mut row.live_change,
+            &mut row.draft_change,
+        ] {
+            v.sort_unstable();
+        }
+        eprintln!(
+            "[publish]   unchanged p50 {}, live change p50 {}, draft change p50 {}",
+            ms(percentile(&row.unchanged, 0.5)),
+            ms(percentile(&row.live_change, 0.5)),
+            ms(percentile(&row.draft_change, 0.5)),
+        );
+        rows.push(row);
+    }
+    server.stop().await;
+    Ok(rows)
+}
+
+fn publish_report(args: &ScaleArgs, conditions: &str, rows: &[PublishRow]) -> String {
+    let mut out = format!(
+        "Measured by `{}` {conditions}; running experiments with targeting and coverage, a \
+         directory target; SQLite store; {} of each call one after another: \
+         `POST /v1/environments/production/publish` of the unchanged scope (compiles every \
+         live experiment, finds the latest version equal, records nothing), a status change \
+         of a running experiment (pause or resume: the change, then a publish that records \
+         and writes a new version), and a `PATCH` of a draft (a change that publishes \
+         nothing), p50 / p95.\n\n\
+         | running experiments | snapshot | publish, unchanged | live change + publish | \
+         draft change | publish's share of a live change (p50) |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        command_line(),
+        args.publishes,
+    );
+    for r in rows {
+        let p50 = |v: &[Duration]| percentile(v, 0.5);
+        let pair = |v: &[Duration]| format!("{} / {}", ms(p50(v)), ms(percentile(v, 0.95)));
+        let share = p50(&r.live_change).saturating_sub(p50(&r.draft_change));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            thousands(r.experiments),
+            if r.bytes >= 10_000 {
+                format!("{:.0} kB", r.bytes as f64 / 1e3)
+            } else {
+                format!("{} B", r.bytes)
+            },
+            pair(&r.unchanged),
+            pair(&r.live_change),
+            pair(&r.draft_change),
+            ms(share),
         );
     }
     out
