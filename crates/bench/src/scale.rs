@@ -916,7 +916,9 @@ async fn publish(common: &Common, args: &ScaleArgs) -> anyhow::Result<Vec<Publis
             if answer["created"] != false {
                 bail!("a publish of an unchanged scope recorded a version: {answer}");
             }
-            row.bytes = answer["publication"]["size"].as_u64().unwrap_or_default();
+            row.bytes = row
+                .bytes
+                .max(answer["publication"]["size"].as_u64().unwrap_or_default());
             row.unchanged.push(t);
             let to = if i % 2 == 0 { "paused" } else { "running" };
             let (t, _) = timed_call(
