@@ -72,7 +72,8 @@ async fn every_registered_job_runs_through_the_runner_and_records_its_report() {
             "evaluate",
             "lifecycle",
             "retention",
-            "webhooks"
+            "webhooks",
+            "publish"
         ]
     );
     let run = |name: &'static str| async move {
@@ -97,6 +98,15 @@ async fn every_registered_job_runs_through_the_runner_and_records_its_report() {
     assert_eq!(run("retention").await["events_deleted"], 0);
     let delivered = run("webhooks").await;
     assert_eq!(delivered["claimed"], 0, "no endpoint, nothing to deliver");
+    let published = run("publish").await;
+    assert_eq!(
+        (
+            published["scopes"].as_u64(),
+            published["published"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "the activation published the scope already: {published}"
+    );
 
     // Each run is in the job's history.
     let internal = app.jobs().await.unwrap();

@@ -23,8 +23,9 @@ fn scope_filter(scope: &Scope) -> Document {
 }
 
 /// Concurrent publishers of one scope race on the unique (scope, version) index; the loser
-/// reads the winner's version and tries again, this many times.
-const RECORD_ATTEMPTS: usize = 10;
+/// reads the winner's version and tries again (after a pause growing by a millisecond a
+/// time), this many times: more than any number of replicas publishing one scope at once.
+const RECORD_ATTEMPTS: u64 = 64;
 
 impl MongoStore {
     async fn latest_publication(&self, scope: &Scope) -> Result<Option<Document>> {
@@ -40,7 +41,10 @@ impl MongoStore {
 #[async_trait]
 impl PublicationStore for MongoStore {
     async fn record_publication(&self, new: &NewPublication) -> Result<(Publication, bool)> {
-        for _ in 0..RECORD_ATTEMPTS {
+        for attempt in 0..RECORD_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(attempt)).await;
+            }
             let latest = self.latest_publication(&new.scope).await?;
             let latest: Option<Publication> = latest
                 .map(|d| doc_field(&d, WHAT, "reading the latest publication"))
