@@ -247,10 +247,10 @@ impl App {
         let users = match self.0.store.list_all_experiments(&filter).await {
             Ok(all) => all,
             Err(e) => {
-                return failed(format!(
-                    "the experiments using the audience could not be read: {}",
-                    verdict_domain::ErrorChain(&e)
-                ));
+                tracing::warn!(environment = env, audience = key, error = %verdict_domain::ErrorChain(&e), "cannot read the experiments an audience change touches");
+                return failed(
+                    "the experiments using the audience could not be read: the store failed".into(),
+                );
             }
         };
         let mut scopes: Vec<Scope> = Vec::new();
@@ -298,7 +298,10 @@ async fn publish_scopes(
                 }
             }
             Err(e) => {
-                errors.push(format!("{}", verdict_domain::ErrorChain(&e)));
+                tracing::warn!(environment = %scope.environment, error = %verdict_domain::ErrorChain(&e), "cannot read the scopes a change touches");
+                errors.push(
+                    "the organizations' snapshots could not be listed: the store failed".into(),
+                );
                 all.push(scope);
             }
         }

@@ -20,9 +20,10 @@ pub struct Published {
 /// Why a publish did not go through. The scope stays pending: the publish job retries it.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The snapshot could not be compiled or recorded.
-    #[error("the snapshot could not be recorded: {}", ErrorChain(.0))]
-    Store(#[from] StoreError),
+    /// The snapshot could not be compiled or recorded. Its message names no store internals
+    /// (it reaches API clients); the cause is its `source()`, logged.
+    #[error("the snapshot could not be compiled or recorded: the store failed")]
+    Store(#[source] StoreError),
     /// The version is recorded (and served by the API) but a target did not take it.
     #[error("version {} is recorded, but writing it to the {target} target failed: {message}", publication.version)]
     Target {
@@ -30,6 +31,12 @@ pub enum PublishError {
         target: &'static str,
         message: String,
     },
+}
+
+impl From<StoreError> for PublishError {
+    fn from(e: StoreError) -> Self {
+        PublishError::Store(e)
+    }
 }
 
 /// Publishes scopes' snapshots: the store always, the configured targets besides.
@@ -77,7 +84,7 @@ impl Publisher {
                 }
             }
             Err(err) => {
-                tracing::warn!(environment = %scope.environment, organization = ?scope.organization, error = %err, "publish failed; the publish job retries it");
+                tracing::warn!(environment = %scope.environment, organization = ?scope.organization, error = %ErrorChain(err), "publish failed; the publish job retries it");
                 if let Err(e) = self
                     .store
                     .mark_publish_pending(scope, &err.to_string(), now())
@@ -182,5 +189,24 @@ impl Publisher {
 
     pub(crate) fn store(&self) -> &DynStore {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_tells_clients_nothing_of_the_store_and_logs_its_cause() {
+        let e = PublishError::from(StoreError::internal(
+            "reading experiments",
+            std::io::Error::other("driver says: table locked"),
+        ));
+        assert!(!e.to_string().contains("driver"), "{e}");
+        assert!(
+            ErrorChain(&e).to_string().contains("driver says"),
+            "{}",
+            ErrorChain(&e)
+        );
     }
 }
