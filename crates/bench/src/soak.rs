@@ -3,8 +3,8 @@
 //! the end. Not for CI: the default run lasts 30 minutes.
 //!
 //! The server: an embedded SQLite store, `aggregate` every 30 s, `evaluate` and
-//! `retention` every minute, the `webhooks` delivery loop continuously, one webhook
-//! endpoint on a local counting receiver. The load ([`crate::load::paced`], open loop,
+//! `retention` every minute, `lifecycle` and `publish` every minute (their defaults), the
+//! `webhooks` delivery loop continuously, one webhook endpoint on a local counting receiver. The load ([`crate::load::paced`], open loop,
 //! latency from when each request was due): assignment of repeat subjects, event batches,
 //! results and winner reads of one experiment, assignment of new subjects in another, and
 //! now and then a status change of a third (each one a webhook message). Each minute: the
@@ -46,12 +46,13 @@ const EXPERIMENT: &str = "soak";
 const GROWING: &str = "soak-new";
 /// The experiment whose status changes make the webhook messages.
 const TOGGLED: &str = "soak-toggled";
-const JOBS: [&str; 5] = [
+const JOBS: [&str; 6] = [
     "aggregate",
     "evaluate",
     "lifecycle",
     "retention",
     "webhooks",
+    "publish",
 ];
 /// The schedules the soak gives the cron jobs (`webhooks` runs continuously anyway).
 const SCHEDULES: [(&str, &str); 3] = [
@@ -553,7 +554,9 @@ async fn soak(common: &Common, args: &SoakArgs, server: &Server) -> anyhow::Resu
          second experiment (a webhook message each) and 2 results reads, of the rest per 20: 11 \
          assignments of the {} pre-assigned subjects, 3 of new subjects in a third experiment, \
          4 event batches of {} (the pre-assigned subjects), 2 winner reads; `aggregate` every 30 s, `evaluate` and `retention` \
-         every minute, `webhooks` continuously to one endpoint on a local receiver; \
+         every minute, `lifecycle` and `publish` every minute (each status change also \
+         publishes its scope's config snapshot), `webhooks` continuously to one endpoint on a \
+         local receiver; \
          `server.assignment_cache_mb = {}` (reached during warm-up). Latency per minute as \
          p50 / p99.\n\n{table}\n{judgement}\n**{}**\n",
         command_line(),
