@@ -14,10 +14,11 @@
 //! on every operation with path or query parameters.
 
 use serde_json::Value;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_scalar::Scalar;
 use verdict_app::ErrorCode;
@@ -118,6 +119,71 @@ pub(crate) const PUSH_ROUTES: [&str; 4] = [
     "/v1/environments/{env}/snapshots/stream",
 ];
 
+/// The operations whose success answers carry the `x-publish-*` headers of the publish the
+/// change caused (their handlers answer through `routes::snapshots::changed`).
+pub(crate) const PUBLISHING_OPERATIONS: [(&str, &str); 8] = [
+    ("POST", "/v1/experiments"),
+    ("PATCH", "/v1/experiments/{key}"),
+    ("DELETE", "/v1/experiments/{key}"),
+    ("PUT", "/v1/experiments/{key}/variants"),
+    ("POST", "/v1/experiments/{key}/status"),
+    ("POST", "/v1/experiments/{key}/activate"),
+    ("POST", "/v1/experiments/{key}/winner"),
+    ("PUT", "/v1/environments/{env}/audiences/{key}"),
+];
+
+/// Document the publish headers on the success responses of [`PUBLISHING_OPERATIONS`].
+fn add_publish_headers(doc: &mut Document) {
+    let headers = [
+        (
+            "x-publish-attempted",
+            Type::Boolean,
+            "Whether the change affects what SDKs evaluate (then its config snapshots were \
+             published).",
+        ),
+        (
+            "x-publish-succeeded",
+            Type::Boolean,
+            "With a publish: whether it reached the store and every target.",
+        ),
+        (
+            "x-publish-error",
+            Type::String,
+            "What failed; the publish job retries it. The change itself is made either way.",
+        ),
+    ];
+    for (method, path) in PUBLISHING_OPERATIONS {
+        let item =
+            doc.paths.paths.get_mut(path).unwrap_or_else(|| {
+                panic!("PUBLISHING_OPERATIONS names {path}, which is not routed")
+            });
+        let op = match method {
+            "POST" => item.post.as_mut(),
+            "PUT" => item.put.as_mut(),
+            "PATCH" => item.patch.as_mut(),
+            "DELETE" => item.delete.as_mut(),
+            _ => None,
+        }
+        .unwrap_or_else(|| panic!("PUBLISHING_OPERATIONS names {method} {path}, not routed"));
+        for (_, response) in op
+            .responses
+            .responses
+            .iter_mut()
+            .filter(|(status, _)| status.starts_with('2'))
+        {
+            if let RefOr::T(response) = response {
+                for (name, ty, description) in &headers {
+                    let header = HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(ty.clone()))
+                        .description(Some(*description))
+                        .build();
+                    response.headers.insert((*name).to_owned(), header);
+                }
+            }
+        }
+    }
+}
+
 /// Add, to every operation that does not declare them itself, the error responses its kind
 /// can give (see the module docs).
 pub fn add_shared_responses(doc: &mut Document) {
@@ -202,6 +268,7 @@ pub fn add_shared_responses(doc: &mut Document) {
             }
         }
     }
+    add_publish_headers(doc);
 }
 
 /// Start the description of a protected operation with the right it requires and the

@@ -167,13 +167,7 @@ pub async fn get_audience(
     ),
     request_body = AudienceUpdate,
     responses(
-        (status = 200, description = "The updated audience.", body = Audience,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+        (status = 200, description = "The updated audience.", body = Audience),
         (status = 404, description = "`audience_not_found`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
     )

@@ -46,13 +46,7 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     params(ScopeParams),
     request_body = ExperimentInput,
     responses(
-        (status = 201, description = "Created (a draft).", body = Experiment,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+        (status = 201, description = "Created (a draft).", body = Experiment),
         (status = 404, description = "`environment_not_found`.", body = ErrorBody),
         (status = 409, description = "`experiment_exists`: the key is taken in this scope.",
             body = ErrorBody),
@@ -128,13 +122,7 @@ pub async fn list(
     request_body = ExperimentPatch,
     responses(
         (status = 200, description = "The updated experiment (its `version` incremented).",
-            body = Experiment,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+            body = Experiment),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`version_conflict`, `experiment_running` (variants of a \
             started experiment) or `experiment_exists`.", body = ErrorBody),
@@ -170,13 +158,7 @@ pub async fn update(
     params(("key" = String, Path, description = "The experiment key or id."), DeleteQuery),
     responses(
         (status = 200, description = "Deleted; its data is being removed.",
-            body = DeletedExperiment,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+            body = DeletedExperiment),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`experiment_running` (running or paused, without \
             `force=true`) or `version_conflict` (changed meanwhile).", body = ErrorBody),
@@ -209,13 +191,7 @@ pub async fn delete(
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = VariantsUpdate,
     responses(
-        (status = 200, description = "The updated experiment.", body = Experiment,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+        (status = 200, description = "The updated experiment.", body = Experiment),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`version_conflict`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `validation_failed`.", body = ErrorBody),
@@ -245,13 +221,7 @@ pub async fn put_variants(
     request_body = StatusRequest,
     responses(
         (status = 200, description = "Changed, or already in that status.",
-            body = StatusChangeResult,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+            body = StatusChangeResult),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`invalid_transition` (`details` lists the allowed \
             statuses) or `version_conflict`.", body = ErrorBody),
@@ -282,13 +252,7 @@ pub async fn set_status(
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     responses(
         (status = 200, description = "Running now, or already running.",
-            body = StatusChangeResult,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+            body = StatusChangeResult),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 409, description = "`invalid_transition` or `version_conflict`.",
             body = ErrorBody),
@@ -318,13 +282,7 @@ pub async fn activate(
     params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
     request_body = WinnerOverride,
     responses(
-        (status = 200, description = "The experiment with its winner.", body = Experiment,
-            headers(("x-publish-attempted" = bool, description = "Whether the change affects \
-                what SDKs evaluate (then its config snapshots were published)."),
-                ("x-publish-succeeded" = bool, description = "With a publish: whether it \
-                reached the store and every target."),
-                ("x-publish-error" = String, description = "What failed; the publish job \
-                retries it. The change itself is made either way."))),
+        (status = 200, description = "The experiment with its winner.", body = Experiment),
         (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
         (status = 422, description = "`invalid_body` or `variant_not_found`.", body = ErrorBody),
     )

@@ -2,7 +2,8 @@
 //! latest or any), and the publish that follows every change of what SDKs evaluate.
 //!
 //! A change is live-impacting when the experiment it touches is in a snapshot before or
-//! after it (running, or completed with a winner): a status change, an edit or a new split
+//! after it ([`growthbook::in_payload`]: running, or paused or completed with a winner): a
+//! status change, an edit or a new split
 //! of such an experiment, a manual winner, its deletion, and an edit of an audience running
 //! experiments use. The use-case makes the change, then publishes every scope the
 //! experiment's snapshot is part of and answers the outcome ([`PublishOutcome`]) beside its
@@ -11,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use verdict_domain::growthbook;
 use verdict_domain::{Experiment, Publication, Scope, Status};
 use verdict_publish::{PublishError, Published, Rendered};
 use verdict_store::ExperimentFilter;
@@ -28,8 +30,6 @@ pub struct PublishOutcome {
     pub attempted: bool,
     pub succeeded: bool,
     pub error: Option<String>,
-    /// The scopes' latest versions after the publish.
-    pub versions: Vec<Publication>,
 }
 
 /// A change's result and the outcome of the publish it caused.
@@ -73,11 +73,6 @@ pub struct PublishAnswer {
     pub created: bool,
     /// The targets it is written to besides the store (`directory`, `s3`).
     pub targets: Vec<&'static str>,
-}
-
-/// Does `e` appear in snapshots (a running experiment, or a completed one with a winner)?
-fn in_snapshots(e: &Experiment) -> bool {
-    e.status == Status::Running || (e.status == Status::Completed && e.winner.is_some())
 }
 
 impl App {
@@ -147,7 +142,8 @@ impl App {
         version: Option<u64>,
     ) -> Result<(Publication, Rendered), AppError> {
         let scope = Self::snapshot_scope(caller, env, query.organization)?;
-        self.stored_snapshot(&scope, version).await?.ok_or_else(|| {
+        let found = self.0.store.get_publication(&scope, version).await?;
+        let (publication, body) = found.ok_or_else(|| {
             let what =
                 version.map_or_else(|| "no version".to_owned(), |v| format!("no version {v}"));
             AppError::new(
@@ -162,21 +158,10 @@ impl App {
                         .unwrap_or_default()
                 ),
             )
-        })
-    }
-
-    /// The stored version of `scope` (the latest when `version` is `None`).
-    pub(crate) async fn stored_snapshot(
-        &self,
-        scope: &Scope,
-        version: Option<u64>,
-    ) -> Result<Option<(Publication, Rendered)>, AppError> {
-        Ok(self
-            .0
-            .store
-            .get_publication(scope, version)
-            .await?
-            .map(|(p, body)| (p, Rendered::new(body.into_bytes()))))
+        })?;
+        // The recorded hash is the body's: not computed again.
+        let rendered = Rendered::with_hash(body.into_bytes(), publication.hash.clone());
+        Ok((publication, rendered))
     }
 
     /// The scope a snapshot stream follows, checked as [`App::snapshot`] checks it.
@@ -191,20 +176,7 @@ impl App {
 
     /// The scope's latest version, for a stream that announces new ones.
     pub async fn latest_publication(&self, scope: &Scope) -> Result<Option<Publication>, AppError> {
-        Ok(self
-            .0
-            .store
-            .list_publications(
-                scope,
-                verdict_store::PageRequest {
-                    page: 1,
-                    page_size: 1,
-                },
-            )
-            .await?
-            .items
-            .into_iter()
-            .next())
+        Ok(self.0.store.latest_publication(scope).await?)
     }
 
     /// Wait until a publish by this process may have made a new version (or `timeout`).
@@ -224,7 +196,7 @@ impl App {
         let touched = [before, after]
             .into_iter()
             .flatten()
-            .find(|e| in_snapshots(e));
+            .find(|e| growthbook::in_payload(e));
         match touched {
             Some(e) => publish_scopes(&self.0, vec![e.scope.clone()], trigger, actor).await,
             None => PublishOutcome::default(),
@@ -274,7 +246,6 @@ fn failed(error: String) -> PublishOutcome {
         attempted: true,
         succeeded: false,
         error: Some(error),
-        versions: Vec::new(),
     }
 }
 
@@ -306,11 +277,9 @@ async fn publish_scopes(
             }
         }
     }
-    let mut versions = Vec::new();
     for scope in &all {
-        match state.publisher.publish(scope, trigger, actor).await {
-            Ok(p) => versions.push(p.publication),
-            Err(e) => errors.push(e.to_string()),
+        if let Err(e) = state.publisher.publish(scope, trigger, actor).await {
+            errors.push(e.to_string());
         }
     }
     state.publications.notify();
@@ -318,7 +287,6 @@ async fn publish_scopes(
         attempted: true,
         succeeded: errors.is_empty(),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
-        versions,
     }
 }
 

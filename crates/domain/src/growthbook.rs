@@ -72,17 +72,31 @@ pub fn payload<'a>(experiments: impl IntoIterator<Item = SdkExperiment<'a>>) -> 
     }
 }
 
-/// The feature of one experiment; `None` for one an SDK should not evaluate (a draft, a
-/// paused or archived experiment, a completed one without a winner).
+/// Whether SDKs evaluate `e`, so that it has a feature in the payload: running, or paused or
+/// completed with a winner (everyone gets the winner). A draft, an archived experiment, and a
+/// paused or completed one without a winner have none.
+#[must_use]
+pub fn in_payload(e: &Experiment) -> bool {
+    match e.status {
+        Status::Running => true,
+        Status::Paused | Status::Completed => e.winner.is_some(),
+        Status::Draft | Status::Archived => false,
+    }
+}
+
+/// The feature of one experiment; `None` for one an SDK should not evaluate
+/// ([`in_payload`]).
 #[must_use]
 pub fn feature(item: SdkExperiment<'_>) -> Option<Value> {
     let e = item.experiment;
+    if !in_payload(e) {
+        return None;
+    }
     let control = &e.variants[e.control_index()];
     let winner = e.winner.as_ref().and_then(|w| e.variant(&w.variant));
-    let rule = match (winner, e.status) {
-        (Some(w), _) => json!({"id": format!("{}-winner", e.key), "force": w.config}),
-        (None, Status::Running) => experiment_rule(item),
-        (None, _) => return None,
+    let rule = match winner {
+        Some(w) => json!({"id": format!("{}-winner", e.key), "force": w.config}),
+        None => experiment_rule(item),
     };
     Some(json!({"defaultValue": control.config, "rules": [rule]}))
 }

@@ -22,6 +22,11 @@ impl Rendered {
     /// `body` with its hash and `ETag`.
     pub fn new(body: Vec<u8>) -> Self {
         let hash = hex::encode(Sha256::digest(&body));
+        Self::with_hash(body, hash)
+    }
+
+    /// `body` whose SHA-256 (lowercase hex) is known to be `hash` (a recorded version).
+    pub fn with_hash(body: Vec<u8>, hash: String) -> Self {
         let etag = etag_of_hash(&hash);
         Self { body, hash, etag }
     }

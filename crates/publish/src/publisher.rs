@@ -108,17 +108,16 @@ impl Publisher {
         let rendered = compile(&*self.store, &experiments).await?;
         let body = String::from_utf8(rendered.body)
             .map_err(|e| StoreError::internal("a config snapshot that is not UTF-8", e))?;
-        let (publication, created) = self
-            .store
-            .record_publication(&NewPublication {
-                scope: scope.clone(),
-                body,
-                hash: rendered.hash,
-                trigger: trigger.to_owned(),
-                actor: actor.to_owned(),
-                at,
-            })
-            .await?;
+        let new = NewPublication {
+            scope: scope.clone(),
+            body,
+            hash: rendered.hash,
+            trigger: trigger.to_owned(),
+            actor: actor.to_owned(),
+            at,
+        };
+        // Recorded or not, the latest version has this hash, so these bytes.
+        let (publication, created) = self.store.record_publication(&new).await?;
         let rewrite = !created
             && !self.targets.is_empty()
             && self
@@ -128,7 +127,8 @@ impl Publisher {
                 .iter()
                 .any(|p| p.scope == *scope);
         if created || rewrite {
-            self.write_targets(&publication).await?;
+            self.write_targets(&publication, new.body.as_bytes())
+                .await?;
         }
         Ok(Published {
             publication,
@@ -136,28 +136,15 @@ impl Publisher {
         })
     }
 
-    /// Write the stored version `publication` to every target.
-    async fn write_targets(&self, publication: &Publication) -> Result<(), PublishError> {
-        if self.targets.is_empty() {
-            return Ok(());
-        }
-        let body = match self
-            .store
-            .get_publication(&publication.scope(), Some(publication.version))
-            .await?
-        {
-            Some((_, body)) => body,
-            None => {
-                return Err(StoreError::corrupt(format!(
-                    "version {} was recorded but cannot be read back",
-                    publication.version
-                ))
-                .into());
-            }
-        };
+    /// Write the recorded version `publication`, whose snapshot is `body`, to every target.
+    async fn write_targets(
+        &self,
+        publication: &Publication,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
         for target in &self.targets {
             target
-                .write(publication, body.as_bytes())
+                .write(publication, body)
                 .await
                 .map_err(|e| PublishError::Target {
                     publication: Box::new(publication.clone()),

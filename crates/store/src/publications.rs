@@ -35,6 +35,8 @@ pub trait PublicationStore: Send + Sync + std::fmt::Debug {
         scope: &Scope,
         page: PageRequest,
     ) -> Result<Page<Publication>>;
+    /// The scope's latest version, without its body.
+    async fn latest_publication(&self, scope: &Scope) -> Result<Option<Publication>>;
     /// A version (the latest when `version` is `None`) with its body.
     async fn get_publication(
         &self,

@@ -80,6 +80,17 @@ pub async fn publications_are_numbered_per_scope_and_skip_unchanged_bodies(store
         .unwrap();
     assert_eq!(second.items, vec![v1.clone()]);
 
+    assert_eq!(
+        store.latest_publication(&global).await.unwrap().as_ref(),
+        Some(&v3)
+    );
+    assert_eq!(
+        store
+            .latest_publication(&Scope::global("staging"))
+            .await
+            .unwrap(),
+        None
+    );
     let (latest, body) = store.get_publication(&global, None).await.unwrap().unwrap();
     assert_eq!((latest, body.as_str()), (v3, "{\"a\":1}"));
     let (second, body) = store

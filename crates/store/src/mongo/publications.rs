@@ -27,17 +27,6 @@ fn scope_filter(scope: &Scope) -> Document {
 /// time), this many times: more than any number of replicas publishing one scope at once.
 const RECORD_ATTEMPTS: u64 = 64;
 
-impl MongoStore {
-    async fn latest_publication(&self, scope: &Scope) -> Result<Option<Document>> {
-        self.coll("publications")
-            .find_one(scope_filter(scope))
-            .sort(doc! {"version": -1})
-            .projection(doc! {"body": 0})
-            .await
-            .map_err(db_err("reading the latest publication"))
-    }
-}
-
 #[async_trait]
 impl PublicationStore for MongoStore {
     async fn record_publication(&self, new: &NewPublication) -> Result<(Publication, bool)> {
@@ -46,9 +35,6 @@ impl PublicationStore for MongoStore {
                 tokio::time::sleep(std::time::Duration::from_millis(attempt)).await;
             }
             let latest = self.latest_publication(&new.scope).await?;
-            let latest: Option<Publication> = latest
-                .map(|d| doc_field(&d, WHAT, "reading the latest publication"))
-                .transpose()?;
             if let Some(p) = &latest
                 && p.hash == new.hash
             {
@@ -80,6 +66,18 @@ impl PublicationStore for MongoStore {
                 .into(),
             source: None,
         })
+    }
+
+    async fn latest_publication(&self, scope: &Scope) -> Result<Option<Publication>> {
+        const DOING: &str = "reading the latest publication";
+        self.coll("publications")
+            .find_one(scope_filter(scope))
+            .sort(doc! {"version": -1})
+            .projection(doc! {"body": 0})
+            .await
+            .map_err(db_err(DOING))?
+            .map(|d| doc_field(&d, WHAT, DOING))
+            .transpose()
     }
 
     async fn list_publications(

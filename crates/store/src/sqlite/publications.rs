@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 use verdict_domain::{PendingPublish, Publication, Scope};
 
-use super::{SqliteStore, begin, commit, decode, encode, internal, page_of};
+use super::{SqliteStore, begin, commit, decode, encode, get_doc, internal, page_of};
 use crate::Result;
 use crate::model::{Page, PageRequest, from_millis, to_millis};
 use crate::publications::{NewPublication, PublicationStore};
@@ -87,6 +87,20 @@ impl PublicationStore for SqliteStore {
                 &[&env, &org],
                 page,
                 "listing publications",
+            )
+        })
+        .await
+    }
+
+    async fn latest_publication(&self, scope: &Scope) -> Result<Option<Publication>> {
+        let (env, org) = (scope.environment.clone(), org(scope));
+        self.read_point(move |c| {
+            get_doc(
+                c,
+                "SELECT doc FROM publications WHERE environment = ?1 AND organization = ?2
+                 ORDER BY version DESC LIMIT 1",
+                &[&env, &org],
+                "reading the latest publication",
             )
         })
         .await
