@@ -352,7 +352,9 @@ impl JobStore for MongoStore {
         let mut f = scope_filter(filter);
         f.insert("_id", doc! {"$lte": watermark as i64});
         f.insert("received_at", doc! {"$lt": bdate(filter.before)});
-        self.bounded_delete("events", f, doc! {"_id": 1}, limit, fence)
+        // Oldest first through the `received_at` index: a run that finds nothing old
+        // enough reads nothing, whatever the size of the collection.
+        self.bounded_delete("events", f, doc! {"received_at": 1, "_id": 1}, limit, fence)
             .await
     }
 

@@ -557,6 +557,8 @@ impl MongoStore {
                     unique(doc! {"experiment_id": 1, "event_id": 1}),
                     plain(doc! {"experiment_id": 1, "event": 1, "ts": 1}),
                     plain(doc! {"seq": 1}),
+                    // Retention: expired events found without reading the rest.
+                    plain(doc! {"received_at": 1}),
                 ],
             ),
             ("audit", vec![plain(doc! {"experiment_id": 1, "_id": -1})]),

@@ -32,7 +32,7 @@ fn read_lease(c: &Connection, job: &str) -> Result<Option<LeaseRow>> {
 
 /// Names of a [`RetentionFilter`] as SQL: `(clause, parameters)` over `column` (the
 /// experiment id column) appended to a query that already has `?1`.
-fn scope_clause(filter: &RetentionFilter, column: &str) -> (String, Vec<String>) {
+pub(super) fn scope_clause(filter: &RetentionFilter, column: &str) -> (String, Vec<String>) {
     match &filter.only {
         Some(id) => (format!(" AND {column} = ?2"), vec![id.clone()]),
         None if filter.except.is_empty() => (String::new(), Vec::new()),
@@ -47,6 +47,26 @@ fn scope_clause(filter: &RetentionFilter, column: &str) -> (String, Vec<String>)
             )
         }
     }
+}
+
+/// Deletes at most `limit` raw events received before `?1`, oldest first, that the rollups
+/// have folded in (at or below the watermark: an event not yet rolled up is never a
+/// candidate), narrowed by `clause` (from [`scope_clause`]).
+///
+/// The candidates are read through `events_by_received`, so a run that finds nothing old
+/// enough reads nothing, and one that finds some reads just those. The `+` before `seq` and
+/// `experiment_id` keeps SQLite from choosing the rowid range or `events_by_experiment`
+/// instead, which would read every event below the watermark or every event of the
+/// experiment.
+pub(super) fn expired_events_sql(clause: &str, limit: usize) -> String {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    format!(
+        "DELETE FROM events WHERE seq IN (
+             SELECT seq FROM events
+             WHERE received_at < ?1
+               AND +seq <= COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0){clause}
+             ORDER BY received_at, seq LIMIT {limit})"
+    )
 }
 
 /// What a deleted experiment leaves, in purge order: raw events first (nothing is rolled up
@@ -250,17 +270,8 @@ impl JobStore for SqliteStore {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64> {
-        let (clause, ids) = scope_clause(filter, "experiment_id");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Oldest first by ingestion order; the rowid range stops at the watermark, so an
-        // event not yet folded into the rollups is never a candidate.
-        let sql = format!(
-            "DELETE FROM events WHERE seq IN (
-                 SELECT seq FROM events
-                 WHERE seq <= COALESCE((SELECT seq FROM rollup_state WHERE name = 'events'), 0)
-                   AND received_at < ?1{clause}
-                 ORDER BY seq LIMIT {limit})"
-        );
+        let (clause, ids) = scope_clause(filter, "+experiment_id");
+        let sql = expired_events_sql(&clause, limit);
         self.fenced_delete(sql, to_millis(filter.before), ids, fence)
             .await
     }

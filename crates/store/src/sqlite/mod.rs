@@ -103,6 +103,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_publications",
         include_str!("../../migrations/0013_publications.sql"),
     ),
+    (
+        "0014_events_by_received",
+        include_str!("../../migrations/0014_events_by_received.sql"),
+    ),
 ];
 
 /// Reader connections for point lookups ([`SqliteStore::read_point`]).

@@ -361,7 +361,7 @@ fn every_migration_file_is_applied_in_the_order_of_its_number() {
 /// pinned: a schema change is a new migration (a pin changes only with a comment).
 #[test]
 fn applied_migrations_are_never_edited() {
-    const PINNED: [(&str, u64); 12] = [
+    const PINNED: [(&str, u64); 14] = [
         ("0001_core", 0xaa46_8c87_e86e_9caa),
         ("0002_rollups", 0x3e1a_1c10_21f8_1df4),
         ("0003_outbox", 0x2171_bcdf_e975_a1a9),
@@ -374,6 +374,8 @@ fn applied_migrations_are_never_edited() {
         ("0010_assignment_context", 0x9e41_ca1a_dd21_9890),
         ("0011_threshold_states", 0x3047_b102_facb_434c),
         ("0012_subject_segments", 0x9a78_0d70_e54a_ebef),
+        ("0013_publications", 0x7229_0b01_f58b_3b43),
+        ("0014_events_by_received", 0xad95_1355_235e_bb6a),
     ];
     let fnv = |text: &str| {
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -430,6 +432,55 @@ fn raw_event_counts_read_only_the_experiments_own_events() {
         );
     }
     assert!(!events.is_empty(), "{plan:#?}");
+}
+
+/// Retention finds expired raw events through `events_by_received`: a run that finds
+/// nothing old enough reads nothing, whatever the size of the events table, for each shape
+/// of filter (everything, one experiment's own period, everything but such experiments).
+#[test]
+fn expired_events_are_found_through_the_received_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = writer_connection(&dir);
+    let before = datetime!(2026-01-01 00:00:00 UTC);
+    let filters = [
+        crate::jobs::RetentionFilter {
+            before,
+            only: None,
+            except: Vec::new(),
+        },
+        crate::jobs::RetentionFilter {
+            before,
+            only: Some("e1".into()),
+            except: Vec::new(),
+        },
+        crate::jobs::RetentionFilter {
+            before,
+            only: None,
+            except: vec!["e1".into(), "e2".into()],
+        },
+    ];
+    for filter in filters {
+        let (clause, ids) = jobs::scope_clause(&filter, "+experiment_id");
+        let sql = jobs::expired_events_sql(&clause, 1_000);
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&0_i64];
+        values.extend(ids.iter().map(|s| s as &dyn rusqlite::ToSql));
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(values.as_slice(), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|s| s.contains("INDEX events_by_received")),
+            "{filter:?}: {plan:#?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|s| s == "SCAN events" || s.contains("events_by_experiment")),
+            "{filter:?} reads more than the expired events: {plan:#?}"
+        );
+    }
 }
 
 /// Finding overflowed totals reads the partial indexes of migration 0008 (which hold only
