@@ -12,6 +12,10 @@
 # a newer rustc) is installed if missing and exported as VERDICT_TEST_S3S_FS; the publishing
 # tests start one per test over a temporary directory.
 #
+# Browser: Debian's `chromium` and `chromium-driver` are installed (apt) if missing and
+# exported as VERDICT_TEST_CHROMIUM and VERDICT_TEST_CHROMEDRIVER; the console's tests start
+# a ChromeDriver per test.
+#
 # Redis: `redis-server` is installed (apt) if missing in every case, because the cache's
 # kill test starts and kills its own server. If VERDICT_TEST_REDIS_URL is set it is used as
 # is; else a Redis already answering PING on 127.0.0.1:6379 is used; else a redis-server
@@ -142,6 +146,23 @@ verdict_test_s3_main() {
     echo "==> S3 test server: $bin"
 }
 
+verdict_test_browser_main() {
+    local chromium="${VERDICT_TEST_CHROMIUM:-}" driver="${VERDICT_TEST_CHROMEDRIVER:-}"
+    [[ -z "$chromium" ]] && chromium="$(command -v chromium || true)"
+    [[ -z "$driver" ]] && driver="$(command -v chromedriver || true)"
+    if [[ -z "$chromium" || -z "$driver" ]]; then
+        echo "==> installing chromium and chromium-driver (the console's browser tests)"
+        local sudo=""
+        [[ "$(id -u)" != 0 ]] && sudo="sudo"
+        $sudo apt-get update && $sudo apt-get install -y --no-install-recommends chromium chromium-driver \
+            || return 1
+        chromium="$(command -v chromium)"
+        driver="$(command -v chromedriver)"
+    fi
+    export VERDICT_TEST_CHROMIUM="$chromium" VERDICT_TEST_CHROMEDRIVER="$driver"
+    echo "==> browser for tests: $chromium, $driver"
+}
+
 verdict_test_services_stop() {
     if [[ -n "${VERDICT_TEST_REDIS_DIR:-}" ]]; then
         if [[ -s "$VERDICT_TEST_REDIS_DIR/redis.pid" ]]; then
@@ -172,3 +193,4 @@ verdict_test_services_stop() {
 verdict_test_services_main || { echo "test services failed to start" >&2; return 1 2>/dev/null || exit 1; }
 verdict_test_redis_main || { echo "Redis for tests failed to start" >&2; return 1 2>/dev/null || exit 1; }
 verdict_test_s3_main || { echo "the S3 test server failed to install" >&2; return 1 2>/dev/null || exit 1; }
+verdict_test_browser_main || { echo "Chromium for tests failed to install" >&2; return 1 2>/dev/null || exit 1; }

@@ -24,12 +24,14 @@
 //!   a cap on connections per peer address, graceful stop.
 
 pub mod authorize;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod rights;
 pub mod routes;
 mod serve;
+pub mod session;
 pub mod startup;
 pub mod state;
 

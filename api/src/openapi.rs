@@ -13,6 +13,8 @@
 //! every authenticated operation; 400/413/415/422 on every operation with a JSON body; 400
 //! on every operation with path or query parameters.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
@@ -20,7 +22,6 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
-use utoipa_scalar::Scalar;
 use verdict_app::ErrorCode;
 use verdict_app::events::EventInput;
 
@@ -316,37 +317,40 @@ fn shared(op: &mut Operation, status: &str, description: &str) {
         });
 }
 
-/// The docs page: Scalar renders the embedded document; the raw document is linked.
-const DOCS_TEMPLATE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-  <title>Verdict API</title>
-  <meta charset="utf-8"/>
-  <meta name="viewport" content="width=device-width, initial-scale=1"/>
-</head>
-<body>
-  <noscript>
-    This page renders the API description with JavaScript. The OpenAPI document itself is at
-    <a href="/openapi.json">/openapi.json</a>.
-  </noscript>
-  <script id="api-reference" type="application/json">
-    $spec
-  </script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-</body>
-</html>
-"#;
-
 impl DocPages {
-    /// The served forms of `doc`.
+    /// The served forms of `doc`: the JSON, and Swagger UI (embedded in the binary at a
+    /// fixed version: the page works offline and loads nothing from another host) set to
+    /// render `/openapi.json`.
     pub fn of(doc: &Document) -> Self {
         let json = doc.to_pretty_json().unwrap_or_else(|e| {
             format!(r#"{{"error": "cannot serialize the OpenAPI document: {e}"}}"#)
         });
-        let html = Scalar::new(doc.clone())
-            .custom_html(DOCS_TEMPLATE)
-            .to_html();
-        Self { json, html }
+        // No validator badge: it would send the document to an outside service.
+        let swagger = Arc::new(
+            utoipa_swagger_ui::Config::new(["/openapi.json"])
+                .validator_url("none")
+                .try_it_out_enabled(true),
+        );
+        // Served at `/docs`, its files at `/docs/<file>`: a base makes the page's relative
+        // references (`./swagger-ui.css`, …) resolve there.
+        let html = utoipa_swagger_ui::serve("index.html", swagger.clone())
+            .ok()
+            .flatten()
+            .map(|page| {
+                String::from_utf8_lossy(&page.bytes)
+                    .replacen("<head>", "<head>\n    <base href=\"/docs/\">", 1)
+                    .replacen("<title>Swagger UI</title>", "<title>Verdict API</title>", 1)
+            })
+            .unwrap_or_else(|| {
+                "<!doctype html><title>Verdict API</title>\
+                 <p>The API description is at <a href=\"/openapi.json\">/openapi.json</a>.</p>"
+                    .to_owned()
+            });
+        Self {
+            json,
+            html,
+            swagger,
+        }
     }
 }
 

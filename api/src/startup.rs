@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use verdict_app::{App, ErrorCode};
+use verdict_config::ExposeSecret;
 
 use crate::authorize::authorize;
 use crate::error::ApiError;
@@ -92,15 +93,21 @@ pub fn router(app: App) -> Router {
     let doc = document();
     let rights = RouteRights::of(&doc)
         .unwrap_or_else(|problems| panic!("routes declare unusable rights: {problems:#?}"));
+    let sessions = Arc::new(crate::session::Sessions::new(
+        &app.settings().console,
+        app.settings().auth.bootstrap_admin_key.expose_secret(),
+    ));
     let state = AppState {
         app,
         docs: Arc::new(DocPages::of(&doc)),
         rights: Arc::new(rights),
+        sessions,
     };
     let body_limit =
         usize::try_from(state.settings().server.request_body_limit_bytes).unwrap_or(usize::MAX);
     let (routes, _document) = routes().split_for_parts();
     let routed = routes
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(ErrorCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -487,6 +487,9 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
         .find(|e| e["action"] == "winner_set")
         .unwrap_or_else(|| panic!("no winner_set entry: {audit}"));
     assert_eq!(winner_set["details"]["to"], "treatment");
+    // With the reason given and who gave it.
+    assert_eq!(winner_set["details"]["details"]["reason"], "ship it");
+    assert_eq!(winner_set["details"]["details"]["by"], "key:bootstrap");
     assert!(
         entries.iter().any(|e| e["action"] == "status_changed"
             && e["details"] == json!({"from": "running", "to": "completed"})),

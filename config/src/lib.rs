@@ -21,7 +21,8 @@
 //! - be bypassed: no other crate reads `VERDICT_*` variables; they get a [`Settings`].
 //!   Within this crate the process environment is read only by [`Settings::load`]; tests
 //!   inject variables through [`Settings::load_from`].
-//! - print secrets: `mongodb.uri`, `redis.url`, `auth.bootstrap_admin_key` and
+//! - print secrets: `mongodb.uri`, `redis.url`, `auth.bootstrap_admin_key`,
+//!   `console.session_secret`, the S3 credentials and
 //!   `auth.jwt.hs256_secret` are `SecretString`s, redacted in `Debug`, never quoted in error
 //!   messages, and left out of [`Settings::redacted_summary`].
 //!
@@ -45,6 +46,7 @@
 //! # }
 //! ```
 
+mod console;
 mod error;
 mod load;
 mod publish;
@@ -54,6 +56,7 @@ mod webhooks;
 
 use std::path::Path;
 
+pub use console::ConsoleSettings;
 pub use error::{ConfigError, Problem};
 pub use publish::PublishSettings;
 pub use secrecy::{ExposeSecret, SecretString};

@@ -27,13 +27,14 @@ const CONFIG_FILE_ENV: &str = "VERDICT_CONFIG";
 const ENV_NESTING: &str = "__";
 
 /// Keys whose values must never appear in messages.
-const SECRET_KEYS: [&str; 6] = [
+const SECRET_KEYS: [&str; 7] = [
     "mongodb.uri",
     "redis.url",
     "auth.bootstrap_admin_key",
     "auth.jwt.hs256_secret",
     "publish.s3_access_key_id",
     "publish.s3_secret_access_key",
+    "console.session_secret",
 ];
 
 /// Where a layer came from, for error messages.
@@ -245,7 +246,7 @@ fn extract(figment: &Figment) -> Result<Settings, Vec<figment::Error>> {
     }
     settings_from_parts!(
         data_dir, store, cache, server, log, sqlite, mongodb, redis, auth, ingest, jobs, retention,
-        webhooks, publish
+        webhooks, publish, console
     )
 }
 

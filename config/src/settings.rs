@@ -41,6 +41,8 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhooksSettings,
     /// Where published config snapshots are written besides the store.
     pub publish: crate::publish::PublishSettings,
+    /// The admin console's sign-ins.
+    pub console: crate::console::ConsoleSettings,
 }
 
 /// `[jobs]`: what the scheduler runs and when (cron with seconds, UTC).

@@ -816,3 +816,28 @@ fn publish_targets_are_off_by_default_and_an_s3_endpoint_is_checked() {
     let err = load_err(None, &[("VERDICT_PUBLISH__TIMEOUT_SECONDS", "0")]);
     assert_invalid_only(&err, "publish.timeout_seconds");
 }
+
+// --- console --------------------------------------------------------------------------
+
+#[test]
+fn console_sessions_need_a_long_secret_when_one_is_given_and_a_bounded_lifetime() {
+    let s = load_ok(None, &[]);
+    assert!(s.console.session_secret.expose_secret().is_empty());
+    assert_eq!(s.console.session_hours, 12);
+    assert!(!s.console.secure_cookie);
+
+    let err = load_err(
+        None,
+        &[("VERDICT_CONSOLE__SESSION_SECRET", "too-short-secret")],
+    );
+    assert_invalid_only(&err, "console.session_secret");
+    assert!(!err.to_string().contains("too-short-secret"), "{err}");
+    let long = "a-console-session-secret-of-40-bytes-long";
+    let s = load_ok(None, &[("VERDICT_CONSOLE__SESSION_SECRET", long)]);
+    assert_eq!(s.console.session_secret.expose_secret(), long);
+    assert!(!format!("{s:?}").contains(long), "the secret is redacted");
+    for hours in ["0", "169"] {
+        let err = load_err(None, &[("VERDICT_CONSOLE__SESSION_HOURS", hours)]);
+        assert_invalid_only(&err, "console.session_hours");
+    }
+}

@@ -276,6 +276,7 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
 
     crate::webhooks::validate(&s.webhooks, &mut problems);
     crate::publish::validate(&s.publish, &mut problems);
+    crate::console::validate(&s.console, &mut problems);
 
     // Custom roles: known rights only, no built-in name reused (the domain's rules).
     if let Err(found) = verdict_domain::RoleBook::with_custom(&s.auth.roles, "auth.roles") {

@@ -283,15 +283,23 @@ impl App {
         if verdict_jwt::looks_like_jwt(token) {
             return self.authenticate_token(token).await;
         }
+        self.authenticate_digest(Sha256::digest(token.as_bytes()).into())
+            .await
+    }
+
+    /// Who holds the API key whose plaintext hashes to `digest` (the bootstrap key, else a
+    /// stored key that is not revoked): how a console session, which keeps the digest
+    /// rather than the key, authenticates each request. 401 `unauthorized` otherwise.
+    pub async fn authenticate_digest(&self, digest: [u8; 32]) -> Result<Caller, AppError> {
         let state = &self.0;
-        let invalid = || AppError::new(ErrorCode::Unauthorized, "invalid or revoked API key");
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(bootstrap) = &state.bootstrap
             && bootstrap.matches(&digest)
         {
             return Ok(bootstrap.caller.clone());
         }
-        self.stored_key(digest).await?.ok_or_else(invalid)
+        self.stored_key(digest)
+            .await?
+            .ok_or_else(|| AppError::new(ErrorCode::Unauthorized, "invalid or revoked API key"))
     }
 
     /// The caller a JWT names: `jwt:<subject>`, the environments of its claim (else the

@@ -470,6 +470,8 @@ pub async fn a_winner_is_recorded_with_completion_and_audit(store: DynStore) {
         actions,
         ["status_changed", "winner_set", "status_changed", "created"]
     );
+    // The decision's figures (or a manual winner's reason) are audited with it.
+    assert_eq!(audit.items[1].details["details"], winner.details);
     let missing = crate::model::WinnerChange {
         experiment_id: "nope".into(),
         ..change

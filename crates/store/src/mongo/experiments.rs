@@ -362,7 +362,10 @@ impl ExperimentStore for MongoStore {
                 at,
                 &ch.actor,
                 "winner_set",
-                &json!({"from": previous, "to": ch.winner.variant, "source": ch.winner.source}),
+                &json!({
+                    "from": previous, "to": ch.winner.variant, "source": ch.winner.source,
+                    "details": ch.winner.details,
+                }),
             )
             .await?;
             if e.status != from {

@@ -282,7 +282,10 @@ impl ExperimentStore for SqliteStore {
                 at,
                 &ch.actor,
                 "winner_set",
-                &json!({"from": previous, "to": ch.winner.variant, "source": ch.winner.source}),
+                &json!({
+                    "from": previous, "to": ch.winner.variant, "source": ch.winner.source,
+                    "details": ch.winner.details,
+                }),
             )?;
             if e.status != from {
                 audit(
