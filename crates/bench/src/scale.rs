@@ -17,6 +17,8 @@
 //!   (a directory target configured): a manual publish of the unchanged scope (compile and
 //!   compare), and a status change whose publish records and writes a new version, against
 //!   the same change of a draft (which publishes nothing).
+//! - `console`: the admin console's pages for one experiment with `--console-events` events
+//!   rolled up, loaded by a signed-in admin (target: under 50 ms each).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -39,6 +41,9 @@ const HISTORY_SECTION: &str = "verdict-bench-scale-history";
 const SUBJECTS_SECTION: &str = "verdict-bench-scale-subjects";
 const METRICS_SECTION: &str = "verdict-bench-scale-metrics";
 const PUBLISH_SECTION: &str = "verdict-bench-scale-publish";
+const CONSOLE_SECTION: &str = "verdict-bench-scale-console";
+/// The experiment whose console pages are timed.
+const CONSOLE_EXPERIMENT: &str = "console";
 /// The experiment whose cost is watched while the store grows.
 const TARGET: &str = "target";
 /// Its metrics' window.
@@ -55,6 +60,7 @@ pub enum Part {
     Subjects,
     Metrics,
     Publish,
+    Console,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,7 +70,7 @@ pub struct ScaleArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "history,subjects,metrics,publish"
+        default_value = "history,subjects,metrics,publish,console"
     )]
     parts: Vec<Part>,
     /// history: total events in the store at each measurement, increasing (the watched
@@ -113,6 +119,15 @@ pub struct ScaleArgs {
     /// publish: timed publishes (and pairs of status changes) per measurement.
     #[arg(long, default_value_t = 20)]
     publishes: usize,
+    /// console: events rolled up for the experiment whose pages are timed.
+    #[arg(long, default_value_t = 1_000_000)]
+    console_events: u64,
+    /// console: subjects of that experiment.
+    #[arg(long, default_value_t = 20_000)]
+    console_subjects: u64,
+    /// console: timed loads of each page (after one untimed).
+    #[arg(long, default_value_t = 20)]
+    page_loads: usize,
 }
 
 fn increasing(name: &str, v: &[u64]) -> anyhow::Result<()> {
@@ -185,6 +200,17 @@ pub async fn run(common: &Common, args: ScaleArgs) -> anyhow::Result<()> {
             common,
             PUBLISH_SECTION,
             &publish_report(&args, &conditions, &rows),
+        )?;
+    }
+    if args.parts.contains(&Part::Console) {
+        if args.console_subjects == 0 || args.console_events < args.console_subjects {
+            bail!("--console-events must be at least --console-subjects, which must be positive");
+        }
+        let pages = console(common, &args).await?;
+        emit(
+            common,
+            CONSOLE_SECTION,
+            &console_report(&args, &conditions, &pages),
         )?;
     }
     Ok(())
@@ -1000,6 +1026,179 @@ fn publish_report(args: &ScaleArgs, conditions: &str, rows: &[PublishRow]) -> St
             pair(&r.live_change),
             pair(&r.draft_change),
             ms(share),
+        );
+    }
+    out
+}
+
+/// The console's pages, each with its load times (sorted).
+type PageTimes = Vec<(&'static str, Vec<Duration>)>;
+
+/// An event of the console part's experiment: `n`'s subject, a conversion for some, revenue
+/// for others, page views for the rest.
+fn console_event(n: u64, subjects: u64, body: &mut String) {
+    let s = n % subjects;
+    let (name, value) = match n % 10 {
+        0 if s.is_multiple_of(3) => ("conversion", 1.0),
+        1 if s.is_multiple_of(4) => ("revenue", 5.0 + (n % 95) as f64),
+        _ => ("page_view", 1.0),
+    };
+    let _ = write!(
+        body,
+        "{{\"event_id\":\"c-{n}\",\"experiment\":\"{CONSOLE_EXPERIMENT}\",\
+         \"subject_id\":\"c-{s}\",\"event\":\"{name}\",\"value\":{value}}}"
+    );
+}
+
+/// The console part: one running experiment with `--console-events` events rolled up, then
+/// each console page loaded `--page-loads` times by a signed-in admin.
+async fn console(common: &Common, args: &ScaleArgs) -> anyhow::Result<PageTimes> {
+    let dir = tempfile::tempdir()?;
+    let server = start_verdict(common, dir.path(), &["--no-scheduler"], &[]).await?;
+    let outcome = console_on(args, &server).await;
+    server.stop().await;
+    outcome
+}
+
+async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTimes> {
+    let verdict = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let key = client_key(&client, &verdict).await?;
+    let (subjects, events, size) = (args.console_subjects, args.console_events, 500);
+    running_experiment(
+        &client,
+        &verdict,
+        json!({
+            "key": CONSOLE_EXPERIMENT,
+            "variants": [{"key": "control"}, {"key": "treatment"}, {"key": "variant-b"}],
+            "primary_metric": {"event": "conversion"},
+            "secondary_metrics": [{"event": "revenue", "kind": "sum"}],
+            "policy": {"min_assignments": 1_000_000_000u64}
+        }),
+    )
+    .await?;
+    eprintln!(
+        "[console] {} subjects, {} events …",
+        thousands(subjects),
+        thousands(events)
+    );
+    let r = drive_n(
+        server.addr,
+        Some(&key),
+        32,
+        subjects,
+        Arc::new(|i| {
+            Req::get(format!(
+                "/v1/experiments/{CONSOLE_EXPERIMENT}/assignment?subject_id=c-{i}"
+            ))
+        }),
+    )
+    .await?;
+    all_ok("assigning the console experiment's subjects", &r)?;
+    let r = drive_n(
+        server.addr,
+        Some(&key),
+        args.ingest_connections,
+        events.div_ceil(size),
+        Arc::new(move |i| {
+            let from = i * size;
+            Req::post(
+                "/v1/events".into(),
+                batch(from, (from + size).min(events), |n, b| {
+                    console_event(n, subjects, b)
+                }),
+            )
+        }),
+    )
+    .await?;
+    all_ok("ingesting the console experiment's events", &r)?;
+    let (record, _) = trigger(&client, &verdict, "aggregate", "").await?;
+    let folded = record["report"]["events"].as_u64().unwrap_or(0);
+    if folded != events {
+        bail!("the aggregate run rolled up {folded} events, not {events}: {record}");
+    }
+
+    // Signed in as the console's users are: a session cookie from the sign-in form.
+    let signed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let answer = signed
+        .post(format!("{verdict}/admin/sign-in"))
+        .form(&[("key", ADMIN_KEY)])
+        .send()
+        .await?;
+    let cookie = answer
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("the sign-in set no session cookie")?
+        .to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookie.parse()?);
+    let signed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()?;
+    let mut pages = Vec::new();
+    // What each page must show: the list, the experiment's row; the experiment page, a
+    // results row of each metric's last variant.
+    for (name, path, shows) in [
+        (
+            "experiments list",
+            "/admin".to_owned(),
+            format!(">{CONSOLE_EXPERIMENT}</a>"),
+        ),
+        (
+            "experiment (definition, results, audit)",
+            format!("/admin/experiments/{CONSOLE_EXPERIMENT}"),
+            "<tr data-variant=\"variant-b\">".to_owned(),
+        ),
+    ] {
+        let url = format!("{verdict}{path}");
+        let times = timed_calls(&signed, &url, None, args.page_loads, |body| {
+            let page = String::from_utf8_lossy(body);
+            if page.contains(&shows) {
+                Ok(())
+            } else {
+                bail!("{path} does not show {shows}")
+            }
+        })
+        .await?;
+        eprintln!(
+            "[console]   {name}: p50 {}, p95 {}",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.95))
+        );
+        pages.push((name, times));
+    }
+    Ok(pages)
+}
+
+fn console_report(args: &ScaleArgs, conditions: &str, pages: &PageTimes) -> String {
+    let mut out = format!(
+        "Measured by `{}` {conditions}; SQLite store; one running experiment with three \
+         variants, {} subjects and {} events rolled up (a binomial primary metric, a sum \
+         metric, page views); each page loaded {} times one after another by a signed-in \
+         admin (after one untimed load), from the request to the last byte.\n\n\
+         | page | p50 | p95 | target |\n|---|---:|---:|---|\n",
+        command_line(),
+        thousands(args.console_subjects),
+        thousands(args.console_events),
+        args.page_loads,
+    );
+    for (name, times) in pages {
+        let p95 = percentile(times, 0.95);
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | ≤ 50 ms: {} |",
+            ms(percentile(times, 0.5)),
+            ms(p95),
+            if p95 <= Duration::from_millis(50) {
+                "met"
+            } else {
+                "**missed**"
+            }
         );
     }
     out
