@@ -82,6 +82,15 @@ fn html(status: StatusCode, markup: maud::Markup) -> Response {
     )
 }
 
+/// [`redirect`] that also sets the cookie `set_cookie` (a `Set-Cookie` value).
+fn redirect_setting(to: &str, set_cookie: &str) -> Response {
+    let mut response = redirect(to);
+    if let Ok(v) = HeaderValue::from_str(set_cookie) {
+        response.headers_mut().insert(SET_COOKIE, v);
+    }
+    response
+}
+
 /// 303 See Other to `to` (after a form, so a reload does not post again).
 fn redirect(to: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
@@ -156,13 +165,10 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<SignedIn, Re
             session,
         }),
         // The key was revoked: the sign-in ends with it.
-        Err(e) if e.code == ErrorCode::Unauthorized => {
-            let mut response = redirect("/admin/sign-in");
-            if let Ok(v) = HeaderValue::from_str(&sessions.removal(over_tls(headers))) {
-                response.headers_mut().insert(SET_COOKIE, v);
-            }
-            Err(Box::new(response))
-        }
+        Err(e) if e.code == ErrorCode::Unauthorized => Err(Box::new(redirect_setting(
+            "/admin/sign-in",
+            &sessions.removal(over_tls(headers)),
+        ))),
         Err(e) => Err(Box::new(error_page(None, &e))),
     }
 }
@@ -177,28 +183,19 @@ fn error_page(who: Option<&SignedIn>, e: &AppError) -> Response {
 
 /// A form's fields, or the page that says why they could not be read (422).
 fn fields<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Refused> {
-    form.map(|Form(v)| v).map_err(|e| {
-        Box::new(error_page(
-            None,
-            &AppError::new(
-                ErrorCode::InvalidBody,
-                format!("the form could not be read: {}", e.body_text()),
-            ),
-        ))
-    })
+    form.map(|Form(v)| v)
+        .map_err(|e| unreadable(ErrorCode::InvalidBody, "form", &e.body_text()))
 }
 
 /// A page's query, or the page that says why it could not be read (400).
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Refused> {
-    q.map(|Query(v)| v).map_err(|e| {
-        Box::new(error_page(
-            None,
-            &AppError::new(
-                ErrorCode::InvalidQuery,
-                format!("the query could not be read: {}", e.body_text()),
-            ),
-        ))
-    })
+    q.map(|Query(v)| v)
+        .map_err(|e| unreadable(ErrorCode::InvalidQuery, "query", &e.body_text()))
+}
+
+fn unreadable(code: ErrorCode, what: &str, why: &str) -> Refused {
+    let e = AppError::new(code, format!("the {what} could not be read: {why}"));
+    Box::new(error_page(None, &e))
 }
 
 // --- sign-in --------------------------------------------------------------------------
@@ -245,40 +242,24 @@ async fn sign_in(
     let digest = Sha256::digest(key.as_bytes());
     let now = OffsetDateTime::now_utc();
     let session = state.sessions.issue(digest.into(), now);
-    let mut response = redirect("/admin");
-    if let Ok(v) = HeaderValue::from_str(&state.sessions.cookie(&session, over_tls(&headers), now))
-    {
-        response.headers_mut().insert(SET_COOKIE, v);
-    }
-    response
-}
-
-#[derive(Debug, Deserialize)]
-struct CsrfForm {
-    csrf: String,
+    redirect_setting(
+        "/admin",
+        &state.sessions.cookie(&session, over_tls(&headers), now),
+    )
 }
 
 async fn sign_out(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    form: Result<Form<Change<NoFields>>, FormRejection>,
 ) -> Response {
-    let form = match fields(form) {
-        Ok(form) => form,
-        Err(answer) => return *answer,
-    };
-    let who = match signed_in(&state, &headers).await {
-        Ok(who) => who,
-        Err(answer) => return *answer,
-    };
-    if let Err(answer) = check_csrf(&state, &who, &form.csrf) {
+    if let Err(answer) = checked_form(&state, &headers, form).await {
         return *answer;
     }
-    let mut response = redirect("/admin/sign-in");
-    if let Ok(v) = HeaderValue::from_str(&state.sessions.removal(over_tls(&headers))) {
-        response.headers_mut().insert(SET_COOKIE, v);
-    }
-    response
+    redirect_setting(
+        "/admin/sign-in",
+        &state.sessions.removal(over_tls(&headers)),
+    )
 }
 
 fn check_csrf(state: &AppState, who: &SignedIn, token: &str) -> Result<(), Refused> {
@@ -467,6 +448,23 @@ struct Change<T> {
     fields: T,
 }
 
+/// A form without fields of its own (sign-out).
+#[derive(Debug, Deserialize)]
+struct NoFields {}
+
+/// The caller who posted a form and the form's own fields, once the form is read and its
+/// CSRF token is this sign-in's.
+async fn checked_form<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<Change<T>>, FormRejection>,
+) -> Result<(SignedIn, T), Refused> {
+    let form = fields(form)?;
+    let who = signed_in(state, headers).await?;
+    check_csrf(state, &who, &form.csrf)?;
+    Ok((who, form.fields))
+}
+
 /// The parts of a change form's request, once every check passed: the caller (its CSRF
 /// token matching, holding `right`), the page's scope, the form's own fields.
 async fn change<T>(
@@ -477,11 +475,9 @@ async fn change<T>(
     right: Right,
 ) -> Result<(SignedIn, ScopeQuery, T), Refused> {
     let scope = query(scope)?;
-    let form = fields(form)?;
-    let who = signed_in(state, headers).await?;
-    check_csrf(state, &who, &form.csrf)?;
+    let (who, fields) = checked_form(state, headers, form).await?;
     require(&who, right)?;
-    Ok((who, scope, form.fields))
+    Ok((who, scope, fields))
 }
 
 /// After a change: back to the experiment's page, or the page with why it was refused.

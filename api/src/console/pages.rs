@@ -416,7 +416,7 @@ fn results_view(r: &ResultsView) -> Markup {
 
 fn metric_view(m: &MetricResults) -> Markup {
     let a = &m.analysis;
-    let rate = serde_plain(&a.estimate) == "conversion_rate";
+    let rate = a.estimate == verdict_policy::EstimateKind::ConversionRate;
     html! {
         div.metric id={ "metric-" (a.spec.event) } {
             h3 { (a.spec.event) " " small { (serde_plain(&a.estimate)) } }

@@ -371,6 +371,65 @@ async fn create_experiments(
         .await
 }
 
+/// An experiment's own subjects and events: how many, how they are named, how they are sent.
+struct Own {
+    experiment: &'static str,
+    /// Subjects are `<prefix>-0`, `<prefix>-1`, …
+    prefix: &'static str,
+    subjects: u64,
+    events: u64,
+    /// Connections ingesting, and events per request.
+    connections: usize,
+    batch: u64,
+}
+
+/// Assign `own`'s subjects (32 connections), then ingest its events, event `n` written by
+/// `event`; `whose` names them in errors.
+async fn own_subjects_and_events(
+    server: &Server,
+    key: &str,
+    own: Own,
+    whose: &str,
+    event: impl Fn(u64, &mut String) + Copy + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let Own {
+        experiment,
+        prefix,
+        subjects,
+        events,
+        connections,
+        batch: size,
+    } = own;
+    let r = drive_n(
+        server.addr,
+        Some(key),
+        32,
+        subjects,
+        Arc::new(move |i| {
+            Req::get(format!(
+                "/v1/experiments/{experiment}/assignment?subject_id={prefix}-{i}"
+            ))
+        }),
+    )
+    .await?;
+    all_ok(&format!("assigning {whose} subjects"), &r)?;
+    let r = drive_n(
+        server.addr,
+        Some(key),
+        connections,
+        events.div_ceil(size),
+        Arc::new(move |i| {
+            let from = i * size;
+            Req::post(
+                "/v1/events".into(),
+                batch(from, (from + size).min(events), |n, b| event(n, b)),
+            )
+        }),
+    )
+    .await?;
+    all_ok(&format!("ingesting {whose} events"), &r)
+}
+
 async fn history(
     common: &Common,
     args: &ScaleArgs,
@@ -432,36 +491,21 @@ async fn history_on(
         }),
     )
     .await?;
-    let r = drive_n(
-        server.addr,
-        Some(&key),
-        32,
-        args.own_subjects,
-        Arc::new(|i| {
-            Req::get(format!(
-                "/v1/experiments/{TARGET}/assignment?subject_id=t-{i}"
-            ))
-        }),
+    own_subjects_and_events(
+        server,
+        &key,
+        Own {
+            experiment: TARGET,
+            prefix: "t",
+            subjects: args.own_subjects,
+            events: own_events,
+            connections: args.ingest_connections,
+            batch: size,
+        },
+        "the watched experiment's",
+        move |n, b| own_event(n, per, b),
     )
     .await?;
-    all_ok("assigning the watched experiment's subjects", &r)?;
-    let r = drive_n(
-        server.addr,
-        Some(&key),
-        args.ingest_connections,
-        own_events.div_ceil(size),
-        Arc::new(move |i| {
-            let from = i * size;
-            Req::post(
-                "/v1/events".into(),
-                batch(from, (from + size).min(own_events), |n, b| {
-                    own_event(n, per, b)
-                }),
-            )
-        }),
-    )
-    .await?;
-    all_ok("ingesting the watched experiment's events", &r)?;
 
     eprintln!(
         "[{name}] {others} other experiments, {} subjects each …",
@@ -1082,36 +1126,21 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
         thousands(subjects),
         thousands(events)
     );
-    let r = drive_n(
-        server.addr,
-        Some(&key),
-        32,
-        subjects,
-        Arc::new(|i| {
-            Req::get(format!(
-                "/v1/experiments/{CONSOLE_EXPERIMENT}/assignment?subject_id=c-{i}"
-            ))
-        }),
+    own_subjects_and_events(
+        server,
+        &key,
+        Own {
+            experiment: CONSOLE_EXPERIMENT,
+            prefix: "c",
+            subjects,
+            events,
+            connections: args.ingest_connections,
+            batch: size,
+        },
+        "the console experiment's",
+        move |n, b| console_event(n, subjects, b),
     )
     .await?;
-    all_ok("assigning the console experiment's subjects", &r)?;
-    let r = drive_n(
-        server.addr,
-        Some(&key),
-        args.ingest_connections,
-        events.div_ceil(size),
-        Arc::new(move |i| {
-            let from = i * size;
-            Req::post(
-                "/v1/events".into(),
-                batch(from, (from + size).min(events), |n, b| {
-                    console_event(n, subjects, b)
-                }),
-            )
-        }),
-    )
-    .await?;
-    all_ok("ingesting the console experiment's events", &r)?;
     let (record, _) = trigger(&client, &verdict, "aggregate", "").await?;
     let folded = record["report"]["events"].as_u64().unwrap_or(0);
     if folded != events {
