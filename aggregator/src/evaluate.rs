@@ -9,6 +9,11 @@
 //! can never overwrite a change made meanwhile (a manual override, a pause). The store writes
 //! the decision's webhook messages (outbox) with it; the job then announces it through the
 //! cache (snapshot written, change published to every replica).
+//!
+//! Each evaluation also adds a point to the experiment's history
+//! (`RollupStore::record_evaluation`: each arm's estimate, its 95% interval and its P(best),
+//! [`history_point`]) unless its figures equal the latest point's: nothing new was counted
+//! since, so the history grows with the data, not with the runs.
 
 use std::time::Instant;
 
@@ -16,7 +21,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use verdict_cache::DynCache;
 use verdict_domain::{Experiment, PolicyMode, Status, Winner};
-use verdict_store::{DynStore, ExperimentFilter, StoreError, WinnerChange};
+use verdict_store::{
+    ArmPoint, DynStore, EvaluationPoint, ExperimentFilter, StoreError, WinnerChange,
+};
 
 use crate::counts;
 use verdict_policy::{
@@ -40,6 +47,9 @@ pub struct ExperimentOutcome {
     pub blockers: Vec<&'static str>,
     pub srm_flagged: bool,
     pub srm_p_value: Option<f64>,
+    /// Whether this evaluation added a point to the experiment's history (its figures
+    /// changed since the latest point).
+    pub history_recorded: bool,
     pub error: Option<String>,
 }
 
@@ -49,6 +59,8 @@ pub struct EvaluateReport {
     pub evaluated: u64,
     pub decisions: u64,
     pub srm_flags: u64,
+    /// Points added to experiments' histories.
+    pub history_points: u64,
     pub outcomes: Vec<ExperimentOutcome>,
     pub duration_ms: f64,
 }
@@ -80,13 +92,15 @@ pub async fn evaluate(
         report.evaluated += 1;
         report.decisions += u64::from(outcome.outcome == "winner");
         report.srm_flags += u64::from(outcome.srm_flagged);
+        report.history_points += u64::from(outcome.history_recorded);
         report.outcomes.push(outcome);
     }
     report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(report)
 }
 
-/// Evaluate one experiment and, on a decision, record it.
+/// Evaluate one experiment, add its figures to its history when they changed and, on a
+/// decision, record it.
 pub async fn evaluate_one(
     store: &DynStore,
     cache: &DynCache,
@@ -102,6 +116,7 @@ pub async fn evaluate_one(
         blockers: Vec::new(),
         srm_flagged: false,
         srm_p_value: None,
+        history_recorded: false,
         error: None,
     };
     let evaluation = match evaluation_of(store, e, now).await? {
@@ -123,6 +138,7 @@ pub async fn evaluate_one(
     let state = serde_json::to_value(&evaluation.guard_state)
         .map_err(|err| StoreError::internal("encoding evaluation state", err))?;
     store.put_evaluation_state(&e.id, &state).await?;
+    outcome.history_recorded = record_history(store, e, &evaluation, now).await?;
     let Some(variant) = evaluation.verdict.winner().map(str::to_owned) else {
         return Ok(outcome);
     };
@@ -151,6 +167,61 @@ pub async fn evaluate_one(
         Err(err) => return Err(err),
     }
     Ok(outcome)
+}
+
+/// Add `evaluation`'s point to `e`'s history unless the latest point holds the same figures
+/// (one point read); whether it was added.
+async fn record_history(
+    store: &DynStore,
+    e: &Experiment,
+    evaluation: &Evaluation,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let aggregated_through = store.rollup_watermark().await?;
+    let point = history_point(e, evaluation, now, aggregated_through)?;
+    let latest = store.evaluation_history(&e.id, 1).await?;
+    if latest.last().is_some_and(|p| p.same_figures(&point)) {
+        return Ok(false);
+    }
+    store.record_evaluation(&point).await?;
+    Ok(true)
+}
+
+/// The point of `e`'s history that `evaluation` (made at `now`, with the rollups folded up
+/// to `aggregated_through`) makes: the primary metric and, per arm in variant order, its
+/// subjects, estimate, 95% interval and P(best). A figure that is undefined, or not a finite
+/// number, is `None`.
+pub fn history_point(
+    e: &Experiment,
+    evaluation: &Evaluation,
+    now: OffsetDateTime,
+    aggregated_through: u64,
+) -> Result<EvaluationPoint, StoreError> {
+    let finite = |x: Option<f64>| x.filter(|v| v.is_finite());
+    let estimate = serde_json::to_value(evaluation.estimate)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or_else(|| StoreError::corrupt("naming the estimate of an evaluation"))?;
+    Ok(EvaluationPoint {
+        experiment_id: e.id.clone(),
+        at: now,
+        aggregated_through,
+        metric: evaluation.metric.clone(),
+        estimate,
+        arms: evaluation
+            .arms
+            .iter()
+            .map(|a| ArmPoint {
+                variant: a.variant.clone(),
+                subjects: a.subjects,
+                estimate: finite(a.estimate),
+                interval: a
+                    .credible_interval
+                    .filter(|[lo, hi]| lo.is_finite() && hi.is_finite()),
+                prob_best: finite(a.prob_best),
+            })
+            .collect(),
+    })
 }
 
 /// The peeking-guard state the evaluation job keeps for `e` between runs (empty before the
@@ -262,6 +333,7 @@ impl verdict_jobs::Job for EvaluateJob {
             evaluated: 1,
             decisions: u64::from(outcome.outcome == "winner"),
             srm_flags: u64::from(outcome.srm_flagged),
+            history_points: u64::from(outcome.history_recorded),
             outcomes: vec![outcome],
             duration_ms: started.elapsed().as_secs_f64() * 1e3,
         })

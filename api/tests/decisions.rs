@@ -279,3 +279,147 @@ async fn every_metric_kind_decides_for_the_better_arm_and_a_guardrail_blocks_a_h
     assert!(boost["always_valid_interval"].is_array(), "{boost}");
     assert!(revenue["srm"]["df"].is_number(), "{revenue}");
 }
+
+/// The relative gap between two figures, for floats read back through two different answers.
+fn close(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+        _ => a == b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evaluation_history_holds_each_arms_figures_at_each_evaluation_with_new_data() {
+    let app = common::spawn_app().await;
+    let mut body = common::ab_experiment("history");
+    // Too few subjects to decide: every evaluation leaves it running.
+    body["policy"] = json!({"min_assignments": 100000});
+    let created = app.create_experiment(&body).await;
+    assert_eq!(app.activate("history").await.0, StatusCode::OK);
+    let client = app.create_key(&["client"]).await;
+    let path = "/v1/experiments/history/results/history";
+    let runner = app.app.runner();
+    let evaluate = || async {
+        for job in ["aggregate", "evaluate"] {
+            let run = runner
+                .run(job, Trigger::Cli, None, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(run.outcome, verdict_store::RunOutcome::Succeeded, "{job}");
+        }
+    };
+
+    // Before any evaluation: no points.
+    let (status, empty) = app.get(path, &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{empty}");
+    assert_eq!(empty["points"], json!([]), "{empty}");
+    assert_eq!(empty["experiment"], "history");
+    assert_eq!(empty["experiment_id"], created["id"]);
+    assert_eq!(empty["metric"], "purchase");
+    assert_eq!(empty["estimate"], "conversion_rate");
+
+    // 60 subjects; every third one buys.
+    let send = |from: usize, to: usize| {
+        let (app, client) = (&app, &client);
+        async move {
+            let mut events = Vec::new();
+            for i in from..to {
+                let subject = format!("subject-{i}");
+                let (status, a) = app.assignment("history", client, &subject, &[]).await;
+                assert_eq!(status, StatusCode::OK, "{a}");
+                if i % 3 == 0 {
+                    events.push(json!({"experiment": "history", "subject_id": subject,
+                        "event": "purchase", "event_id": format!("buy-{i}")}));
+                }
+            }
+            let (status, report) = app.post_events(client, events).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            assert_eq!(report["rejected"], 0, "{report}");
+        }
+    };
+    send(0, 60).await;
+    evaluate().await;
+    let (status, history) = app.get(path, &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let points = history["points"].as_array().unwrap().clone();
+    assert_eq!(points.len(), 1, "{history}");
+    let point = &points[0];
+    assert!(point["at"].as_str().unwrap().ends_with('Z'), "{point}");
+    assert!(point["aggregated_through"].as_u64().unwrap() > 0, "{point}");
+    // The same figures as the results of the same data.
+    let results = app.results("history").await;
+    let arms = point["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 2, "{point}");
+    let mut subjects = 0;
+    for arm in arms {
+        let variant = arm["variant"].as_str().unwrap();
+        let row = common::variant_row(&results, variant);
+        assert_eq!(arm["subjects"], row["subjects"], "{variant}");
+        subjects += arm["subjects"].as_u64().unwrap();
+        let conversions = row["converted_subjects"].as_f64().unwrap();
+        let estimate = arm["estimate"].as_f64().unwrap();
+        assert!(close(
+            &arm["estimate"],
+            &json!(conversions / row["subjects"].as_f64().unwrap())
+        ));
+        assert!(close(&arm["estimate"], &row["estimate"]), "{arm} {row}");
+        assert!(close(&arm["prob_best"], &row["p_best"]), "{arm} {row}");
+        for i in 0..2 {
+            assert!(
+                close(&arm["interval"][i], &row["credible_interval"][i]),
+                "{arm} {row}"
+            );
+        }
+        let (lo, hi) = (
+            arm["interval"][0].as_f64().unwrap(),
+            arm["interval"][1].as_f64().unwrap(),
+        );
+        assert!(lo < estimate && estimate < hi, "{arm}");
+    }
+    assert_eq!(subjects, 60);
+    let total_p: f64 = arms.iter().map(|a| a["prob_best"].as_f64().unwrap()).sum();
+    assert!((total_p - 1.0).abs() < 1e-9, "{total_p}");
+
+    // Another evaluation of the same data adds nothing.
+    evaluate().await;
+    let (_, again) = app.get(path, &app.admin_key).await;
+    assert_eq!(again["points"].as_array().unwrap().len(), 1, "{again}");
+
+    // New subjects: a second point, after the first.
+    send(60, 90).await;
+    evaluate().await;
+    let (_, later) = app.get(path, &app.admin_key).await;
+    let points = later["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{later}");
+    assert_eq!(points[0], *point, "the first point is kept as it was");
+    let subjects: u64 = points[1]["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["subjects"].as_u64().unwrap())
+        .sum();
+    assert_eq!(subjects, 90);
+    assert!(points[1]["aggregated_through"].as_u64() > point["aggregated_through"].as_u64());
+    let at = |p: &Value| {
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        time::OffsetDateTime::parse(p["at"].as_str().unwrap(), rfc3339).unwrap()
+    };
+    assert!(at(&points[1]) > at(point), "{later}");
+
+    // Right `results:read`, and the experiment must exist.
+    let viewer = app.create_key(&["viewer"]).await;
+    assert_eq!(app.get(path, &viewer).await.0, StatusCode::OK);
+    let internal = app.create_key(&["internal"]).await;
+    let (status, denied) = app.get(path, &internal).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{denied}");
+    assert_eq!(
+        denied["error"]["details"][0]["missing_right"],
+        "results:read"
+    );
+    let (status, missing) = app
+        .get("/v1/experiments/nope/results/history", &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    assert_eq!(common::error_code(&missing), "experiment_not_found");
+}

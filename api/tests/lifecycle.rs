@@ -430,10 +430,22 @@ async fn assignments_follow_the_experiment_through_pause_forcing_and_a_manual_wi
     assert_eq!(forced["variant"], other);
     assert_eq!(forced["config"], config_of(other));
     assert_eq!(bulk(&app, &client, "user-a").await, vec![forced.clone()]);
+    let (status, list) = app
+        .get("/v1/experiments/checkout/forced", &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(
+        list["data"],
+        json!([{"experiment": "checkout", "subject_id": "user-a", "variant": other}])
+    );
     let (status, _) = app
         .delete("/v1/experiments/checkout/forced/user-a", &app.admin_key)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list) = app
+        .get("/v1/experiments/checkout/forced", &app.admin_key)
+        .await;
+    assert_eq!(list["data"], json!([]));
     let (_, unforced) = app.assignment("checkout", &client, "user-a", &[]).await;
     assert_eq!(unforced, a);
     assert_eq!(bulk(&app, &client, "user-a").await, vec![a.clone()]);

@@ -579,3 +579,112 @@ async fn setting_override_variant_completes_the_experiment_with_that_winner_and_
         patched["winner"]["decided_at"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiments_webhook_messages_are_listed_across_endpoints_newest_first() {
+    let app = spawn_app_with(&[ALLOW_PRIVATE]).await;
+    let receiver = Receiver::start().await;
+    let mut endpoints = Vec::new();
+    for path in ["/a", "/b"] {
+        let created = create_endpoint(&app, json!({"url": receiver.url(path)})).await;
+        endpoints.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let one = app.create_experiment(&ab_experiment("one")).await;
+    app.create_experiment(&ab_experiment("two")).await;
+    app.activate("one").await;
+    app.activate("two").await;
+    assert_eq!(app.set_status("one", "paused").await.0, StatusCode::OK);
+    let report = dispatcher(&app)
+        .run_once(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 6, "{report:?}");
+
+    let (status, listed) = app
+        .get("/v1/experiments/one/webhook-messages", &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["pagination"]["total"], 4, "{listed}");
+    let data = listed["data"].as_array().unwrap();
+    let prefix = format!("msg_{}_", one["id"].as_str().unwrap());
+    let rows: Vec<(String, String)> = data
+        .iter()
+        .map(|m| {
+            (
+                m["message_id"].as_str().unwrap().to_owned(),
+                m["endpoint_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Newest first: the pause, then the activation, each to both endpoints.
+    let ids: Vec<&str> = rows.iter().map(|(m, _)| m.as_str()).collect();
+    let (paused, activated) = (format!("{prefix}v3_status"), format!("{prefix}v2_status"));
+    assert_eq!(ids, [&paused, &paused, &activated, &activated], "{listed}");
+    for pair in rows.chunks(2) {
+        let mut got = vec![pair[0].1.clone(), pair[1].1.clone()];
+        got.sort();
+        let mut want = endpoints.clone();
+        want.sort();
+        assert_eq!(got, want, "{listed}");
+    }
+    for m in data {
+        assert_eq!(m["status"], "delivered", "{m}");
+        assert_eq!(m["event_type"], "experiment.status_changed", "{m}");
+        assert_eq!(m["payload"]["data"]["experiment"], "one", "{m}");
+    }
+    assert_eq!(data[0]["payload"]["data"]["status"], "paused", "{listed}");
+    // The endpoint's own log names the endpoint too.
+    let (_, own) = app
+        .get(
+            &format!("/v1/webhooks/endpoints/{}/messages", endpoints[0]),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(own["pagination"]["total"], 3, "{own}");
+    assert!(
+        own["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["endpoint_id"] == endpoints[0].as_str()),
+        "{own}"
+    );
+
+    let (_, page) = app
+        .get(
+            "/v1/experiments/one/webhook-messages?page=2&page_size=3",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(page["pagination"]["total"], 4, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["data"][0]["message_id"], activated.as_str());
+    let (_, two) = app
+        .get("/v1/experiments/two/webhook-messages", &app.admin_key)
+        .await;
+    assert_eq!(two["pagination"]["total"], 2, "{two}");
+
+    // Right `webhooks:manage`; a bad page and an unknown experiment are refused.
+    let viewer = app.create_key(&["viewer"]).await;
+    let (status, denied) = app
+        .get("/v1/experiments/one/webhook-messages", &viewer)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{denied}");
+    assert_eq!(
+        denied["error"]["details"][0]["missing_right"],
+        "webhooks:manage"
+    );
+    let (status, bad) = app
+        .get(
+            "/v1/experiments/one/webhook-messages?page=0&page_size=3",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(error_code(&bad), "invalid_pagination");
+    let (status, missing) = app
+        .get("/v1/experiments/nope/webhook-messages", &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    assert_eq!(error_code(&missing), "experiment_not_found");
+}

@@ -5,15 +5,16 @@
 //! never one unbounded delete):
 //! - raw events received more than `raw_events_days` ago, only at or below the aggregation
 //!   watermark (the store enforces this: an event not yet rolled up is never a candidate);
-//! - hour and day buckets starting more than `buckets_days` ago;
+//! - hour and day buckets starting more than `buckets_days` ago, and the points of evaluation
+//!   history evaluated as long ago (what charts them over time goes with them);
 //! - finished job run records older than `runs_days`;
 //! - the attempt log of finished webhook deliveries older than `webhook_attempts_days`.
 //!
 //! An experiment's `retention` overrides the first two for its own data.
 //!
 //! It also purges deleted experiments (`DELETE /v1/experiments/{key}`): all of a deleted
-//! experiment's raw events, buckets, per-subject rollups, assignments, QA overrides and
-//! evaluation state, in the same bounded batches. A purge is forgotten once nothing is left
+//! experiment's raw events, buckets, per-subject rollups, assignments, QA overrides,
+//! evaluation state and history, in the same bounded batches. A purge is forgotten once nothing is left
 //! and the deletion is older than [`PURGE_GRACE`] (a write that read the experiment just
 //! before it was deleted has landed by then, and is purged too).
 //!
@@ -40,6 +41,8 @@ pub const PURGE_GRACE: Duration = Duration::minutes(10);
 pub struct RetentionReport {
     pub events_deleted: u64,
     pub buckets_deleted: u64,
+    /// Points of evaluation history.
+    pub evaluation_points_deleted: u64,
     pub runs_deleted: u64,
     pub webhook_attempts_deleted: u64,
     /// Rows of deleted experiments' data removed.
@@ -75,7 +78,8 @@ pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
     report.overrides = overrides.len() as u64;
     let batch = settings.batch_size;
 
-    // Raw events, then buckets: each override on its own, then everything else by the setting.
+    // Raw events, then buckets with the evaluation history charted from them: each override
+    // on its own, then everything else by the setting.
     let raw: Vec<_> = overrides.iter().map(|(id, days, _)| (id, *days)).collect();
     for filter in filters(&raw, settings.raw_events_days, now) {
         report.events_deleted += drain(&mut report.batches, batch, |n| {
@@ -87,6 +91,10 @@ pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
     for filter in filters(&buckets, settings.buckets_days, now) {
         report.buckets_deleted += drain(&mut report.batches, batch, |n| {
             store.delete_buckets(&filter, n, fence)
+        })
+        .await?;
+        report.evaluation_points_deleted += drain(&mut report.batches, batch, |n| {
+            store.delete_evaluation_history(&filter, n, fence)
         })
         .await?;
     }
@@ -118,6 +126,7 @@ pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
     tracing::info!(
         events = report.events_deleted,
         buckets = report.buckets_deleted,
+        evaluation_points = report.evaluation_points_deleted,
         runs = report.runs_deleted,
         deleted_experiment_rows = report.deleted_experiment_rows,
         batches = report.batches,

@@ -222,3 +222,48 @@ async fn a_deleted_experiment_is_purged_whole_and_its_purge_forgotten_after_the_
     assert_eq!(report.deleted_experiments_purged, 1);
     assert!(store.pending_purges().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluation_history_expires_with_the_buckets_honouring_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(SqliteStore::open(dir.path().join("v.db"), 5_000).unwrap());
+    let now = OffsetDateTime::now_utc();
+    experiment(&store, "default", json!({}), now).await;
+    experiment(&store, "short", json!({"buckets_days": 10}), now).await;
+    let days_ago = [800, 100, 5];
+    for exp in ["default", "short"] {
+        for days in days_ago {
+            store
+                .record_evaluation(&verdict_store::EvaluationPoint {
+                    experiment_id: exp.into(),
+                    at: now - Duration::days(days),
+                    aggregated_through: 0,
+                    metric: "conversion".into(),
+                    estimate: "conversion_rate".into(),
+                    arms: Vec::new(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    let report = verdict_retention::run(&*store, &settings(1), now, None)
+        .await
+        .unwrap();
+    // default (730 days): the 800-day-old point; short (10 days): that one and the 100-day-old.
+    assert_eq!(report.evaluation_points_deleted, 3, "{report:?}");
+    let ages = |exp: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .evaluation_history(exp, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| (now - p.at).whole_days())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ages("default").await, [100, 5]);
+    assert_eq!(ages("short").await, [5]);
+}

@@ -7,8 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use verdict_app::experiments::{
-    DeleteQuery, DeletedExperiment, ExperimentPatch, ForcedAssignment, ForcedVariant, ListParams,
-    ScopedPageParams, StatusChangeResult, StatusRequest, VariantsUpdate, WinnerOverride,
+    DeleteQuery, DeletedExperiment, ExperimentPatch, ForcedAssignment, ForcedList, ForcedVariant,
+    ListParams, ScopedPageParams, StatusChangeResult, StatusRequest, VariantsUpdate,
+    WinnerOverride,
 };
 use verdict_app::{Caller, Paginated, ScopeParams};
 use verdict_domain::{Experiment, ExperimentInput, Status};
@@ -30,6 +31,7 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         // One path: the read (results) and the manual winner share it.
         .routes(routes!(super::results::winner, override_winner))
         .routes(routes!(put_forced, delete_forced))
+        .routes(routes!(list_forced))
         .routes(routes!(audit))
 }
 
@@ -297,6 +299,29 @@ pub async fn override_winner(
     Ok(changed(
         state.override_winner(&caller, &scope, &key, body).await?,
     ))
+}
+
+/// `GET /v1/experiments/{key}/forced`: the experiment's QA overrides.
+#[utoipa::path(
+    get,
+    path = "/v1/experiments/{key}/forced",
+    tag = "experiments",
+    summary = "List forced variants",
+    description = "The experiment's QA overrides, by subject (at most 500).",
+    security(("bearer" = ["experiments:read"])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    responses(
+        (status = 200, description = "The overrides.", body = ForcedList),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+    )
+)]
+pub async fn list_forced(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(scope): ApiQuery<ScopeParams>,
+) -> Result<Json<ForcedList>, ApiError> {
+    Ok(Json(state.forced_variants(&caller, &scope, &key).await?))
 }
 
 /// `PUT /v1/experiments/{key}/forced/{subject}`: always serve `variant` to this subject.

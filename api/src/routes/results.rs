@@ -1,9 +1,10 @@
-//! Winner snapshot, results and time series.
+//! Winner snapshot, results, time series and the evaluation history.
 
 use axum::Json;
 use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use verdict_app::history::HistoryView;
 use verdict_app::results::{ResultsParams, ResultsView, TimeseriesParams, TimeseriesView};
 use verdict_app::{Caller, ScopeParams};
 use verdict_domain::WinnerSnapshot;
@@ -15,7 +16,10 @@ use crate::state::AppState;
 
 pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     // `winner` shares its path with the manual winner: `experiments::routes` adds it.
-    router.routes(routes!(results)).routes(routes!(timeseries))
+    router
+        .routes(routes!(results))
+        .routes(routes!(timeseries))
+        .routes(routes!(history))
 }
 
 /// `GET /v1/experiments/{key}/winner`
@@ -107,4 +111,32 @@ pub async fn timeseries(
     ApiQuery(params): ApiQuery<TimeseriesParams>,
 ) -> Result<Json<TimeseriesView>, ApiError> {
     Ok(Json(state.timeseries(&caller, &key, params).await?))
+}
+
+/// `GET /v1/experiments/{key}/results/history`
+#[utoipa::path(
+    get,
+    path = "/v1/experiments/{key}/results/history",
+    tag = "results",
+    summary = "The primary metric over time, for charts",
+    description = "Each arm's estimate of the primary metric with its 95% credible interval \
+        and its P(best), as the evaluation job computed them at each run that found new \
+        figures (a run over the same data adds no point): the latest 500 points, oldest \
+        first, each with its time and the rollup watermark it saw (`aggregated_through`). \
+        Empty until the experiment's first evaluation. Points older than the buckets' \
+        retention (`retention.buckets_days`, or the experiment's own) are deleted with them.",
+    security(("bearer" = ["results:read"])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopeParams),
+    responses(
+        (status = 200, description = "The points, oldest first.", body = HistoryView),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+    )
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(scope): ApiQuery<ScopeParams>,
+) -> Result<Json<HistoryView>, ApiError> {
+    Ok(Json(state.evaluation_history(&caller, scope, &key).await?))
 }

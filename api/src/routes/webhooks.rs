@@ -1,18 +1,20 @@
 //! Webhook endpoints and their delivery log, svix-like:
 //! `/v1/webhooks/endpoints[/{id}[/enable|/disable|/rotate-secret|/recover|/messages[/{msg_id}
-//! [/attempts|/redeliver]]]]`.
+//! [/attempts|/redeliver]]]]`; one experiment's deliveries to every endpoint:
+//! `/v1/experiments/{key}/webhook-messages`.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use verdict_app::experiments::ScopedPageParams;
 use verdict_app::webhooks::{
     CreatedEndpoint, EndpointFilter, EndpointListQuery, EndpointUpdate, EndpointView,
     MessageFilter, MessageListQuery, MessageView, NewEndpoint, RecoverRequest, Recovered,
     RotatedSecret,
 };
-use verdict_app::{Caller, PageParams, Paginated};
+use verdict_app::{Caller, PageParams, Paginated, ScopeParams};
 use verdict_store::Attempt;
 
 use crate::error::ApiError;
@@ -28,6 +30,7 @@ pub fn routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(disable_endpoint))
         .routes(routes!(rotate_secret))
         .routes(routes!(list_messages))
+        .routes(routes!(experiment_messages))
         .routes(routes!(list_attempts))
         .routes(routes!(redeliver))
         .routes(routes!(recover))
@@ -236,6 +239,44 @@ pub async fn list_messages(
     ApiQuery(query): ApiQuery<MessageListQuery>,
 ) -> Result<Json<Paginated<MessageView>>, ApiError> {
     Ok(Json(state.list_messages(&caller, &id, query).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/experiments/{key}/webhook-messages",
+    tag = "webhooks",
+    summary = "List an experiment's webhook messages",
+    description = "The deliveries of the experiment's messages (status changes, winner, \
+        metric threshold crossings) to every endpoint, newest first, each with its endpoint \
+        and where it stands. `…/webhooks/endpoints/{id}/messages/{msg_id}/attempts` lists a \
+        delivery's attempts.",
+    security(("bearer" = ["webhooks:manage"])),
+    params(("key" = String, Path, description = "The experiment key or id."), ScopedPageParams),
+    responses(
+        (status = 200, description = "A page of messages.", body = Paginated<MessageView>),
+        (status = 400, description = "`invalid_pagination`.", body = ErrorBody),
+        (status = 404, description = "`experiment_not_found`.", body = ErrorBody),
+    )
+)]
+pub async fn experiment_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ScopedPageParams>,
+) -> Result<Json<Paginated<MessageView>>, ApiError> {
+    let scope = ScopeParams {
+        environment: query.environment,
+        organization: query.organization,
+    };
+    let page = PageParams {
+        page: query.page,
+        page_size: query.page_size,
+    };
+    Ok(Json(
+        state
+            .experiment_deliveries(&caller, scope, &key, page)
+            .await?,
+    ))
 }
 
 #[utoipa::path(

@@ -205,6 +205,15 @@ pub struct ForcedAssignment {
     pub variant: String,
 }
 
+/// The most QA overrides [`App::forced_variants`] lists.
+pub const MAX_FORCED_LISTED: usize = 500;
+
+/// An experiment's QA overrides, by subject.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForcedList {
+    pub data: Vec<ForcedAssignment>,
+}
+
 /// The experiment list's query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -217,6 +226,9 @@ pub struct ListParams {
     /// Only experiments in this status.
     #[param(value_type = Option<Status>)]
     pub status: Option<String>,
+    /// Only experiments whose key or name contains this (ASCII letters compared without
+    /// case; at most 200 characters).
+    pub search: Option<String>,
     /// Page number, from 1 (default 1; give with `page_size`).
     #[param(minimum = 1)]
     pub page: Option<u32>,
@@ -224,6 +236,9 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
 }
+
+/// The longest `search` an experiment list takes.
+const MAX_SEARCH_LEN: usize = 200;
 
 /// A scoped, paged list's query (the audit log).
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -389,6 +404,21 @@ impl App {
                 AppError::invalid_query("status", format!("unknown status '{s}'; {STATUSES}"))
             })?),
         };
+        let search = params
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        if search
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SEARCH_LEN)
+        {
+            return Err(AppError::invalid_query(
+                "search",
+                format!("must be at most {MAX_SEARCH_LEN} characters"),
+            ));
+        }
         let named_organization = params.organization.is_some();
         let scope = caller.scope(&ScopeParams {
             environment: params.environment,
@@ -407,6 +437,7 @@ impl App {
             with_global: matches!(organization, Some(Some(_))),
             organization,
             status,
+            text: search,
         };
         let found = self.0.store.list_experiments(&filter, page).await?;
         Ok(Paginated::of(found, page))
@@ -787,6 +818,40 @@ impl App {
             .await?;
         self.0.experiments.clear();
         Ok(())
+    }
+
+    /// The experiment's QA overrides the caller's scope owns (an organization's own
+    /// subjects, without their organization prefix), by subject, at most
+    /// [`MAX_FORCED_LISTED`].
+    pub async fn forced_variants(
+        &self,
+        caller: &Caller,
+        scope: &ScopeParams,
+        key: &str,
+    ) -> Result<ForcedList, AppError> {
+        let scope = caller.scope(scope)?;
+        let e = self.find(&scope, key).await?;
+        let stored = self
+            .0
+            .store
+            .forced_variants(&e.id, MAX_FORCED_LISTED)
+            .await?;
+        let prefix = scope.organization.as_deref().map(|org| format!("{org}:"));
+        let data = stored
+            .into_iter()
+            .filter_map(|(subject, variant)| {
+                let subject = match &prefix {
+                    Some(p) => subject.strip_prefix(p.as_str())?.to_owned(),
+                    None => subject,
+                };
+                Some(ForcedAssignment {
+                    experiment: e.key.clone(),
+                    subject_id: subject,
+                    variant,
+                })
+            })
+            .collect();
+        Ok(ForcedList { data })
     }
 
     /// A page of an experiment's audit log, newest first.

@@ -19,13 +19,16 @@
 //! - [`assignments`]: which variant a subject sees; the experiment and assignment caches.
 //! - [`events`]: event ingestion (validation, attribution, per-item results, rate limit).
 //! - [`results`]: winner snapshots, results with statistics, time series, change streams.
+//! - [`history`]: the evaluation history (each arm's estimate, interval and P(best) over
+//!   time).
 //! - [`snapshots`]: the winner-snapshot cache as the read path uses it.
 //! - [`sdk`]: the GrowthBook SDK payload, for SDKs that evaluate experiments locally.
 //! - [`publishing`]: published config snapshots: publish, versions, the publish after a
 //!   live-impacting change.
 //! - [`keys`]: API keys (create, list, revoke; the first-run admin key).
 //! - [`environments`]: environments and audiences.
-//! - [`webhooks`]: webhook endpoints, secrets, the delivery log.
+//! - [`webhooks`]: webhook endpoints, secrets, the delivery log (of an endpoint, or of an
+//!   experiment's messages).
 //! - [`jobs`]: the job registry of this process and the internal job use-cases.
 //! - [`health`]: readiness and the figures of a metrics scrape.
 
@@ -37,6 +40,7 @@ pub mod error;
 pub mod events;
 pub mod experiments;
 pub mod health;
+pub mod history;
 pub mod jobs;
 pub mod json;
 pub mod keys;

@@ -1,6 +1,6 @@
 //! Webhook endpoints and their delivery log, svix-like:
 //! `/v1/webhooks/endpoints[/{id}[/enable|/disable|/rotate-secret|/recover|/messages[/{msg_id}
-//! [/attempts|/redeliver]]]]`.
+//! [/attempts|/redeliver]]]]`; and one experiment's deliveries to every endpoint.
 //!
 //! Endpoint URLs pass the SSRF guard when created or changed (`verdict_webhooks::check_url`:
 //! the host is resolved and every address judged, unless `webhooks.allow_private_targets`);
@@ -16,7 +16,7 @@ use verdict_domain::{EventType, Problems};
 use verdict_store::{Attempt, Delivery, DeliveryStatus, Endpoint, EndpointPatch};
 use verdict_webhooks::{Secret, TargetError, check_url};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, ScopeParams};
 use crate::error::{AppError, ErrorCode};
 use crate::pages::{PageParams, Paginated};
 use crate::{App, now};
@@ -97,6 +97,8 @@ pub struct RotatedSecret {
 pub struct MessageView {
     /// The `webhook-id` header of every attempt.
     pub message_id: String,
+    /// The endpoint it is delivered to (`ep_…`).
+    pub endpoint_id: String,
     pub event_type: EventType,
     pub status: DeliveryStatus,
     /// Attempts in the current round (a redelivery starts a new round).
@@ -121,6 +123,7 @@ impl From<Delivery> for MessageView {
         Self {
             payload: d.message.body(),
             message_id: d.message.id,
+            endpoint_id: d.endpoint_id,
             event_type: d.message.event_type,
             status: d.status,
             attempts: d.attempts,
@@ -543,6 +546,21 @@ impl App {
         let page = page_of(query.page, query.page_size)?;
         load(self, caller, id).await?;
         let log = self.0.store.list_deliveries(id, status, page).await?;
+        Ok(Paginated::of(log, page).map(MessageView::from))
+    }
+
+    /// A page of the deliveries of the experiment `key`'s messages (its status changes,
+    /// winner and threshold crossings) to every endpoint, newest first.
+    pub async fn experiment_deliveries(
+        &self,
+        caller: &Caller,
+        scope: ScopeParams,
+        key: &str,
+        page: PageParams,
+    ) -> Result<Paginated<MessageView>, AppError> {
+        let page = page.to_request()?;
+        let e = self.find(&caller.scope(&scope)?, key).await?;
+        let log = self.0.store.list_experiment_deliveries(&e.id, page).await?;
         Ok(Paginated::of(log, page).map(MessageView::from))
     }
 

@@ -83,6 +83,13 @@ impl OutboxMessage {
     }
 }
 
+/// What the id of every message about experiment `experiment_id` starts with:
+/// `msg_<experiment id>_`. Experiment ids are UUIDs (no `_`), so the ids starting with it
+/// are this experiment's messages and no other's.
+pub fn message_id_prefix(experiment_id: &str) -> String {
+    format!("msg_{experiment_id}_")
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
@@ -101,8 +108,8 @@ pub fn messages_for_change(
     let new_winner = after.winner.as_ref().map(|w| w.variant.as_str());
     let message = |event_type: EventType, data: Value| OutboxMessage {
         id: format!(
-            "msg_{}_v{}_{}",
-            after.id,
+            "{}v{}_{}",
+            message_id_prefix(&after.id),
             after.version,
             event_type.id_suffix()
         ),
@@ -166,8 +173,8 @@ pub fn threshold_message(
     let event_type = EventType::MetricsThresholdReached;
     Some(OutboxMessage {
         id: format!(
-            "msg_{}_{}_{}",
-            e.id,
+            "{}{}_{}",
+            message_id_prefix(&e.id),
             event_type.id_suffix(),
             crossing.number
         ),

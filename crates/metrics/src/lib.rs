@@ -8,7 +8,7 @@
 //! few seconds and after each aggregation, [`Metrics::set_aggregation_lag`]): a scrape never
 //! reads the store.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -56,6 +56,8 @@ struct Inner {
     request_seconds: Family<RouteLabels, Histogram>,
     events_ingested: Counter,
     events_rejected: Family<Labels, Counter>,
+    /// Every rejection reason counted so far (the family cannot be listed).
+    rejection_reasons: RwLock<BTreeSet<String>>,
     job_runs: Family<Labels, Counter>,
     job_seconds: Family<Labels, Histogram>,
     aggregation_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -155,6 +157,7 @@ impl Metrics {
                 request_seconds,
                 events_ingested,
                 events_rejected,
+                rejection_reasons: RwLock::default(),
                 job_runs,
                 job_seconds,
                 aggregation_lag,
@@ -213,7 +216,42 @@ impl Metrics {
                 .events_rejected
                 .get_or_create(&vec![("reason", reason.to_owned())])
                 .inc_by(n);
+            let known = self
+                .inner
+                .rejection_reasons
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(reason);
+            if !known {
+                self.inner
+                    .rejection_reasons
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(reason.to_owned());
+            }
         }
+    }
+
+    /// Raw events this process rejected since it started, by reason (the
+    /// `verdict_events_rejected_total` counters), in the order of the reasons' names.
+    pub fn events_rejected_by_reason(&self) -> Vec<(String, u64)> {
+        let reasons = self
+            .inner
+            .rejection_reasons
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        reasons
+            .into_iter()
+            .map(|reason| {
+                let n = self
+                    .inner
+                    .events_rejected
+                    .get(&vec![("reason", reason.clone())])
+                    .map_or(0, |c| c.get());
+                (reason, n)
+            })
+            .collect()
     }
 
     pub fn job_run(&self, job: &str, outcome: &str, seconds: f64) {
@@ -326,6 +364,16 @@ mod tests {
         assert_eq!(
             at("verdict_events_rejected_total", &[("reason", "duplicate")]),
             Some(3.0)
+        );
+        m.events_rejected("not_in_experiment", 1);
+        m.events_rejected("duplicate", 2);
+        m.events_rejected("invalid_event", 0);
+        assert_eq!(
+            m.events_rejected_by_reason(),
+            [
+                ("duplicate".to_owned(), 5),
+                ("not_in_experiment".to_owned(), 1)
+            ]
         );
         assert_eq!(
             at(

@@ -69,6 +69,7 @@ async fn live_of(
             organization: Some(scope.organization.clone()),
             status: Some(status),
             with_global: false,
+            text: None,
         };
         let listed = store.list_all_experiments(&filter).await?;
         all.extend(

@@ -61,6 +61,35 @@ impl BetaPosterior {
         self.alpha * self.beta / (s * s * (s + 1.0))
     }
 
+    /// Density at `x`: `x^(α−1) (1 − x)^(β−1) / B(α, β)`, 0 outside [0, 1], computed in
+    /// logarithms so that shapes in the millions neither overflow nor underflow early.
+    pub fn pdf(&self, x: f64) -> f64 {
+        if x.is_nan() {
+            return f64::NAN;
+        }
+        if !(0.0..=1.0).contains(&x) {
+            return 0.0;
+        }
+        let (a, b) = (self.alpha, self.beta);
+        let edge = |shape: f64| {
+            // At 0 (or 1) the density is 0 above shape 1, 1/B at shape 1, unbounded below.
+            if shape > 1.0 {
+                0.0
+            } else if shape == 1.0 {
+                (-special::ln_beta(a, b)).exp()
+            } else {
+                f64::INFINITY
+            }
+        };
+        if x == 0.0 {
+            return edge(a);
+        }
+        if x == 1.0 {
+            return edge(b);
+        }
+        ((a - 1.0) * x.ln() + (b - 1.0) * (-x).ln_1p() - special::ln_beta(a, b)).exp()
+    }
+
     /// Cumulative distribution `P(p ≤ x)`.
     pub fn cdf(&self, x: f64) -> f64 {
         if x.is_nan() {
@@ -112,6 +141,29 @@ impl BetaPosterior {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_density_matches_its_closed_form_and_integrates_to_one() {
+        // Beta(2, 3): 12 x (1 − x)².
+        let p = BetaPosterior::new(2.0, 3.0).unwrap();
+        for x in [0.1, 0.25, 0.5, 0.9] {
+            let exact = 12.0 * x * (1.0 - x) * (1.0 - x);
+            assert!((p.pdf(x) - exact).abs() < 1e-12, "{x}: {}", p.pdf(x));
+        }
+        assert_eq!(p.pdf(0.0), 0.0);
+        assert_eq!(p.pdf(1.0), 0.0);
+        assert_eq!(p.pdf(-0.1), 0.0);
+        assert_eq!(BetaPosterior::new(1.0, 1.0).unwrap().pdf(0.0), 1.0);
+        // A posterior of a million trials: finite, and its mass (midpoint rule over ±8 sd) is 1.
+        let big = BetaPosterior::from_counts(100_000, 1_000_000).unwrap();
+        let (mean, sd) = (big.mean(), big.variance().sqrt());
+        let steps = 4000;
+        let h = 16.0 * sd / f64::from(steps);
+        let mass: f64 = (0..steps)
+            .map(|i| big.pdf(mean - 8.0 * sd + (f64::from(i) + 0.5) * h) * h)
+            .sum();
+        assert!((mass - 1.0).abs() < 1e-6, "{mass}");
+    }
 
     #[test]
     fn counts_map_to_a_uniform_prior_posterior() {

@@ -43,6 +43,13 @@ pub trait AssignmentStore: Send + Sync + std::fmt::Debug {
     /// only when there are some.
     async fn has_forced_variants(&self, experiment_id: &str) -> Result<bool>;
 
+    /// The experiment's QA overrides as (subject, variant), by subject, at most `limit`.
+    async fn forced_variants(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>>;
+
     /// The QA override and the stored assignment of one subject, read together: the
     /// assignment hot path needs both. Adapters that can read both at once override this.
     async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {

@@ -125,7 +125,7 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// Which raw events, buckets or records a retention delete may remove.
+/// Which raw events, buckets, evaluation history or records a retention delete may remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionFilter {
     /// Only what is older than this.
@@ -189,6 +189,15 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         fence: Option<&Fence>,
     ) -> Result<u64>;
 
+    /// Delete up to `limit` points of evaluation history ([`crate::EvaluationPoint`])
+    /// evaluated before `filter.before`, oldest first.
+    async fn delete_evaluation_history(
+        &self,
+        filter: &RetentionFilter,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64>;
+
     /// Delete up to `limit` webhook attempt-log entries older than `before` whose delivery
     /// is finished (delivered or failed; a pending delivery keeps its log), oldest first.
     async fn delete_webhook_attempts(
@@ -202,7 +211,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn pending_purges(&self) -> Result<Vec<Purge>>;
 
     /// Delete up to `limit` rows of a deleted experiment's data (raw events first, then
-    /// buckets, per-subject rollups, assignments, QA overrides, evaluation state); the rows
+    /// buckets, per-subject rollups, assignments, QA overrides, evaluation state and
+    /// history); the rows
     /// deleted, 0 once none is left. Deletes nothing while an experiment with that id exists
     /// (a purge queued by a deletion that did not happen).
     async fn purge_experiment_data(

@@ -21,8 +21,9 @@
 //!   [`experiments`] ([`ExperimentStore`]: experiments, status, winner, audit, outbox),
 //!   [`assignments`] ([`AssignmentStore`]), [`events`] ([`EventStore`]: raw events and the
 //!   figures counted from them), [`rollup`] ([`RollupStore`]: rollups, their figures,
-//!   subject value quantiles, buckets, evaluation state), [`jobs`] ([`JobStore`]: leases,
-//!   run records, retention deletes), [`webhooks`] ([`WebhookStore`]), [`environments`]
+//!   subject value quantiles, buckets, evaluation state and history), [`jobs`]
+//!   ([`JobStore`]: leases, run records, retention deletes), [`webhooks`] ([`WebhookStore`]),
+//!   [`environments`]
 //!   ([`EnvironmentStore`]), [`audiences`] ([`AudienceStore`]), [`keys`] ([`KeyStore`]), [`publications`]
 //!   ([`PublicationStore`]: config snapshot versions).
 //! - [`model`]: the other traits' request/response types (pages, filters, status
@@ -76,7 +77,8 @@ pub use model::{
 pub use mongo::MongoStore;
 pub use publications::{NewPublication, PublicationStore};
 pub use rollup::{
-    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SegmentCounts,
+    ArmPoint, Bucket, EvaluationPoint, EventCount, Granularity, RepairOutcome, RollupReport,
+    RollupStore, SegmentCounts,
 };
 pub use sqlite::SqliteStore;
 pub use webhooks::{

@@ -71,6 +71,9 @@ pub struct ExperimentFilter {
     /// With `organization: Some(Some(org))`: that organization's and the global ones.
     pub with_global: bool,
     pub status: Option<Status>,
+    /// Only experiments whose key or name contains this, ASCII letters compared without
+    /// case.
+    pub text: Option<String>,
 }
 
 /// A status compare-and-set and what it is recorded as.

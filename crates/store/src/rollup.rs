@@ -1,6 +1,7 @@
 //! [`RollupStore`]: raw events folded into time buckets and per-subject figures,
 //! incrementally from an ingestion watermark, the repair of totals that overflowed before
-//! event values were bounded, and the state the evaluator keeps between runs.
+//! event values were bounded, the state the evaluator keeps between runs, and the history of
+//! its evaluations ([`EvaluationPoint`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -140,6 +141,88 @@ pub trait RollupStore: JobStore + Send + Sync + std::fmt::Debug {
         experiment_id: &str,
         state: &serde_json::Value,
     ) -> Result<()>;
+
+    /// Append one evaluation's figures to its experiment's history, after the points
+    /// recorded before it. The evaluation job records a point only when the figures changed
+    /// since the latest one, so the history grows with the data, not with the runs.
+    async fn record_evaluation(&self, point: &EvaluationPoint) -> Result<()>;
+
+    /// The latest `limit` points of one experiment's history, oldest first (in the order
+    /// they were recorded); empty when it has none.
+    async fn evaluation_history(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<EvaluationPoint>>;
+}
+
+/// One evaluation of an experiment's primary metric, as the evaluation job records it
+/// ([`RollupStore::record_evaluation`]): each arm's estimate with its 95% interval and its
+/// P(best) at that time, what a chart of them over time reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationPoint {
+    pub experiment_id: String,
+    /// When the evaluation ran.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The rollup watermark then: the `seq` of the last event folded into the rollups.
+    pub aggregated_through: u64,
+    /// The primary metric's event.
+    pub metric: String,
+    /// What the arms' estimates are, as `verdict_policy::EstimateKind` names it
+    /// (`conversion_rate`, `events_per_subject`, `value_per_subject`, `value_per_event`).
+    pub estimate: String,
+    /// Every arm, in the experiment's variant order.
+    pub arms: Vec<ArmPoint>,
+}
+
+impl EvaluationPoint {
+    /// Whether `other` holds the same figures (metric, estimate and arms), whenever either
+    /// was evaluated. Figures are compared to within a relative 1e-9: a figure read back from
+    /// a stored JSON document may differ from the one written in its last bit.
+    pub fn same_figures(&self, other: &EvaluationPoint) -> bool {
+        self.metric == other.metric
+            && self.estimate == other.estimate
+            && self.arms.len() == other.arms.len()
+            && self
+                .arms
+                .iter()
+                .zip(&other.arms)
+                .all(|(a, b)| a.same_figures(b))
+    }
+}
+
+impl ArmPoint {
+    fn same_figures(&self, other: &ArmPoint) -> bool {
+        fn close(a: f64, b: f64) -> bool {
+            a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+        }
+        fn same(a: Option<f64>, b: Option<f64>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => close(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+        }
+        self.variant == other.variant
+            && self.subjects == other.subjects
+            && same(self.estimate, other.estimate)
+            && same(self.prob_best, other.prob_best)
+            && same(self.interval.map(|i| i[0]), other.interval.map(|i| i[0]))
+            && same(self.interval.map(|i| i[1]), other.interval.map(|i| i[1]))
+    }
+}
+
+/// One arm's figures in an [`EvaluationPoint`]; a figure that is undefined (no subjects, a
+/// posterior without variance) is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmPoint {
+    pub variant: String,
+    pub subjects: u64,
+    pub estimate: Option<f64>,
+    /// The equal-tailed 95% interval of the estimate, `[low, high]`.
+    pub interval: Option<[f64; 2]>,
+    /// P(this arm is the best) under the metric's objective.
+    pub prob_best: Option<f64>,
 }
 
 /// One (segment, variant)'s figures ([`RollupStore::segment_counts`]).

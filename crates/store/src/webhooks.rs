@@ -39,6 +39,18 @@ pub use verdict_domain::webhook::{
 use crate::Result;
 use crate::model::{Page, PageRequest};
 
+/// The message ids of one experiment's messages, as a half-open range `[low, high)` of
+/// strings compared byte by byte: those starting with its prefix (`msg_<id>_`), up to the
+/// prefix with its last `_` replaced by the next character, `` ` ``. A range, not `LIKE`,
+/// in which `_` would match any character.
+pub(crate) fn experiment_message_range(experiment_id: &str) -> (String, String) {
+    let low = verdict_domain::outbox::message_id_prefix(experiment_id);
+    let mut high = low.clone();
+    high.pop();
+    high.push('`');
+    (low, high)
+}
+
 /// One outbox message to one endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -229,6 +241,15 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         &self,
         endpoint_id: &str,
         status: Option<DeliveryStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Delivery>>;
+    /// The deliveries of one experiment's messages, to every endpoint, newest first (by
+    /// `seq`): those whose message id starts with
+    /// [`verdict_domain::outbox::message_id_prefix`], found through an index on the message
+    /// id.
+    async fn list_experiment_deliveries(
+        &self,
+        experiment_id: &str,
         page: PageRequest,
     ) -> Result<Page<Delivery>>;
     async fn get_delivery(&self, endpoint_id: &str, message_id: &str) -> Result<Option<Delivery>>;

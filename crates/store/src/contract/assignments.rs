@@ -99,6 +99,36 @@ pub async fn forced_variants_are_set_replaced_and_cleared(store: DynStore) {
         .await
         .unwrap();
     assert!(store.has_forced_variants("e1").await.unwrap());
+    store
+        .set_forced_variant("e1", "ann", Some("control"), "alice")
+        .await
+        .unwrap();
+    store
+        .set_forced_variant("e2", "bob", Some("control"), "alice")
+        .await
+        .unwrap();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(s, v)| (s.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        store.forced_variants("e1", 10).await.unwrap(),
+        pairs(&[("ann", "control"), ("qa", "treatment")]),
+        "by subject, this experiment's only"
+    );
+    assert_eq!(
+        store.forced_variants("e1", 1).await.unwrap(),
+        pairs(&[("ann", "control")])
+    );
+    store
+        .set_forced_variant("e1", "ann", None, "alice")
+        .await
+        .unwrap();
+    store
+        .set_forced_variant("e2", "bob", None, "alice")
+        .await
+        .unwrap();
     // Another experiment's overrides are its own.
     assert!(!store.has_forced_variants("e2").await.unwrap());
     let state = store.subject_state("e1", "qa").await.unwrap();
@@ -128,7 +158,7 @@ pub async fn forced_variants_are_set_replaced_and_cleared(store: DynStore) {
             .await
             .unwrap()
             .total,
-        3
+        5
     );
 }
 

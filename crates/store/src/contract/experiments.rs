@@ -2,7 +2,7 @@
 //! winners, the audit log and the outbox.
 
 use serde_json::{Value, json};
-use verdict_domain::{Scope, Status};
+use verdict_domain::{Experiment, Scope, Status};
 
 use super::{T0, experiment};
 use crate::model::{ExperimentFilter, Page, PageRequest, StatusChange};
@@ -97,6 +97,7 @@ pub async fn experiment_keys_are_unique_within_environment_and_organization(stor
         organization: Some(Some("acme".into())),
         with_global: true,
         status: None,
+        text: None,
     };
     let listed = store
         .list_experiments(&with_global, PageRequest::DEFAULT)
@@ -205,6 +206,33 @@ pub async fn experiments_list_with_filters_and_pagination(store: DynStore) {
             .collect::<Vec<_>>(),
         ["k2"]
     );
+    let text = |t: &str| ExperimentFilter {
+        text: Some(t.into()),
+        ..Default::default()
+    };
+    let keys =
+        |page: Page<Experiment>| -> Vec<String> { page.items.into_iter().map(|e| e.key).collect() };
+    assert_eq!(
+        keys(
+            store
+                .list_experiments(&text("K3"), PageRequest::DEFAULT)
+                .await
+                .unwrap()
+        ),
+        ["k3"],
+        "the key contains it, whatever the case"
+    );
+    for literal in ["k.", "%", "_", "k*"] {
+        assert_eq!(
+            store
+                .list_experiments(&text(literal), PageRequest::DEFAULT)
+                .await
+                .unwrap()
+                .total,
+            0,
+            "{literal} is matched literally"
+        );
+    }
     let org = ExperimentFilter {
         organization: Some(Some("acme".into())),
         ..Default::default()

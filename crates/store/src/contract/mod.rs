@@ -95,6 +95,8 @@ macro_rules! store_contract_suite {
             overflowed_totals_are_recomputed_from_raw_events_without_values_beyond_the_bound,
             overflowed_totals_stay_when_retention_deleted_raw_events,
             evaluation_state_round_trips,
+            evaluation_history_keeps_the_latest_points_oldest_first,
+            evaluation_history_expires_in_batches_and_is_purged_with_its_experiment,
             segment_counts_group_every_subject_by_its_segment,
             // jobs
             leases_grant_one_holder_at_a_time_with_increasing_tokens,
@@ -111,6 +113,7 @@ macro_rules! store_contract_suite {
             concurrent_claims_never_return_the_same_delivery,
             completions_apply_only_while_the_claim_holds_the_lease,
             the_delivery_log_filters_redelivers_and_recovers,
+            an_experiments_deliveries_are_listed_newest_first_across_endpoints,
             endpoint_health_keeps_the_first_failure_until_a_success,
             // environments, audiences, API keys
             environments_are_unique_and_listed_in_creation_order,

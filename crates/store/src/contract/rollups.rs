@@ -1,11 +1,14 @@
 //! Contract tests of [`crate::RollupStore`]: rollups equal the raw computation, are
 //! incremental and idempotent; capped figures and per-subject quantiles are exact on both
-//! sources; evaluation state round-trips.
+//! sources; evaluation state round-trips; evaluation history keeps the latest points in order,
+//! expires and is purged with its experiment.
 
 use serde_json::json;
 
 use super::{T0, assign, event, rollup_fixture};
+use crate::jobs::RetentionFilter;
 use crate::model::{TimeRange, VariantCounts};
+use crate::rollup::{ArmPoint, EvaluationPoint};
 use crate::{Attribution, DynStore, StoreError};
 
 async fn assert_rollups_match_raw(store: &DynStore) {
@@ -230,6 +233,200 @@ pub async fn evaluation_state_round_trips(store: DynStore) {
         Some(json!({"max_log_lambda": 2.5}))
     );
     assert_eq!(store.get_evaluation_state("e2").await.unwrap(), None);
+}
+
+/// A point of experiment `id` evaluated `hour` hours after `T0`, whose figures tell it apart
+/// (figures that do not add up exactly in binary, an undefined arm).
+fn point(id: &str, hour: i64) -> EvaluationPoint {
+    let h = hour as f64;
+    EvaluationPoint {
+        experiment_id: id.into(),
+        at: T0 + time::Duration::hours(hour),
+        aggregated_through: 10 * hour as u64,
+        metric: "conversion".into(),
+        estimate: "conversion_rate".into(),
+        arms: vec![
+            ArmPoint {
+                variant: "control".into(),
+                subjects: 100 + hour as u64,
+                estimate: Some(0.1 + 0.2 * h / 7.0),
+                interval: Some([0.05 + h / 3.0, 0.3 + h / 3.0]),
+                prob_best: Some(1.0 / (3.0 + h)),
+            },
+            ArmPoint {
+                variant: "treatment".into(),
+                subjects: hour as u64,
+                estimate: (hour > 0).then_some(h / 9.0),
+                interval: None,
+                prob_best: None,
+            },
+        ],
+    }
+}
+
+/// `read` holds the points `written`, in order: the same times and figures (a figure read
+/// back from a JSON document may differ in its last bit, see
+/// [`EvaluationPoint::same_figures`]).
+#[track_caller]
+fn assert_points(read: &[EvaluationPoint], written: &[EvaluationPoint], what: &str) {
+    assert_eq!(read.len(), written.len(), "{what}: {read:?}");
+    for (r, w) in read.iter().zip(written) {
+        assert!(
+            r.experiment_id == w.experiment_id
+                && r.at == w.at
+                && r.aggregated_through == w.aggregated_through
+                && r.same_figures(w),
+            "{what}: {r:?} is not {w:?}"
+        );
+    }
+}
+
+pub async fn evaluation_history_keeps_the_latest_points_oldest_first(store: DynStore) {
+    assert!(store.evaluation_history("e1", 10).await.unwrap().is_empty());
+    // Two experiments' points interleaved; e1's hours 2 and 3 recorded with one time, in
+    // that order.
+    let mut e1 = Vec::new();
+    for hour in 0..6 {
+        let mut p = point("e1", hour);
+        if hour == 3 {
+            p.at = e1.last().map_or(p.at, |q: &EvaluationPoint| q.at);
+        }
+        store.record_evaluation(&p).await.unwrap();
+        e1.push(p);
+        if hour % 2 == 0 {
+            store.record_evaluation(&point("e2", hour)).await.unwrap();
+        }
+    }
+    assert_points(
+        &store.evaluation_history("e1", 100).await.unwrap(),
+        &e1,
+        "every point, oldest first, its figures as recorded",
+    );
+    assert_points(
+        &store.evaluation_history("e1", 6).await.unwrap(),
+        &e1,
+        "a limit of exactly the points",
+    );
+    assert_points(
+        &store.evaluation_history("e1", 3).await.unwrap(),
+        &e1[3..],
+        "a limit keeps the latest points, oldest first",
+    );
+    assert_points(
+        &store.evaluation_history("e1", 1).await.unwrap(),
+        &e1[5..],
+        "the latest",
+    );
+    assert!(store.evaluation_history("e1", 0).await.unwrap().is_empty());
+    assert_points(
+        &store.evaluation_history("e2", 100).await.unwrap(),
+        &[point("e2", 0), point("e2", 2), point("e2", 4)],
+        "another experiment's",
+    );
+    assert!(store.evaluation_history("e3", 10).await.unwrap().is_empty());
+    assert!(e1[5].same_figures(&EvaluationPoint {
+        at: T0,
+        aggregated_through: 0,
+        ..e1[5].clone()
+    }));
+    assert!(!e1[5].same_figures(&e1[4]));
+    let mut last_bit = e1[5].clone();
+    let estimate = last_bit.arms[1].estimate.expect("an estimate");
+    last_bit.arms[1].estimate = Some(f64::from_bits(estimate.to_bits() + 1));
+    assert!(
+        e1[5].same_figures(&last_bit),
+        "a last-bit difference is the same figure"
+    );
+    last_bit.arms[1].estimate = Some(estimate * 1.001);
+    assert!(!e1[5].same_figures(&last_bit));
+}
+
+pub async fn evaluation_history_expires_in_batches_and_is_purged_with_its_experiment(
+    store: DynStore,
+) {
+    let scope = verdict_domain::Scope::global("prod");
+    for id in ["e1", "e2"] {
+        let e = super::experiment(scope.clone(), &format!("key-{id}"), id);
+        store.create_experiment(&e, "tester").await.unwrap();
+        for hour in 0..8 {
+            store.record_evaluation(&point(id, hour)).await.unwrap();
+        }
+    }
+    let history = |id: &'static str| {
+        let store = store.clone();
+        async move { store.evaluation_history(id, 100).await.unwrap() }
+    };
+    let hours = |points: &[EvaluationPoint]| -> Vec<i64> {
+        points.iter().map(|p| (p.at - T0).whole_hours()).collect()
+    };
+
+    // e1 by its own period: what was evaluated before hour 3, at most 2 per batch.
+    let e1_only = RetentionFilter {
+        before: T0 + time::Duration::hours(3),
+        only: Some("e1".into()),
+        except: Vec::new(),
+    };
+    let mut batches = Vec::new();
+    loop {
+        let n = store
+            .delete_evaluation_history(&e1_only, 2, None)
+            .await
+            .unwrap();
+        batches.push(n);
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(batches, [2, 1], "three points, in bounded batches");
+    assert_eq!(hours(&history("e1").await), [3, 4, 5, 6, 7]);
+    assert_eq!(hours(&history("e2").await), (0..8).collect::<Vec<_>>());
+    // Everything else by the setting: e2 before hour 5, e1 left to its own rule.
+    let others = RetentionFilter {
+        before: T0 + time::Duration::hours(5),
+        only: None,
+        except: vec!["e1".into()],
+    };
+    assert_eq!(
+        store
+            .delete_evaluation_history(&others, 100, None)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(hours(&history("e2").await), [5, 6, 7]);
+    assert_eq!(hours(&history("e1").await), [3, 4, 5, 6, 7]);
+
+    // A deleted experiment's history goes with the rest of its data, in bounded batches;
+    // another experiment keeps its own.
+    assert_eq!(
+        store.purge_experiment_data("e1", 100, None).await.unwrap(),
+        0
+    );
+    let e1 = store.get_experiment(&scope, "e1").await.unwrap().unwrap();
+    assert!(
+        store
+            .delete_experiment(&crate::Deletion {
+                experiment_id: "e1".into(),
+                version: e1.version,
+                at: T0 + time::Duration::hours(9),
+                actor: "tester".into(),
+                details: json!({"key": "key-e1", "forced": false}),
+            })
+            .await
+            .unwrap()
+    );
+    let mut purged = 0;
+    loop {
+        let n = store.purge_experiment_data("e1", 2, None).await.unwrap();
+        assert!(n <= 2, "{n}");
+        if n == 0 {
+            break;
+        }
+        purged += n;
+    }
+    assert_eq!(purged, 5, "only its history was left");
+    assert!(history("e1").await.is_empty());
+    assert_eq!(hours(&history("e2").await), [5, 6, 7]);
 }
 
 /// Subjects whose conversion totals are, in ascending order, -3 (s4, a refund), 1 (s1),

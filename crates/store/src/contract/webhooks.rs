@@ -601,6 +601,102 @@ pub async fn the_delivery_log_filters_redelivers_and_recovers(store: DynStore) {
     );
 }
 
+pub async fn an_experiments_deliveries_are_listed_newest_first_across_endpoints(store: DynStore) {
+    for e in [
+        endpoint("ep_a", "production", &[]),
+        endpoint("ep_b", "production", &[]),
+        endpoint("ep_winner", "production", &[EventType::WinnerChanged]),
+    ] {
+        store.create_endpoint(&e).await.unwrap();
+    }
+    // Ids beside `e1` in the order of strings: `e10` sorts before its messages' prefix
+    // `msg_e1_`, `e1a` after it.
+    for (i, id) in ["e10", "e1", "e1a"].into_iter().enumerate() {
+        activate(&store, "production", id, i as i64).await;
+    }
+    store.fan_out_webhooks(W0, 100).await.unwrap();
+    store
+        .set_winner(&WinnerChange {
+            experiment_id: "e1".into(),
+            winner: verdict_domain::Winner {
+                variant: "treatment".into(),
+                decided_at: W0 + secs(60),
+                source: verdict_domain::PolicyMode::Automatic,
+                details: json!({}),
+            },
+            complete: true,
+            actor: "test".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    store.fan_out_webhooks(W0 + secs(60), 100).await.unwrap();
+
+    let all = store
+        .list_experiment_deliveries("e1", PageRequest::DEFAULT)
+        .await
+        .unwrap();
+    let listed: Vec<(&str, &str)> = all
+        .items
+        .iter()
+        .map(|d| (d.message.id.as_str(), d.endpoint_id.as_str()))
+        .collect();
+    let mut expected = vec![
+        ("msg_e1_v2_status", "ep_a"),
+        ("msg_e1_v2_status", "ep_b"),
+        ("msg_e1_v3_winner", "ep_a"),
+        ("msg_e1_v3_winner", "ep_b"),
+        ("msg_e1_v3_winner", "ep_winner"),
+        ("msg_e1_v3_status", "ep_a"),
+        ("msg_e1_v3_status", "ep_b"),
+    ];
+    assert_eq!(all.total, 7);
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected, "every endpoint's, and only e1's");
+    assert!(
+        all.items.windows(2).all(|w| w[0].seq > w[1].seq),
+        "newest first: {listed:?}"
+    );
+    assert_eq!(listed[6].0, "msg_e1_v2_status", "{listed:?}");
+    for d in &all.items {
+        assert_eq!(d.message.experiment_id, "e1");
+        assert_eq!(
+            Some(d),
+            store
+                .get_delivery(&d.endpoint_id, &d.message.id)
+                .await
+                .unwrap()
+                .as_ref()
+        );
+    }
+    let page = store
+        .list_experiment_deliveries(
+            "e1",
+            PageRequest {
+                page: 2,
+                page_size: 4,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.total, 7);
+    assert_eq!(page.items, all.items[4..]);
+    for (other, n) in [("e10", 2), ("e1a", 2), ("e", 0), ("e2", 0)] {
+        let page = store
+            .list_experiment_deliveries(other, PageRequest::DEFAULT)
+            .await
+            .unwrap();
+        assert_eq!(page.total, n, "{other}");
+        assert_eq!(page.items.len(), n as usize, "{other}");
+        assert!(
+            page.items.iter().all(|d| d.message.experiment_id == other),
+            "{other}"
+        );
+    }
+}
+
 pub async fn endpoint_health_keeps_the_first_failure_until_a_success(store: DynStore) {
     store
         .create_endpoint(&endpoint("ep", "production", &[]))

@@ -3,6 +3,7 @@
 //! concurrent upsert losing with E11000 reads what the winner stored.
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use mongodb::bson::doc;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -166,6 +167,33 @@ impl AssignmentStore for MongoStore {
             .await
             .map_err(db_err("looking for forced variants"))?;
         Ok(found.is_some())
+    }
+
+    async fn forced_variants(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut cursor = self
+            .coll("forced_variants")
+            .find(doc! {"experiment_id": experiment_id})
+            .sort(doc! {"subject": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(db_err("listing forced variants"))?;
+        let mut found = Vec::new();
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(db_err("listing forced variants"))?
+        {
+            let what = "`forced_variants`";
+            found.push((
+                get_str(&d, "subject", what)?.to_owned(),
+                get_str(&d, "variant", what)?.to_owned(),
+            ));
+        }
+        Ok(found)
     }
 
     async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {

@@ -53,6 +53,18 @@ fn experiment_fields(e: &Experiment) -> Result<Document> {
     })
 }
 
+/// A regular expression matching `text` literally.
+fn regex_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}-/".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn outbox_doc(m: &OutboxMessage) -> Result<Document> {
     Ok(doc! {
         "_id": &m.id,
@@ -262,6 +274,13 @@ impl ExperimentStore for MongoStore {
         }
         if let Some(st) = filter.status {
             f.insert("status", st.as_str());
+        }
+        if let Some(text) = &filter.text {
+            let contains = doc! {"$regex": regex_literal(text), "$options": "i"};
+            f.insert(
+                "$or",
+                vec![doc! {"key": contains.clone()}, doc! {"doc.name": contains}],
+            );
         }
         self.page_of("experiments", f, page, "listing experiments")
             .await

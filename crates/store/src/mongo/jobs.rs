@@ -371,6 +371,20 @@ impl JobStore for MongoStore {
             .await
     }
 
+    async fn delete_evaluation_history(
+        &self,
+        filter: &RetentionFilter,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence_before_delete(fence).await?;
+        let mut f = scope_filter(filter);
+        f.insert("at", doc! {"$lt": bdate(filter.before)});
+        // Oldest first through the `at` index.
+        self.bounded_delete("evaluation_history", f, doc! {"at": 1}, limit, fence)
+            .await
+    }
+
     async fn delete_webhook_attempts(
         &self,
         before: OffsetDateTime,
@@ -485,6 +499,7 @@ impl JobStore for MongoStore {
             ("assignments", "experiment_id"),
             ("forced_variants", "experiment_id"),
             ("evaluation_state", "_id"),
+            ("evaluation_history", "experiment_id"),
         ] {
             let left = limit.saturating_sub(deleted as usize);
             if left == 0 {

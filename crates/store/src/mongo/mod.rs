@@ -25,7 +25,9 @@
 //! - `audit`: `_id` = an increasing id from the `counters` document `audit`.
 //! - `environments`, `audiences`, `api_keys`: JSON documents with an `order` from
 //!   `counters` (creation order for lists) and unique keys.
-//! - `buckets`, `subject_metrics`, `rollup_state`, `evaluation_state`: rollups.
+//! - `buckets`, `subject_metrics`, `rollup_state`, `evaluation_state`: rollups;
+//!   `evaluation_history`: each experiment's recorded evaluations, `_id` from the `counters`
+//!   document `evaluation_history` (the order of recording).
 //! - `outbox`, `webhook_*`, `leases`, `job_runs`: see `experiments.rs`, `webhooks.rs`,
 //!   `jobs.rs`.
 //!
@@ -587,6 +589,15 @@ impl MongoStore {
             (
                 "subject_segments",
                 vec![unique(doc! {"experiment_id": 1, "subject": 1})],
+            ),
+            (
+                "evaluation_history",
+                vec![
+                    // An experiment's latest points, and its purge.
+                    plain(doc! {"experiment_id": 1, "_id": -1}),
+                    // Retention: expired points found without reading the rest.
+                    plain(doc! {"at": 1}),
+                ],
             ),
             (
                 "outbox",

@@ -1,5 +1,7 @@
 //! [`RollupStore`] on MongoDB: collections `buckets`, `subject_metrics`, `rollup_state`
-//! (the watermark and the range being folded) and `evaluation_state`. A rollup step is
+//! (the watermark and the range being folded), `evaluation_state` and `evaluation_history`
+//! (`_id` from the `counters` document `evaluation_history`, the order of recording; the
+//! point as JSON in `doc`). A rollup step is
 //! `$group` + `$merge` pipelines over a seq range of `events`, made idempotent instead of
 //! transactional (see [`RollupStore::rollup`] below); so is the repair of one experiment's
 //! overflowed totals (see [`RollupStore::repair_totals`] below).
@@ -12,20 +14,23 @@ use serde_json::Value;
 use verdict_domain::{Breakdown, DimensionSource};
 
 use super::{
-    MongoStore, collect, combine, counted, db_err, decode, documents, get_date, get_f64, get_i64,
-    get_str, get_u64, is_duplicate, opt_i64, opt_str, per_variant_totals, subject_stages,
-    time_filter,
+    MongoStore, bdate, collect, combine, counted, db_err, decode, doc_field, documents, encode,
+    get_date, get_f64, get_i64, get_str, get_u64, is_duplicate, opt_i64, opt_str,
+    per_variant_totals, subject_stages, time_filter,
 };
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts};
 use crate::rollup::{
-    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SQUARE_OVERFLOWS,
-    SegmentCounts, SubjectFigure, check_bound, check_cap, check_fence, quantile_position,
-    segment_figures,
+    Bucket, EvaluationPoint, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore,
+    SQUARE_OVERFLOWS, SegmentCounts, SubjectFigure, check_bound, check_cap, check_fence,
+    quantile_position, segment_figures,
 };
 use crate::{Result, StoreError};
 
 const ROLLUP_STATE: &str = "`rollup_state`";
+
+/// The collection of evaluation history (and the name of its counter).
+const EVALUATION_HISTORY: &str = "evaluation_history";
 
 /// A bucket whose Σ or Σ² is not a finite number. (`$not` of the finite range matches
 /// ±infinity; NaN is matched by equality too, as servers differ on how a range treats it.)
@@ -1119,5 +1124,43 @@ impl RollupStore for MongoStore {
                 .map_err(db_err("writing evaluation state")),
             Err(e) => Err(db_err("writing evaluation state")(e)),
         }
+    }
+
+    async fn record_evaluation(&self, point: &EvaluationPoint) -> Result<()> {
+        let seq = self.next_seq(EVALUATION_HISTORY, 1).await?;
+        self.coll(EVALUATION_HISTORY)
+            .insert_one(doc! {
+                "_id": seq,
+                "experiment_id": &point.experiment_id,
+                "at": bdate(point.at),
+                "doc": encode(point)?,
+            })
+            .await
+            .map_err(db_err("recording an evaluation"))?;
+        Ok(())
+    }
+
+    async fn evaluation_history(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<EvaluationPoint>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let docs = collect(
+            self.coll(EVALUATION_HISTORY)
+                .find(doc! {"experiment_id": experiment_id})
+                .sort(doc! {"_id": -1})
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .await
+                .map_err(db_err("reading evaluation history"))?,
+            "reading evaluation history",
+        )
+        .await?;
+        docs.iter()
+            .rev()
+            .map(|d| doc_field(d, "`evaluation_history`", "reading evaluation history"))
+            .collect()
     }
 }

@@ -40,7 +40,7 @@ use crate::error::StoreError;
 use crate::model::{Page, PageRequest};
 use crate::webhooks::{
     Attempt, AttemptResult, Delivery, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointPatch,
-    WebhookStore,
+    WebhookStore, experiment_message_range,
 };
 
 const ENDPOINTS: &str = "webhook_endpoints";
@@ -64,6 +64,8 @@ pub(super) fn indexes() -> Vec<(&'static str, Vec<IndexModel>)> {
                 plain(doc! {"status": 1, "next_attempt_at": 1, "seq": 1}),
                 plain(doc! {"endpoint_id": 1, "status": 1, "seq": -1}),
                 plain(doc! {"endpoint_id": 1, "seq": -1}),
+                // One experiment's deliveries: a range of message ids.
+                plain(doc! {"message_id": 1}),
                 IndexModel::builder()
                     .keys(doc! {"lease_token": 1})
                     .options(IndexOptions::builder().sparse(true).build())
@@ -572,6 +574,34 @@ impl WebhookStore for MongoStore {
                 .await
                 .map_err(db_err("listing webhook deliveries"))?,
             "listing webhook deliveries",
+        )
+        .await?
+        .iter()
+        .map(to_delivery)
+        .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    async fn list_experiment_deliveries(
+        &self,
+        experiment_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<Delivery>> {
+        let (low, high) = experiment_message_range(experiment_id);
+        let filter = doc! {"message_id": {"$gte": low, "$lt": high}};
+        let c = self.coll(DELIVERIES);
+        let total = c
+            .count_documents(filter.clone())
+            .await
+            .map_err(db_err("counting an experiment's webhook deliveries"))?;
+        let items = collect(
+            c.find(filter)
+                .sort(doc! {"seq": -1})
+                .skip(page.offset())
+                .limit(page.limit() as i64)
+                .await
+                .map_err(db_err("listing an experiment's webhook deliveries"))?,
+            "listing an experiment's webhook deliveries",
         )
         .await?
         .iter()

@@ -166,6 +166,27 @@ impl AssignmentStore for SqliteStore {
         .await
     }
 
+    async fn forced_variants(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let eid = experiment_id.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read_point(move |c| {
+            c.prepare_cached(
+                "SELECT subject, variant FROM forced_variants WHERE experiment_id = ?1
+                 ORDER BY subject LIMIT ?2",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![eid, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(internal("listing forced variants"))
+        })
+        .await
+    }
+
     async fn subject_state(&self, experiment_id: &str, subject: &str) -> Result<SubjectRecord> {
         let (eid, s) = (experiment_id.to_owned(), subject.to_owned());
         self.read_point(move |c| {

@@ -171,6 +171,12 @@ impl ExperimentStore for SqliteStore {
             if let Some(st) = f.status {
                 add("status = ?", st.as_str().to_owned());
             }
+            if let Some(text) = f.text {
+                add(
+                    "(instr(lower(key), ?) > 0 OR instr(lower(json_extract(doc, '$.name')), ?) > 0)",
+                    text.to_ascii_lowercase(),
+                );
+            }
             let n = args.len();
             let refs: Vec<&dyn rusqlite::ToSql> =
                 args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();

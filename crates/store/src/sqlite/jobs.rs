@@ -89,7 +89,21 @@ const PURGE_STATEMENTS: &[&str] = &[
     "DELETE FROM forced_variants WHERE (experiment_id, subject) IN (
          SELECT experiment_id, subject FROM forced_variants WHERE experiment_id = ?1 LIMIT ?2)",
     "DELETE FROM evaluation_state WHERE experiment_id = ?1 AND ?2 > 0",
+    "DELETE FROM evaluation_history WHERE seq IN (
+         SELECT seq FROM evaluation_history WHERE experiment_id = ?1 LIMIT ?2)",
 ];
+
+/// Deletes at most `limit` points of evaluation history evaluated before `?1`, oldest first,
+/// narrowed by `clause` (from [`scope_clause`]), found through `evaluation_history_by_time`.
+pub(super) fn expired_evaluations_sql(clause: &str, limit: usize) -> String {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    format!(
+        "DELETE FROM evaluation_history WHERE seq IN (
+             SELECT seq FROM evaluation_history
+             WHERE at < ?1{clause}
+             ORDER BY at, seq LIMIT {limit})"
+    )
+}
 
 #[async_trait]
 impl JobStore for SqliteStore {
@@ -290,6 +304,18 @@ impl JobStore for SqliteStore {
                  SELECT experiment_id, event, granularity, start, variant FROM buckets
                  WHERE start < ?1{clause} LIMIT {limit})"
         );
+        self.fenced_delete(sql, to_millis(filter.before), ids, fence)
+            .await
+    }
+
+    async fn delete_evaluation_history(
+        &self,
+        filter: &RetentionFilter,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        let (clause, ids) = scope_clause(filter, "+experiment_id");
+        let sql = expired_evaluations_sql(&clause, limit);
         self.fenced_delete(sql, to_millis(filter.before), ids, fence)
             .await
     }

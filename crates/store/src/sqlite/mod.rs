@@ -107,6 +107,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0014_events_by_received",
         include_str!("../../migrations/0014_events_by_received.sql"),
     ),
+    (
+        "0015_evaluation_history",
+        include_str!("../../migrations/0015_evaluation_history.sql"),
+    ),
+    (
+        "0016_deliveries_by_message",
+        include_str!("../../migrations/0016_deliveries_by_message.sql"),
+    ),
 ];
 
 /// Reader connections for point lookups ([`SqliteStore::read_point`]).

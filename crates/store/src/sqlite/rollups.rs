@@ -1,5 +1,6 @@
 //! [`RollupStore`] on SQLite: tables `buckets`, `subject_metrics` (keyed by the small
-//! integer ids of `rollup_names`), `rollup_state` (the watermark) and `evaluation_state`.
+//! integer ids of `rollup_names`), `rollup_state` (the watermark), `evaluation_state` and
+//! `evaluation_history`.
 //! A rollup step is one `BEGIN IMMEDIATE` transaction that folds the events past the
 //! watermark and advances it; so is the repair of one experiment's overflowed totals.
 
@@ -9,16 +10,21 @@ use serde_json::Value;
 use verdict_domain::{Breakdown, DimensionSource};
 
 use super::{
-    STARTS, SUBJECT_FIGURES, SqliteStore, begin, check_fence, commit, decode, internal,
+    STARTS, SUBJECT_FIGURES, SqliteStore, begin, check_fence, commit, decode, encode, internal,
     quantile_of_totals, variant_counts_row, variant_counts_row_at, variant_sums,
 };
 use crate::Result;
 use crate::jobs::Fence;
 use crate::model::{Attribution, TimeRange, VariantCounts, from_millis, to_millis};
 use crate::rollup::{
-    Bucket, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore, SegmentCounts,
-    check_bound, check_cap,
+    Bucket, EvaluationPoint, EventCount, Granularity, RepairOutcome, RollupReport, RollupStore,
+    SegmentCounts, check_bound, check_cap,
 };
+
+/// The latest `?2` points of experiment `?1`'s history, newest first, through
+/// `evaluation_history_by_experiment`.
+pub(super) const LATEST_EVALUATIONS: &str = "SELECT doc FROM evaluation_history
+     WHERE experiment_id = ?1 ORDER BY seq DESC LIMIT ?2";
 
 /// A bucket whose Σ or Σ² is infinite: the condition of the partial index
 /// `buckets_overflowed` (migration 0008) word for word, so that queries use it.
@@ -605,6 +611,43 @@ impl RollupStore for SqliteStore {
             )
             .map_err(internal("writing evaluation state"))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_evaluation(&self, point: &EvaluationPoint) -> Result<()> {
+        let doc = encode(point)?;
+        let (eid, at) = (point.experiment_id.clone(), to_millis(point.at));
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO evaluation_history (experiment_id, at, doc) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut st| st.execute(params![eid, at, doc]))
+            .map_err(internal("recording an evaluation"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn evaluation_history(
+        &self,
+        experiment_id: &str,
+        limit: usize,
+    ) -> Result<Vec<EvaluationPoint>> {
+        let eid = experiment_id.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let docs = c
+                .prepare_cached(LATEST_EVALUATIONS)
+                .and_then(|mut st| {
+                    st.query_map(params![eid, limit], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(internal("reading evaluation history"))?;
+            docs.iter()
+                .rev()
+                .map(|d| decode(d, "reading evaluation history"))
+                .collect()
         })
         .await
     }

@@ -361,7 +361,7 @@ fn every_migration_file_is_applied_in_the_order_of_its_number() {
 /// pinned: a schema change is a new migration (a pin changes only with a comment).
 #[test]
 fn applied_migrations_are_never_edited() {
-    const PINNED: [(&str, u64); 14] = [
+    const PINNED: [(&str, u64); 16] = [
         ("0001_core", 0xaa46_8c87_e86e_9caa),
         ("0002_rollups", 0x3e1a_1c10_21f8_1df4),
         ("0003_outbox", 0x2171_bcdf_e975_a1a9),
@@ -376,12 +376,15 @@ fn applied_migrations_are_never_edited() {
         ("0012_subject_segments", 0x9a78_0d70_e54a_ebef),
         ("0013_publications", 0x7229_0b01_f58b_3b43),
         ("0014_events_by_received", 0xad95_1355_235e_bb6a),
+        ("0015_evaluation_history", 0x5b5c_c60b_2241_2f4b),
+        ("0016_deliveries_by_message", 0xdbc0_5c6c_979c_f79a),
     ];
     let fnv = |text: &str| {
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
     };
+    assert_eq!(MIGRATIONS.len(), PINNED.len(), "every migration is pinned");
     for ((name, sql), (pinned_name, hash)) in MIGRATIONS.iter().zip(PINNED) {
         assert_eq!(*name, pinned_name);
         assert_eq!(fnv(sql), hash, "migration {name} was edited");
@@ -479,6 +482,94 @@ fn expired_events_are_found_through_the_received_index() {
                 .iter()
                 .any(|s| s == "SCAN events" || s.contains("events_by_experiment")),
             "{filter:?} reads more than the expired events: {plan:#?}"
+        );
+    }
+}
+
+/// The steps of SQLite's plan for `sql` with `args`.
+fn query_plan(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    stmt.query_map(args, |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// One experiment's webhook deliveries are read through `webhook_deliveries_by_message`, a
+/// range of its message ids, whatever the size of the table.
+#[test]
+fn an_experiments_deliveries_are_found_through_the_message_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = writer_connection(&dir);
+    for (sql, args) in [
+        (
+            webhooks::EXPERIMENT_DELIVERIES_COUNT.to_owned(),
+            vec![&"msg_e1_" as &dyn rusqlite::ToSql, &"msg_e1`"],
+        ),
+        (
+            webhooks::experiment_deliveries_sql(),
+            vec![
+                &"msg_e1_" as &dyn rusqlite::ToSql,
+                &"msg_e1`",
+                &20_i64,
+                &0_i64,
+            ],
+        ),
+    ] {
+        let plan = query_plan(&conn, &sql, &args);
+        assert!(
+            plan.iter().any(|s| s
+                .contains("INDEX webhook_deliveries_by_message (message_id>? AND message_id<?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|s| s.starts_with("SCAN webhook_deliveries")),
+            "{plan:#?}"
+        );
+    }
+}
+
+/// An experiment's latest evaluations are read through `evaluation_history_by_experiment`
+/// in order, and expired ones found through `evaluation_history_by_time`, for each shape of
+/// retention filter.
+#[test]
+fn evaluation_history_is_read_and_expired_through_its_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = writer_connection(&dir);
+    let plan = query_plan(&conn, rollups::LATEST_EVALUATIONS, &[&"e1", &500_i64]);
+    assert_eq!(
+        plan,
+        [
+            "SEARCH evaluation_history USING INDEX evaluation_history_by_experiment (experiment_id=?)"
+        ],
+        "no sort, no scan"
+    );
+    let before = datetime!(2026-01-01 00:00:00 UTC);
+    for (only, except) in [
+        (None, Vec::new()),
+        (Some("e1".to_owned()), Vec::new()),
+        (None, vec!["e1".to_owned(), "e2".to_owned()]),
+    ] {
+        let filter = crate::jobs::RetentionFilter {
+            before,
+            only,
+            except,
+        };
+        let (clause, ids) = jobs::scope_clause(&filter, "+experiment_id");
+        let sql = jobs::expired_evaluations_sql(&clause, 1_000);
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&0_i64];
+        values.extend(ids.iter().map(|s| s as &dyn rusqlite::ToSql));
+        let plan = query_plan(&conn, &sql, &values);
+        assert!(
+            plan.iter()
+                .any(|s| s.contains("INDEX evaluation_history_by_time (at<?)")),
+            "{filter:?}: {plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|s| s == "SCAN evaluation_history"),
+            "{filter:?}: {plan:#?}"
         );
     }
 }

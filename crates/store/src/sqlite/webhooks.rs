@@ -1,5 +1,5 @@
 //! [`WebhookStore`] for [`SqliteStore`]: tables `webhook_endpoints`, `webhook_deliveries`,
-//! `webhook_attempts` and the fan-out cursor `webhook_fanout` (see the last migration).
+//! `webhook_attempts` and the fan-out cursor `webhook_fanout` (migrations 0006 and 0016).
 //!
 //! Every write is one `BEGIN IMMEDIATE` transaction on the writer connection, which
 //! serializes writers across threads *and* processes: a claim reads the due deliveries and
@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::model::{Page, PageRequest, from_millis, to_millis};
 use crate::webhooks::{
     Attempt, AttemptResult, Delivery, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointPatch,
-    WebhookStore,
+    WebhookStore, experiment_message_range,
 };
 
 const DELIVERY_COLUMNS: &str = "seq, endpoint_id, message, status, attempts, next_attempt_at, \
@@ -186,6 +186,49 @@ fn delivery_page(
         .map_err(internal("listing webhook deliveries"))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(internal("listing webhook deliveries"))?
+        .into_iter()
+        .map(to_delivery)
+        .collect::<Result<_>>()?;
+    Ok(Page {
+        items,
+        total: total as u64,
+    })
+}
+
+/// A page of the deliveries whose message id is in `[?1, ?2)`, newest first; the count
+/// first. Both read `webhook_deliveries_by_message`.
+pub(super) const EXPERIMENT_DELIVERIES_COUNT: &str =
+    "SELECT COUNT(*) FROM webhook_deliveries WHERE message_id >= ?1 AND message_id < ?2";
+
+pub(super) fn experiment_deliveries_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries INDEXED BY webhook_deliveries_by_message
+         WHERE message_id >= ?1 AND message_id < ?2
+         ORDER BY seq DESC LIMIT ?3 OFFSET ?4"
+    )
+}
+
+fn experiment_delivery_page(
+    c: &Connection,
+    experiment_id: &str,
+    page: PageRequest,
+) -> Result<Page<Delivery>> {
+    let (low, high) = experiment_message_range(experiment_id);
+    let total: i64 = c
+        .query_row(EXPERIMENT_DELIVERIES_COUNT, params![low, high], |r| {
+            r.get(0)
+        })
+        .map_err(internal("counting an experiment's webhook deliveries"))?;
+    let items = c
+        .prepare_cached(&experiment_deliveries_sql())
+        .and_then(|mut st| {
+            st.query_map(
+                params![low, high, page.limit() as i64, page.offset() as i64],
+                delivery_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(internal("listing an experiment's webhook deliveries"))?
         .into_iter()
         .map(to_delivery)
         .collect::<Result<_>>()?;
@@ -573,6 +616,16 @@ impl WebhookStore for SqliteStore {
     ) -> Result<Page<Delivery>> {
         let id = endpoint_id.to_owned();
         self.read(move |c| delivery_page(c, &id, status, page))
+            .await
+    }
+
+    async fn list_experiment_deliveries(
+        &self,
+        experiment_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<Delivery>> {
+        let id = experiment_id.to_owned();
+        self.read(move |c| experiment_delivery_page(c, &id, page))
             .await
     }
 
