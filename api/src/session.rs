@@ -1,10 +1,12 @@
 //! Console sign-ins: a cookie that names the API key (by its SHA-256, never the key itself)
-//! and when the sign-in ends, signed with HMAC-SHA256 under the session secret, and the CSRF
-//! token each form carries, derived from the same secret and the session.
+//! or carries the JWT bearer token signed in with, and when the sign-in ends, signed with
+//! HMAC-SHA256 under the session secret; and the CSRF token each form carries, derived from
+//! the same secret and the session.
 //!
 //! Nothing is kept on the server: any replica with the same secret accepts the cookie, a
-//! restart keeps it, and each request authenticates the key again (as an API call with the
-//! key would), so revoking the key ends the sign-in within the key cache's few seconds.
+//! restart keeps it, and each request authenticates the key or token again (as an API call
+//! with it would), so revoking the key ends the sign-in within the key cache's few seconds,
+//! and a token's sign-in ends when the token expires.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -17,8 +19,10 @@ use verdict_config::ExposeSecret;
 pub const COOKIE: &str = "verdict_session";
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
-/// Version tag of the cookie's format.
+/// Version tag of the cookie's format for an API key's session.
 const FORMAT: &str = "v1";
+/// Version tag of the cookie's format for a token's session.
+const TOKEN_FORMAT: &str = "t1";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -39,10 +43,32 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// A valid session: the key's digest and when the sign-in ends.
+/// What a session signs in with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// An API key, by the SHA-256 of its plaintext.
+    Key([u8; 32]),
+    /// A JWT bearer token, verified again on each request (so it ends when the token
+    /// expires, whatever the session's own end).
+    Token(String),
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key(digest) => write!(f, "Key({})", hex::encode(digest)),
+            Self::Token(_) => f.write_str("Token(…)"),
+        }
+    }
+}
+
+/// The longest token a session cookie carries (browsers keep cookies up to about 4 KB).
+pub const MAX_TOKEN_LEN: usize = 3_500;
+
+/// A valid session: who signed in and when the sign-in ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    pub digest: [u8; 32],
+    pub signer: Signer,
     pub expires_at: i64,
     /// The cookie's value, which the CSRF token is bound to.
     value: String,
@@ -87,13 +113,17 @@ impl Sessions {
         mac
     }
 
-    /// A new session for the key whose plaintext hashes to `digest`, from `now`.
-    pub fn issue(&self, digest: [u8; 32], now: OffsetDateTime) -> Session {
+    /// A new session for `signer`, from `now`. Cookie values: `v1.<hex digest>.<end>.<tag>`
+    /// for a key, `t1.<end>.<token>.<tag>` for a token (a JWT's own dots stay inside).
+    pub fn issue(&self, signer: Signer, now: OffsetDateTime) -> Session {
         let expires_at = (now + self.lifetime).unix_timestamp();
-        let payload = format!("{FORMAT}.{}.{expires_at}", hex::encode(digest));
+        let payload = match &signer {
+            Signer::Key(digest) => format!("{FORMAT}.{}.{expires_at}", hex::encode(digest)),
+            Signer::Token(token) => format!("{TOKEN_FORMAT}.{expires_at}.{token}"),
+        };
         let tag = self.mac(&[b"session", payload.as_bytes()]).finalize();
         Session {
-            digest,
+            signer,
             expires_at,
             value: format!("{payload}.{}", hex::encode(tag.into_bytes())),
         }
@@ -106,16 +136,21 @@ impl Sessions {
         self.mac(&[b"session", payload.as_bytes()])
             .verify_slice(&tag)
             .ok()?;
-        let mut parts = payload.split('.');
-        let (Some(FORMAT), Some(digest), Some(expires_at), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return None;
+        let (signer, expires_at) = match payload.split_once('.')? {
+            (FORMAT, rest) => {
+                let (digest, expires_at) = rest.split_once('.')?;
+                let digest: [u8; 32] = hex::decode(digest).ok()?.try_into().ok()?;
+                (Signer::Key(digest), expires_at)
+            }
+            (TOKEN_FORMAT, rest) => {
+                let (expires_at, token) = rest.split_once('.')?;
+                (Signer::Token(token.to_owned()), expires_at)
+            }
+            _ => return None,
         };
-        let digest: [u8; 32] = hex::decode(digest).ok()?.try_into().ok()?;
         let expires_at: i64 = expires_at.parse().ok()?;
         (now.unix_timestamp() < expires_at).then(|| Session {
-            digest,
+            signer,
             expires_at,
             value: value.to_owned(),
         })
@@ -187,9 +222,9 @@ mod tests {
     #[test]
     fn a_session_checks_until_it_ends_and_only_under_its_secret() {
         let s = sessions("a secret of at least thirty-two bytes!!");
-        let issued = s.issue([7; 32], NOW);
+        let issued = s.issue(Signer::Key([7; 32]), NOW);
         let checked = s.check(&issued.value, NOW + time::Duration::hours(11));
-        assert_eq!(checked.as_ref().map(|c| c.digest), Some([7; 32]));
+        assert_eq!(checked.map(|c| c.signer), Some(Signer::Key([7; 32])));
         assert_eq!(
             s.check(&issued.value, NOW + time::Duration::hours(12)),
             None
@@ -199,9 +234,25 @@ mod tests {
     }
 
     #[test]
+    fn a_token_session_carries_its_token() {
+        let s = sessions("a secret of at least thirty-two bytes!!");
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJlcmluIn0.c2lnbmF0dXJl".to_owned();
+        let issued = s.issue(Signer::Token(token.clone()), NOW);
+        let checked = s.check(&issued.value, NOW).expect("a valid session");
+        assert_eq!(checked.signer, Signer::Token(token.clone()));
+        let edited = issued.value.replacen("c2lnbmF0dXJl", "c2lnbmF0dXJm", 1);
+        assert_ne!(edited, issued.value);
+        assert_eq!(s.check(&edited, NOW), None);
+        assert_eq!(
+            s.check(&issued.value, NOW + time::Duration::hours(12)),
+            None
+        );
+    }
+
+    #[test]
     fn an_edited_cookie_is_refused() {
         let s = sessions("a secret of at least thirty-two bytes!!");
-        let issued = s.issue([7; 32], NOW);
+        let issued = s.issue(Signer::Key([7; 32]), NOW);
         // A later end, or another key, with the old signature.
         let later = issued.value.replacen(
             &issued.expires_at.to_string(),
@@ -224,8 +275,8 @@ mod tests {
     #[test]
     fn a_csrf_token_belongs_to_its_session() {
         let s = sessions("a secret of at least thirty-two bytes!!");
-        let one = s.issue([1; 32], NOW);
-        let two = s.issue([2; 32], NOW);
+        let one = s.issue(Signer::Key([1; 32]), NOW);
+        let two = s.issue(Signer::Key([2; 32]), NOW);
         let token = s.csrf(&one);
         assert!(s.csrf_matches(&one, &token));
         assert!(!s.csrf_matches(&two, &token));
@@ -243,7 +294,7 @@ mod tests {
         let a = Sessions::new(&settings, "vk_bootstrap");
         let b = Sessions::new(&settings, "vk_bootstrap");
         let c = Sessions::new(&settings, "vk_other");
-        let issued = a.issue([3; 32], NOW);
+        let issued = a.issue(Signer::Key([3; 32]), NOW);
         assert!(b.check(&issued.value, NOW).is_some());
         assert!(c.check(&issued.value, NOW).is_none());
     }
@@ -251,7 +302,7 @@ mod tests {
     #[test]
     fn the_cookie_is_http_only_strict_and_secure_behind_tls() {
         let s = sessions("a secret of at least thirty-two bytes!!");
-        let issued = s.issue([1; 32], NOW);
+        let issued = s.issue(Signer::Key([1; 32]), NOW);
         let plain = s.cookie(&issued, false, NOW);
         assert!(plain.contains("HttpOnly; SameSite=Strict"), "{plain}");
         assert!(plain.contains("Max-Age=43200"), "{plain}");

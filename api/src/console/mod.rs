@@ -9,12 +9,20 @@
 //! - `GET /admin`: the experiments list (environment, organization, status, paging).
 //! - `GET /admin/experiments/{key}`: definition, lifecycle, results, manual winner, audit.
 //! - `POST /admin/experiments/{key}/status`, `…/winner`: the changes, then back to the page.
+//! - `GET|POST /admin/new-experiment`, `GET|POST /admin/experiments/{key}/edit`,
+//!   `POST …/variants`, `…/forced`, `…/forced/remove`: the definition forms
+//!   (`definition.rs`), each problem shown next to its field (`form.rs`).
+//! - `GET /admin/operations`: jobs, throughput, rejections, webhooks, readiness (`ops.rs`).
 //! - `GET|POST /admin/sign-in`, `POST /admin/sign-out`.
 //! - `GET /admin/assets/console.css`.
 //!
 //! Every answer carries `Content-Security-Policy: default-src 'self'` (no inline script or
 //! style, nothing from another host), `X-Frame-Options: DENY` and `Cache-Control: no-store`.
 
+pub mod chart;
+mod definition;
+mod form;
+mod ops;
 mod pages;
 
 use axum::Router;
@@ -30,10 +38,10 @@ use time::OffsetDateTime;
 use verdict_app::auth::Credential;
 use verdict_app::experiments::{ListParams, ScopedPageParams, WinnerOverride};
 use verdict_app::results::ResultsParams;
-use verdict_app::{AppError, Caller, ErrorCode, ScopeParams};
+use verdict_app::{AppError, Caller, ErrorCode, PageParams, ScopeParams};
 use verdict_domain::Right;
 
-use crate::session::{COOKIE as SESSION_COOKIE, Session};
+use crate::session::{COOKIE as SESSION_COOKIE, MAX_TOKEN_LEN, Session, Signer};
 use crate::state::AppState;
 
 /// The stylesheet, embedded.
@@ -46,10 +54,28 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/", get(|| async { redirect("/admin") }))
         .route("/admin/sign-in", get(sign_in_page).post(sign_in))
         .route("/admin/sign-out", post(sign_out))
+        .route(
+            "/admin/new-experiment",
+            get(definition::new_experiment_page).post(definition::create),
+        )
         .route("/admin/experiments/{key}", get(experiment))
+        .route(
+            "/admin/experiments/{key}/edit",
+            get(definition::edit_page).post(definition::update),
+        )
+        .route(
+            "/admin/experiments/{key}/variants",
+            post(definition::put_variants),
+        )
+        .route("/admin/experiments/{key}/forced", post(definition::force))
+        .route(
+            "/admin/experiments/{key}/forced/remove",
+            post(definition::unforce),
+        )
         .route("/admin/experiments/{key}/status", post(set_status))
         .route("/admin/experiments/{key}/winner", post(set_winner))
         .route("/admin/assets/console.css", get(stylesheet))
+        .merge(ops::routes())
 }
 
 /// The headers every console answer carries.
@@ -158,13 +184,17 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<SignedIn, Re
     let Some(session) = session_cookie(headers).and_then(|v| sessions.check(&v, now)) else {
         return Err(Box::new(redirect("/admin/sign-in")));
     };
-    match state.authenticate_digest(session.digest).await {
+    let caller = match &session.signer {
+        Signer::Key(digest) => state.authenticate_digest(*digest).await,
+        Signer::Token(token) => state.authenticate(token).await,
+    };
+    match caller {
         Ok(caller) => Ok(SignedIn {
             csrf: sessions.csrf(&session),
             caller,
             session,
         }),
-        // The key was revoked: the sign-in ends with it.
+        // The key was revoked, or the token expired: the sign-in ends with it.
         Err(e) if e.code == ErrorCode::Unauthorized => Err(Box::new(redirect_setting(
             "/admin/sign-in",
             &sessions.removal(over_tls(headers)),
@@ -224,24 +254,32 @@ async fn sign_in(
     let key = form.key.trim();
     let refused = |message: &str| html(StatusCode::UNAUTHORIZED, pages::sign_in(Some(message)));
     if key.is_empty() {
-        return refused("Enter an API key.");
+        return refused("Enter an API key or a token.");
     }
     let caller = match state.authenticate(key).await {
         Ok(caller) => caller,
         Err(e) if e.code == ErrorCode::Unauthorized => {
-            return refused("That key is unknown or revoked.");
+            return match verdict_jwt::looks_like_jwt(key) {
+                true => refused(&format!("That token is refused: {}", e.message)),
+                false => refused("That key is unknown or revoked."),
+            };
         }
         Err(e) => return error_page(None, &e),
     };
-    if matches!(caller.principal().credential, Credential::Token { .. }) {
-        return refused("Sign in with an API key; tokens are not accepted here.");
-    }
     if !caller.holds(Right::ExperimentsRead) {
         return refused("That key may not read experiments (right experiments:read).");
     }
-    let digest = Sha256::digest(key.as_bytes());
+    let signer = match caller.principal().credential {
+        Credential::Token { .. } if key.len() > MAX_TOKEN_LEN => {
+            return refused(&format!(
+                "That token is longer than the {MAX_TOKEN_LEN} bytes a sign-in cookie can carry."
+            ));
+        }
+        Credential::Token { .. } => Signer::Token(key.to_owned()),
+        _ => Signer::Key(Sha256::digest(key.as_bytes()).into()),
+    };
     let now = OffsetDateTime::now_utc();
-    let session = state.sessions.issue(digest.into(), now);
+    let session = state.sessions.issue(signer, now);
     redirect_setting(
         "/admin",
         &state.sessions.cookie(&session, over_tls(&headers), now),
@@ -293,6 +331,8 @@ pub(crate) struct ListQuery {
     organization: String,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    search: String,
     page: Option<u32>,
 }
 
@@ -321,11 +361,25 @@ async fn experiments(
         environment: non_empty(&query.environment),
         organization: non_empty(&query.organization),
         status: non_empty(&query.status),
+        search: non_empty(&query.search),
         page: Some(query.page.unwrap_or(1).max(1)),
         page_size: Some(pages::PAGE_SIZE),
     };
     match state.list_experiments(&who.caller, params).await {
-        Ok(list) => html(StatusCode::OK, pages::experiments(&who, &query, &list)),
+        Ok(list) => {
+            // Each row's leader, from its latest stored evaluation (read together).
+            let latest =
+                futures::future::join_all(list.data.iter().map(|e| state.latest_evaluation(e)))
+                    .await;
+            let leaders: Vec<Option<pages::Leader>> = latest
+                .into_iter()
+                .map(|p| p.ok().flatten().and_then(pages::Leader::of))
+                .collect();
+            html(
+                StatusCode::OK,
+                pages::experiments(&who, &query, &list, &leaders),
+            )
+        }
         Err(e) => error_page(Some(&who), &e),
     }
 }
@@ -381,12 +435,8 @@ async fn experiment(
     Path(key): Path<String>,
     scope: Result<Query<ScopeQuery>, QueryRejection>,
 ) -> Response {
-    let scope = match query(scope) {
-        Ok(q) => q,
-        Err(answer) => return *answer,
-    };
-    let who = match signed_in(&state, &headers).await {
-        Ok(who) => who,
+    let (who, scope) = match page_request(&state, &headers, scope, Right::ExperimentsRead).await {
+        Ok(parts) => parts,
         Err(answer) => return *answer,
     };
     experiment_page(&state, &who, &key, &scope, StatusCode::OK, None).await
@@ -429,11 +479,39 @@ async fn experiment_page(
     } else {
         None
     };
+    let forced = state
+        .forced_variants(&who.caller, &scope.params(), key)
+        .await;
+    let history = if who.may(Right::ResultsRead) {
+        Some(
+            state
+                .evaluation_history(&who.caller, scope.params(), key)
+                .await,
+        )
+    } else {
+        None
+    };
+    let deliveries = if who.may(Right::WebhooksManage) {
+        let page = PageParams {
+            page: Some(1),
+            page_size: Some(pages::PAGE_SIZE),
+        };
+        Some(
+            state
+                .experiment_deliveries(&who.caller, scope.params(), key, page)
+                .await,
+        )
+    } else {
+        None
+    };
     let url = experiment_url(key, scope);
     let view = pages::ExperimentView {
         experiment: &e,
         results: results.as_ref(),
         audit: audit.as_ref(),
+        forced: &forced,
+        history: history.as_ref(),
+        deliveries: deliveries.as_ref(),
         problem,
         url: &url,
     };
@@ -463,6 +541,20 @@ async fn checked_form<T>(
     let who = signed_in(state, headers).await?;
     check_csrf(state, &who, &form.csrf)?;
     Ok((who, form.fields))
+}
+
+/// The parts of a page's request, once every check passed: the caller (holding `right`)
+/// and the page's scope.
+async fn page_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    right: Right,
+) -> Result<(SignedIn, ScopeQuery), Refused> {
+    let scope = query(scope)?;
+    let who = signed_in(state, headers).await?;
+    require(&who, right)?;
+    Ok((who, scope))
 }
 
 /// The parts of a change form's request, once every check passed: the caller (its CSRF

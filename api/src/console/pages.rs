@@ -4,17 +4,20 @@
 use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use verdict_app::experiments::ForcedList;
+use verdict_app::history::{HistoryPoint, HistoryView};
 use verdict_app::results::{MetricResults, ResultsView};
+use verdict_app::webhooks::MessageView;
 use verdict_app::{AppError, Paginated};
 use verdict_domain::{Experiment, Right, Status};
 use verdict_store::AuditEntry;
 
-use super::{ListQuery, SignedIn};
+use super::{ListQuery, SignedIn, chart};
 
 /// Rows per list page.
 pub const PAGE_SIZE: u32 = 20;
 
-fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -30,6 +33,7 @@ fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
                     @if let Some(who) = who {
                         nav {
                             a href="/admin" { "Experiments" }
+                            @if who.may(Right::JobsRun) { a href="/admin/operations" { "Operations" } }
                             a href="/docs" { "API docs" }
                         }
                         form.signout method="post" action="/admin/sign-out" {
@@ -52,13 +56,13 @@ pub fn sign_in(problem: Option<&str>) -> Markup {
         html! {
             h1 { "Sign in" }
             form.card method="post" action="/admin/sign-in" {
-                label for="key" { "API key" }
+                label for="key" { "API key or token" }
                 input #key type="password" name="key" autocomplete="off" required
                     aria-describedby=[problem.map(|_| "key-error")];
                 @if let Some(problem) = problem {
                     p.error #key-error role="alert" { (problem) }
                 }
-                p.hint { "What the key's roles allow decides what you can do here." }
+                p.hint { "An API key, or a JWT bearer token when the server accepts tokens. What its roles allow decides what you can do here." }
                 button type="submit" { "Sign in" }
             }
         },
@@ -77,7 +81,7 @@ pub fn error(who: Option<&SignedIn>, e: &AppError) -> Markup {
     )
 }
 
-fn problem_box(e: &AppError) -> Markup {
+pub(super) fn problem_box(e: &AppError) -> Markup {
     html! {
         div.problem role="alert" {
             p { strong { (e.code.as_str()) } ": " (e.message) }
@@ -108,11 +112,33 @@ fn when(t: Option<OffsetDateTime>) -> String {
         .unwrap_or_else(|| "—".to_owned())
 }
 
-fn status_badge(s: Status) -> Markup {
+pub(super) fn status_badge(s: Status) -> Markup {
     html! { span class={ "status status-" (s.as_str()) } { (s.as_str()) } }
 }
 
-pub fn experiments(who: &SignedIn, q: &ListQuery, list: &Paginated<Experiment>) -> Markup {
+/// A list row's leader: the arm with the highest P(best) at its latest evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leader {
+    pub variant: String,
+    pub prob_best: f64,
+}
+
+impl Leader {
+    pub fn of(p: HistoryPoint) -> Option<Self> {
+        p.arms
+            .into_iter()
+            .filter_map(|a| Some((a.variant, a.prob_best?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(variant, prob_best)| Self { variant, prob_best })
+    }
+}
+
+pub fn experiments(
+    who: &SignedIn,
+    q: &ListQuery,
+    list: &Paginated<Experiment>,
+    leaders: &[Option<Leader>],
+) -> Markup {
     let scope_any = who.may(Right::ScopeAny);
     let p = &list.pagination;
     let page_link = |page: u64| {
@@ -121,6 +147,7 @@ pub fn experiments(who: &SignedIn, q: &ListQuery, list: &Paginated<Experiment>) 
             ("environment", q.environment.as_str()),
             ("organization", q.organization.as_str()),
             ("status", q.status.as_str()),
+            ("search", q.search.as_str()),
         ] {
             if !v.trim().is_empty() {
                 s.append_pair(k, v.trim());
@@ -134,7 +161,11 @@ pub fn experiments(who: &SignedIn, q: &ListQuery, list: &Paginated<Experiment>) 
         Some(who),
         html! {
             h1 { "Experiments" }
+            @if who.may(Right::ExperimentsWrite) {
+                p.page-actions { a.button #new-experiment href="/admin/new-experiment" { "New experiment" } }
+            }
             form.filters method="get" action="/admin" {
+                label { "Key or name " input type="search" name="search" value=(q.search) maxlength="200"; }
                 @if scope_any {
                     label { "Environment " input type="text" name="environment" value=(q.environment); }
                     label { "Organization " input type="text" name="organization" value=(q.organization); }
@@ -156,18 +187,24 @@ pub fn experiments(who: &SignedIn, q: &ListQuery, list: &Paginated<Experiment>) 
                 table.list {
                     thead { tr {
                         th { "Experiment" } th { "Status" } th { "Primary metric" }
-                        th { "Winner" } th { "Started" } th { "Ended" }
+                        th { "Leader (P(best))" } th { "Winner" } th { "Started" } th { "Ended" }
                         @if scope_any { th { "Scope" } }
                     } }
                     tbody {
-                        @for e in &list.data {
-                            tr {
+                        @for (e, leader) in list.data.iter().zip(leaders.iter().chain(std::iter::repeat(&None))) {
+                            tr data-key=(e.key) {
                                 td {
                                     a href=(row_link(e, scope_any)) { (e.key) }
                                     @if e.name != e.key { br; small { (e.name) } }
                                 }
                                 td { (status_badge(e.status)) }
                                 td { (e.primary_metric.event) " " small { "(" (serde_plain(&e.primary_metric.kind)) ")" } }
+                                td.leader {
+                                    @match leader {
+                                        Some(l) => { (l.variant) " " small { "(" (pct(Some(l.prob_best))) ")" } },
+                                        None => "—",
+                                    }
+                                }
                                 td { @match &e.winner { Some(w) => strong { (w.variant) }, None => "—" } }
                                 td { (when(e.started_at)) }
                                 td { (when(e.completed_at)) }
@@ -212,6 +249,12 @@ pub struct ExperimentView<'a> {
     pub results: Option<&'a Result<ResultsView, AppError>>,
     /// `None`: the caller may not read the audit log.
     pub audit: Option<&'a Result<Paginated<AuditEntry>, AppError>>,
+    /// The QA overrides.
+    pub forced: &'a Result<ForcedList, AppError>,
+    /// `None`: the caller may not read results.
+    pub history: Option<&'a Result<HistoryView, AppError>>,
+    /// `None`: the caller may not read webhook deliveries.
+    pub deliveries: Option<&'a Result<Paginated<MessageView>, AppError>>,
     /// A change that was refused.
     pub problem: Option<&'a AppError>,
     /// This page's URL (forms post next to it).
@@ -219,7 +262,7 @@ pub struct ExperimentView<'a> {
 }
 
 /// `url` with `/action` before its query.
-fn action(url: &str, action: &str) -> String {
+pub(super) fn action(url: &str, action: &str) -> String {
     match url.split_once('?') {
         Some((path, query)) => format!("{path}/{action}?{query}"),
         None => format!("{url}/{action}"),
@@ -247,6 +290,7 @@ pub fn experiment(who: &SignedIn, v: &ExperimentView<'_>) -> Markup {
             p.crumbs { a href="/admin" { "Experiments" } " / " (e.key) }
             h1 { (e.name) " " (status_badge(e.status)) }
             @if !e.description.is_empty() { p.description { (e.description) } }
+            @if may_write { p.page-actions { a.button #edit-link href=(action(v.url, "edit")) { "Edit the definition" } } }
             @if let Some(problem) = v.problem { (problem_box(problem)) }
 
             section #lifecycle {
@@ -314,6 +358,64 @@ pub fn experiment(who: &SignedIn, v: &ExperimentView<'_>) -> Markup {
                 }
             }
 
+            @if let Some(history) = v.history {
+                section #over-time {
+                    h2 { "Over time" }
+                    @match history {
+                        Ok(h) => (history_charts(h)),
+                        Err(e) => (problem_box(e)),
+                    }
+                }
+            }
+
+            @if let Some(Ok(r)) = v.results {
+                section #assignments {
+                    h2 { "Assignments" }
+                    (assignments(e, r))
+                }
+            }
+
+            section #forced {
+                h2 { "Forced variants" }
+                p.hint { "QA overrides: these subjects always see the variant given, whatever the split." }
+                @match v.forced {
+                    Ok(list) if list.data.is_empty() => p.empty { "None." },
+                    Ok(list) => table.forced {
+                        thead { tr { th { "Subject" } th { "Variant" } @if may_write { th {} } } }
+                        tbody {
+                            @for f in &list.data {
+                                tr data-subject=(f.subject_id) {
+                                    td { code { (f.subject_id) } }
+                                    td { (f.variant) }
+                                    @if may_write {
+                                        td {
+                                            form method="post" action=(action(v.url, "forced/remove")) {
+                                                input type="hidden" name="csrf" value=(who.csrf);
+                                                input type="hidden" name="subject" value=(f.subject_id);
+                                                button.secondary type="submit" { "Remove" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    },
+                    Err(e) => (problem_box(e)),
+                }
+                @if may_write {
+                    form.card.inline method="post" action=(action(v.url, "forced")) {
+                        input type="hidden" name="csrf" value=(who.csrf);
+                        label for="forced-subject" { "Subject" }
+                        input #forced-subject type="text" name="subject" required maxlength="256";
+                        label for="forced-variant" { "Variant" }
+                        select #forced-variant name="variant" {
+                            @for variant in &e.variants { option value=(variant.key) { (variant.key) } }
+                        }
+                        button type="submit" { "Force" }
+                    }
+                }
+            }
+
             @if may_decide {
                 section #manual-winner {
                     h2 { "Manual winner" }
@@ -327,6 +429,34 @@ pub fn experiment(who: &SignedIn, v: &ExperimentView<'_>) -> Markup {
                         input #winner-reason type="text" name="reason" maxlength="500";
                         p.hint { "Declaring a winner also completes a running or paused experiment." }
                         button type="submit" { "Declare the winner" }
+                    }
+                }
+            }
+
+            @if let Some(deliveries) = v.deliveries {
+                section #deliveries {
+                    h2 { "Webhook deliveries" }
+                    @match deliveries {
+                        Ok(list) if list.data.is_empty() => p.empty { "No webhook message about this experiment yet." },
+                        Ok(list) => table.deliveries {
+                            thead { tr { th { "Created" } th { "Event" } th { "Endpoint" } th { "Status" } th { "Attempts" } th { "Last answer" } } }
+                            tbody {
+                                @for d in &list.data {
+                                    tr data-message=(d.message_id) {
+                                        td { (when(Some(d.created_at))) }
+                                        td { (d.event_type.as_str()) }
+                                        td { code { (d.endpoint_id) } }
+                                        td.status { (serde_plain(&d.status)) }
+                                        td.num { (d.attempts) }
+                                        td {
+                                            @if let Some(code) = d.last_status_code { (code) " " }
+                                            @if let Some(e) = &d.last_error { small { (e) } }
+                                        }
+                                    }
+                                }
+                            }
+                        },
+                        Err(e) => (problem_box(e)),
                     }
                 }
             }
@@ -355,6 +485,27 @@ pub fn experiment(who: &SignedIn, v: &ExperimentView<'_>) -> Markup {
             }
         },
     )
+}
+
+/// Subjects per variant against what the weights ask for.
+fn assignments(e: &Experiment, r: &ResultsView) -> Markup {
+    let total = r.totals.subjects;
+    html! {
+        table.assignments {
+            thead { tr { th { "Variant" } th { "Weight" } th { "Subjects" } th { "Share" } th { "Exposed" } } }
+            tbody {
+                @for (variant, summary) in e.variants.iter().zip(&r.variants) {
+                    tr data-variant=(summary.variant) {
+                        td { (summary.variant) }
+                        td.num { (format!("{:.1}%", variant.weight * 100.0)) }
+                        td.num.subjects { (summary.subjects) }
+                        td.num { @if total > 0 { (format!("{:.1}%", summary.subjects as f64 / total as f64 * 100.0)) } @else { "—" } }
+                        td.num { (summary.exposed_subjects) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn names(metrics: &[verdict_domain::Metric]) -> String {
@@ -440,6 +591,7 @@ fn metric_view(m: &MetricResults) -> Markup {
                     }
                 }
             }
+            @if rate { (posteriors(m)) }
             @if let Some(d) = &m.decision {
                 div.decision {
                     @match d.verdict.winner() {
@@ -453,6 +605,142 @@ fn metric_view(m: &MetricResults) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The most points a history chart draws (evenly spaced, the latest always kept).
+const HISTORY_CHART_POINTS: usize = 120;
+
+/// At most `n` of `points`, evenly spaced, the first and the last kept.
+fn thinned<T: Clone>(points: &[T], n: usize) -> Vec<T> {
+    if points.len() <= n || n < 2 {
+        return points.to_vec();
+    }
+    (0..n)
+        .map(|i| points[i * (points.len() - 1) / (n - 1)].clone())
+        .collect()
+}
+
+/// The primary metric's estimate per arm with its 95% interval, and each arm's P(best), at
+/// each stored evaluation.
+fn history_charts(h: &HistoryView) -> Markup {
+    let points = thinned(&h.points, HISTORY_CHART_POINTS);
+    let rate = h.estimate == verdict_policy::EstimateKind::ConversionRate;
+    let variants: Vec<&str> = h
+        .points
+        .last()
+        .map(|p| p.arms.iter().map(|a| a.variant.as_str()).collect())
+        .unwrap_or_default();
+    let arm = |p: &HistoryPoint, v: &str| p.arms.iter().find(|a| a.variant == v).cloned();
+    let estimates = variants
+        .iter()
+        .map(|v| chart::Line {
+            label: (*v).to_owned(),
+            points: points
+                .iter()
+                .filter_map(|p| Some((p.at, arm(p, v)?.estimate?)))
+                .collect(),
+            band: Some(
+                points
+                    .iter()
+                    .filter_map(|p| {
+                        let [lo, hi] = arm(p, v)?.interval?;
+                        Some((p.at, lo, hi))
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
+    let p_best = variants
+        .iter()
+        .map(|v| chart::Line {
+            label: (*v).to_owned(),
+            points: points
+                .iter()
+                .filter_map(|p| Some((p.at, arm(p, v)?.prob_best?)))
+                .collect(),
+            band: None,
+        })
+        .collect();
+    let estimate_name = serde_plain(&h.estimate).replace('_', " ");
+    html! {
+        p.hint {
+            "Each evaluation's figures for " strong { (h.metric) } " (" (estimate_name) "), as the evaluation job recorded them ("
+            (h.points.len()) " evaluations)."
+        }
+        div.charts {
+            div.chart-box #chart-estimate {
+                (chart::line_chart(&chart::Chart {
+                    title: &format!("{} per arm, with its 95% interval", estimate_name),
+                    x_label: "evaluated at (UTC)",
+                    y_label: &estimate_name,
+                    y_format: if rate { chart::Format::Percent } else { chart::Format::Number },
+                    series: estimates,
+                    y_zero: false,
+                }))
+            }
+            div.chart-box #chart-p-best {
+                (chart::line_chart(&chart::Chart {
+                    title: "P(best) per arm",
+                    x_label: "evaluated at (UTC)",
+                    y_label: "probability of being the best",
+                    y_format: chart::Format::Percent,
+                    series: p_best,
+                    y_zero: true,
+                }))
+            }
+        }
+    }
+}
+
+/// Points per posterior density curve.
+const DENSITY_POINTS: usize = 60;
+
+/// The posterior densities of a conversion-rate metric's arms: Beta(1 + c, 1 + n − c) with
+/// `c` converted subjects of `n`, over the range holding all but 0.1% of each arm's mass.
+fn posteriors(m: &MetricResults) -> Markup {
+    let posteriors: Vec<(&str, verdict_stats::BetaPosterior)> = m
+        .analysis
+        .variants
+        .iter()
+        .filter_map(|row| {
+            let p =
+                verdict_stats::BetaPosterior::from_counts(row.conversions, row.subjects).ok()?;
+            Some((row.variant.as_str(), p))
+        })
+        .collect();
+    let bounds = posteriors
+        .iter()
+        .fold(None, |acc: Option<(f64, f64)>, (_, p)| {
+            let lo = p.quantile(0.0005).ok()?;
+            let hi = p.quantile(0.9995).ok()?;
+            Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
+        });
+    let curves = match bounds {
+        Some((lo, hi)) if hi > lo && !posteriors.is_empty() => posteriors
+            .iter()
+            .map(|(variant, p)| chart::Curve {
+                label: (*variant).to_owned(),
+                points: (0..DENSITY_POINTS)
+                    .map(|i| {
+                        let x = lo + (hi - lo) * i as f64 / (DENSITY_POINTS - 1) as f64;
+                        (x, p.pdf(x))
+                    })
+                    .collect(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    html! {
+        div.chart-box.posteriors {
+            (chart::density_chart(&chart::DensityChart {
+                title: &format!("Posterior of each arm's conversion rate: {}", m.analysis.spec.event),
+                x_label: "conversion rate",
+                x_format: chart::Format::Percent,
+                y_label: "probability density",
+                curves,
+            }))
         }
     }
 }
