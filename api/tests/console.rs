@@ -1006,6 +1006,16 @@ async fn an_operator_watches_the_pipeline_runs_a_job_and_redelivers_a_failed_web
         text(&c, &format!("{card} p.empty")).await,
         "No failed messages."
     );
+    // The experiment's page lists the same message among its webhook deliveries.
+    c.goto(&app.url("/admin/experiments/checkout"))
+        .await
+        .expect("the experiment page");
+    let row = format!("#deliveries tr[data-message='{message}']");
+    assert_eq!(text(&c, &format!("{row} td.status")).await, "delivered");
+    assert!(text(&c, &row).await.contains(&endpoint));
+    c.goto(&app.url("/admin/operations"))
+        .await
+        .expect("the operations page");
 
     // Bad input gets the console's error page with its status, and changes nothing.
     let csrf = c
