@@ -30,9 +30,6 @@ pub enum Format {
     Integer,
 }
 
-/// The y axis's [`Format`].
-pub use Format as YFormat;
-
 /// A chart of series over time.
 #[derive(Debug, Clone)]
 pub struct Chart<'a> {

@@ -19,7 +19,7 @@
 //! Every answer carries `Content-Security-Policy: default-src 'self'` (no inline script or
 //! style, nothing from another host), `X-Frame-Options: DENY` and `Cache-Control: no-store`.
 
-pub mod chart;
+mod chart;
 mod definition;
 mod form;
 mod ops;
