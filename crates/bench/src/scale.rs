@@ -17,8 +17,9 @@
 //!   (a directory target configured): a manual publish of the unchanged scope (compile and
 //!   compare), and a status change whose publish records and writes a new version, against
 //!   the same change of a draft (which publishes nothing).
-//! - `console`: the admin console's pages for one experiment with `--console-events` events
-//!   rolled up, loaded by a signed-in admin (target: under 50 ms each).
+//! - `console`: the admin console's pages (experiments list, experiment, operations) for
+//!   one experiment with `--console-events` events rolled up, loaded by a signed-in admin
+//!   (target: under 50 ms each).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -1146,6 +1147,11 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
     if folded != events {
         bail!("the aggregate run rolled up {folded} events, not {events}: {record}");
     }
+    // One evaluation, so the experiment page draws its history charts.
+    let (evaluated, _) = trigger(&client, &verdict, "evaluate", "").await?;
+    if evaluated["report"]["history_points"].as_u64() != Some(1) {
+        bail!("the evaluate run recorded no history point: {evaluated}");
+    }
 
     // Signed in as the console's users are: a session cookie from the sign-in form.
     let signed = reqwest::Client::builder()
@@ -1171,7 +1177,9 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
         .build()?;
     let mut pages = Vec::new();
     // What each page must show: the list, the experiment's row; the experiment page, a
-    // results row of each metric's last variant.
+    // results row of each metric's last variant; the operations page, the aggregate run
+    // above among the runs its chart counts.
+    let aggregate_run = record["id"].as_str().unwrap_or_default().to_owned();
     for (name, path, shows) in [
         (
             "experiments list",
@@ -1179,9 +1187,24 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
             format!(">{CONSOLE_EXPERIMENT}</a>"),
         ),
         (
-            "experiment (definition, results, audit)",
+            "experiment (definition, results and charts, assignments, forced variants, deliveries, audit)",
             format!("/admin/experiments/{CONSOLE_EXPERIMENT}"),
-            "<tr data-variant=\"variant-b\">".to_owned(),
+            "data-series=\"variant-b\"".to_owned(),
+        ),
+        (
+            "edit (definition and variants forms)",
+            format!("/admin/experiments/{CONSOLE_EXPERIMENT}/edit"),
+            "id=\"f-policy-alpha\"".to_owned(),
+        ),
+        (
+            "new experiment (form with the defaults)",
+            "/admin/new-experiment".to_owned(),
+            "id=\"f-policy-min_assignments\"".to_owned(),
+        ),
+        (
+            "operations (jobs, throughput chart, webhooks, readiness)",
+            "/admin/operations".to_owned(),
+            format!("<tr data-run=\"{aggregate_run}\">"),
         ),
     ] {
         let url = format!("{verdict}{path}");
@@ -1208,7 +1231,7 @@ fn console_report(args: &ScaleArgs, conditions: &str, pages: &PageTimes) -> Stri
     let mut out = format!(
         "Measured by `{}` {conditions}; SQLite store; one running experiment with three \
          variants, {} subjects and {} events rolled up (a binomial primary metric, a sum \
-         metric, page views); each page loaded {} times one after another by a signed-in \
+         metric, page views) and one evaluation recorded for its charts; each page loaded {} times one after another by a signed-in \
          admin (after one untimed load), from the request to the last byte.\n\n\
          | page | p50 | p95 | target |\n|---|---:|---:|---|\n",
         command_line(),
