@@ -535,15 +535,22 @@ async fn an_experimenter_runs_an_experiment_through_the_console() {
     c.close().await.expect("the session closes");
 }
 
-/// A key that may only read sees no button that changes anything, and the changes it posts
-/// anyway are refused.
+/// A client key cannot sign in; a key that may only read sees no button that changes
+/// anything, and the changes it posts anyway are refused.
 #[tokio::test]
 async fn a_read_only_key_cannot_change_anything() {
     let app = spawn_app().await;
     app.create_experiment(&ab_experiment("banner")).await;
     let viewer = app.create_key(&["viewer"]).await;
+    let client = app.create_key(&["client"]).await;
     let driver = start_driver().await;
     let c = browser(&driver).await;
+
+    // A client key (assignments and events only) may not even read experiments here.
+    sign_in(&c, &app, &client).await;
+    assert_eq!(path(&c).await, "/admin/sign-in");
+    let refused = text(&c, "#key-error").await;
+    assert!(refused.contains("experiments:read"), "{refused}");
 
     sign_in(&c, &app, &viewer).await;
     c.goto(&app.url("/admin/experiments/banner"))

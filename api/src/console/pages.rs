@@ -337,6 +337,16 @@ pub fn experiment(who: &SignedIn, v: &ExperimentView<'_>) -> Markup {
                 dl.facts {
                     dt { "Coverage" } dd { (format!("{:.1}%", e.coverage * 100.0)) }
                     dt { "Audience" } dd { (e.audience.as_deref().unwrap_or("everyone")) }
+                    dt { "Targeting" } dd {
+                        @if e.targeting == verdict_domain::Targeting::default() { "every subject" }
+                        @else { code.json { (serde_json::to_string(&e.targeting).unwrap_or_default()) } }
+                    }
+                    @if let Some(ns) = &e.namespace {
+                        dt { "Namespace" } dd { code.json { (serde_json::to_string(ns).unwrap_or_default()) } }
+                    }
+                    @if let Some(x) = &e.exposure_event {
+                        dt { "Exposure event" } dd { (x) }
+                    }
                     dt { "Primary metric" } dd { (e.primary_metric.event) " (" (serde_plain(&e.primary_metric.kind)) ")" }
                     @if !e.secondary_metrics.is_empty() {
                         dt { "Secondary metrics" } dd { (names(&e.secondary_metrics)) }
