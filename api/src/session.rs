@@ -116,7 +116,19 @@ impl Sessions {
     /// A new session for `signer`, from `now`. Cookie values: `v1.<hex digest>.<end>.<tag>`
     /// for a key, `t1.<end>.<token>.<tag>` for a token (a JWT's own dots stay inside).
     pub fn issue(&self, signer: Signer, now: OffsetDateTime) -> Session {
-        let expires_at = (now + self.lifetime).unix_timestamp();
+        self.issue_ending(signer, now, None)
+    }
+
+    /// [`Sessions::issue`], ending at `not_after` (Unix seconds) if that is sooner: a token's
+    /// sign-in ends when the token expires.
+    pub fn issue_ending(
+        &self,
+        signer: Signer,
+        now: OffsetDateTime,
+        not_after: Option<i64>,
+    ) -> Session {
+        let lifetime_end = (now + self.lifetime).unix_timestamp();
+        let expires_at = not_after.map_or(lifetime_end, |end| end.min(lifetime_end));
         let payload = match &signer {
             Signer::Key(digest) => format!("{FORMAT}.{}.{expires_at}", hex::encode(digest)),
             Signer::Token(token) => format!("{TOKEN_FORMAT}.{expires_at}.{token}"),
@@ -240,6 +252,21 @@ mod tests {
         let issued = s.issue(Signer::Token(token.clone()), NOW);
         let checked = s.check(&issued.value, NOW).expect("a valid session");
         assert_eq!(checked.signer, Signer::Token(token.clone()));
+        // A token expiring within the session's lifetime ends it.
+        let end = (NOW + time::Duration::minutes(10)).unix_timestamp();
+        let short = s.issue_ending(Signer::Token(token.clone()), NOW, Some(end));
+        assert_eq!(short.expires_at, end);
+        assert!(
+            s.check(&short.value, NOW + time::Duration::minutes(9))
+                .is_some()
+        );
+        assert_eq!(
+            s.check(&short.value, NOW + time::Duration::minutes(10)),
+            None
+        );
+        let late = (NOW + time::Duration::days(30)).unix_timestamp();
+        let capped = s.issue_ending(Signer::Token(token.clone()), NOW, Some(late));
+        assert_eq!(capped.expires_at, issued.expires_at);
         let edited = issued.value.replacen("c2lnbmF0dXJl", "c2lnbmF0dXJm", 1);
         assert_ne!(edited, issued.value);
         assert_eq!(s.check(&edited, NOW), None);

@@ -269,17 +269,17 @@ async fn sign_in(
     if !caller.holds(Right::ExperimentsRead) {
         return refused("That key may not read experiments (right experiments:read).");
     }
-    let signer = match caller.principal().credential {
+    let (signer, not_after) = match caller.principal().credential {
         Credential::Token { .. } if key.len() > MAX_TOKEN_LEN => {
             return refused(&format!(
                 "That token is longer than the {MAX_TOKEN_LEN} bytes a sign-in cookie can carry."
             ));
         }
-        Credential::Token { .. } => Signer::Token(key.to_owned()),
-        _ => Signer::Key(Sha256::digest(key.as_bytes()).into()),
+        Credential::Token { expires_at } => (Signer::Token(key.to_owned()), Some(expires_at)),
+        _ => (Signer::Key(Sha256::digest(key.as_bytes()).into()), None),
     };
     let now = OffsetDateTime::now_utc();
-    let session = state.sessions.issue(signer, now);
+    let session = state.sessions.issue_ending(signer, now, not_after);
     redirect_setting(
         "/admin",
         &state.sessions.cookie(&session, over_tls(&headers), now),
