@@ -144,6 +144,17 @@ async fn post_form(c: &Client, url: &str, fields: &[(&str, &str)]) -> Value {
     .expect("the POST")
 }
 
+/// The page's CSRF token (the sign-out form's, as every form's).
+async fn csrf_token(c: &Client) -> String {
+    c.find(Locator::Css("header input[name=csrf]"))
+        .await
+        .expect("the sign-out form's token")
+        .attr("value")
+        .await
+        .expect("its value")
+        .expect("a token")
+}
+
 /// The URL of every resource the page loaded (its performance entries).
 async fn resources(c: &Client) -> Vec<String> {
     let names: Value = c
@@ -562,14 +573,7 @@ async fn a_read_only_key_cannot_change_anything() {
     assert!(exists(&c, "#definition").await);
 
     // The same forms, posted from the page by hand with the page's own CSRF token.
-    let csrf = c
-        .find(Locator::Css("header input[name=csrf]"))
-        .await
-        .expect("the sign-out form's token")
-        .attr("value")
-        .await
-        .expect("its value")
-        .expect("a token");
+    let csrf = csrf_token(&c).await;
     assert!(!exists(&c, "#edit-link").await);
     assert!(!exists(&c, "#forced form").await);
     c.goto(&app.url("/admin")).await.expect("the list");
@@ -1025,14 +1029,7 @@ async fn an_operator_watches_the_pipeline_runs_a_job_and_redelivers_a_failed_web
         .expect("the operations page");
 
     // Bad input gets the console's error page with its status, and changes nothing.
-    let csrf = c
-        .find(Locator::Css("header input[name=csrf]"))
-        .await
-        .expect("the sign-out form's token")
-        .attr("value")
-        .await
-        .expect("its value")
-        .expect("a token");
+    let csrf = csrf_token(&c).await;
     for (url, status) in [
         ("/admin/operations/jobs/nope/run".to_owned(), 404),
         (
@@ -1081,14 +1078,7 @@ async fn an_operator_watches_the_pipeline_runs_a_job_and_redelivers_a_failed_web
         .await
         .expect("the page over HTTP");
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let csrf = c
-        .find(Locator::Css("header input[name=csrf]"))
-        .await
-        .expect("the sign-out form's token")
-        .attr("value")
-        .await
-        .expect("its value")
-        .expect("a token");
+    let csrf = csrf_token(&c).await;
     let refused = post_form(
         &c,
         "/admin/operations/jobs/aggregate/run",

@@ -480,7 +480,7 @@ pub(super) async fn update(
         // Only what changed goes in the patch: an unchanged field is not validated again.
         let mut patch = Map::new();
         patch.insert("version".into(), json!(version_of(&posted)));
-        let fields: Vec<&str> = form
+        let fields: std::collections::BTreeSet<&str> = form
             .inputs
             .iter()
             .map(|i| i.path.split(['.', '[']).next().unwrap_or(""))

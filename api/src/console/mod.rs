@@ -371,9 +371,9 @@ async fn experiments(
             let latest =
                 futures::future::join_all(list.data.iter().map(|e| state.latest_evaluation(e)))
                     .await;
-            let leaders: Vec<Option<pages::Leader>> = latest
+            let leaders: Vec<_> = latest
                 .into_iter()
-                .map(|p| p.ok().flatten().and_then(pages::Leader::of))
+                .map(|p| p.ok().flatten().and_then(|p| p.leader().cloned()))
                 .collect();
             html(
                 StatusCode::OK,

@@ -5,7 +5,7 @@ use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use verdict_app::experiments::ForcedList;
-use verdict_app::history::{HistoryPoint, HistoryView};
+use verdict_app::history::{HistoryArm, HistoryPoint, HistoryView};
 use verdict_app::results::{MetricResults, ResultsView};
 use verdict_app::webhooks::MessageView;
 use verdict_app::{AppError, Paginated};
@@ -116,28 +116,11 @@ pub(super) fn status_badge(s: Status) -> Markup {
     html! { span class={ "status status-" (s.as_str()) } { (s.as_str()) } }
 }
 
-/// A list row's leader: the arm with the highest P(best) at its latest evaluation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Leader {
-    pub variant: String,
-    pub prob_best: f64,
-}
-
-impl Leader {
-    pub fn of(p: HistoryPoint) -> Option<Self> {
-        p.arms
-            .into_iter()
-            .filter_map(|a| Some((a.variant, a.prob_best?)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(variant, prob_best)| Self { variant, prob_best })
-    }
-}
-
 pub fn experiments(
     who: &SignedIn,
     q: &ListQuery,
     list: &Paginated<Experiment>,
-    leaders: &[Option<Leader>],
+    leaders: &[Option<HistoryArm>],
 ) -> Markup {
     let scope_any = who.may(Right::ScopeAny);
     let p = &list.pagination;
@@ -201,7 +184,7 @@ pub fn experiments(
                                 td { (e.primary_metric.event) " " small { "(" (serde_plain(&e.primary_metric.kind)) ")" } }
                                 td.leader {
                                     @match leader {
-                                        Some(l) => { (l.variant) " " small { "(" (pct(Some(l.prob_best))) ")" } },
+                                        Some(l) => { (l.variant) " " small { "(" (pct(l.prob_best)) ")" } },
                                         None => "—",
                                     }
                                 }
@@ -710,7 +693,7 @@ const DENSITY_POINTS: usize = 60;
 /// The posterior densities of a conversion-rate metric's arms: Beta(1 + c, 1 + n − c) with
 /// `c` converted subjects of `n`, over the range holding all but 0.1% of each arm's mass.
 fn posteriors(m: &MetricResults) -> Markup {
-    let posteriors: Vec<(&str, verdict_stats::BetaPosterior)> = m
+    let (variants, posteriors): (Vec<&str>, Vec<verdict_stats::BetaPosterior>) = m
         .analysis
         .variants
         .iter()
@@ -719,29 +702,15 @@ fn posteriors(m: &MetricResults) -> Markup {
                 verdict_stats::BetaPosterior::from_counts(row.conversions, row.subjects).ok()?;
             Some((row.variant.as_str(), p))
         })
+        .unzip();
+    let curves = verdict_stats::density_curves(&posteriors, DENSITY_POINTS, 0.0005)
+        .into_iter()
+        .zip(variants)
+        .map(|(points, variant)| chart::Curve {
+            label: variant.to_owned(),
+            points,
+        })
         .collect();
-    let bounds = posteriors
-        .iter()
-        .fold(None, |acc: Option<(f64, f64)>, (_, p)| {
-            let lo = p.quantile(0.0005).ok()?;
-            let hi = p.quantile(0.9995).ok()?;
-            Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
-        });
-    let curves = match bounds {
-        Some((lo, hi)) if hi > lo && !posteriors.is_empty() => posteriors
-            .iter()
-            .map(|(variant, p)| chart::Curve {
-                label: (*variant).to_owned(),
-                points: (0..DENSITY_POINTS)
-                    .map(|i| {
-                        let x = lo + (hi - lo) * i as f64 / (DENSITY_POINTS - 1) as f64;
-                        (x, p.pdf(x))
-                    })
-                    .collect(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
     html! {
         div.chart-box.posteriors {
             (chart::density_chart(&chart::DensityChart {

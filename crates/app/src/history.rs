@@ -58,6 +58,20 @@ pub struct HistoryArm {
     pub prob_best: Option<f64>,
 }
 
+impl HistoryPoint {
+    /// The arm with the highest P(best) at this evaluation (none while no arm has one).
+    pub fn leader(&self) -> Option<&HistoryArm> {
+        self.arms
+            .iter()
+            .filter(|a| a.prob_best.is_some())
+            .max_by(|a, b| {
+                a.prob_best
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.prob_best.unwrap_or(0.0))
+            })
+    }
+}
+
 impl From<EvaluationPoint> for HistoryPoint {
     fn from(p: EvaluationPoint) -> Self {
         Self {
@@ -130,5 +144,36 @@ impl App {
             .into_iter()
             .find(|p| of_primary_metric(e, p))
             .map(HistoryPoint::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arm(variant: &str, prob_best: Option<f64>) -> HistoryArm {
+        HistoryArm {
+            variant: variant.into(),
+            subjects: 10,
+            estimate: None,
+            interval: None,
+            prob_best,
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_arm_most_likely_best() {
+        let mut p = HistoryPoint {
+            at: OffsetDateTime::UNIX_EPOCH,
+            aggregated_through: 0,
+            arms: vec![
+                arm("a", Some(0.2)),
+                arm("b", Some(0.7)),
+                arm("c", Some(0.1)),
+            ],
+        };
+        assert_eq!(p.leader().map(|a| a.variant.as_str()), Some("b"));
+        p.arms = vec![arm("a", None), arm("b", None)];
+        assert_eq!(p.leader(), None);
     }
 }

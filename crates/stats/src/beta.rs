@@ -138,6 +138,42 @@ impl BetaPosterior {
     }
 }
 
+/// Each posterior's density at `points` evenly spaced rates over one range for all: from the
+/// lowest `tail` quantile to the highest `1 − tail` quantile of the posteriors (so each curve
+/// shows all but `2 × tail` of its mass). Empty without posteriors, with fewer than two
+/// points, or when the range is empty.
+pub fn density_curves(
+    posteriors: &[BetaPosterior],
+    points: usize,
+    tail: f64,
+) -> Vec<Vec<(f64, f64)>> {
+    let mut range: Option<(f64, f64)> = None;
+    for p in posteriors {
+        let (Ok(lo), Ok(hi)) = (p.quantile(tail), p.quantile(1.0 - tail)) else {
+            return Vec::new();
+        };
+        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    let Some((lo, hi)) = range.filter(|(lo, hi)| hi > lo) else {
+        return Vec::new();
+    };
+    if points < 2 {
+        return Vec::new();
+    }
+    let step = (hi - lo) / (points - 1) as f64;
+    posteriors
+        .iter()
+        .map(|p| {
+            (0..points)
+                .map(|i| {
+                    let x = lo + step * i as f64;
+                    (x, p.pdf(x))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +200,24 @@ mod tests {
             .map(|i| big.pdf(mean - 8.0 * sd + (f64::from(i) + 0.5) * h) * h)
             .sum();
         assert!((mass - 1.0).abs() < 1e-6, "{mass}");
+    }
+
+    #[test]
+    fn density_curves_share_one_range_holding_each_posteriors_mass() {
+        let a = BetaPosterior::from_counts(10, 100).unwrap();
+        let b = BetaPosterior::from_counts(50, 100).unwrap();
+        let curves = density_curves(&[a, b], 60, 0.0005);
+        assert_eq!(curves.len(), 2);
+        let xs = |c: &[(f64, f64)]| c.iter().map(|(x, _)| *x).collect::<Vec<_>>();
+        assert_eq!(xs(&curves[0]), xs(&curves[1]), "one range for all");
+        assert_eq!(curves[0].len(), 60);
+        assert!((curves[0][0].0 - a.quantile(0.0005).unwrap()).abs() < 1e-12);
+        assert!((curves[1][59].0 - b.quantile(0.9995).unwrap()).abs() < 1e-12);
+        for (x, y) in &curves[1] {
+            assert_eq!(*y, b.pdf(*x));
+        }
+        assert!(density_curves(&[], 60, 0.0005).is_empty());
+        assert!(density_curves(&[a], 1, 0.0005).is_empty());
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub use bayes::{
     BayesSummary, MAX_ARMS, Objective, PairwiseLoss, expected_loss, pairwise_expected_loss,
     prob_b_beats_a, prob_best, summarize,
 };
-pub use beta::{BetaPosterior, DEFAULT_CREDIBLE_LEVEL};
+pub use beta::{BetaPosterior, DEFAULT_CREDIBLE_LEVEL, density_curves};
 pub use error::StatsError;
 pub use msprt::{
     Msprt, always_valid_interval, mixture_likelihood_ratio, mixture_likelihood_ratio_normal,

@@ -232,6 +232,29 @@ impl MongoStore {
             }
         }
     }
+
+    /// The deliveries `filter` selects: their count, and a page of them newest first.
+    async fn delivery_page(&self, filter: Document, page: PageRequest) -> Result<Page<Delivery>> {
+        let c = self.coll(DELIVERIES);
+        let total = c
+            .count_documents(filter.clone())
+            .await
+            .map_err(db_err("counting webhook deliveries"))?;
+        let items = collect(
+            c.find(filter)
+                .sort(doc! {"seq": -1})
+                .skip(page.offset())
+                .limit(page.limit() as i64)
+                .await
+                .map_err(db_err("listing webhook deliveries"))?,
+            "listing webhook deliveries",
+        )
+        .await?
+        .iter()
+        .map(to_delivery)
+        .collect::<Result<_>>()?;
+        Ok(Page { items, total })
+    }
 }
 
 #[async_trait]
@@ -561,25 +584,7 @@ impl WebhookStore for MongoStore {
         if let Some(s) = status {
             filter.insert("status", s.as_str());
         }
-        let c = self.coll(DELIVERIES);
-        let total = c
-            .count_documents(filter.clone())
-            .await
-            .map_err(db_err("counting webhook deliveries"))?;
-        let items = collect(
-            c.find(filter)
-                .sort(doc! {"seq": -1})
-                .skip(page.offset())
-                .limit(page.limit() as i64)
-                .await
-                .map_err(db_err("listing webhook deliveries"))?,
-            "listing webhook deliveries",
-        )
-        .await?
-        .iter()
-        .map(to_delivery)
-        .collect::<Result<_>>()?;
-        Ok(Page { items, total })
+        self.delivery_page(filter, page).await
     }
 
     async fn list_experiment_deliveries(
@@ -589,25 +594,7 @@ impl WebhookStore for MongoStore {
     ) -> Result<Page<Delivery>> {
         let (low, high) = experiment_message_range(experiment_id);
         let filter = doc! {"message_id": {"$gte": low, "$lt": high}};
-        let c = self.coll(DELIVERIES);
-        let total = c
-            .count_documents(filter.clone())
-            .await
-            .map_err(db_err("counting an experiment's webhook deliveries"))?;
-        let items = collect(
-            c.find(filter)
-                .sort(doc! {"seq": -1})
-                .skip(page.offset())
-                .limit(page.limit() as i64)
-                .await
-                .map_err(db_err("listing an experiment's webhook deliveries"))?,
-            "listing an experiment's webhook deliveries",
-        )
-        .await?
-        .iter()
-        .map(to_delivery)
-        .collect::<Result<_>>()?;
-        Ok(Page { items, total })
+        self.delivery_page(filter, page).await
     }
 
     async fn get_delivery(&self, endpoint_id: &str, message_id: &str) -> Result<Option<Delivery>> {

@@ -151,48 +151,16 @@ async fn modify_endpoint(
         .await
 }
 
-fn delivery_page(
-    c: &Connection,
-    endpoint_id: &str,
-    status: Option<DeliveryStatus>,
-    page: PageRequest,
-) -> Result<Page<Delivery>> {
-    let status = status.map(DeliveryStatus::as_str);
-    let total: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM webhook_deliveries
-             WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2)",
-            params![endpoint_id, status],
-            |r| r.get(0),
-        )
-        .map_err(internal("counting webhook deliveries"))?;
-    let mut stmt = c
-        .prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
-             WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2)
-             ORDER BY seq DESC LIMIT ?3 OFFSET ?4"
-        ))
-        .map_err(internal("listing webhook deliveries"))?;
-    let items = stmt
-        .query_map(
-            params![
-                endpoint_id,
-                status,
-                page.limit() as i64,
-                page.offset() as i64
-            ],
-            delivery_row,
-        )
-        .map_err(internal("listing webhook deliveries"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(internal("listing webhook deliveries"))?
-        .into_iter()
-        .map(to_delivery)
-        .collect::<Result<_>>()?;
-    Ok(Page {
-        items,
-        total: total as u64,
-    })
+/// An endpoint's deliveries, optionally of one status: the count, then a page newest first.
+const ENDPOINT_DELIVERIES_COUNT: &str = "SELECT COUNT(*) FROM webhook_deliveries
+     WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2)";
+
+fn endpoint_deliveries_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+         WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2)
+         ORDER BY seq DESC LIMIT ?3 OFFSET ?4"
+    )
 }
 
 /// A page of the deliveries whose message id is in `[?1, ?2)`, newest first; the count
@@ -208,27 +176,28 @@ pub(super) fn experiment_deliveries_sql() -> String {
     )
 }
 
-fn experiment_delivery_page(
+/// A page of deliveries: `count` counts those its two parameters `args` select, `list` reads
+/// a page of them (its `?3` and `?4` are the limit and the offset).
+fn delivery_page(
     c: &Connection,
-    experiment_id: &str,
+    count: &str,
+    list: &str,
+    args: [&dyn rusqlite::ToSql; 2],
     page: PageRequest,
 ) -> Result<Page<Delivery>> {
-    let (low, high) = experiment_message_range(experiment_id);
     let total: i64 = c
-        .query_row(EXPERIMENT_DELIVERIES_COUNT, params![low, high], |r| {
-            r.get(0)
-        })
-        .map_err(internal("counting an experiment's webhook deliveries"))?;
+        .query_row(count, params![args[0], args[1]], |r| r.get(0))
+        .map_err(internal("counting webhook deliveries"))?;
     let items = c
-        .prepare_cached(&experiment_deliveries_sql())
+        .prepare_cached(list)
         .and_then(|mut st| {
             st.query_map(
-                params![low, high, page.limit() as i64, page.offset() as i64],
+                params![args[0], args[1], page.limit() as i64, page.offset() as i64],
                 delivery_row,
             )?
             .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(internal("listing an experiment's webhook deliveries"))?
+        .map_err(internal("listing webhook deliveries"))?
         .into_iter()
         .map(to_delivery)
         .collect::<Result<_>>()?;
@@ -615,8 +584,12 @@ impl WebhookStore for SqliteStore {
         page: PageRequest,
     ) -> Result<Page<Delivery>> {
         let id = endpoint_id.to_owned();
-        self.read(move |c| delivery_page(c, &id, status, page))
-            .await
+        let status = status.map(DeliveryStatus::as_str);
+        self.read(move |c| {
+            let list = endpoint_deliveries_sql();
+            delivery_page(c, ENDPOINT_DELIVERIES_COUNT, &list, [&id, &status], page)
+        })
+        .await
     }
 
     async fn list_experiment_deliveries(
@@ -624,9 +597,12 @@ impl WebhookStore for SqliteStore {
         experiment_id: &str,
         page: PageRequest,
     ) -> Result<Page<Delivery>> {
-        let id = experiment_id.to_owned();
-        self.read(move |c| experiment_delivery_page(c, &id, page))
-            .await
+        let (low, high) = experiment_message_range(experiment_id);
+        self.read(move |c| {
+            let list = experiment_deliveries_sql();
+            delivery_page(c, EXPERIMENT_DELIVERIES_COUNT, &list, [&low, &high], page)
+        })
+        .await
     }
 
     async fn get_delivery(&self, endpoint_id: &str, message_id: &str) -> Result<Option<Delivery>> {
