@@ -101,6 +101,8 @@ pub struct RetentionSettings {
     pub runs_days: u32,
     /// Days the attempt log of finished webhook deliveries is kept.
     pub webhook_attempts_days: u32,
+    /// Config snapshot versions kept per scope (the newest; the latest always stays).
+    pub snapshot_versions_kept: u32,
     /// Most rows one delete statement removes.
     pub batch_size: usize,
 }

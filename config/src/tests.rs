@@ -396,6 +396,18 @@ fn ingest_max_batch_must_be_between_1_and_1000() {
 }
 
 #[test]
+fn snapshot_versions_kept_must_be_between_1_and_a_million() {
+    let name = "VERDICT_RETENTION__SNAPSHOT_VERSIONS_KEPT";
+    for bad in ["0", "1000001"] {
+        let err = load_err(None, &[(name, bad)]);
+        assert_invalid_only(&err, "retention.snapshot_versions_kept");
+    }
+    let s = load_ok(None, &[(name, "1")]);
+    assert_eq!(s.retention.snapshot_versions_kept, 1);
+    assert_eq!(load_ok(None, &[]).retention.snapshot_versions_kept, 1000);
+}
+
+#[test]
 fn rate_limit_burst_below_rate_is_rejected_only_when_limiting_is_on() {
     let err = load_err(
         None,

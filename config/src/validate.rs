@@ -266,6 +266,14 @@ pub(crate) fn validate(s: &Settings) -> Vec<Problem> {
         );
     }
     check(
+        (1..=MAX_SNAPSHOT_VERSIONS_KEPT).contains(&s.retention.snapshot_versions_kept),
+        "retention.snapshot_versions_kept",
+        format!(
+            "must be between 1 and {MAX_SNAPSHOT_VERSIONS_KEPT} (got {})",
+            s.retention.snapshot_versions_kept
+        ),
+    );
+    check(
         (1..=MAX_RETENTION_BATCH).contains(&s.retention.batch_size),
         "retention.batch_size",
         format!(
@@ -381,3 +389,5 @@ const MAX_LEASE_SECONDS: u64 = 3600;
 const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Most rows one retention delete may remove.
 const MAX_RETENTION_BATCH: usize = 100_000;
+/// Most config snapshot versions kept per scope.
+const MAX_SNAPSHOT_VERSIONS_KEPT: u32 = 1_000_000;

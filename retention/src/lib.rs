@@ -8,7 +8,9 @@
 //! - hour and day buckets starting more than `buckets_days` ago, and the points of evaluation
 //!   history evaluated as long ago (what charts them over time goes with them);
 //! - finished job run records older than `runs_days`;
-//! - the attempt log of finished webhook deliveries older than `webhook_attempts_days`.
+//! - the attempt log of finished webhook deliveries older than `webhook_attempts_days`;
+//! - config snapshot versions beyond each scope's newest `snapshot_versions_kept` (the
+//!   latest version always stays).
 //!
 //! An experiment's `retention` overrides the first two for its own data.
 //!
@@ -45,6 +47,8 @@ pub struct RetentionReport {
     pub evaluation_points_deleted: u64,
     pub runs_deleted: u64,
     pub webhook_attempts_deleted: u64,
+    /// Config snapshot versions beyond each scope's newest `snapshot_versions_kept`.
+    pub snapshot_versions_deleted: u64,
     /// Rows of deleted experiments' data removed.
     pub deleted_experiment_rows: u64,
     /// Deleted experiments whose data is all gone (their purge is finished).
@@ -111,6 +115,12 @@ pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
     })
     .await?;
 
+    let keep = u64::from(settings.snapshot_versions_kept);
+    report.snapshot_versions_deleted += drain(&mut report.batches, batch, |n| {
+        store.delete_old_publications(keep, n, fence)
+    })
+    .await?;
+
     for purge in store.pending_purges().await? {
         report.deleted_experiment_rows += drain(&mut report.batches, batch, |n| {
             store.purge_experiment_data(&purge.experiment_id, n, fence)
@@ -128,6 +138,8 @@ pub async fn run<S: ExperimentStore + JobStore + ?Sized>(
         buckets = report.buckets_deleted,
         evaluation_points = report.evaluation_points_deleted,
         runs = report.runs_deleted,
+        webhook_attempts = report.webhook_attempts_deleted,
+        snapshot_versions = report.snapshot_versions_deleted,
         deleted_experiment_rows = report.deleted_experiment_rows,
         batches = report.batches,
         "retention run finished"

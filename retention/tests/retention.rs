@@ -16,6 +16,7 @@ fn settings(batch_size: usize) -> RetentionSettings {
         buckets_days: 730,
         runs_days: 30,
         webhook_attempts_days: 30,
+        snapshot_versions_kept: 1000,
         batch_size,
     }
 }
@@ -266,4 +267,55 @@ async fn evaluation_history_expires_with_the_buckets_honouring_overrides() {
     };
     assert_eq!(ages("default").await, [100, 5]);
     assert_eq!(ages("short").await, [5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_versions_beyond_the_newest_kept_are_deleted_per_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(SqliteStore::open(dir.path().join("v.db"), 5_000).unwrap());
+    let now = OffsetDateTime::now_utc();
+    let global = Scope::global("production");
+    let acme = Scope::new("production", Some("acme".into()));
+    for (scope, n) in [(&global, 7), (&acme, 3)] {
+        for v in 1..=n {
+            let body = format!("{{\"v\":{v}}}");
+            store
+                .record_publication(&verdict_store::NewPublication {
+                    scope: scope.clone(),
+                    hash: format!("{v:064}"),
+                    body,
+                    trigger: "manual".into(),
+                    actor: "key_1".into(),
+                    at: now,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let keep_three = RetentionSettings {
+        snapshot_versions_kept: 3,
+        ..settings(2)
+    };
+
+    let report = verdict_retention::run(&*store, &keep_three, now, None)
+        .await
+        .unwrap();
+    assert_eq!(report.snapshot_versions_deleted, 4, "{report:?}");
+    let versions = |scope: Scope| {
+        let store = store.clone();
+        async move {
+            let all = verdict_store::PageRequest {
+                page: 1,
+                page_size: 100,
+            };
+            let page = store.list_publications(&scope, all).await.unwrap();
+            page.items.iter().map(|p| p.version).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(versions(global).await, [7, 6, 5]);
+    assert_eq!(versions(acme).await, [3, 2, 1]);
+    let again = verdict_retention::run(&*store, &keep_three, now, None)
+        .await
+        .unwrap();
+    assert_eq!(again.snapshot_versions_deleted, 0, "{again:?}");
 }

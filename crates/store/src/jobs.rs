@@ -232,4 +232,14 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         limit: usize,
         fence: Option<&Fence>,
     ) -> Result<u64>;
+
+    /// Delete up to `limit` config snapshot versions ([`crate::PublicationStore`]) older
+    /// than each scope's newest `keep` (at least 1: a scope's latest version is never
+    /// deleted, and numbering goes on from it), oldest first.
+    async fn delete_old_publications(
+        &self,
+        keep: u64,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64>;
 }

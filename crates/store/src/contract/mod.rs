@@ -123,6 +123,7 @@ macro_rules! store_contract_suite {
             publications_are_numbered_per_scope_and_skip_unchanged_bodies,
             concurrent_publishers_number_versions_without_gaps,
             a_failed_publish_is_pending_until_a_later_compile_covers_it,
+            old_versions_are_deleted_keeping_each_scopes_newest_in_bounded_batches,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {

@@ -182,3 +182,104 @@ pub async fn a_failed_publish_is_pending_until_a_later_compile_covers_it(store: 
         vec![&staging]
     );
 }
+
+pub async fn old_versions_are_deleted_keeping_each_scopes_newest_in_bounded_batches(
+    store: DynStore,
+) {
+    let global = Scope::global("production");
+    let acme = Scope::new("production", Some("acme".into()));
+    let staging = Scope::global("staging");
+    for v in 1..=5 {
+        store
+            .record_publication(&new(&global, &format!("{{\"v\":{v}}}"), v))
+            .await
+            .unwrap();
+    }
+    for v in 1..=2 {
+        store
+            .record_publication(&new(&acme, &format!("{{\"o\":{v}}}"), v))
+            .await
+            .unwrap();
+    }
+    // A scope with only a failed publish has no version to keep or delete.
+    store
+        .mark_publish_pending(&staging, "directory: permission denied", T0)
+        .await
+        .unwrap();
+    let versions = |scope: Scope| {
+        let store = store.clone();
+        async move {
+            let page = store.list_publications(&scope, ALL).await.unwrap();
+            page.items.iter().map(|p| p.version).collect::<Vec<u64>>()
+        }
+    };
+
+    // Keeping two: global's 1 to 3 go, oldest first, at most `limit` a call.
+    assert_eq!(store.delete_old_publications(2, 2, None).await.unwrap(), 2);
+    assert_eq!(versions(global.clone()).await, [5, 4, 3]);
+    assert_eq!(store.delete_old_publications(2, 10, None).await.unwrap(), 1);
+    assert_eq!(store.delete_old_publications(2, 10, None).await.unwrap(), 0);
+    assert_eq!(versions(global.clone()).await, [5, 4]);
+    assert_eq!(
+        versions(acme.clone()).await,
+        [2, 1],
+        "within its newest two"
+    );
+    let (kept, body) = store
+        .get_publication(&global, Some(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((kept.version, body.as_str()), (4, "{\"v\":4}"));
+    assert_eq!(store.get_publication(&global, Some(3)).await.unwrap(), None);
+
+    // Keeping none is keeping one: the latest version always stays, and numbering goes on.
+    assert_eq!(store.delete_old_publications(0, 10, None).await.unwrap(), 2);
+    assert_eq!(versions(global.clone()).await, [5]);
+    assert_eq!(versions(acme.clone()).await, [2]);
+    let (next, created) = store
+        .record_publication(&new(&global, "{\"v\":6}", 6))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(next.version, 6);
+
+    // A stale holder of the retention lease deletes nothing.
+    let lease = |owner: &'static str, s: i64| {
+        let store = store.clone();
+        async move {
+            match store
+                .acquire_lease(
+                    "retention",
+                    owner,
+                    std::time::Duration::from_secs(10),
+                    T0 + time::Duration::seconds(s),
+                    None,
+                )
+                .await
+                .unwrap()
+            {
+                crate::LeaseGrant::Acquired(l) => l,
+                other => panic!("{owner} should get the lease: {other:?}"),
+            }
+        }
+    };
+    let stale = lease("a", 0).await;
+    let fresh = lease("b", 11).await;
+    let late = store
+        .delete_old_publications(1, 10, Some(&stale.fence()))
+        .await;
+    assert!(
+        matches!(late, Err(crate::StoreError::Fenced { .. })),
+        "{late:?}"
+    );
+    assert_eq!(versions(global.clone()).await, [6, 5]);
+    assert_eq!(
+        store
+            .delete_old_publications(1, 10, Some(&fresh.fence()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(versions(global).await, [6]);
+}

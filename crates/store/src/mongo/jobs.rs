@@ -22,6 +22,7 @@ use mongodb::options::ReturnDocument;
 
 use time::OffsetDateTime;
 
+use super::publications;
 use super::webhooks::delivery_id;
 use super::{
     MongoStore, bdate, collect, db_err, doc_field, encode, get_bson, get_date, get_str, get_u64,
@@ -30,6 +31,7 @@ use super::{
 use crate::jobs::{Fence, JobStore, Lease, LeaseGrant, RetentionFilter, RunRecord};
 use crate::model::Purge;
 use crate::model::{Page, PageRequest};
+use crate::publications::PublicationStore;
 use crate::rollup::RollupStore;
 use crate::{Result, StoreError};
 
@@ -542,5 +544,38 @@ impl JobStore for MongoStore {
             fence,
         )
         .await
+    }
+
+    async fn delete_old_publications(
+        &self,
+        keep: u64,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        self.check_fence_before_delete(fence).await?;
+        let limit = limit as u64;
+        let mut deleted = 0;
+        for scope in self.publication_scopes(None).await? {
+            if deleted >= limit {
+                break;
+            }
+            let Some(newest) = self.latest_publication(&scope).await? else {
+                continue;
+            };
+            let last_old = newest.version.saturating_sub(keep.max(1));
+            if last_old == 0 {
+                continue;
+            }
+            let mut old = publications::scope_filter(&scope);
+            old.insert(
+                "version",
+                doc! {"$lte": i64::try_from(last_old).unwrap_or(i64::MAX)},
+            );
+            let left = usize::try_from(limit - deleted).unwrap_or(usize::MAX);
+            deleted += self
+                .bounded_delete("publications", old, doc! {"version": 1}, left, fence)
+                .await?;
+        }
+        Ok(deleted)
     }
 }

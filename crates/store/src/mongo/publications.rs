@@ -15,7 +15,7 @@ use crate::{Result, StoreError};
 
 const WHAT: &str = "`publications`";
 
-fn scope_filter(scope: &Scope) -> Document {
+pub(super) fn scope_filter(scope: &Scope) -> Document {
     doc! {
         "environment": &scope.environment,
         "organization": scope.organization.as_deref().map_or(Bson::Null, Bson::from),

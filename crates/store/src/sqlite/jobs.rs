@@ -422,11 +422,32 @@ impl JobStore for SqliteStore {
         self.fenced_delete(sql, to_millis(before), Vec::new(), fence)
             .await
     }
+
+    async fn delete_old_publications(
+        &self,
+        keep: u64,
+        limit: usize,
+        fence: Option<&Fence>,
+    ) -> Result<u64> {
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "DELETE FROM publications WHERE (environment, organization, version) IN (
+                 SELECT p.environment, p.organization, p.version
+                 FROM publications p
+                 JOIN (SELECT environment, organization, MAX(version) AS newest
+                       FROM publications GROUP BY environment, organization) s
+                   ON s.environment = p.environment AND s.organization = p.organization
+                 WHERE p.version <= s.newest - ?1
+                 ORDER BY p.version LIMIT {limit})"
+        );
+        self.fenced_delete(sql, keep, Vec::new(), fence).await
+    }
 }
 
 impl SqliteStore {
-    /// Run one bounded `DELETE` (`?1` = the cutoff, then `ids`) if `fence` still holds, in
-    /// one transaction.
+    /// Run one bounded `DELETE` (`?1` = the cutoff (a time, or a number of versions kept),
+    /// then `ids`) if `fence` still holds, in one transaction.
     async fn fenced_delete(
         &self,
         sql: String,
