@@ -458,17 +458,22 @@ async fn experiment_page(
         Ok(e) => e,
         Err(e) => return error_page(Some(who), &e),
     };
-    let results = if who.may(Right::ResultsRead) {
+    // The experiment's other parts are independent reads: made at once.
+    let results = async {
+        if !who.may(Right::ResultsRead) {
+            return None;
+        }
         let params = ResultsParams {
             environment: non_empty(&scope.environment),
             organization: non_empty(&scope.organization),
             ..ResultsParams::default()
         };
         Some(state.results(&who.caller, key, params).await)
-    } else {
-        None
     };
-    let audit = if who.may(Right::AuditRead) {
+    let audit = async {
+        if !who.may(Right::AuditRead) {
+            return None;
+        }
         let params = ScopedPageParams {
             environment: non_empty(&scope.environment),
             organization: non_empty(&scope.organization),
@@ -476,22 +481,23 @@ async fn experiment_page(
             page_size: Some(pages::PAGE_SIZE),
         };
         Some(state.audit(&who.caller, key, params).await)
-    } else {
-        None
     };
-    let forced = state
-        .forced_variants(&who.caller, &scope.params(), key)
-        .await;
-    let history = if who.may(Right::ResultsRead) {
+    let params = scope.params();
+    let forced = state.forced_variants(&who.caller, &params, key);
+    let history = async {
+        if !who.may(Right::ResultsRead) {
+            return None;
+        }
         Some(
             state
                 .evaluation_history(&who.caller, scope.params(), key)
                 .await,
         )
-    } else {
-        None
     };
-    let deliveries = if who.may(Right::WebhooksManage) {
+    let deliveries = async {
+        if !who.may(Right::WebhooksManage) {
+            return None;
+        }
         let page = PageParams {
             page: Some(1),
             page_size: Some(pages::PAGE_SIZE),
@@ -501,9 +507,9 @@ async fn experiment_page(
                 .experiment_deliveries(&who.caller, scope.params(), key, page)
                 .await,
         )
-    } else {
-        None
     };
+    let (results, audit, forced, history, deliveries) =
+        tokio::join!(results, audit, forced, history, deliveries);
     let url = experiment_url(key, scope);
     let view = pages::ExperimentView {
         experiment: &e,
