@@ -673,7 +673,21 @@ async fn the_console_loads_nothing_from_another_host() {
         .await
         .expect("the session cookie");
     let cookie = format!("verdict_session={}", session.value());
-    for page in ["/admin", "/admin/experiments/offline", "/admin/operations"] {
+    let (status, body) = app
+        .post_json(
+            "/v1/environments/production/audiences",
+            &app.admin_key,
+            &json!({"key": "everyone", "rules": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for page in [
+        "/admin",
+        "/admin/experiments/offline",
+        "/admin/operations",
+        "/admin/audiences",
+        "/admin/audiences/everyone",
+    ] {
         c.goto(&app.url(page)).await.expect("the page");
         let resources = resources(&c).await;
         assert!(
@@ -1087,5 +1101,149 @@ async fn an_operator_watches_the_pipeline_runs_a_job_and_redelivers_a_failed_web
     .await;
     assert_eq!(refused, json!(403));
     assert_eq!(aggregate_runs(&app).await.len(), 2, "no run was added");
+    c.close().await.expect("the session closes");
+}
+
+/// An admin keeps an environment's audiences in the console: a new one whose rules do not
+/// parse comes back with the problem next to the rules, then is created; one a running
+/// experiment uses cannot be deleted (the page names the experiment), is edited, and is
+/// deleted once the experiment is over. A viewer reads the rules and may change nothing.
+#[tokio::test]
+async fn an_admin_keeps_audiences_and_one_in_use_is_not_deleted() {
+    let app = spawn_app().await;
+    let viewer = app.create_key(&["viewer"]).await;
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    sign_in(&c, &app, &app.admin_key).await;
+    follow(&c, "header nav a[href='/admin/audiences']").await;
+    assert_eq!(path(&c).await, "/admin/audiences");
+    let env = value(&c, "form.filters input[name=environment]").await;
+    assert_eq!(env, "production");
+    assert!(text(&c, "p.empty").await.contains("No audience"));
+
+    fill(&c, "#f-key", "germany").await;
+    fill(
+        &c,
+        "#f-rules",
+        r#"[{"conditions": [{"attribute": "country", "operator": "sometimes", "value": "DE"}]}]"#,
+    )
+    .await;
+    follow(&c, "#new-audience button[type=submit]").await;
+    let problem = text(&c, "#f-rules-error").await;
+    assert!(problem.contains("sometimes"), "{problem}");
+    assert_eq!(
+        value(&c, "#f-key").await,
+        "germany",
+        "what was typed is kept"
+    );
+    let (status, _) = app
+        .get(
+            "/v1/environments/production/audiences/germany",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was written");
+
+    let rules = json!([{"conditions": [
+        {"attribute": "country", "operator": "in", "value": ["DE", "AT"]}
+    ]}]);
+    fill(&c, "#f-rules", &rules.to_string()).await;
+    follow(&c, "#new-audience button[type=submit]").await;
+    assert_eq!(path(&c).await, "/admin/audiences/germany");
+    let (status, stored) = app
+        .get(
+            "/v1/environments/production/audiences/germany",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["rules"], rules);
+    assert_eq!(stored["name"], "germany", "the name defaults to the key");
+
+    // A running experiment names it: deleting is refused, and the page says by whom.
+    let mut body = ab_experiment("dach-banner");
+    body["audience"] = json!("germany");
+    app.create_experiment(&body).await;
+    let (status, answer) = app.activate("dach-banner").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    follow(&c, "#delete-audience button").await;
+    let refused = text(&c, "div.problem").await;
+    assert!(refused.contains("audience_in_use"), "{refused}");
+    assert!(refused.contains("dach-banner"), "{refused}");
+    let (status, _) = app
+        .get(
+            "/v1/environments/production/audiences/germany",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "still there");
+
+    // Its rules change through the edit form.
+    let wider = json!([{"conditions": [
+        {"attribute": "country", "operator": "in", "value": ["DE", "AT", "CH"]}
+    ]}]);
+    fill(&c, "#f-name", "German-speaking").await;
+    fill(&c, "#f-rules", &wider.to_string()).await;
+    follow(&c, "#audience-form button[type=submit]").await;
+    assert_eq!(path(&c).await, "/admin/audiences/germany");
+    assert!(text(&c, "h1").await.starts_with("German-speaking"));
+    let (_, stored) = app
+        .get(
+            "/v1/environments/production/audiences/germany",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(
+        (&stored["name"], &stored["rules"]),
+        (&json!("German-speaking"), &wider)
+    );
+    c.goto(&app.url("/admin/audiences"))
+        .await
+        .expect("the list");
+    let row = text(&c, "tr[data-audience=germany]").await;
+    assert!(
+        row.contains("German-speaking") && row.contains("CH"),
+        "{row}"
+    );
+
+    // A viewer reads the rules; every change it posts anyway is refused.
+    follow(&c, "header form.signout button").await;
+    sign_in(&c, &app, &viewer).await;
+    c.goto(&app.url("/admin/audiences/germany"))
+        .await
+        .expect("the audience page");
+    let shown: Value = serde_json::from_str(&text(&c, "pre#rules").await).expect("the rules");
+    assert_eq!(shown, wider);
+    assert!(!exists(&c, "#audience-form").await);
+    assert!(!exists(&c, "#delete-audience").await);
+    let csrf = csrf_token(&c).await;
+    for (url, fields) in [
+        ("/admin/audiences", vec![("key", "sneaky"), ("rules", "[]")]),
+        ("/admin/audiences/germany", vec![("rules", "[]")]),
+        ("/admin/audiences/germany/delete", vec![]),
+    ] {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend(fields);
+        assert_eq!(post_form(&c, url, &form).await, json!(403), "{url}");
+    }
+
+    // Once the experiment is over, the audience can go.
+    follow(&c, "header form.signout button").await;
+    sign_in(&c, &app, &app.admin_key).await;
+    let (status, answer) = app.set_status("dach-banner", "completed").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    c.goto(&app.url("/admin/audiences/germany"))
+        .await
+        .expect("the audience page");
+    follow(&c, "#delete-audience button").await;
+    assert_eq!(path(&c).await, "/admin/audiences");
+    assert!(!exists(&c, "tr[data-audience=germany]").await);
+    let (status, _) = app
+        .get(
+            "/v1/environments/production/audiences/germany",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     c.close().await.expect("the session closes");
 }

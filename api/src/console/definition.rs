@@ -233,7 +233,11 @@ fn to_form_row(field: &str, rows: &[usize]) -> String {
 }
 
 /// Read `doc` as the request type `T`, or place why not in `form`.
-fn request<T: DeserializeOwned>(form: &mut Form, doc: Value, rows: &[usize]) -> Option<T> {
+pub(super) fn request<T: DeserializeOwned>(
+    form: &mut Form,
+    doc: Value,
+    rows: &[usize],
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(doc) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -246,12 +250,11 @@ fn request<T: DeserializeOwned>(form: &mut Form, doc: Value, rows: &[usize]) -> 
 
 /// Place a refused request's problems in `form`: each detail next to its field, else the
 /// error's message (a taken key next to the key).
-fn refused(form: &mut Form, e: &AppError, rows: &[usize]) {
+pub(super) fn refused(form: &mut Form, e: &AppError, rows: &[usize]) {
     if e.details.is_empty() {
-        let field = if e.code == ErrorCode::ExperimentExists {
-            "key"
-        } else {
-            ""
+        let field = match e.code {
+            ErrorCode::ExperimentExists | ErrorCode::AudienceExists => "key",
+            _ => "",
         };
         form.place(field, &format!("{} ({})", e.message, e.code.as_str()));
     } else {

@@ -26,7 +26,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use verdict_app::health::Readiness;
 use verdict_app::jobs::{JobList, JobStatus};
@@ -36,6 +35,7 @@ use verdict_domain::Right;
 use verdict_store::{RunOutcome, RunRecord};
 
 use super::chart::{Chart, Format, Line, line_chart};
+use super::pages::when;
 use super::{
     Change, NoFields, SignedIn, checked_form, error_page, html, pages, redirect, require, signed_in,
 };
@@ -310,11 +310,6 @@ fn anchor(prefix: &str, name: &str) -> String {
 
 fn segment(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
-}
-
-fn when(t: Option<OffsetDateTime>) -> String {
-    t.and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "—".to_owned())
 }
 
 /// A duration in seconds, in words a reader takes in at once.

@@ -33,6 +33,7 @@ pub(super) fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Marku
                     @if let Some(who) = who {
                         nav {
                             a href="/admin" { "Experiments" }
+                            @if who.may(Right::EnvironmentsRead) { a href="/admin/audiences" { "Audiences" } }
                             @if who.may(Right::JobsRun) { a href="/admin/operations" { "Operations" } }
                             a href="/docs" { "API docs" }
                         }
@@ -107,7 +108,8 @@ fn detail(d: &serde_json::Value) -> String {
     }
 }
 
-fn when(t: Option<OffsetDateTime>) -> String {
+/// A time as RFC 3339, `—` when there is none.
+pub(super) fn when(t: Option<OffsetDateTime>) -> String {
     t.and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| "—".to_owned())
 }

@@ -17,9 +17,9 @@
 //!   (a directory target configured): a manual publish of the unchanged scope (compile and
 //!   compare), and a status change whose publish records and writes a new version, against
 //!   the same change of a draft (which publishes nothing).
-//! - `console`: the admin console's pages (experiments list, experiment, operations) for
-//!   one experiment with `--console-events` events rolled up, loaded by a signed-in admin
-//!   (target: under 50 ms each).
+//! - `console`: the admin console's pages (experiments list, experiment, edit, new
+//!   experiment, operations, audiences) for one experiment with `--console-events` events
+//!   rolled up, loaded by a signed-in admin (target: under 50 ms each).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -45,6 +45,8 @@ const PUBLISH_SECTION: &str = "verdict-bench-scale-publish";
 const CONSOLE_SECTION: &str = "verdict-bench-scale-console";
 /// The experiment whose console pages are timed.
 const CONSOLE_EXPERIMENT: &str = "console";
+/// The audience the console part creates.
+const CONSOLE_AUDIENCE: &str = "dach";
 /// The experiment whose cost is watched while the store grows.
 const TARGET: &str = "target";
 /// Its metrics' window.
@@ -1153,6 +1155,19 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
         bail!("the evaluate run recorded no history point: {evaluated}");
     }
 
+    // An audience, for the audiences pages.
+    let made = client
+        .post(format!("{verdict}/v1/environments/production/audiences"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"key": CONSOLE_AUDIENCE, "rules": [{"conditions": [
+            {"attribute": "country", "operator": "in", "value": ["DE", "AT", "CH"]}
+        ]}]}))
+        .send()
+        .await?;
+    if !made.status().is_success() {
+        bail!("creating the audience: {}", made.text().await?);
+    }
+
     // Signed in as the console's users are: a session cookie from the sign-in form.
     let signed = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -1205,6 +1220,16 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
             "operations (jobs, throughput chart, webhooks, readiness)",
             "/admin/operations".to_owned(),
             format!("<tr data-run=\"{aggregate_run}\">"),
+        ),
+        (
+            "audiences (list and new-audience form)",
+            "/admin/audiences".to_owned(),
+            format!("data-audience=\"{CONSOLE_AUDIENCE}\""),
+        ),
+        (
+            "audience (rules form)",
+            format!("/admin/audiences/{CONSOLE_AUDIENCE}"),
+            "id=\"f-rules\"".to_owned(),
         ),
     ] {
         let url = format!("{verdict}{path}");

@@ -1,0 +1,354 @@
+//! An environment's audiences (reusable targeting rules that experiments name):
+//!
+//! - `GET /admin/audiences[?environment=&page=]`: the list, and the new-audience form;
+//! - `POST /admin/audiences`: create one;
+//! - `GET|POST /admin/audiences/{key}`: an audience, its rules' edit form;
+//! - `POST /admin/audiences/{key}/delete`: delete it (refused, with the experiments, while
+//!   running experiments use it).
+//!
+//! Reading needs `environments:read`, changing `environments:write`; the forms post to the
+//! use-cases the JSON API calls, and a refused request comes back with each problem next to
+//! its field (422), nothing written.
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form as Posted, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::json;
+use verdict_app::environments::{AudienceInput, AudienceUpdate};
+use verdict_app::{AppError, PageParams, Paginated};
+use verdict_domain::{Audience, Right};
+
+use super::definition::{refused, request};
+use super::form::{self, Form, Input, Kind};
+use super::pages::{layout, problem_box};
+use super::{
+    Change, NoFields, Refused, ScopeQuery, SignedIn, change, html as page, page_request, redirect,
+};
+use crate::state::AppState;
+
+/// Audiences a page lists.
+const PAGE_SIZE: u32 = 50;
+
+/// What the rules input holds, in words.
+const RULES_HINT: &str = r#"A subject matches when all the conditions of any one rule hold (no rules: everyone), e.g. [{"conditions": [{"attribute": "country", "operator": "in", "value": ["DE", "FR"]}]}]"#;
+
+pub(super) fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/admin/audiences", get(list).post(create))
+        .route("/admin/audiences/{key}", get(show).post(update))
+        .route("/admin/audiences/{key}/delete", post(delete))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListPage {
+    page: Option<u32>,
+}
+
+/// The environment a page acts in: the one named, else the caller's own.
+fn environment(who: &SignedIn, scope: &ScopeQuery) -> String {
+    super::non_empty(&scope.environment).unwrap_or_else(|| who.caller.environment().to_owned())
+}
+
+/// A page's caller (holding `environments:read`) and environment.
+async fn viewing(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+) -> Result<(SignedIn, String), Refused> {
+    let (who, scope) = page_request(state, headers, scope, Right::EnvironmentsRead).await?;
+    let env = environment(&who, &scope);
+    Ok((who, env))
+}
+
+/// A posted form's caller (its CSRF token matching, holding `environments:write`), the
+/// environment, and the form's fields.
+async fn changing<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    posted: Result<Posted<Change<T>>, FormRejection>,
+) -> Result<(SignedIn, String, T), Refused> {
+    let (who, scope, fields) =
+        change(state, headers, scope, posted, Right::EnvironmentsWrite).await?;
+    let env = environment(&who, &scope);
+    Ok((who, env, fields))
+}
+
+/// `path` with the page's environment as its query.
+fn url(path: &str, env: &str) -> String {
+    let mut q = form_urlencoded::Serializer::new(format!("{path}?"));
+    q.append_pair("environment", env);
+    q.finish()
+}
+
+fn audience_url(key: &str, env: &str) -> String {
+    url(
+        &format!(
+            "/admin/audiences/{}",
+            percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        env,
+    )
+}
+
+fn new_form() -> Form {
+    let doc = json!({"rules": []});
+    Form::new(
+        [
+            Input::new("key", "Key", Kind::Text).hint("letters, digits, - and _; cannot change"),
+            Input::new("name", "Name", Kind::Text).hint("defaults to the key"),
+            Input::new("rules", "Rules (JSON)", Kind::Json).hint(RULES_HINT),
+        ]
+        .into_iter()
+        .map(|i| i.from(&doc))
+        .collect(),
+    )
+}
+
+fn edit_form(a: &Audience) -> Form {
+    let doc = json!({"name": a.name, "rules": a.rules});
+    Form::new(
+        [
+            Input::new("name", "Name", Kind::Text),
+            Input::new("rules", "Rules (JSON)", Kind::Json).hint(RULES_HINT),
+        ]
+        .into_iter()
+        .map(|i| i.from(&doc))
+        .collect(),
+    )
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    paging: Result<Query<ListPage>, QueryRejection>,
+) -> Response {
+    let (who, env) = match viewing(&state, &headers, scope).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    let paging = match super::query(paging) {
+        Ok(paging) => paging,
+        Err(answer) => return *answer,
+    };
+    list_response(&state, &who, &env, paging.page, None).await
+}
+
+/// The list page; `form` is a new-audience form that came back with problems.
+async fn list_response(
+    state: &AppState,
+    who: &SignedIn,
+    env: &str,
+    page_number: Option<u32>,
+    form: Option<Form>,
+) -> Response {
+    let paging = PageParams {
+        page: Some(page_number.unwrap_or(1)),
+        page_size: Some(PAGE_SIZE),
+    };
+    let listed = match state.list_audiences(&who.caller, env, paging).await {
+        Ok(listed) => listed,
+        Err(e) => return super::error_page(Some(who), &e),
+    };
+    let status = if form.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let form = form.unwrap_or_else(new_form);
+    page(status, list_page(who, env, &listed, &form))
+}
+
+fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &Form) -> Markup {
+    let p = listed.pagination;
+    let page_link = |n: u64| format!("{}&page={n}", url("/admin/audiences", env));
+    layout(
+        "Audiences",
+        Some(who),
+        html! {
+            h1 { "Audiences" }
+            form.filters method="get" action="/admin/audiences" {
+                label { "Environment " input type="text" name="environment" value=(env); }
+                button type="submit" { "Show" }
+            }
+            @if listed.data.is_empty() {
+                p.empty { "No audience in " (env) " yet." }
+            } @else {
+                table.audiences {
+                    thead { tr { th { "Key" } th { "Name" } th { "Rules" } th { "Updated" } } }
+                    tbody {
+                        @for a in &listed.data {
+                            tr data-audience=(a.key) {
+                                td { a href=(audience_url(&a.key, env)) { (a.key) } }
+                                td { (a.name) }
+                                td { code.json { (serde_json::to_string(&a.rules).unwrap_or_default()) } }
+                                td { (super::pages::when(Some(a.updated_at))) }
+                            }
+                        }
+                    }
+                }
+                nav.pager {
+                    "Page " (p.page) " of " (p.total_pages.max(1)) " (" (p.total) " audiences) "
+                    @if p.page > 1 { a href=(page_link(u64::from(p.page) - 1)) { "Previous" } " " }
+                    @if u64::from(p.page) < p.total_pages { a href=(page_link(u64::from(p.page) + 1)) { "Next" } }
+                }
+            }
+            @if who.may(Right::EnvironmentsWrite) {
+                h2 { "New audience" }
+                (form.summary())
+                form.definition #new-audience method="post" action=(url("/admin/audiences", env)) novalidate {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    fieldset {
+                        legend { "Audience in " (env) }
+                        (form.field("key")) (form.field("name")) (form.field("rules"))
+                    }
+                    button type="submit" { "Create the audience" }
+                }
+            }
+        },
+    )
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    posted: Result<Posted<Change<form::Posted>>, FormRejection>,
+) -> Response {
+    let (who, env, posted) = match changing(&state, &headers, scope, posted).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    let mut form = new_form();
+    let doc = form.read(&posted, None);
+    if !form.has_problems()
+        && let Some(input) = request::<AudienceInput>(&mut form, doc, &[])
+    {
+        match state.create_audience(&who.caller, &env, input).await {
+            Ok(created) => return redirect(&audience_url(&created.key, &env)),
+            Err(e) => refused(&mut form, &e, &[]),
+        }
+    }
+    list_response(&state, &who, &env, None, Some(form)).await
+}
+
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+) -> Response {
+    let (who, env) = match viewing(&state, &headers, scope).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    audience_response(&state, &who, &env, &key, None, None).await
+}
+
+/// An audience's page; `form` is its edit form come back with problems, `problem` a refused
+/// deletion.
+async fn audience_response(
+    state: &AppState,
+    who: &SignedIn,
+    env: &str,
+    key: &str,
+    form: Option<Form>,
+    problem: Option<&AppError>,
+) -> Response {
+    let a = match state.audience(&who.caller, env, key).await {
+        Ok(a) => a,
+        Err(e) => return super::error_page(Some(who), &e),
+    };
+    let status = match (&form, problem) {
+        (_, Some(e)) => crate::error::status(e.code),
+        (Some(_), None) => StatusCode::UNPROCESSABLE_ENTITY,
+        (None, None) => StatusCode::OK,
+    };
+    let form = form.unwrap_or_else(|| edit_form(&a));
+    page(status, audience_page(who, &a, &form, problem))
+}
+
+fn audience_page(who: &SignedIn, a: &Audience, form: &Form, problem: Option<&AppError>) -> Markup {
+    let here = audience_url(&a.key, &a.environment);
+    layout(
+        &format!("Audience {}", a.key),
+        Some(who),
+        html! {
+            p.crumbs { a href=(url("/admin/audiences", &a.environment)) { "Audiences" } " / " (a.environment) }
+            h1 { (a.name) " " small { code { (a.key) } } }
+            @if let Some(e) = problem { (problem_box(e)) }
+            dl.facts {
+                dt { "Environment" } dd { (a.environment) }
+                dt { "Created" } dd { (super::pages::when(Some(a.created_at))) }
+                dt { "Updated" } dd { (super::pages::when(Some(a.updated_at))) }
+            }
+            @if who.may(Right::EnvironmentsWrite) {
+                h2 { "Rules" }
+                p.hint { "Experiments that name this audience take only the subjects its rules match; a change applies to new subjects (those assigned keep their variant)." }
+                (form.summary())
+                form.definition #audience-form method="post" action=(here) novalidate {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    fieldset { (form.field("name")) (form.field("rules")) }
+                    button type="submit" { "Save the audience" }
+                }
+                form.inline #delete-audience method="post" action=(super::pages::action(&here, "delete")) {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    button.danger type="submit" { "Delete the audience" }
+                }
+            } @else {
+                h2 { "Rules" }
+                pre.rules #rules { (serde_json::to_string_pretty(&a.rules).unwrap_or_default()) }
+            }
+        },
+    )
+}
+
+async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    posted: Result<Posted<Change<form::Posted>>, FormRejection>,
+) -> Response {
+    let (who, env, posted) = match changing(&state, &headers, scope, posted).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    let current = match state.audience(&who.caller, &env, &key).await {
+        Ok(a) => a,
+        Err(e) => return super::error_page(Some(&who), &e),
+    };
+    let mut form = edit_form(&current);
+    let doc = form.read(&posted, None);
+    if !form.has_problems()
+        && let Some(body) = request::<AudienceUpdate>(&mut form, doc, &[])
+    {
+        match state.update_audience(&who.caller, &env, &key, body).await {
+            Ok(_) => return redirect(&audience_url(&key, &env)),
+            Err(e) => refused(&mut form, &e, &[]),
+        }
+    }
+    audience_response(&state, &who, &env, &key, Some(form), None).await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    posted: Result<Posted<Change<NoFields>>, FormRejection>,
+) -> Response {
+    let (who, env, _) = match changing(&state, &headers, scope, posted).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    match state.delete_audience(&who.caller, &env, &key).await {
+        Ok(()) => redirect(&url("/admin/audiences", &env)),
+        Err(e) => audience_response(&state, &who, &env, &key, None, Some(&e)).await,
+    }
+}
