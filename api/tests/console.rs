@@ -685,6 +685,7 @@ async fn the_console_loads_nothing_from_another_host() {
         "/admin",
         "/admin/experiments/offline",
         "/admin/operations",
+        "/admin/environments",
         "/admin/audiences",
         "/admin/audiences/everyone",
     ] {
@@ -1104,17 +1105,46 @@ async fn an_operator_watches_the_pipeline_runs_a_job_and_redelivers_a_failed_web
     c.close().await.expect("the session closes");
 }
 
-/// An admin keeps an environment's audiences in the console: a new one whose rules do not
-/// parse comes back with the problem next to the rules, then is created; one a running
-/// experiment uses cannot be deleted (the page names the experiment), is edited, and is
-/// deleted once the experiment is over. A viewer reads the rules and may change nothing.
+/// An admin keeps environments and their audiences in the console: a new environment or
+/// audience that is refused comes back with the problem next to its field, then is
+/// created; an audience a running experiment uses cannot be deleted (the page names the
+/// experiment), is edited, and is deleted once the experiment is over. A viewer reads the
+/// rules and may change nothing.
 #[tokio::test]
-async fn an_admin_keeps_audiences_and_one_in_use_is_not_deleted() {
+async fn an_admin_keeps_environments_and_audiences_and_one_in_use_is_not_deleted() {
     let app = spawn_app().await;
     let viewer = app.create_key(&["viewer"]).await;
     let driver = start_driver().await;
     let c = browser(&driver).await;
     sign_in(&c, &app, &app.admin_key).await;
+
+    // A new environment: a key that is not one comes back next to the key.
+    follow(&c, "header nav a[href='/admin/environments']").await;
+    assert!(exists(&c, "tr[data-environment=production]").await);
+    fill(&c, "#f-key", "Staging Area!").await;
+    fill(&c, "#f-name", "Staging").await;
+    follow(&c, "#new-environment button[type=submit]").await;
+    assert!(!text(&c, "#f-key-error").await.is_empty());
+    assert_eq!(
+        value(&c, "#f-name").await,
+        "Staging",
+        "what was typed is kept"
+    );
+    fill(&c, "#f-key", "staging").await;
+    follow(&c, "#new-environment button[type=submit]").await;
+    assert_eq!(path(&c).await, "/admin/environments");
+    let row = text(&c, "tr[data-environment=staging]").await;
+    assert!(row.contains("Staging"), "{row}");
+    let (status, stored) = app.get("/v1/environments/staging", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["name"], "Staging");
+    follow(&c, "tr[data-environment=staging] a.audiences").await;
+    assert_eq!(
+        value(&c, "form.filters input[name=environment]").await,
+        "staging"
+    );
+    assert!(text(&c, "p.empty").await.contains("No audience in staging"));
+
     follow(&c, "header nav a[href='/admin/audiences']").await;
     assert_eq!(path(&c).await, "/admin/audiences");
     let env = value(&c, "form.filters input[name=environment]").await;
@@ -1218,6 +1248,7 @@ async fn an_admin_keeps_audiences_and_one_in_use_is_not_deleted() {
     assert!(!exists(&c, "#delete-audience").await);
     let csrf = csrf_token(&c).await;
     for (url, fields) in [
+        ("/admin/environments", vec![("key", "sneaky")]),
         ("/admin/audiences", vec![("key", "sneaky"), ("rules", "[]")]),
         ("/admin/audiences/germany", vec![("rules", "[]")]),
         ("/admin/audiences/germany/delete", vec![]),

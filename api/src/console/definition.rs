@@ -233,11 +233,7 @@ fn to_form_row(field: &str, rows: &[usize]) -> String {
 }
 
 /// Read `doc` as the request type `T`, or place why not in `form`.
-pub(super) fn request<T: DeserializeOwned>(
-    form: &mut Form,
-    doc: Value,
-    rows: &[usize],
-) -> Option<T> {
+fn request<T: DeserializeOwned>(form: &mut Form, doc: Value, rows: &[usize]) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(doc) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -250,10 +246,12 @@ pub(super) fn request<T: DeserializeOwned>(
 
 /// Place a refused request's problems in `form`: each detail next to its field, else the
 /// error's message (a taken key next to the key).
-pub(super) fn refused(form: &mut Form, e: &AppError, rows: &[usize]) {
+fn refused(form: &mut Form, e: &AppError, rows: &[usize]) {
     if e.details.is_empty() {
         let field = match e.code {
-            ErrorCode::ExperimentExists | ErrorCode::AudienceExists => "key",
+            ErrorCode::ExperimentExists
+            | ErrorCode::AudienceExists
+            | ErrorCode::EnvironmentExists => "key",
             _ => "",
         };
         form.place(field, &format!("{} ({})", e.message, e.code.as_str()));
@@ -270,6 +268,31 @@ pub(super) fn refused(form: &mut Form, e: &AppError, rows: &[usize]) {
             })
             .collect();
         form.place_details(&details);
+    }
+}
+
+/// Read a posted form of flat fields (no rows) into `form`, build its request `T` and hand
+/// it to `apply` (a use-case): what `apply` answered, or `None` with every problem placed
+/// in `form` (nothing written).
+pub(super) async fn submit<T, R, Fut>(
+    form: &mut Form,
+    posted: &form::Posted,
+    apply: impl FnOnce(T) -> Fut,
+) -> Option<R>
+where
+    T: DeserializeOwned,
+    Fut: std::future::Future<Output = Result<R, AppError>>,
+{
+    let doc = form.read(posted, None);
+    if form.has_problems() {
+        return None;
+    }
+    match apply(request::<T>(form, doc, &[])?).await {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            refused(form, &e, &[]);
+            None
+        }
     }
 }
 

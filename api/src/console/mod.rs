@@ -13,17 +13,18 @@
 //!   `POST …/variants`, `…/forced`, `…/forced/remove`: the definition forms
 //!   (`definition.rs`), each problem shown next to its field (`form.rs`).
 //! - `GET /admin/operations`: jobs, throughput, rejections, webhooks, readiness (`ops.rs`).
-//! - `GET|POST /admin/audiences`, `GET|POST /admin/audiences/{key}`, `POST …/delete`: an
-//!   environment's audiences (`audiences.rs`).
+//! - `GET|POST /admin/environments`, `GET|POST /admin/audiences`, `GET|POST
+//!   /admin/audiences/{key}`, `POST …/delete`: environments and their audiences
+//!   (`environments.rs`).
 //! - `GET|POST /admin/sign-in`, `POST /admin/sign-out`.
 //! - `GET /admin/assets/console.css`.
 //!
 //! Every answer carries `Content-Security-Policy: default-src 'self'` (no inline script or
 //! style, nothing from another host), `X-Frame-Options: DENY` and `Cache-Control: no-store`.
 
-mod audiences;
 mod chart;
 mod definition;
+mod environments;
 mod form;
 mod ops;
 mod pages;
@@ -79,7 +80,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/experiments/{key}/winner", post(set_winner))
         .route("/admin/assets/console.css", get(stylesheet))
         .merge(ops::routes())
-        .merge(audiences::routes())
+        .merge(environments::routes())
 }
 
 /// The headers every console answer carries.

@@ -33,7 +33,10 @@ pub(super) fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Marku
                     @if let Some(who) = who {
                         nav {
                             a href="/admin" { "Experiments" }
-                            @if who.may(Right::EnvironmentsRead) { a href="/admin/audiences" { "Audiences" } }
+                            @if who.may(Right::EnvironmentsRead) {
+                                a href="/admin/environments" { "Environments" }
+                                a href="/admin/audiences" { "Audiences" }
+                            }
                             @if who.may(Right::JobsRun) { a href="/admin/operations" { "Operations" } }
                             a href="/docs" { "API docs" }
                         }

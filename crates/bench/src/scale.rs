@@ -18,8 +18,9 @@
 //!   compare), and a status change whose publish records and writes a new version, against
 //!   the same change of a draft (which publishes nothing).
 //! - `console`: the admin console's pages (experiments list, experiment, edit, new
-//!   experiment, operations, audiences) for one experiment with `--console-events` events
-//!   rolled up, loaded by a signed-in admin (target: under 50 ms each).
+//!   experiment, operations, environments, audiences) for one experiment with
+//!   `--console-events` events rolled up, loaded by a signed-in admin (target: under 50 ms
+//!   each).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -1220,6 +1221,11 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
             "operations (jobs, throughput chart, webhooks, readiness)",
             "/admin/operations".to_owned(),
             format!("<tr data-run=\"{aggregate_run}\">"),
+        ),
+        (
+            "environments (list and new-environment form)",
+            "/admin/environments".to_owned(),
+            "data-environment=\"production\"".to_owned(),
         ),
         (
             "audiences (list and new-audience form)",

@@ -1,5 +1,8 @@
-//! An environment's audiences (reusable targeting rules that experiments name):
+//! Environments, and an environment's audiences (reusable targeting rules that experiments
+//! name):
 //!
+//! - `GET /admin/environments[?page=]`: the environments, and the new-environment form;
+//! - `POST /admin/environments`: create one;
 //! - `GET /admin/audiences[?environment=&page=]`: the list, and the new-audience form;
 //! - `POST /admin/audiences`: create one;
 //! - `GET|POST /admin/audiences/{key}`: an audience, its rules' edit form;
@@ -17,11 +20,11 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
-use verdict_app::environments::{AudienceInput, AudienceUpdate};
+use verdict_app::environments::{AudienceInput, AudienceUpdate, NewEnvironment};
 use verdict_app::{AppError, PageParams, Paginated};
-use verdict_domain::{Audience, Right};
+use verdict_domain::{Audience, Environment, Right};
 
-use super::definition::{refused, request};
+use super::definition::submit;
 use super::form::{self, Form, Input, Kind};
 use super::pages::{layout, problem_box};
 use super::{
@@ -29,7 +32,7 @@ use super::{
 };
 use crate::state::AppState;
 
-/// Audiences a page lists.
+/// Environments or audiences a page lists.
 const PAGE_SIZE: u32 = 50;
 
 /// What the rules input holds, in words.
@@ -38,6 +41,10 @@ const RULES_HINT: &str = r#"A subject matches when all the conditions of any one
 pub(super) fn routes() -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
+        .route(
+            "/admin/environments",
+            get(environments).post(create_environment),
+        )
         .route("/admin/audiences", get(list).post(create))
         .route("/admin/audiences/{key}", get(show).post(update))
         .route("/admin/audiences/{key}/delete", post(delete))
@@ -84,6 +91,134 @@ fn url(path: &str, env: &str) -> String {
     q.append_pair("environment", env);
     q.finish()
 }
+
+/// `path?<query>&page=n`, or `path?page=n`.
+fn page_url(base: &str, n: u64) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}page={n}")
+}
+
+/// A pager under a list of `what`.
+fn pager(p: verdict_app::pages::Pagination, base: &str, what: &str) -> Markup {
+    html! {
+        nav.pager {
+            "Page " (p.page) " of " (p.total_pages.max(1)) " (" (p.total) " " (what) ") "
+            @if p.page > 1 { a href=(page_url(base, u64::from(p.page) - 1)) { "Previous" } " " }
+            @if u64::from(p.page) < p.total_pages { a href=(page_url(base, u64::from(p.page) + 1)) { "Next" } }
+        }
+    }
+}
+
+// --- environments ----------------------------------------------------------------------
+
+fn new_environment_form() -> Form {
+    Form::new(vec![
+        Input::new("key", "Key", Kind::Text).hint("letters, digits, - and _; cannot change"),
+        Input::new("name", "Name", Kind::Text).hint("defaults to the key"),
+        Input::new("description", "Description", Kind::Area),
+    ])
+}
+
+async fn environments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    paging: Result<Query<ListPage>, QueryRejection>,
+) -> Response {
+    let (who, _) = match viewing(&state, &headers, scope).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    let paging = match super::query(paging) {
+        Ok(paging) => paging,
+        Err(answer) => return *answer,
+    };
+    environments_response(&state, &who, paging.page, None).await
+}
+
+/// The environments page; `form` is a new-environment form that came back with problems.
+async fn environments_response(
+    state: &AppState,
+    who: &SignedIn,
+    page_number: Option<u32>,
+    form: Option<Form>,
+) -> Response {
+    let paging = PageParams {
+        page: Some(page_number.unwrap_or(1)),
+        page_size: Some(PAGE_SIZE),
+    };
+    let listed = match state.list_environments(paging).await {
+        Ok(listed) => listed,
+        Err(e) => return super::error_page(Some(who), &e),
+    };
+    let status = if form.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let form = form.unwrap_or_else(new_environment_form);
+    page(status, environments_page(who, &listed, &form))
+}
+
+fn environments_page(who: &SignedIn, listed: &Paginated<Environment>, form: &Form) -> Markup {
+    layout(
+        "Environments",
+        Some(who),
+        html! {
+            h1 { "Environments" }
+            table.environments {
+                thead { tr { th { "Key" } th { "Name" } th { "Description" } th { "Created" } th {} } }
+                tbody {
+                    @for e in &listed.data {
+                        tr data-environment=(e.key) {
+                            td { (e.key) } td { (e.name) } td { (e.description) }
+                            td { (super::pages::when(Some(e.created_at))) }
+                            td {
+                                // Only where this caller may act.
+                                @if who.caller.require_environment(&e.key).is_ok() {
+                                    a href=(url("/admin", &e.key)) { "Experiments" } " · "
+                                    a.audiences href=(url("/admin/audiences", &e.key)) { "Audiences" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (pager(listed.pagination, "/admin/environments", "environments"))
+            @if who.may(Right::EnvironmentsWrite) {
+                h2 { "New environment" }
+                (form.summary())
+                form.definition #new-environment method="post" action="/admin/environments" novalidate {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    fieldset {
+                        (form.field("key")) (form.field("name")) (form.field("description"))
+                    }
+                    button type="submit" { "Create the environment" }
+                }
+            }
+        },
+    )
+}
+
+async fn create_environment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    posted: Result<Posted<Change<form::Posted>>, FormRejection>,
+) -> Response {
+    let (who, _, posted) = match changing(&state, &headers, scope, posted).await {
+        Ok(parts) => parts,
+        Err(answer) => return *answer,
+    };
+    let mut form = new_environment_form();
+    let create = |body: NewEnvironment| state.create_environment(&who.caller, body);
+    if submit(&mut form, &posted, create).await.is_some() {
+        return redirect("/admin/environments");
+    }
+    environments_response(&state, &who, None, Some(form)).await
+}
+
+// --- audiences -------------------------------------------------------------------------
 
 fn audience_url(key: &str, env: &str) -> String {
     url(
@@ -165,8 +300,6 @@ async fn list_response(
 }
 
 fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &Form) -> Markup {
-    let p = listed.pagination;
-    let page_link = |n: u64| format!("{}&page={n}", url("/admin/audiences", env));
     layout(
         "Audiences",
         Some(who),
@@ -192,11 +325,7 @@ fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &For
                         }
                     }
                 }
-                nav.pager {
-                    "Page " (p.page) " of " (p.total_pages.max(1)) " (" (p.total) " audiences) "
-                    @if p.page > 1 { a href=(page_link(u64::from(p.page) - 1)) { "Previous" } " " }
-                    @if u64::from(p.page) < p.total_pages { a href=(page_link(u64::from(p.page) + 1)) { "Next" } }
-                }
+                (pager(listed.pagination, &url("/admin/audiences", env), "audiences"))
             }
             @if who.may(Right::EnvironmentsWrite) {
                 h2 { "New audience" }
@@ -225,14 +354,9 @@ async fn create(
         Err(answer) => return *answer,
     };
     let mut form = new_form();
-    let doc = form.read(&posted, None);
-    if !form.has_problems()
-        && let Some(input) = request::<AudienceInput>(&mut form, doc, &[])
-    {
-        match state.create_audience(&who.caller, &env, input).await {
-            Ok(created) => return redirect(&audience_url(&created.key, &env)),
-            Err(e) => refused(&mut form, &e, &[]),
-        }
+    let create = |body: AudienceInput| state.create_audience(&who.caller, &env, body);
+    if let Some(created) = submit(&mut form, &posted, create).await {
+        return redirect(&audience_url(&created.key, &env));
     }
     list_response(&state, &who, &env, None, Some(form)).await
 }
@@ -324,14 +448,9 @@ async fn update(
         Err(e) => return super::error_page(Some(&who), &e),
     };
     let mut form = edit_form(&current);
-    let doc = form.read(&posted, None);
-    if !form.has_problems()
-        && let Some(body) = request::<AudienceUpdate>(&mut form, doc, &[])
-    {
-        match state.update_audience(&who.caller, &env, &key, body).await {
-            Ok(_) => return redirect(&audience_url(&key, &env)),
-            Err(e) => refused(&mut form, &e, &[]),
-        }
+    let update = |body: AudienceUpdate| state.update_audience(&who.caller, &env, &key, body);
+    if submit(&mut form, &posted, update).await.is_some() {
+        return redirect(&audience_url(&key, &env));
     }
     audience_response(&state, &who, &env, &key, Some(form), None).await
 }
