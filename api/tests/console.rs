@@ -688,6 +688,7 @@ async fn the_console_loads_nothing_from_another_host() {
         "/admin/environments",
         "/admin/audiences",
         "/admin/audiences/everyone",
+        "/admin/webhooks",
     ] {
         c.goto(&app.url(page)).await.expect("the page");
         let resources = resources(&c).await;
@@ -1276,5 +1277,121 @@ async fn an_admin_keeps_environments_and_audiences_and_one_in_use_is_not_deleted
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    c.close().await.expect("the session closes");
+}
+
+/// An operator keeps a webhook endpoint in the console: a URL that is not one comes back
+/// next to the field; the secret shown once on creation verifies the deliveries (checked
+/// with the reference `standardwebhooks` crate), as does the one a rotation shows; the
+/// settings, disabling and deletion reach the API. A viewer has no such page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_manages_a_webhook_endpoint_whose_shown_secret_signs_its_deliveries() {
+    use verdict_webhooks::test_support::Receiver;
+
+    let app = common::spawn_app_with(&[("VERDICT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let receiver = Receiver::start().await;
+    let dispatcher = common::webhooks::dispatcher(&app);
+    let deliver = || async {
+        dispatcher
+            .run_once(time::OffsetDateTime::now_utc())
+            .await
+            .expect("a round")
+    };
+    let endpoints = || async {
+        let (status, list) = app.get("/v1/webhooks/endpoints", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list["data"].as_array().expect("a list").clone()
+    };
+    let operator = app.create_key(&["operator"]).await;
+    let viewer = app.create_key(&["viewer"]).await;
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    sign_in(&c, &app, &operator).await;
+    follow(&c, "header nav a[href='/admin/webhooks']").await;
+    assert!(text(&c, "p.empty").await.contains("No endpoint"));
+
+    fill(&c, "#f-url", "ftp://hooks.example.com/verdict").await;
+    follow(&c, "#new-endpoint button[type=submit]").await;
+    assert!(!text(&c, "#f-url-error").await.is_empty());
+    assert!(endpoints().await.is_empty(), "nothing was written");
+
+    fill(&c, "#f-url", &receiver.url("/hooks")).await;
+    fill(&c, "#f-event_types", "experiment.status_changed").await;
+    follow(&c, "#new-endpoint button[type=submit]").await;
+    let secret = text(&c, "#secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let listed = endpoints().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0]["event_types"],
+        json!(["experiment.status_changed"])
+    );
+    assert_eq!(listed[0]["url"], receiver.url("/hooks"));
+
+    // The secret the page showed verifies the delivery.
+    app.create_experiment(&ab_experiment("hooked")).await;
+    assert_eq!(app.activate("hooked").await.0, StatusCode::OK);
+    assert_eq!(deliver().await.delivered, 1);
+    let received = receiver.requests();
+    assert_eq!(received.len(), 1);
+    assert!(common::webhooks::verify(&received[0], &secret));
+    follow(&c, "a.button").await;
+    let message = received[0].webhook_id().to_owned();
+    let row = text(&c, &format!("tr[data-message='{message}'] td.status")).await;
+    assert_eq!(row, "delivered");
+
+    // Settings: every event type again, and a description.
+    fill(&c, "#f-event_types", "").await;
+    fill(&c, "#f-description", "all experiment events").await;
+    follow(&c, "#endpoint-form button[type=submit]").await;
+    assert_eq!(text(&c, "#event-types").await, "every type");
+    let listed = endpoints().await;
+    assert_eq!(listed[0]["event_types"], json!([]));
+    assert_eq!(listed[0]["description"], "all experiment events");
+
+    // A rotation shows the new secret once; it signs the next delivery.
+    follow(&c, "#rotate button").await;
+    let rotated = text(&c, "#secret").await;
+    assert!(
+        rotated.starts_with("whsec_") && rotated != secret,
+        "{rotated}"
+    );
+    assert_eq!(app.set_status("hooked", "paused").await.0, StatusCode::OK);
+    assert_eq!(deliver().await.delivered, 1);
+    let received = receiver.requests();
+    assert_eq!(received.len(), 2);
+    assert!(common::webhooks::verify(&received[1], &rotated));
+
+    // Disabled, then enabled again; then deleted.
+    follow(&c, "a.button").await;
+    follow(&c, "#enabled button").await;
+    assert!(text(&c, "#state").await.starts_with("disabled (manual)"));
+    assert_eq!(endpoints().await[0]["disabled"], true);
+    follow(&c, "#enabled button").await;
+    assert!(text(&c, "#state").await.starts_with("enabled"));
+    assert_eq!(endpoints().await[0]["disabled"], false);
+    follow(&c, "#delete-endpoint button").await;
+    assert_eq!(path(&c).await, "/admin/webhooks");
+    assert!(text(&c, "p.empty").await.contains("No endpoint"));
+    assert!(endpoints().await.is_empty());
+
+    // A viewer (no webhooks:manage) has no link, and the page is refused.
+    follow(&c, "header form.signout button").await;
+    sign_in(&c, &app, &viewer).await;
+    assert!(!exists(&c, "header nav a[href='/admin/webhooks']").await);
+    c.goto(&app.url("/admin/webhooks"))
+        .await
+        .expect("navigating");
+    assert!(text(&c, "div.problem").await.contains("webhooks:manage"));
+    let csrf = csrf_token(&c).await;
+    let url = receiver.url("/sneaky");
+    let posted = post_form(
+        &c,
+        "/admin/webhooks",
+        &[("csrf", csrf.as_str()), ("url", url.as_str())],
+    )
+    .await;
+    assert_eq!(posted, json!(403));
+    assert!(endpoints().await.is_empty());
     c.close().await.expect("the session closes");
 }

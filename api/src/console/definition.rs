@@ -459,11 +459,7 @@ async fn edit_response(
         Ok(e) => e,
         Err(e) => return super::error_page(Some(who), &e),
     };
-    let status = if definition.is_some() || variants.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = super::page_status(definition.is_some() || variants.is_some(), None);
     let definition = definition.unwrap_or_else(|| definition_form(&e));
     let variants = variants.unwrap_or_else(|| variants_form(&e));
     page(

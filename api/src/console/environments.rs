@@ -15,7 +15,7 @@
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form as Posted, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -151,11 +151,7 @@ async fn environments_response(
         Ok(listed) => listed,
         Err(e) => return super::error_page(Some(who), &e),
     };
-    let status = if form.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = super::page_status(form.is_some(), None);
     let form = form.unwrap_or_else(new_environment_form);
     page(status, environments_page(who, &listed, &form))
 }
@@ -290,11 +286,7 @@ async fn list_response(
         Ok(listed) => listed,
         Err(e) => return super::error_page(Some(who), &e),
     };
-    let status = if form.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let status = super::page_status(form.is_some(), None);
     let form = form.unwrap_or_else(new_form);
     page(status, list_page(who, env, &listed, &form))
 }
@@ -305,10 +297,7 @@ fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &For
         Some(who),
         html! {
             h1 { "Audiences" }
-            form.filters method="get" action="/admin/audiences" {
-                label { "Environment " input type="text" name="environment" value=(env); }
-                button type="submit" { "Show" }
-            }
+            (super::pages::environment_picker("/admin/audiences", env))
             @if listed.data.is_empty() {
                 p.empty { "No audience in " (env) " yet." }
             } @else {
@@ -388,11 +377,7 @@ async fn audience_response(
         Ok(a) => a,
         Err(e) => return super::error_page(Some(who), &e),
     };
-    let status = match (&form, problem) {
-        (_, Some(e)) => crate::error::status(e.code),
-        (Some(_), None) => StatusCode::UNPROCESSABLE_ENTITY,
-        (None, None) => StatusCode::OK,
-    };
+    let status = super::page_status(form.is_some(), problem);
     let form = form.unwrap_or_else(|| edit_form(&a));
     page(status, audience_page(who, &a, &form, problem))
 }

@@ -27,6 +27,8 @@ pub enum Kind {
     Whole,
     /// Any JSON value, in a text area.
     Json,
+    /// A list of strings, typed on one line separated by commas (blank items left out).
+    List,
     /// A checkbox: `true` when ticked.
     Check,
     /// One of the given values; `""` (when offered) is absent.
@@ -76,6 +78,11 @@ impl Input {
             (Some(Value::String(s)), _) => s.clone(),
             (Some(Value::Bool(b)), Kind::Check) => if *b { "on" } else { "" }.to_owned(),
             (Some(v), Kind::Json) => serde_json::to_string_pretty(v).unwrap_or_default(),
+            (Some(Value::Array(items)), Kind::List) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", "),
             (Some(v), _) => v.to_string(),
         };
         self
@@ -117,6 +124,13 @@ impl Input {
             Kind::Json => serde_json::from_str(text)
                 .map(Some)
                 .map_err(|e| format!("is not valid JSON: {e}")),
+            Kind::List => Ok(Some(Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Value::String(item.to_owned()))
+                    .collect(),
+            ))),
         }
     }
 }
@@ -440,6 +454,17 @@ mod tests {
                 "policy": {"min_assignments": 100},
             })
         );
+    }
+
+    #[test]
+    fn a_list_is_typed_on_one_line_and_shown_the_same_way() {
+        let mut form = Form::new(vec![Input::new("types", "Types", Kind::List)]);
+        let doc = form.read(&posted(&[("types", " a.b, ,c ,")]), None);
+        assert_eq!(doc, json!({"types": ["a.b", "c"]}));
+        let shown = Input::new("types", "Types", Kind::List).from(&doc);
+        assert_eq!(shown.text, "a.b, c");
+        let doc = form.read(&posted(&[("types", "  ")]), None);
+        assert_eq!(doc, json!({}), "blank is absent");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - `GET|POST /admin/environments`, `GET|POST /admin/audiences`, `GET|POST
 //!   /admin/audiences/{key}`, `POST …/delete`: environments and their audiences
 //!   (`environments.rs`).
+//! - `GET|POST /admin/webhooks`, `GET|POST /admin/webhooks/{id}`, `POST …/enabled`,
+//!   `…/rotate`, `…/delete`: webhook endpoints (`webhooks.rs`).
 //! - `GET|POST /admin/sign-in`, `POST /admin/sign-out`.
 //! - `GET /admin/assets/console.css`.
 //!
@@ -28,6 +30,7 @@ mod environments;
 mod form;
 mod ops;
 mod pages;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -81,6 +84,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/assets/console.css", get(stylesheet))
         .merge(ops::routes())
         .merge(environments::routes())
+        .merge(webhooks::routes())
 }
 
 /// The headers every console answer carries.
@@ -422,6 +426,16 @@ impl ScopeQuery {
             q.extend_pairs(pairs);
             q.finish()
         }
+    }
+}
+
+/// A page's status: a refused change's, else 422 when a form came back with its problems,
+/// else 200.
+fn page_status(form_came_back: bool, problem: Option<&AppError>) -> StatusCode {
+    match problem {
+        Some(e) => crate::error::status(e.code),
+        None if form_came_back => StatusCode::UNPROCESSABLE_ENTITY,
+        None => StatusCode::OK,
     }
 }
 

@@ -546,7 +546,7 @@ fn endpoint_view(who: &SignedIn, h: &EndpointHealth) -> Markup {
     let e = &h.endpoint;
     html! {
         div.endpoint id=(anchor("endpoint", &e.id)) data-endpoint=(e.id) {
-            h3 { code { (e.url) } }
+            h3 { a href=(format!("/admin/webhooks/{}", segment(&e.id))) { code { (e.url) } } }
             dl.facts {
                 dt { "Id" } dd { code { (e.id) } }
                 @if !e.description.is_empty() { dt { "Description" } dd { (e.description) } }

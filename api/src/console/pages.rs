@@ -37,6 +37,7 @@ pub(super) fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Marku
                                 a href="/admin/environments" { "Environments" }
                                 a href="/admin/audiences" { "Audiences" }
                             }
+                            @if who.may(Right::WebhooksManage) { a href="/admin/webhooks" { "Webhooks" } }
                             @if who.may(Right::JobsRun) { a href="/admin/operations" { "Operations" } }
                             a href="/docs" { "API docs" }
                         }
@@ -108,6 +109,16 @@ fn detail(d: &serde_json::Value) -> String {
     ) {
         (Some(f), Some(m)) => format!("{f}: {m}"),
         _ => d.to_string(),
+    }
+}
+
+/// The form that shows a list page (`action`) of another environment.
+pub(super) fn environment_picker(action: &str, env: &str) -> Markup {
+    html! {
+        form.filters method="get" action=(action) {
+            label { "Environment " input type="text" name="environment" value=(env); }
+            button type="submit" { "Show" }
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //!   compare), and a status change whose publish records and writes a new version, against
 //!   the same change of a draft (which publishes nothing).
 //! - `console`: the admin console's pages (experiments list, experiment, edit, new
-//!   experiment, operations, environments, audiences) for one experiment with
+//!   experiment, operations, environments, audiences, webhooks) for one experiment with
 //!   `--console-events` events rolled up, loaded by a signed-in admin (target: under 50 ms
 //!   each).
 
@@ -1236,6 +1236,11 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
             "audience (rules form)",
             format!("/admin/audiences/{CONSOLE_AUDIENCE}"),
             "id=\"f-rules\"".to_owned(),
+        ),
+        (
+            "webhooks (endpoints and new-endpoint form)",
+            "/admin/webhooks".to_owned(),
+            "id=\"new-endpoint\"".to_owned(),
         ),
     ] {
         let url = format!("{verdict}{path}");
