@@ -689,6 +689,7 @@ async fn the_console_loads_nothing_from_another_host() {
         "/admin/audiences",
         "/admin/audiences/everyone",
         "/admin/webhooks",
+        "/admin/api-keys",
     ] {
         c.goto(&app.url(page)).await.expect("the page");
         let resources = resources(&c).await;
@@ -1393,5 +1394,93 @@ async fn an_operator_manages_a_webhook_endpoint_whose_shown_secret_signs_its_del
     .await;
     assert_eq!(posted, json!(403));
     assert!(endpoints().await.is_empty());
+    c.close().await.expect("the session closes");
+}
+
+/// An admin makes an API key in the console: roles that do not exist come back next to
+/// the field; the plaintext the page shows once works as a key (it reads experiments, and
+/// signs in to the console) until the admin revokes it there. A viewer has no such page.
+#[tokio::test]
+async fn an_admin_makes_a_key_whose_shown_plaintext_works_until_revoked() {
+    let app = spawn_app().await;
+    let viewer = app.create_key(&["viewer"]).await;
+    let keys = || async {
+        let (status, list) = app.get("/v1/api-keys", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list["data"].as_array().expect("a list").clone()
+    };
+    let before = keys().await.len();
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    sign_in(&c, &app, &app.admin_key).await;
+    follow(&c, "header nav a[href='/admin/api-keys']").await;
+
+    fill(&c, "#f-name", "dashboard").await;
+    fill(&c, "#f-roles", "viewer, wizard").await;
+    follow(&c, "#new-key button[type=submit]").await;
+    let problem = text(&c, "#f-roles-error").await;
+    assert!(problem.contains("wizard"), "{problem}");
+    assert_eq!(keys().await.len(), before, "nothing was written");
+
+    fill(&c, "#f-roles", "viewer").await;
+    follow(&c, "#new-key button[type=submit]").await;
+    let plaintext = text(&c, "#secret").await;
+    assert!(plaintext.starts_with("vk_"), "{plaintext}");
+    let made = keys()
+        .await
+        .into_iter()
+        .find(|k| k["name"] == "dashboard")
+        .expect("the new key is listed");
+    assert_eq!(made["roles"], json!(["viewer"]));
+    let id = made["id"].as_str().expect("an id").to_owned();
+    let (status, body) = app.get("/v1/experiments", &plaintext).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // It signs in to the console, as a viewer: no API keys page for it.
+    follow(&c, "header form.signout button").await;
+    sign_in(&c, &app, &plaintext).await;
+    assert_eq!(path(&c).await, "/admin");
+    assert!(!exists(&c, "header nav a[href='/admin/api-keys']").await);
+    follow(&c, "header form.signout button").await;
+
+    // Revoked in the console, it is refused from then on.
+    sign_in(&c, &app, &app.admin_key).await;
+    c.goto(&app.url("/admin/api-keys")).await.expect("the keys");
+    assert_eq!(
+        text(&c, &format!("tr[data-key='{id}'] td.revoked")).await,
+        "—"
+    );
+    follow(&c, &format!("tr[data-key='{id}'] button")).await;
+    assert_ne!(
+        text(&c, &format!("tr[data-key='{id}'] td.revoked")).await,
+        "—"
+    );
+    assert!(!exists(&c, &format!("tr[data-key='{id}'] button")).await);
+    let (status, _) = app.get("/v1/experiments", &plaintext).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    follow(&c, "header form.signout button").await;
+    sign_in(&c, &app, &plaintext).await;
+    assert_eq!(
+        path(&c).await,
+        "/admin/sign-in",
+        "a revoked key cannot sign in"
+    );
+
+    // A viewer may not manage keys: no link, and a key it posts anyway is refused.
+    sign_in(&c, &app, &viewer).await;
+    assert!(!exists(&c, "header nav a[href='/admin/api-keys']").await);
+    let csrf = csrf_token(&c).await;
+    let posted = post_form(
+        &c,
+        "/admin/api-keys",
+        &[
+            ("csrf", csrf.as_str()),
+            ("name", "sneaky"),
+            ("roles", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(posted, json!(403));
+    assert_eq!(keys().await.len(), before + 1);
     c.close().await.expect("the session closes");
 }

@@ -18,17 +18,17 @@ use axum::extract::{Form as Posted, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
-use serde::Deserialize;
 use serde_json::json;
 use verdict_app::environments::{AudienceInput, AudienceUpdate, NewEnvironment};
-use verdict_app::{AppError, PageParams, Paginated};
+use verdict_app::{AppError, Paginated};
 use verdict_domain::{Audience, Environment, Right};
 
 use super::definition::submit;
 use super::form::{self, Form, Input, Kind};
 use super::pages::{layout, problem_box};
 use super::{
-    Change, NoFields, Refused, ScopeQuery, SignedIn, change, html as page, page_request, redirect,
+    Change, NoFields, PageQuery, Refused, ScopeQuery, SignedIn, change, html as page, list_request,
+    page_request, redirect,
 };
 use crate::state::AppState;
 
@@ -48,11 +48,6 @@ pub(super) fn routes() -> axum::Router<AppState> {
         .route("/admin/audiences", get(list).post(create))
         .route("/admin/audiences/{key}", get(show).post(update))
         .route("/admin/audiences/{key}/delete", post(delete))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ListPage {
-    page: Option<u32>,
 }
 
 /// The environment a page acts in: the one named, else the caller's own.
@@ -92,23 +87,6 @@ fn url(path: &str, env: &str) -> String {
     q.finish()
 }
 
-/// `path?<query>&page=n`, or `path?page=n`.
-fn page_url(base: &str, n: u64) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}page={n}")
-}
-
-/// A pager under a list of `what`.
-fn pager(p: verdict_app::pages::Pagination, base: &str, what: &str) -> Markup {
-    html! {
-        nav.pager {
-            "Page " (p.page) " of " (p.total_pages.max(1)) " (" (p.total) " " (what) ") "
-            @if p.page > 1 { a href=(page_url(base, u64::from(p.page) - 1)) { "Previous" } " " }
-            @if u64::from(p.page) < p.total_pages { a href=(page_url(base, u64::from(p.page) + 1)) { "Next" } }
-        }
-    }
-}
-
 // --- environments ----------------------------------------------------------------------
 
 fn new_environment_form() -> Form {
@@ -123,17 +101,14 @@ async fn environments(
     State(state): State<AppState>,
     headers: HeaderMap,
     scope: Result<Query<ScopeQuery>, QueryRejection>,
-    paging: Result<Query<ListPage>, QueryRejection>,
+    paging: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
-    let (who, _) = match viewing(&state, &headers, scope).await {
-        Ok(parts) => parts,
-        Err(answer) => return *answer,
-    };
-    let paging = match super::query(paging) {
-        Ok(paging) => paging,
-        Err(answer) => return *answer,
-    };
-    environments_response(&state, &who, paging.page, None).await
+    let (who, _, page_number) =
+        match list_request(&state, &headers, scope, paging, Right::EnvironmentsRead).await {
+            Ok(parts) => parts,
+            Err(answer) => return *answer,
+        };
+    environments_response(&state, &who, page_number, None).await
 }
 
 /// The environments page; `form` is a new-environment form that came back with problems.
@@ -143,17 +118,18 @@ async fn environments_response(
     page_number: Option<u32>,
     form: Option<Form>,
 ) -> Response {
-    let paging = PageParams {
-        page: Some(page_number.unwrap_or(1)),
-        page_size: Some(PAGE_SIZE),
-    };
-    let listed = match state.list_environments(paging).await {
-        Ok(listed) => listed,
-        Err(e) => return super::error_page(Some(who), &e),
-    };
-    let status = super::page_status(form.is_some(), None);
-    let form = form.unwrap_or_else(new_environment_form);
-    page(status, environments_page(who, &listed, &form))
+    let read = |paging| state.list_environments(paging);
+    let draw = |listed: &Paginated<Environment>, form: &Form| environments_page(who, listed, form);
+    super::list_with_form(
+        who,
+        page_number,
+        PAGE_SIZE,
+        read,
+        form,
+        new_environment_form,
+        draw,
+    )
+    .await
 }
 
 fn environments_page(who: &SignedIn, listed: &Paginated<Environment>, form: &Form) -> Markup {
@@ -180,7 +156,7 @@ fn environments_page(who: &SignedIn, listed: &Paginated<Environment>, form: &For
                     }
                 }
             }
-            (pager(listed.pagination, "/admin/environments", "environments"))
+            (super::pages::pager(listed.pagination, "/admin/environments", "environments"))
             @if who.may(Right::EnvironmentsWrite) {
                 h2 { "New environment" }
                 (form.summary())
@@ -257,17 +233,15 @@ async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     scope: Result<Query<ScopeQuery>, QueryRejection>,
-    paging: Result<Query<ListPage>, QueryRejection>,
+    paging: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
-    let (who, env) = match viewing(&state, &headers, scope).await {
-        Ok(parts) => parts,
-        Err(answer) => return *answer,
-    };
-    let paging = match super::query(paging) {
-        Ok(paging) => paging,
-        Err(answer) => return *answer,
-    };
-    list_response(&state, &who, &env, paging.page, None).await
+    let (who, scope, page_number) =
+        match list_request(&state, &headers, scope, paging, Right::EnvironmentsRead).await {
+            Ok(parts) => parts,
+            Err(answer) => return *answer,
+        };
+    let env = environment(&who, &scope);
+    list_response(&state, &who, &env, page_number, None).await
 }
 
 /// The list page; `form` is a new-audience form that came back with problems.
@@ -278,17 +252,9 @@ async fn list_response(
     page_number: Option<u32>,
     form: Option<Form>,
 ) -> Response {
-    let paging = PageParams {
-        page: Some(page_number.unwrap_or(1)),
-        page_size: Some(PAGE_SIZE),
-    };
-    let listed = match state.list_audiences(&who.caller, env, paging).await {
-        Ok(listed) => listed,
-        Err(e) => return super::error_page(Some(who), &e),
-    };
-    let status = super::page_status(form.is_some(), None);
-    let form = form.unwrap_or_else(new_form);
-    page(status, list_page(who, env, &listed, &form))
+    let read = |paging| state.list_audiences(&who.caller, env, paging);
+    let draw = |listed: &Paginated<Audience>, form: &Form| list_page(who, env, listed, form);
+    super::list_with_form(who, page_number, PAGE_SIZE, read, form, new_form, draw).await
 }
 
 fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &Form) -> Markup {
@@ -314,7 +280,7 @@ fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &For
                         }
                     }
                 }
-                (pager(listed.pagination, &url("/admin/audiences", env), "audiences"))
+                (super::pages::pager(listed.pagination, &url("/admin/audiences", env), "audiences"))
             }
             @if who.may(Right::EnvironmentsWrite) {
                 h2 { "New audience" }

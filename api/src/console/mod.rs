@@ -18,6 +18,7 @@
 //!   (`environments.rs`).
 //! - `GET|POST /admin/webhooks`, `GET|POST /admin/webhooks/{id}`, `POST …/enabled`,
 //!   `…/rotate`, `…/delete`: webhook endpoints (`webhooks.rs`).
+//! - `GET|POST /admin/api-keys`, `POST /admin/api-keys/{id}/revoke`: API keys (`keys.rs`).
 //! - `GET|POST /admin/sign-in`, `POST /admin/sign-out`.
 //! - `GET /admin/assets/console.css`.
 //!
@@ -28,6 +29,7 @@ mod chart;
 mod definition;
 mod environments;
 mod form;
+mod keys;
 mod ops;
 mod pages;
 mod webhooks;
@@ -85,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .merge(ops::routes())
         .merge(environments::routes())
         .merge(webhooks::routes())
+        .merge(keys::routes())
 }
 
 /// The headers every console answer carries.
@@ -427,6 +430,54 @@ impl ScopeQuery {
             q.finish()
         }
     }
+}
+
+/// A list page's query: which page.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    page: Option<u32>,
+}
+
+/// A list page's request, once every check passed: the caller (holding `right`), the
+/// page's scope, and the page asked for.
+async fn list_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Result<Query<ScopeQuery>, QueryRejection>,
+    paging: Result<Query<PageQuery>, QueryRejection>,
+    right: Right,
+) -> Result<(SignedIn, ScopeQuery, Option<u32>), Refused> {
+    let (who, scope) = page_request(state, headers, scope, right).await?;
+    let paging = query(paging)?;
+    Ok((who, scope, paging.page))
+}
+
+/// A list page with its new-item form: page `page_number` (of `page_size` items) of what
+/// `read` lists, drawn by `draw` with `form` (a new-item form come back with its problems,
+/// answered 422) or a `fresh` one.
+async fn list_with_form<T, Fut>(
+    who: &SignedIn,
+    page_number: Option<u32>,
+    page_size: u32,
+    read: impl FnOnce(PageParams) -> Fut,
+    form: Option<form::Form>,
+    fresh: fn() -> form::Form,
+    draw: impl FnOnce(&verdict_app::Paginated<T>, &form::Form) -> maud::Markup,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<verdict_app::Paginated<T>, AppError>>,
+{
+    let paging = PageParams {
+        page: Some(page_number.unwrap_or(1)),
+        page_size: Some(page_size),
+    };
+    let listed = match read(paging).await {
+        Ok(listed) => listed,
+        Err(e) => return error_page(Some(who), &e),
+    };
+    let status = page_status(form.is_some(), None);
+    let form = form.unwrap_or_else(fresh);
+    html(status, draw(&listed, &form))
 }
 
 /// A page's status: a refused change's, else 422 when a form came back with its problems,

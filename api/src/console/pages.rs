@@ -39,6 +39,7 @@ pub(super) fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Marku
                             }
                             @if who.may(Right::WebhooksManage) { a href="/admin/webhooks" { "Webhooks" } }
                             @if who.may(Right::JobsRun) { a href="/admin/operations" { "Operations" } }
+                            @if who.may(Right::KeysManage) { a href="/admin/api-keys" { "API keys" } }
                             a href="/docs" { "API docs" }
                         }
                         form.signout method="post" action="/admin/sign-out" {
@@ -110,6 +111,45 @@ fn detail(d: &serde_json::Value) -> String {
         (Some(f), Some(m)) => format!("{f}: {m}"),
         _ => d.to_string(),
     }
+}
+
+/// `path?<query>&page=n`, or `path?page=n`.
+fn page_url(base: &str, n: u64) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}page={n}")
+}
+
+/// A pager under a list of `what`.
+pub(super) fn pager(p: verdict_app::pages::Pagination, base: &str, what: &str) -> Markup {
+    html! {
+        nav.pager {
+            "Page " (p.page) " of " (p.total_pages.max(1)) " (" (p.total) " " (what) ") "
+            @if p.page > 1 { a href=(page_url(base, u64::from(p.page) - 1)) { "Previous" } " " }
+            @if u64::from(p.page) < p.total_pages { a href=(page_url(base, u64::from(p.page) + 1)) { "Next" } }
+        }
+    }
+}
+
+/// A page that shows a secret (a new API key, an endpoint's signing secret) this once:
+/// `what` says what it is, `next` is where to go on (link and label).
+pub(super) fn shown_once(
+    who: &SignedIn,
+    title: &str,
+    what: Markup,
+    secret: &str,
+    next: (&str, &str),
+) -> Markup {
+    layout(
+        title,
+        Some(who),
+        html! {
+            h1 { (title) }
+            p { (what) }
+            p { "Copy it now: it is not shown again." }
+            p { code #secret { (secret) } }
+            p { a.button href=(next.0) { (next.1) } }
+        },
+    )
 }
 
 /// The form that shows a list page (`action`) of another environment.

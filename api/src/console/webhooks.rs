@@ -230,20 +230,20 @@ async fn create(
     }
 }
 
-/// A page that shows an endpoint's new secret, this once.
+/// An endpoint's new secret, shown this once.
 fn secret_page(who: &SignedIn, title: &str, e: &EndpointView, secret: &str) -> Markup {
-    layout(
+    let what = html! {
+        "Deliveries to " code { (e.url) } " are signed with this secret."
+        @if let Some(until) = e.previous_secret_expires_at {
+            " The previous secret signs too until " (when(Some(until))) "."
+        }
+    };
+    super::pages::shown_once(
+        who,
         title,
-        Some(who),
-        html! {
-            h1 { (title) }
-            p { "Deliveries to " code { (e.url) } " are signed with this secret. Copy it now: it is not shown again." }
-            p { code #secret { (secret) } }
-            @if let Some(until) = e.previous_secret_expires_at {
-                p.hint { "The previous secret signs too until " (when(Some(until))) "." }
-            }
-            p { a.button href=(endpoint_url(&e.id)) { "To the endpoint" } }
-        },
+        what,
+        secret,
+        (&endpoint_url(&e.id), "To the endpoint"),
     )
 }
 

@@ -18,9 +18,9 @@
 //!   compare), and a status change whose publish records and writes a new version, against
 //!   the same change of a draft (which publishes nothing).
 //! - `console`: the admin console's pages (experiments list, experiment, edit, new
-//!   experiment, operations, environments, audiences, webhooks) for one experiment with
-//!   `--console-events` events rolled up, loaded by a signed-in admin (target: under 50 ms
-//!   each).
+//!   experiment, operations, environments, audiences, webhooks, API keys) for one
+//!   experiment with `--console-events` events rolled up, loaded by a signed-in admin
+//!   (target: under 50 ms each).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -1241,6 +1241,11 @@ async fn console_on(args: &ScaleArgs, server: &Server) -> anyhow::Result<PageTim
             "webhooks (endpoints and new-endpoint form)",
             "/admin/webhooks".to_owned(),
             "id=\"new-endpoint\"".to_owned(),
+        ),
+        (
+            "API keys (keys and new-key form)",
+            "/admin/api-keys".to_owned(),
+            "id=\"new-key\"".to_owned(),
         ),
     ] {
         let url = format!("{verdict}{path}");
