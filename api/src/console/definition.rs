@@ -60,7 +60,7 @@ fn variant_inputs(rows: usize) -> Vec<Input> {
 fn definition_inputs(draft: bool) -> Vec<Input> {
     let mut inputs = vec![
         Input::new("name", "Name", Kind::Text),
-        Input::new("description", "Description", Kind::Area).blank_text(),
+        Input::new("description", "Description", Kind::Area).blank_empty(),
         Input::new("coverage", "Coverage", Kind::Number)
             .hint("share of eligible subjects in the experiment, 0 to 1"),
         Input::new("audience", "Audience", Kind::Text)

@@ -25,7 +25,7 @@ use verdict_domain::{Audience, Environment, Right};
 
 use super::definition::submit;
 use super::form::{self, Form, Input, Kind};
-use super::pages::{layout, problem_box};
+use super::pages::{flat_form, layout, problem_box};
 use super::{
     Change, NoFields, PageQuery, Refused, ScopeQuery, SignedIn, change, html as page, list_request,
     page_request, redirect,
@@ -159,14 +159,7 @@ fn environments_page(who: &SignedIn, listed: &Paginated<Environment>, form: &For
             (super::pages::pager(listed.pagination, "/admin/environments", "environments"))
             @if who.may(Right::EnvironmentsWrite) {
                 h2 { "New environment" }
-                (form.summary())
-                form.definition #new-environment method="post" action="/admin/environments" novalidate {
-                    input type="hidden" name="csrf" value=(who.csrf);
-                    fieldset {
-                        (form.field("key")) (form.field("name")) (form.field("description"))
-                    }
-                    button type="submit" { "Create the environment" }
-                }
+                (flat_form(who, "new-environment", "/admin/environments", None, form, "Create the environment"))
             }
         },
     )
@@ -284,15 +277,8 @@ fn list_page(who: &SignedIn, env: &str, listed: &Paginated<Audience>, form: &For
             }
             @if who.may(Right::EnvironmentsWrite) {
                 h2 { "New audience" }
-                (form.summary())
-                form.definition #new-audience method="post" action=(url("/admin/audiences", env)) novalidate {
-                    input type="hidden" name="csrf" value=(who.csrf);
-                    fieldset {
-                        legend { "Audience in " (env) }
-                        (form.field("key")) (form.field("name")) (form.field("rules"))
-                    }
-                    button type="submit" { "Create the audience" }
-                }
+                (flat_form(who, "new-audience", &url("/admin/audiences", env),
+                    Some(html! { "Audience in " (env) }), form, "Create the audience"))
             }
         },
     )
@@ -365,12 +351,7 @@ fn audience_page(who: &SignedIn, a: &Audience, form: &Form, problem: Option<&App
             @if who.may(Right::EnvironmentsWrite) {
                 h2 { "Rules" }
                 p.hint { "Experiments that name this audience take only the subjects its rules match; a change applies to new subjects (those assigned keep their variant)." }
-                (form.summary())
-                form.definition #audience-form method="post" action=(here) novalidate {
-                    input type="hidden" name="csrf" value=(who.csrf);
-                    fieldset { (form.field("name")) (form.field("rules")) }
-                    button type="submit" { "Save the audience" }
-                }
+                (flat_form(who, "audience-form", &here, None, form, "Save the audience"))
                 form.inline #delete-audience method="post" action=(super::pages::action(&here, "delete")) {
                     input type="hidden" name="csrf" value=(who.csrf);
                     button.danger type="submit" { "Delete the audience" }

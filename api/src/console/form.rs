@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 /// What an input holds and how its text becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A string; blank is absent (`null` over a base), or `""` with [`Input::blank_text`].
+    /// A string; blank is absent (`null` over a base), or `""` with [`Input::blank_empty`].
     Text,
     /// A multi-line string, like [`Kind::Text`].
     Area,
@@ -45,8 +45,9 @@ pub struct Input {
     /// Its text, as shown (and as posted, when the form comes back with problems).
     pub text: String,
     pub hint: Option<&'static str>,
-    /// Blank means `""` rather than absent (a description can be emptied).
-    pub blank_text: bool,
+    /// Blank means empty (`""`, or `[]` for a list) rather than absent: a description can be
+    /// emptied, a list cleared.
+    pub blank_empty: bool,
 }
 
 impl Input {
@@ -57,7 +58,7 @@ impl Input {
             kind,
             text: String::new(),
             hint: None,
-            blank_text: false,
+            blank_empty: false,
         }
     }
 
@@ -66,8 +67,8 @@ impl Input {
         self
     }
 
-    pub fn blank_text(mut self) -> Self {
-        self.blank_text = true;
+    pub fn blank_empty(mut self) -> Self {
+        self.blank_empty = true;
         self
     }
 
@@ -98,7 +99,11 @@ impl Input {
     fn value(&self) -> Result<Option<Value>, String> {
         let text = self.text.trim();
         if text.is_empty() && self.kind != Kind::Check {
-            return Ok(self.blank_text.then(|| Value::String(String::new())));
+            let empty = match self.kind {
+                Kind::List => Value::Array(Vec::new()),
+                _ => Value::String(String::new()),
+            };
+            return Ok(self.blank_empty.then_some(empty));
         }
         match self.kind {
             Kind::Text | Kind::Area => Ok(Some(Value::String(self.text.clone()))),
@@ -468,12 +473,22 @@ mod tests {
     }
 
     #[test]
+    fn a_blank_empty_input_is_its_kinds_empty_value() {
+        let mut form = Form::new(vec![
+            Input::new("types", "Types", Kind::List).blank_empty(),
+            Input::new("note", "Note", Kind::Area).blank_empty(),
+        ]);
+        let doc = form.read(&posted(&[("types", " "), ("note", "")]), None);
+        assert_eq!(doc, json!({"types": [], "note": ""}));
+    }
+
+    #[test]
     fn over_a_base_a_blank_input_removes_and_the_rest_is_kept() {
         let base = json!({"audience": "beta", "policy": {"alpha": 0.05, "override_variant": "b"}});
         let mut form = Form::new(vec![
             Input::new("audience", "Audience", Kind::Text),
             Input::new("policy.alpha", "Alpha", Kind::Number),
-            Input::new("description", "Description", Kind::Area).blank_text(),
+            Input::new("description", "Description", Kind::Area).blank_empty(),
         ]);
         let doc = form.read(&posted(&[("policy.alpha", "0.1")]), Some(&base));
         assert_eq!(

@@ -20,7 +20,7 @@ use verdict_domain::{ApiKey, Right};
 
 use super::definition::submit;
 use super::form::{self, Form, Input, Kind};
-use super::pages::{layout, when};
+use super::pages::{flat_form, layout, when};
 use super::{
     Change, NoFields, PageQuery, ScopeQuery, SignedIn, change, html as page, list_request, redirect,
 };
@@ -107,15 +107,7 @@ fn list_page(who: &SignedIn, listed: &Paginated<ApiKey>, form: &Form) -> Markup 
             (super::pages::pager(listed.pagination, PAGE, "keys"))
             h2 { "New API key" }
             p.hint { "A key may only be given rights you hold. Its plaintext is shown once, when it is created; only its hash is kept." }
-            (form.summary())
-            form.definition #new-key method="post" action=(PAGE) novalidate {
-                input type="hidden" name="csrf" value=(who.csrf);
-                fieldset {
-                    (form.field("name")) (form.field("roles"))
-                    (form.field("environment")) (form.field("organization"))
-                }
-                button type="submit" { "Create the key" }
-            }
+            (flat_form(who, "new-key", PAGE, None, form, "Create the key"))
         },
     )
 }

@@ -130,6 +130,29 @@ pub(super) fn pager(p: verdict_app::pages::Pagination, base: &str, what: &str) -
     }
 }
 
+/// A form of flat fields that posts every input of `form` to `action` with the sign-in's
+/// CSRF token (element id `id`), its problems listed above it and `legend` over its inputs.
+pub(super) fn flat_form(
+    who: &SignedIn,
+    id: &str,
+    action: &str,
+    legend: Option<Markup>,
+    form: &super::form::Form,
+    submit: &str,
+) -> Markup {
+    html! {
+        (form.summary())
+        form.definition id=(id) method="post" action=(action) novalidate {
+            input type="hidden" name="csrf" value=(who.csrf);
+            fieldset {
+                @if let Some(legend) = legend { legend { (legend) } }
+                (form.inputs_under(""))
+            }
+            button type="submit" { (submit) }
+        }
+    }
+}
+
 /// A page that shows a secret (a new API key, an endpoint's signing secret) this once:
 /// `what` says what it is, `next` is where to go on (link and label).
 pub(super) fn shown_once(

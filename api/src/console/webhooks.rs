@@ -25,7 +25,7 @@ use verdict_domain::Right;
 
 use super::definition::submit;
 use super::form::{self, Form, Input, Kind};
-use super::pages::{layout, problem_box, when};
+use super::pages::{flat_form, layout, problem_box, when};
 use super::{
     Change, NoFields, Refused, ScopeQuery, SignedIn, change, html as page, page_request, redirect,
 };
@@ -76,8 +76,10 @@ fn edit_form(e: &EndpointView) -> Form {
     Form::new(
         [
             Input::new("url", "URL", Kind::Text),
-            Input::new("event_types", "Event types", Kind::List).hint(TYPES_HINT),
-            Input::new("description", "Description", Kind::Area).blank_text(),
+            Input::new("event_types", "Event types", Kind::List)
+                .hint(TYPES_HINT)
+                .blank_empty(),
+            Input::new("description", "Description", Kind::Area).blank_empty(),
         ]
         .into_iter()
         .map(|i| i.from(&doc))
@@ -144,7 +146,6 @@ async fn list_response(
 }
 
 fn list_page(who: &SignedIn, env: &str, listed: &Paginated<EndpointView>, form: &Form) -> Markup {
-    let action = list_url(env);
     layout(
         "Webhooks",
         Some(who),
@@ -173,15 +174,7 @@ fn list_page(who: &SignedIn, env: &str, listed: &Paginated<EndpointView>, form: 
             }
             h2 { "New endpoint" }
             p.hint { "Deliveries are signed as Standard Webhooks describes (HMAC-SHA256); the secret to verify them is shown once, when the endpoint is created." }
-            (form.summary())
-            form.definition #new-endpoint method="post" action=(action) novalidate {
-                input type="hidden" name="csrf" value=(who.csrf);
-                fieldset {
-                    legend { "Endpoint in " (env) }
-                    (form.field("url")) (form.field("event_types")) (form.field("description"))
-                }
-                button type="submit" { "Create the endpoint" }
-            }
+            (flat_form(who, "new-endpoint", &list_url(env), Some(html! { "Endpoint in " (env) }), form, "Create the endpoint"))
         },
     )
 }
@@ -333,12 +326,7 @@ fn endpoint_page(
                 }
             }
             h2 { "Settings" }
-            (form.summary())
-            form.definition #endpoint-form method="post" action=(here) novalidate {
-                input type="hidden" name="csrf" value=(who.csrf);
-                fieldset { (form.field("url")) (form.field("event_types")) (form.field("description")) }
-                button type="submit" { "Save the endpoint" }
-            }
+            (flat_form(who, "endpoint-form", &here, None, form, "Save the endpoint"))
             h2 { "Recent messages" }
             @match messages {
                 Ok(p) if p.data.is_empty() => p.empty { "No message yet." },
@@ -385,14 +373,8 @@ async fn update(
         Err(e) => return super::error_page(Some(&who), &e),
     };
     let mut form = edit_form(&current);
-    // Every field is sent: a blank list is every type again, a blank description empty.
-    let posted_types = posted.get("event_types").cloned().unwrap_or_default();
-    let update = |mut body: EndpointUpdate| {
-        if posted_types.trim().is_empty() {
-            body.event_types = Some(Vec::new());
-        }
-        state.update_endpoint(&who.caller, &id, body)
-    };
+    // A blank list is every type again, a blank description empty (`blank_empty`).
+    let update = |body: EndpointUpdate| state.update_endpoint(&who.caller, &id, body);
     if submit(&mut form, &posted, update).await.is_some() {
         return redirect(&endpoint_url(&id));
     }
